@@ -1,0 +1,48 @@
+"""mritwin: MRI digital twins and a differentiable JAX Bloch simulator.
+
+Everything is SI (s, m, T, T/m, T/m/s, Hz, rad). See docs/conventions.md for the
+rotating-frame and Fourier sign conventions.
+"""
+
+from importlib.metadata import PackageNotFoundError as _PNF, version as _version
+
+from .constants import GAMMA_BAR as GAMMA_BAR
+from .sequence import (
+    ADC as ADC,
+    RF as RF,
+    ArbGrad as ArbGrad,
+    Block as Block,
+    Delay as Delay,
+    DiscreteSequence as DiscreteSequence,
+    Label as Label,
+    Rotation as Rotation,
+    Scanner as Scanner,
+    Sequence as Sequence,
+    TrapGrad as TrapGrad,
+    discretize as discretize,
+    make_adc as make_adc,
+    make_arbitrary_grad as make_arbitrary_grad,
+    make_arbitrary_rf as make_arbitrary_rf,
+    make_block_pulse as make_block_pulse,
+    make_delay as make_delay,
+    make_extended_trapezoid as make_extended_trapezoid,
+    make_label as make_label,
+    make_sinc_pulse as make_sinc_pulse,
+    make_trapezoid as make_trapezoid,
+)
+from .io import load_twin as load_twin, read_seq as read_seq, save_twin as save_twin, write_seq as write_seq
+from .signal import Signal as Signal
+from .simulate import AbstractSimMethod as AbstractSimMethod, Bloch as Bloch, simulate as simulate
+from .twin import (
+    Twin as Twin,
+    lorentzian_offsets as lorentzian_offsets,
+    phantoms as phantoms,
+    tissue_parameters as tissue_parameters,
+    twin_from_labels as twin_from_labels,
+    with_isochromats as with_isochromats,
+)
+
+try:
+    __version__ = _version("mritwin")
+except _PNF:  # running from a source tree without installation
+    __version__ = "0.0.0+unknown"

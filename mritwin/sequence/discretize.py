@@ -1,0 +1,321 @@
+"""Discretize a `Sequence` into flat arrays for the device-side simulator.
+
+Steps
+-----
+The sequence timeline is cut into *steps*:
+
+- **RF steps** (``kind = 0``) inside RF pulses: by default one per RF raster sample
+  (runs of equal samples without frequency offset are merged, so a block pulse is one
+  step); ``rf_dt`` groups samples into steps of at least that duration (B1 averaged).
+  The gradient over an RF step is its exact average.
+- **Free steps** (``kind = 1``) between RF pulses: one per ADC sample; everything in
+  between is merged, because free precession of a static spin depends only on the
+  elapsed time and the exact gradient moment ``∫G dt`` (integrated exactly over the
+  piecewise-linear gradients).
+- **Window steps** (``kind = 2``): an ADC event whose samples all fall on a constant
+  gradient without RF becomes one step of ``count = n_samples - 1`` identical intervals;
+  the engine evaluates all of its samples at once (exactly: the per-interval evolution
+  is the same, so sample ``n`` is the first sample's magnetization times ``z**n``).
+
+Frame
+-----
+Event values use the scanner's (Pulseq's) complex convention,
+``B1 = a(t) exp(i(φ + 2π f t))``. The simulator's rotating frame is left-handed
+(free precession ``exp(-i 2π Δf t)``), its mirror image, so RF enters as the complex
+conjugate and the receiver demodulates with ``exp(+i(φ_adc + 2π f_adc t))``. With this,
+a pulse with ``f = γ̄ G z0`` excites the slice at ``+z0``, Pulseq's phase centring
+``φ − 2π f t_c`` holds, and RF spoiling with equal RF/ADC phases gives a stable phase.
+
+Everything is stored in "cycles" so the engine multiplies by 2π once:
+``kstep = γ̄ ∫G dt`` [1/m] and ``b1dt = γ̄ conj(∫B1 dt)`` [1] per step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .scanner import Scanner
+from .sequence import Sequence
+from .timeline import adc_table, gradient_moments, gradient_table, rf_table, _overlaps
+
+__all__ = ["DiscreteSequence", "discretize", "RF_STEP", "FREE_STEP", "WINDOW_STEP"]
+
+RF_STEP, FREE_STEP, WINDOW_STEP = 0, 1, 2
+_MIN_WINDOW = 4  # ADC events with fewer samples are stepped
+
+
+class DiscreteSequence(eqx.Module):
+    """A sequence as flat per-step arrays (padded to a length bucket).
+
+    Attributes:
+        dt: (n_steps,) step duration [s] (per interval for window steps).
+        t: (n_steps,) step start time [s].
+        kstep: (n_steps, 3) ``γ̄ ∫G dt`` over the step (one interval of a window) [1/m].
+        b1dt: (n_steps,) complex ``γ̄ ∫B1 dt`` in the simulation frame [1] (cycles).
+        kind: (n_steps,) int32: 0 RF, 1 free precession, 2 ADC window.
+        sample: (n_steps,) bool: an ADC sample is taken at the end of the step.
+        count: (n_steps,) int32: number of intervals of a window step (else 0).
+        out_index: (n_adc,) int32: where ADC sample ``i`` is in the engine's flat output
+            (``[per-step samples (n_steps), window samples (n_steps * n_window)]``).
+        demod: (n_adc,) complex receiver demodulation factor.
+        adc_time: (n_adc,) sample times [s].
+        n_window: static window length (0 when the sequence has no windows).
+        n_real_steps: static number of steps before padding.
+    """
+
+    dt: jax.Array
+    t: jax.Array
+    kstep: jax.Array
+    b1dt: jax.Array
+    kind: jax.Array
+    sample: jax.Array
+    count: jax.Array
+    out_index: jax.Array
+    demod: jax.Array
+    adc_time: jax.Array
+    n_window: int = eqx.field(static=True)
+    n_real_steps: int = eqx.field(static=True)
+
+    @property
+    def n_steps(self) -> int:
+        return int(self.dt.shape[0])
+
+    @property
+    def n_adc(self) -> int:
+        return int(self.out_index.shape[0])
+
+    def astype(self, dtype) -> DiscreteSequence:
+        """Cast the floating-point arrays to ``dtype`` (complex ones to the matching complex)."""
+        cdt = jnp.complex128 if jnp.dtype(dtype) == jnp.float64 else jnp.complex64
+        return eqx.tree_at(
+            lambda d: (d.dt, d.t, d.kstep, d.b1dt, d.demod, d.adc_time),
+            self,
+            (jnp.asarray(self.dt, dtype), jnp.asarray(self.t, dtype), jnp.asarray(self.kstep, dtype),
+             jnp.asarray(self.b1dt, cdt), jnp.asarray(self.demod, cdt),
+             jnp.asarray(self.adc_time, dtype)),
+        )
+
+
+def _bucket(n: int) -> int:
+    """Round up to a length bucket: multiples of 2^(floor(log2 n) - 3) (≤ 12.5 % padding)."""
+    if n <= 16:
+        return 16
+    step = 2 ** (int(math.floor(math.log2(n))) - 3)
+    return int(math.ceil(n / step) * step)
+
+
+def discretize(
+    seq: Sequence,
+    scanner: Scanner | None = None,
+    *,
+    rf_dt: float | None = None,
+    windows: bool = True,
+    bucket: bool = True,
+) -> DiscreteSequence:
+    """Discretize ``seq`` into a `DiscreteSequence` (see the module docstring).
+
+    Args:
+        seq: the sequence.
+        scanner: the system (``b0`` for ppm offsets, ``gamma_bar``); default `Scanner()`.
+        rf_dt: group RF samples into steps of at least this duration [s] (B1 averaged
+            over the step). Default: one step per raster sample (exact for
+            piecewise-constant RF up to the splitting error of the relaxation).
+        windows: evaluate constant-gradient ADC events as windows (exact; faster).
+        bucket: pad the number of steps to a length bucket so compiled shapes repeat.
+
+    Returns:
+        The discretized sequence; values are NumPy/JAX arrays (JAX when any event value
+        is traced, so gradients flow back into the events).
+    """
+    scanner = Scanner() if scanner is None else scanner
+    gb = scanner.gamma_bar
+    if rf_dt is not None and not rf_dt > 0:
+        raise ValueError(f"rf_dt must be > 0 [s], got {rf_dt}")
+    total = seq.duration
+    rft = rf_table(seq, scanner.b0, gb)
+    adt = adc_table(seq, scanner.b0, gb)
+    gt = gradient_table(seq)
+
+    # ---- boundaries ---------------------------------------------------------------
+    rf_edges = _rf_step_edges(rft, rf_dt)
+    bounds = np.concatenate([[0.0, total], rf_edges, adt.time])
+    bounds = np.unique(np.round(bounds, 12))
+    bounds = bounds[(bounds >= 0) & (bounds <= round(total, 12) + 1e-12)]
+    a, b = bounds[:-1], bounds[1:]
+    n = a.size
+
+    # RF steps: midpoint inside an RF shape period
+    mid = 0.5 * (a + b)
+    is_rf = np.zeros(n, bool)
+    if rft.periods.size:
+        p = np.searchsorted(rft.periods[:, 0], mid, side="right") - 1
+        ok = p >= 0
+        is_rf[ok] = mid[ok] < rft.periods[p[ok], 1]
+
+    # ADC samples: the step ending at each sample time
+    at = np.round(adt.time, 12)
+    step_of_sample = np.searchsorted(b, at, side="left")
+    if at.size and (np.any(step_of_sample >= n) or np.any(np.abs(b[np.minimum(step_of_sample, n - 1)] - at) > 1e-11)):
+        raise ValueError("internal error: ADC sample times not on step boundaries")
+
+    # ---- windows --------------------------------------------------------------------
+    win_first = np.zeros(0, np.int64)  # ADC event index of each window
+    if windows and adt.count.size:
+        cand = np.nonzero(adt.count >= _MIN_WINDOW)[0]
+        if cand.size:
+            f0 = adt.first[cand]
+            f1 = f0 + adt.count[cand] - 1
+            s0, s1 = step_of_sample[f0], step_of_sample[f1]
+            ok = (s1 - s0 == adt.count[cand] - 1) & ~is_rf[s0]
+            ok &= ~np.array([is_rf[x + 1:y + 1].any() for x, y in zip(s0, s1)], bool)
+            ok &= _constant_gradient(gt, adt.time[f0], adt.time[f1])
+            cand = cand[ok]
+        waste = (n - cand.sum() if cand.size else n) * (adt.count[cand].max() if cand.size else 0)
+        if cand.size and waste <= 4 * adt.time.size + 65536:
+            win_first = cand
+
+    # Build the step list: every step, except that the N-1 steps of a window become one.
+    keep = np.ones(n, bool)
+    win_step = np.zeros(0, np.int64)
+    int_a, int_b = a.copy(), b.copy()
+    count = np.zeros(n, np.int64)
+    kind = np.where(is_rf, 0, 1)
+    if win_first.size:
+        f0 = adt.first[win_first]
+        N = adt.count[win_first]
+        s0 = step_of_sample[f0]
+        for x, c in zip(s0, N):
+            keep[x + 2:x + c] = False  # steps x+1 .. x+c-1 collapse into step x+1
+        ws = s0 + 1
+        win_step = ws
+        int_a[ws] = adt.time[f0]
+        int_b[ws] = adt.time[f0] + adt.dwell[win_first]
+        count[ws] = N - 1
+        kind[ws] = 2
+    new_index = np.cumsum(keep) - 1
+    sa, sb = int_a[keep], int_b[keep]
+    t_start = a[keep]
+    kind = kind[keep]
+    count = count[keep]
+    dt = sb - sa
+    m = sa.size
+
+    # per-step samples (non-window) and output mapping
+    sample = np.zeros(m, bool)
+    n_pad = _bucket(m) if bucket else m
+    n_window = int(adt.count[win_first].max() - 1) if win_first.size else 0
+    if n_window and bucket:
+        n_window = 1 << (n_window - 1).bit_length()
+    out_index = new_index[step_of_sample].astype(np.int64)
+    if win_first.size:
+        for w_ev, ws_old in zip(win_first, win_step):
+            f0, c = adt.first[w_ev], adt.count[w_ev]
+            ws_new = new_index[ws_old]
+            out_index[f0 + 1:f0 + c] = n_pad + ws_new * n_window + np.arange(c - 1)
+        in_window = np.zeros(adt.time.size, bool)
+        for w_ev in win_first:
+            in_window[adt.first[w_ev] + 1:adt.first[w_ev] + adt.count[w_ev]] = True
+        sample[new_index[step_of_sample[~in_window]]] = True
+    else:
+        sample[new_index[step_of_sample]] = True
+
+    # ---- values -----------------------------------------------------------------------
+    kstep = gb * gradient_moments(gt, sa, sb)
+    b1dt = _rf_integrals(rft, sa, sb, kind == 0, gb)
+    def pad(x, value=0):
+        if n_pad == m:
+            return x
+        widths = [(0, n_pad - m)] + [(0, 0)] * (x.ndim - 1)
+        return (jnp if isinstance(x, jax.Array) else np).pad(x, widths, constant_values=value)
+
+    return DiscreteSequence(
+        dt=pad(dt), t=pad(t_start, total), kstep=pad(kstep), b1dt=pad(b1dt),
+        kind=pad(kind.astype(np.int32), 1), sample=pad(sample, False),
+        count=pad(count.astype(np.int32)), out_index=out_index.astype(np.int32),
+        demod=adt.demod, adc_time=adt.time, n_window=n_window, n_real_steps=m,
+    )
+
+
+def _rf_step_edges(rft, rf_dt):
+    """Step edges inside RF pulses: every sample edge, minus removable interior ones."""
+    if rft.edge0.size == 0:
+        return np.zeros(0)
+    e0, e1 = rft.edge0, rft.edge1
+    same_pulse = rft.pulse[1:] == rft.pulse[:-1]
+    removable = same_pulse.copy()
+    if rf_dt is None:
+        vals = rft.values
+        if isinstance(vals, jax.Array):
+            removable[:] = False
+        else:
+            v = np.asarray(vals)[rft.value_index]
+            removable &= (v[1:] == v[:-1]) & (rft.freq[1:] == 0) & (rft.freq[:-1] == 0)
+    else:
+        start = rft.periods[rft.pulse, 0]
+        bucket_idx = np.floor((e1 - start) / rf_dt + 1e-9)
+        removable &= bucket_idx[1:] == bucket_idx[:-1]
+    first = np.r_[True, ~same_pulse]
+    last = np.r_[~same_pulse, True]
+    return np.concatenate([e0[first], e1[last], e1[:-1][same_pulse & ~removable]])
+
+
+def _rf_integrals(rft, sa, sb, is_rf, gb):
+    """(n_steps,) γ̄ conj(∫ B1 dt) over each RF step (0 elsewhere)."""
+    m = sa.size
+    if rft.edge0.size == 0 or not is_rf.any():
+        return np.zeros(m, np.complex128)
+    # pairs (step, sample) with positive overlap; samples are sorted and disjoint
+    idx = np.nonzero(is_rf)[0]
+    lo = np.searchsorted(rft.edge1, sa[idx], side="right")
+    hi = np.searchsorted(rft.edge0, sb[idx], side="left")
+    counts = np.maximum(hi - lo, 0)
+    rows = np.repeat(idx, counts)
+    cols = np.repeat(lo - np.cumsum(counts) + counts, counts) + np.arange(counts.sum())
+    ov = np.minimum(sb[rows], rft.edge1[cols]) - np.maximum(sa[rows], rft.edge0[cols])
+    good = ov > 0
+    rows, cols, ov = rows[good], cols[good], ov[good]
+    coef = ov * np.exp(2j * np.pi * rft.freq[cols] * rft.tau[cols])
+    vals = rft.values
+    if isinstance(vals, jax.Array):
+        contrib = jnp.asarray(coef) * vals[rft.value_index[cols]]
+        out = jnp.zeros(m, contrib.dtype).at[rows].add(contrib)
+        return gb * jnp.conj(out)
+    contrib = coef * np.asarray(vals)[rft.value_index[cols]]
+    out = np.bincount(rows, weights=contrib.real, minlength=m) + 1j * np.bincount(
+        rows, weights=contrib.imag, minlength=m)
+    return gb * np.conj(out)
+
+
+def _constant_gradient(gt, t_first, t_last):
+    """(n,) bool: every gradient is constant over [t_first[i], t_last[i]]."""
+    n = t_first.size
+    ok = np.ones(n, bool)
+    rows, cols, *_ = _overlaps(gt, t_first, t_last, False)
+    if rows.size == 0:
+        return ok
+    bad = ~gt.flat[cols]
+    ok[rows[bad]] = False
+    vals = gt.values
+    if isinstance(vals, jax.Array):
+        # traced values: only one (flat) segment per logical channel is provably constant
+        key = rows * 3 + np.argmax(np.abs(gt.direction[cols]), axis=1)
+        uniq, cnt = np.unique(key, return_counts=True)
+        ok[(uniq[cnt > 1] // 3)] = False
+    else:
+        v = np.asarray(vals)
+        # constant iff all segments are flat and, per row and channel, their values agree
+        for r in np.unique(rows):
+            sel = rows == r
+            sv = v[gt.i0[cols[sel]]]
+            ch = np.argmax(np.abs(gt.direction[cols[sel]]), axis=1)
+            for c in np.unique(ch):
+                vv = sv[ch == c]
+                if np.ptp(vv) > 1e-12 * max(1.0, np.abs(vv).max()):
+                    ok[r] = False
+    return ok
+

@@ -1,0 +1,73 @@
+"""k-space trajectory of a sequence at its ADC samples."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..constants import GAMMA_BAR
+from .timeline import adc_table, gradient_moments, gradient_table, rf_table
+
+__all__ = ["kspace_at_adc", "rf_roles"]
+
+_EXCITE, _REFOCUS, _NONE = 0, 1, 2
+
+
+def rf_roles(pulses) -> list[int]:
+    """Role of each pulse for k-space: 0 excitation (reset), 1 refocusing (negate), 2 none.
+
+    ``use`` decides; ``"undefined"`` pulses are classified by nominal flip angle
+    (> 150° refocusing, otherwise excitation), as Pulseq tools do. Inversion and
+    saturation pulses do not touch k-space.
+    """
+    roles = []
+    for _, ev in pulses:
+        use = ev.use
+        if use == "undefined" or use == "other":
+            try:
+                flip = ev.flip_angle()
+            except Exception:  # traced values: fall back to excitation
+                flip = 0.0
+            use = "refocusing" if np.degrees(flip) > 150 else "excitation"
+        roles.append({"excitation": _EXCITE, "refocusing": _REFOCUS}.get(use, _NONE))
+    return roles
+
+
+def kspace_at_adc(seq, gamma_bar: float = GAMMA_BAR) -> np.ndarray:
+    """(n_adc_samples, 3) k-space positions [1/m] (see `Sequence.kspace`)."""
+    adt = adc_table(seq, 0.0, gamma_bar)
+    if adt.time.size == 0:
+        return np.zeros((0, 3))
+    rft = rf_table(seq, 0.0, gamma_bar)
+    gt = gradient_table(seq)
+    centres = np.array([seq.block_starts()[b] + ev.delay + ev.center for b, ev in rft.pulses])
+    roles = np.array(rf_roles(rft.pulses), dtype=int)
+    keep = roles != _NONE
+    centres, roles = centres[keep], roles[keep]
+    # events in time order: RF centres and ADC samples; integrate between consecutive ones
+    t = np.concatenate([centres, adt.time])
+    what = np.concatenate([roles, np.full(adt.time.size, -1)])
+    order = np.argsort(t, kind="stable")
+    t, what = t[order], what[order]
+    edges = np.concatenate([[0.0], t])
+    moments = gradient_moments(gt, edges[:-1], edges[1:])
+    moments = np.asarray(moments) * gamma_bar
+    cum = np.cumsum(moments, axis=0)  # k without resets, after each event
+    out = np.zeros((adt.time.size, 3))
+    rf_pos = np.nonzero(what >= 0)[0]
+    is_adc = what < 0
+    adc_rank = np.cumsum(is_adc) - 1
+    k_after = np.zeros(3)  # k right after the previous RF event
+    base = np.zeros(3)  # cum value at that RF event
+    prev = 0
+    for p in list(rf_pos) + [t.size]:
+        run = slice(prev, p)
+        sel = is_adc[run]
+        if sel.any():
+            idx = np.arange(prev, p)[sel]
+            out[adc_rank[idx]] = k_after + (cum[idx] - base)
+        if p < t.size:
+            k_here = k_after + (cum[p] - base)
+            k_after = np.zeros(3) if what[p] == _EXCITE else -k_here
+            base = cum[p]
+        prev = p + 1
+    return out

@@ -1,0 +1,3 @@
+"""Simulated signals."""
+
+from .signal import Signal as Signal

@@ -1,0 +1,238 @@
+"""`simulate`: evolve a twin under a sequence and record the ADC signal."""
+
+from __future__ import annotations
+
+import functools
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..sequence.discretize import DiscreteSequence, discretize
+from ..sequence.scanner import Scanner
+from ..sequence.sequence import Sequence
+from ..signal.signal import Signal
+from ..twin.twin import Twin
+from . import kernels
+from .kernels import Spins, State
+from .methods import AbstractSimMethod, Bloch
+
+__all__ = ["simulate", "trace_count"]
+
+_TRACES = {"core": 0}
+
+
+def trace_count() -> int:
+    """How many times the simulation core has been traced (compiled) in this process."""
+    return _TRACES["core"]
+
+
+def _default_chunk(n_spins: int) -> int:
+    """Spins per chunk: capped by platform, bucketed so similar twins share a compiled shape."""
+    cap = 1 << 16 if jax.default_backend() == "cpu" else 1 << 21
+    if n_spins >= cap:
+        return cap
+    if n_spins <= 4096:
+        return max(256, 1 << (max(n_spins, 1) - 1).bit_length())
+    return -(-n_spins // 4096) * 4096
+
+
+def simulate(
+    twin: Twin,
+    seq: Sequence | DiscreteSequence,
+    *,
+    scanner: Scanner | None = None,
+    coils=None,
+    noise=None,
+    method: AbstractSimMethod | None = None,
+    key: jax.Array | None = None,
+    dtype=None,
+    return_magnetization: bool = False,
+) -> Signal:
+    """Simulate the ADC signal of ``twin`` under ``seq``.
+
+    A pure function of its inputs: jit-compiled inside (the compiled core is reused while
+    shapes stay in the same bucket, so changing twin or sequence *values* does not
+    recompile), and differentiable with `jax.grad` / `jax.jvp` with respect to every
+    twin field and every event value (RF amplitudes, shapes and phases, gradient
+    amplitudes and waveforms, ADC phases).
+
+    Args:
+        twin: the spins.
+        seq: a `Sequence` (discretized here) or an already discretized `DiscreteSequence`.
+        scanner: the system (B0 for ppm offsets, γ̄); default `Scanner()`.
+        coils: optional (n_coils, n_spins) complex receive sensitivities, overriding
+            ``twin.coil_sensitivity``.
+        noise: not implemented yet in this release (receiver noise comes with the
+            receive-chain module); must be ``None``.
+        method: the simulation method; default `Bloch()`.
+        key: reserved for stochastic methods (unused by `Bloch`).
+        dtype: ``jnp.float32`` (default) or ``jnp.float64`` (needs
+            ``jax.config.update("jax_enable_x64", True)`` in your program).
+        return_magnetization: also return the final (n_spins, 3) magnetization.
+
+    Returns:
+        A `Signal` with ``samples`` (n_coils, n_adc_samples), ``kspace`` and ``time``.
+
+    Raises:
+        TypeError / ValueError: wrong argument types, float64 without x64, coil
+            sensitivities of the wrong shape.
+    """
+    del key
+    if not isinstance(twin, Twin):
+        raise TypeError(f"twin must be a mritwin.Twin, got {type(twin).__name__}")
+    method = Bloch() if method is None else method
+    if not isinstance(method, Bloch):
+        raise TypeError(f"method must be a simulation method such as mritwin.Bloch(), got {method!r}")
+    if noise is not None:
+        raise NotImplementedError(
+            "simulate(noise=...) is not implemented yet: add receiver noise to "
+            "Signal.samples yourself for now"
+        )
+    dtype = _resolve_dtype(dtype)
+    scanner = Scanner() if scanner is None else scanner
+    if isinstance(seq, Sequence):
+        kspace = seq.kspace()
+        dseq = discretize(seq, scanner, rf_dt=method.rf_dt, windows=method.windows)
+    elif isinstance(seq, DiscreteSequence):
+        dseq = seq
+        kspace = np.full((seq.n_adc, 3), np.nan)
+    else:
+        raise TypeError(f"seq must be a mritwin.Sequence or DiscreteSequence, got {type(seq).__name__}")
+    if dseq.n_adc == 0 and not return_magnetization:
+        raise ValueError("the sequence has no ADC samples: nothing to simulate")
+    if twin.t2_prime is not None and _any_finite(twin.t2_prime):
+        warnings.warn(
+            "twin.t2_prime is set but each spin is one isochromat, so reversible T2' "
+            "dephasing is not simulated; spread spins with mritwin.with_isochromats(twin, n, "
+            "voxel_size) to model T2*",
+            stacklevel=2,
+        )
+    sens = twin.coil_sensitivity if coils is None else jnp.asarray(coils)
+    if sens is not None and (sens.ndim != 2 or sens.shape[1] != twin.n_spins):
+        raise ValueError(
+            f"coil sensitivities must have shape (n_coils, n_spins) = (n_coils, {twin.n_spins}), "
+            f"got {tuple(sens.shape)}"
+        )
+    chunk = method.chunk_size or _default_chunk(twin.n_spins)
+    spins, n_chunks = _pack_spins(twin, sens, chunk, dtype)
+    d = dseq.astype(dtype)
+    samples, mag = _core(spins, d, n_chunks=n_chunks, chunk=chunk, n_window=d.n_window,
+                         checkpoint=method.checkpoint, want_mag=return_magnetization)
+    if mag is not None:
+        mag = mag[: twin.n_spins]
+    return Signal(
+        samples=samples,
+        kspace=jnp.asarray(kspace, dtype),
+        time=jnp.asarray(np.asarray(dseq.adc_time), dtype),
+        magnetization=mag,
+    )
+
+
+def _any_finite(x) -> bool:
+    if isinstance(x, jax.core.Tracer):
+        return True
+    return bool(np.isfinite(np.asarray(x)).any())
+
+
+def _resolve_dtype(dtype):
+    if dtype is None:
+        return jnp.float32
+    dt = jnp.dtype(dtype)
+    if dt == jnp.float64:
+        if not jax.config.jax_enable_x64:
+            raise ValueError(
+                "dtype=float64 needs 64-bit JAX: call jax.config.update('jax_enable_x64', True) "
+                "at the start of your program"
+            )
+        return jnp.float64
+    if dt == jnp.float32:
+        return jnp.float32
+    raise ValueError(f"dtype must be float32 or float64, got {dt}")
+
+
+def _rate(t):
+    return jnp.where(jnp.isinf(t), 0.0, 1.0 / t)
+
+
+def _pack_spins(twin: Twin, sens, chunk: int, dtype):
+    n = twin.n_spins
+    n_chunks = max(1, -(-n // chunk))
+    total = n_chunks * chunk
+    pad = total - n
+
+    def prep(v, fill=0.0):
+        v = jnp.asarray(v, dtype)
+        if pad:
+            v = jnp.concatenate([v, jnp.full((pad,) + v.shape[1:], fill, dtype)])
+        return v.reshape((n_chunks, chunk) + v.shape[1:])
+
+    pos = jnp.asarray(twin.position, dtype)
+    zeros = jnp.zeros(n, dtype)
+    coil_re = coil_im = None
+    if sens is not None:
+        s = jnp.asarray(sens)
+        cdt = jnp.complex128 if dtype == jnp.float64 else jnp.complex64
+        s = s.astype(cdt)
+        if pad:
+            s = jnp.concatenate([s, jnp.zeros((s.shape[0], pad), cdt)], axis=1)
+        s = s.reshape(s.shape[0], n_chunks, chunk).transpose(1, 0, 2)
+        coil_re, coil_im = jnp.real(s), jnp.imag(s)
+    spins = Spins(
+        x=prep(pos[:, 0]), y=prep(pos[:, 1]), z=prep(pos[:, 2]),
+        pd=prep(twin.pd),
+        r1=prep(_rate(jnp.asarray(twin.t1, dtype))),
+        r2=prep(_rate(jnp.asarray(twin.t2, dtype))),
+        df=prep(zeros if twin.delta_f is None else twin.delta_f),
+        b1=prep(jnp.ones(n, dtype) if twin.b1 is None else twin.b1, 1.0),
+        coil_re=coil_re, coil_im=coil_im,
+    )
+    return spins, n_chunks
+
+
+@functools.partial(jax.jit, static_argnames=("n_chunks", "chunk", "n_window", "checkpoint", "want_mag"))
+def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, checkpoint, want_mag):
+    _TRACES["core"] += 1
+    n_coils = 1 if spins.coil_re is None else spins.coil_re.shape[1]
+    cdt = d.b1dt.dtype
+
+    def run_chunk(sp: Spins):
+        m0 = State(jnp.zeros_like(sp.pd), jnp.zeros_like(sp.pd), sp.pd)
+        zero_single = jnp.zeros((n_coils,), cdt)
+        zero_win = jnp.zeros((n_coils, n_window), cdt)
+
+        def body(m, step):
+            dt, k, b1dt, kind, sample, count = step
+
+            def do_rf(m):
+                return kernels.rf_step(sp, m, dt, k, b1dt), zero_win
+
+            def do_free(m):
+                return kernels.free_step(sp, m, dt, k), zero_win
+
+            def do_window(m):
+                return kernels.window_step(sp, m, dt, k, count, n_window)
+
+            branches = [do_rf, do_free] + ([do_window] if n_window else [])
+            m, win = jax.lax.switch(kind, branches, m)
+            single = jax.lax.cond(sample, lambda: kernels.receive(sp, m), lambda: zero_single)
+            return m, (single, win)
+
+        if checkpoint:
+            body = jax.checkpoint(body)
+        steps = (d.dt, d.kstep, d.b1dt, d.kind, d.sample, d.count)
+        m, (single, win) = jax.lax.scan(body, m0, steps)
+        return (single, win), (jnp.stack([m.mx, m.my, m.mz], -1) if want_mag else None)
+
+    def map_body(carry, sp):
+        (single, win), mag = run_chunk(sp)
+        return (carry[0] + single, carry[1] + win), mag
+
+    n_steps = d.dt.shape[0]
+    init = (jnp.zeros((n_steps, n_coils), cdt), jnp.zeros((n_steps, n_coils, n_window), cdt))
+    (single, win), mags = jax.lax.scan(map_body, init, spins)
+    flat = jnp.concatenate([single.T, win.transpose(1, 0, 2).reshape(n_coils, -1)], axis=1)
+    samples = flat[:, d.out_index] * d.demod[None, :]
+    mag = mags.reshape(n_chunks * chunk, 3) if want_mag else None
+    return samples, mag
