@@ -1,0 +1,1 @@
+"""The `mritwin` command line: a thin layer over the public API."""

@@ -1,0 +1,1 @@
+"""Parameterized clinical sequences (`mritwin.sequences`)."""
