@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 import numpy as np
 
 from ..constants import GAMMA_BAR
@@ -33,7 +34,7 @@ def rf_roles(pulses) -> list[int]:
 
 
 def kspace_at_adc(seq, gamma_bar: float = GAMMA_BAR) -> np.ndarray:
-    """(n_adc_samples, 3) k-space positions [1/m] (see `Sequence.kspace`)."""
+    """(n_adc_samples, 3) k-space positions [1/m] (see `Sequence.kspace`); JAX when traced."""
     adt = adc_table(seq, 0.0, gamma_bar)
     if adt.time.size == 0:
         return np.zeros((0, 3))
@@ -50,24 +51,22 @@ def kspace_at_adc(seq, gamma_bar: float = GAMMA_BAR) -> np.ndarray:
     t, what = t[order], what[order]
     edges = np.concatenate([[0.0], t])
     moments = gradient_moments(gt, edges[:-1], edges[1:])
-    moments = np.asarray(moments) * gamma_bar
-    cum = np.cumsum(moments, axis=0)  # k without resets, after each event
-    out = np.zeros((adt.time.size, 3))
+    xp = np if isinstance(moments, np.ndarray) else jnp
+    moments = moments * gamma_bar
+    cum = xp.cumsum(moments, axis=0)  # k without resets, after each event
     rf_pos = np.nonzero(what >= 0)[0]
     is_adc = what < 0
-    adc_rank = np.cumsum(is_adc) - 1
-    k_after = np.zeros(3)  # k right after the previous RF event
-    base = np.zeros(3)  # cum value at that RF event
+    pieces = []
+    k_after = xp.zeros(3)  # k right after the previous RF event
+    base = xp.zeros(3)  # cum value at that RF event
     prev = 0
     for p in list(rf_pos) + [t.size]:
-        run = slice(prev, p)
-        sel = is_adc[run]
-        if sel.any():
-            idx = np.arange(prev, p)[sel]
-            out[adc_rank[idx]] = k_after + (cum[idx] - base)
+        idx = np.arange(prev, p)[is_adc[prev:p]]
+        if idx.size:
+            pieces.append(k_after + (cum[idx] - base))
         if p < t.size:
             k_here = k_after + (cum[p] - base)
-            k_after = np.zeros(3) if what[p] == _EXCITE else -k_here
+            k_after = xp.zeros(3) if what[p] == _EXCITE else -k_here
             base = cum[p]
         prev = p + 1
-    return out
+    return xp.concatenate(pieces, axis=0)

@@ -6,8 +6,8 @@ module replaces every spin of a twin by ``n`` isochromats spread over the voxel 
 and, where the twin has ``t2_prime``, over a Lorentzian (Cauchy) off-resonance
 distribution whose free-induction decay is ``exp(-t/T2')``.
 
-Deterministic by default: positions follow a stratified low-discrepancy (Kronecker /
-R-sequence) pattern and frequencies are the Lorentzian's quantiles at ``(k + 1/2)/n``.
+Deterministic by default: positions follow a low-discrepancy (Kronecker / R-sequence)
+pattern mirrored in pairs (so the isochromats' centroid is the voxel centre) and frequencies are the Lorentzian's quantiles at ``(k + 1/2)/n``.
 Pass ``key`` to draw both at random instead.
 """
 
@@ -31,6 +31,14 @@ def _r_sequence(n: int, dim: int) -> np.ndarray:
     alpha = (1.0 / phi) ** np.arange(1, dim + 1)
     k = np.arange(n)[:, None] + 0.5
     return np.mod(k * alpha[None, :], 1.0)
+
+
+def _symmetric_pattern(n: int) -> np.ndarray:
+    """(n, 3) points in [0, 1)^3 from the R_3 sequence, mirrored in pairs so their mean is
+    exactly the voxel centre (0.5, 0.5, 0.5)."""
+    base = _r_sequence(n // 2, 3)
+    pts = np.concatenate([base, 1.0 - base, np.full((n % 2, 3), 0.5)])
+    return pts
 
 
 def lorentzian_offsets(n: int) -> np.ndarray:
@@ -85,7 +93,7 @@ def with_isochromats(
         raise ValueError("voxel_size must be >= 0 [m]")
 
     if key is None:
-        u = jnp.asarray(_r_sequence(n, 3), dtype=twin.position.dtype)  # (n, 3)
+        u = jnp.asarray(_symmetric_pattern(n), dtype=twin.position.dtype)  # (n, 3)
         q = jnp.asarray(lorentzian_offsets(n), dtype=twin.position.dtype)  # (n,)
         u = jnp.broadcast_to(u, (twin.n_spins, n, 3))
         q = jnp.broadcast_to(q, (twin.n_spins, n))

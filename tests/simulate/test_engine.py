@@ -1,0 +1,143 @@
+"""Engine properties: exact windows, chunking, precision, multi-coil, recompilation,
+T2* from isochromats, errors."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mritwin as mt
+from mritwin.simulate import trace_count
+from tests.seqkit import IDEAL, cartesian_gre, grid_twin, hard
+
+F64 = dict(dtype=jnp.float64, scanner=IDEAL)
+
+
+def random_twin(n, seed=0, coils=0):
+    rng = np.random.default_rng(seed)
+    cs = None
+    if coils:
+        cs = rng.normal(size=(coils, n)) + 1j * rng.normal(size=(coils, n))
+    return mt.Twin(position=rng.uniform(-0.1, 0.1, (n, 3)) * [1, 1, 0.02], pd=rng.uniform(0.5, 1, n),
+                   t1=rng.uniform(0.3, 2, n), t2=rng.uniform(0.02, 0.2, n), delta_f=rng.normal(0, 30, n),
+                   b1=rng.uniform(0.8, 1.2, n), coil_sensitivity=cs)
+
+
+def small_gre(n=8):
+    return cartesian_gre(n, 0.2, tr=8e-3, te=3e-3, scanner=IDEAL)
+
+
+def test_windows_equal_stepping_exactly():
+    twin = random_twin(300, coils=2)
+    seq = small_gre()
+    d = mt.discretize(seq, IDEAL)
+    assert d.n_window > 0 and int((np.asarray(d.kind) == 2).sum()) == 8
+    a = mt.simulate(twin, seq, **F64).samples
+    b = mt.simulate(twin, seq, method=mt.Bloch(windows=False), **F64).samples
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-10, atol=1e-12)
+
+
+def test_chunking_does_not_change_the_result():
+    twin = random_twin(301)
+    seq = small_gre()
+    a = mt.simulate(twin, seq, **F64, return_magnetization=True)
+    b = mt.simulate(twin, seq, method=mt.Bloch(chunk_size=37), **F64, return_magnetization=True)
+    np.testing.assert_allclose(np.asarray(a.samples), np.asarray(b.samples), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(a.magnetization), np.asarray(b.magnetization), atol=1e-12)
+    assert a.magnetization.shape == (301, 3)
+
+
+def test_float32_agrees_with_float64():
+    twin = random_twin(200)
+    seq = small_gre()
+    a = np.asarray(mt.simulate(twin, seq, **F64).samples)
+    b = mt.simulate(twin, seq, scanner=IDEAL).samples
+    assert b.dtype == jnp.complex64
+    assert np.max(np.abs(a - np.asarray(b))) < 1e-4 * np.max(np.abs(a))
+
+
+def test_multi_coil_is_sensitivity_weighted_sum():
+    twin = random_twin(50)
+    seq = small_gre()
+    single = np.asarray(mt.simulate(twin, seq, **F64).samples[0])
+    cs = np.stack([np.ones(50), 2j * np.ones(50)])
+    multi = np.asarray(mt.simulate(twin, seq, coils=cs, **F64).samples)
+    np.testing.assert_allclose(multi[0], single, rtol=1e-12)
+    np.testing.assert_allclose(multi[1], 2j * single, rtol=1e-12)
+    # non-uniform: the sum over spins of c_j M_j, checked spin by spin
+    rng = np.random.default_rng(3)
+    c = rng.normal(size=(1, 50)) + 1j * rng.normal(size=(1, 50))
+    per_spin = np.stack([np.asarray(mt.simulate(twin[i:i + 1], seq, **F64).samples[0]) for i in range(50)])
+    np.testing.assert_allclose(np.asarray(mt.simulate(twin, seq, coils=c, **F64).samples[0]),
+                               (c[0][:, None] * per_spin).sum(0), rtol=1e-9, atol=1e-12)
+
+
+def test_no_recompile_when_only_twin_values_change():
+    seq = small_gre()
+    mt.simulate(random_twin(100, seed=1), seq, scanner=IDEAL)
+    n0 = trace_count()
+    mt.simulate(random_twin(100, seed=2), seq, scanner=IDEAL)
+    mt.simulate(random_twin(120, seed=3), seq, scanner=IDEAL)  # same spin bucket
+    # a sequence with other values but the same timing shares the compiled core too
+    mt.simulate(random_twin(100, seed=4), cartesian_gre(8, 0.25, tr=8e-3, te=3e-3, scanner=IDEAL),
+                scanner=IDEAL)
+    assert trace_count() == n0
+
+
+def test_t2_star_from_lorentzian_isochromats():
+    # n isochromats with Lorentzian off-resonance of half width 1/(2 pi T2'): the FID decays as
+    # exp(-t/T2) exp(-t/T2') = exp(-t/T2*) (deterministic quantiles; accurate for t << n T2'/4)
+    t2, t2p = 0.1, 0.02
+    base = mt.Twin(position=np.zeros((1, 3)), pd=[1.0], t1=[1.0], t2=[t2], t2_prime=[t2p])
+    twin = mt.with_isochromats(base, 1000, (0, 0, 0))
+    assert twin.n_spins == 1000 and twin.t2_prime is None
+    seq = mt.Sequence([mt.Block(rf=hard(np.pi / 2, 2e-6)), mt.Block(adc=mt.ADC(60, 1e-3))])
+    sig = mt.simulate(twin, seq, **F64)
+    t = np.asarray(sig.time) - 2e-6
+    t2s = 1 / (1 / t2 + 1 / t2p)
+    np.testing.assert_allclose(np.abs(np.asarray(sig.samples[0])), np.exp(-t / t2s), atol=0.01)
+    # the same twin as a single isochromat warns that T2' is not simulated
+    with pytest.warns(UserWarning, match="with_isochromats"):
+        mt.simulate(base, seq, **F64)
+
+
+def test_isochromats_spread_over_voxel_deterministically():
+    base = mt.Twin(position=[[0.01, 0.02, 0.0]], pd=[2.0], t1=[1.0], t2=[0.1])
+    a = mt.with_isochromats(base, 50, (1e-3, 2e-3, 0.0))
+    b = mt.with_isochromats(base, 50, (1e-3, 2e-3, 0.0))
+    np.testing.assert_array_equal(np.asarray(a.position), np.asarray(b.position))
+    p = np.asarray(a.position)
+    assert np.all(np.abs(p[:, 0] - 0.01) <= 0.5e-3) and np.all(np.abs(p[:, 1] - 0.02) <= 1e-3)
+    np.testing.assert_allclose(p.mean(0), [0.01, 0.02, 0.0], atol=1e-4)
+    np.testing.assert_allclose(float(a.pd.sum()), 2.0)
+    c = mt.with_isochromats(base, 50, (1e-3, 2e-3, 0.0), key=jax.random.PRNGKey(0))
+    assert not np.allclose(np.asarray(c.position), p)
+
+
+def test_errors_are_clear():
+    twin = random_twin(4)
+    no_adc = mt.Sequence([mt.Block(rf=hard(0.1))])
+    with pytest.raises(ValueError, match="no ADC"):
+        mt.simulate(twin, no_adc)
+    with pytest.raises(TypeError, match="Twin"):
+        mt.simulate({"pd": 1}, no_adc)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        mt.simulate(twin, small_gre(), dtype=jnp.int32)
+    with pytest.raises(ValueError, match="coil sensitivities"):
+        mt.simulate(twin, small_gre(), coils=np.ones((2, 5)))
+    with pytest.raises(NotImplementedError, match="noise"):
+        mt.simulate(twin, small_gre(), noise=0.1)
+    jax.config.update("jax_enable_x64", False)
+    try:
+        with pytest.raises(ValueError, match="jax_enable_x64"):
+            mt.simulate(twin, small_gre(), dtype="float64")
+    finally:
+        jax.config.update("jax_enable_x64", True)
+
+
+def test_uniform_grid_gre_runs_in_float32_by_default():
+    n, fov = 16, 0.2
+    sig = mt.simulate(grid_twin(n, fov), cartesian_gre(n, fov))
+    assert sig.samples.shape == (1, n * n) and sig.samples.dtype == jnp.complex64
+    assert sig.kspace.shape == (n * n, 3) and sig.time.shape == (n * n,)
+    assert np.all(np.isfinite(np.asarray(sig.samples)))
