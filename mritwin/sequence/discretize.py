@@ -175,7 +175,10 @@ def discretize(
             ok &= ~np.array([is_rf[x + 1:y + 1].any() for x, y in zip(s0, s1)], bool)
             ok &= _constant_gradient(gt, adt.time[f0], adt.time[f1])
             cand = cand[ok]
-        waste = (n - cand.sum() if cand.size else n) * (adt.count[cand].max() if cand.size else 0)
+        # window outputs are (n_steps, n_window): fall back to stepping when that padding
+        # would be far larger than the samples themselves
+        n_after = n - int((adt.count[cand] - 2).sum()) if cand.size else n
+        waste = n_after * (int(adt.count[cand].max()) if cand.size else 0)
         if cand.size and waste <= 4 * adt.time.size + 65536:
             win_first = cand
 

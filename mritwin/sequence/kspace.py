@@ -40,7 +40,8 @@ def kspace_at_adc(seq, gamma_bar: float = GAMMA_BAR) -> np.ndarray:
         return np.zeros((0, 3))
     rft = rf_table(seq, 0.0, gamma_bar)
     gt = gradient_table(seq)
-    centres = np.array([seq.block_starts()[b] + ev.delay + ev.center for b, ev in rft.pulses])
+    starts = seq.block_starts()
+    centres = np.array([starts[b] + ev.delay + ev.center for b, ev in rft.pulses])
     roles = np.array(rf_roles(rft.pulses), dtype=int)
     keep = roles != _NONE
     centres, roles = centres[keep], roles[keep]

@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-import equinox as eqx
+import jax
 import numpy as np
 
 from ..constants import (
@@ -19,7 +19,8 @@ from .events import ADC, RF, ArbGrad, Delay, Label, Rotation, TrapGrad
 
 __all__ = ["Block", "Sequence"]
 
-class Block(eqx.Module):
+@jax.tree_util.register_pytree_node_class
+class Block:
     """One block of a sequence: at most one RF, one gradient per axis, one ADC.
 
     Args:
@@ -36,18 +37,16 @@ class Block(eqx.Module):
             shorter than an event.
     """
 
-    rf: RF | None = None
-    gx: TrapGrad | ArbGrad | None = None
-    gy: TrapGrad | ArbGrad | None = None
-    gz: TrapGrad | ArbGrad | None = None
-    adc: ADC | None = None
-    duration: float = eqx.field(static=True, default=None)
-    labels: tuple = eqx.field(default=(), converter=tuple)
-    extensions: tuple = eqx.field(default=(), converter=tuple)
+    __slots__ = ("rf", "gx", "gy", "gz", "adc", "duration", "labels", "extensions")
 
     def __init__(self, rf=None, gx=None, gy=None, gz=None, adc=None, *, duration=None,
                  delay=None, labels=(), extensions=()):
-        self.rf, self.gx, self.gy, self.gz, self.adc = rf, gx, gy, gz, adc
+        _set = object.__setattr__
+        _set(self, "rf", rf)
+        _set(self, "gx", gx)
+        _set(self, "gy", gy)
+        _set(self, "gz", gz)
+        _set(self, "adc", adc)
         for ch, g in (("x", gx), ("y", gy), ("z", gz)):
             if g is not None:
                 if not isinstance(g, (TrapGrad, ArbGrad)):
@@ -62,8 +61,8 @@ class Block(eqx.Module):
         for lab in labels:
             if not isinstance(lab, Label):
                 raise TypeError(f"labels must be Label events, got {type(lab).__name__}")
-        self.labels = labels
-        self.extensions = tuple(extensions)
+        _set(self, "labels", labels)
+        _set(self, "extensions", tuple(extensions))
         longest = max(
             [e.duration for e in (rf, gx, gy, gz, adc) if e is not None]
             + ([delay.duration] if isinstance(delay, Delay) else [float(delay or 0.0)]),
@@ -80,7 +79,34 @@ class Block(eqx.Module):
                     f"Block.duration {duration * 1e6:.3f} us is shorter than its longest event "
                     f"({longest * 1e6:.3f} us)"
                 )
-        self.duration = duration
+        _set(self, "duration", duration)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"Block is immutable: cannot set {name!r}")
+
+    def __repr__(self) -> str:
+        parts = [f"{k}={type(getattr(self, k)).__name__}" for k in ("rf", "gx", "gy", "gz", "adc")
+                 if getattr(self, k) is not None]
+        return f"Block({', '.join(parts)}, duration={self.duration:.6g})"
+
+    def replace(self, **changes) -> Block:
+        """A copy with some events (or ``duration``, ``labels``, ``extensions``) replaced."""
+        kw = {k: getattr(self, k) for k in ("rf", "gx", "gy", "gz", "adc", "labels", "extensions")}
+        kw["duration"] = self.duration
+        kw.update(changes)
+        return Block(**kw)
+
+    # pytree protocol: events are children (their value leaves can be traced)
+    def tree_flatten(self):
+        return (self.rf, self.gx, self.gy, self.gz, self.adc, self.labels, self.extensions), self.duration
+
+    @classmethod
+    def tree_unflatten(cls, duration, children):
+        obj = object.__new__(cls)
+        for k, v in zip(("rf", "gx", "gy", "gz", "adc", "labels", "extensions"), children):
+            object.__setattr__(obj, k, v)
+        object.__setattr__(obj, "duration", duration)
+        return obj
 
     @property
     def gradients(self) -> tuple:
@@ -94,7 +120,8 @@ class Block(eqx.Module):
         return None
 
 
-class Sequence(eqx.Module):
+@jax.tree_util.register_pytree_node_class
+class Sequence:
     """A pulse sequence: an ordered tuple of `Block` s plus definitions (host side, SI).
 
     Build one in code with ``Sequence([Block(...), ...])`` or read a Pulseq file with
@@ -107,13 +134,32 @@ class Sequence(eqx.Module):
             ``AdcRasterTime`` and ``BlockDurationRaster`` when present.
     """
 
-    blocks: tuple[Block, ...] = eqx.field(converter=tuple)
-    definitions: dict = eqx.field(static=True, default_factory=dict)
+    __slots__ = ("blocks", "definitions", "_durations", "_starts")
 
-    def __check_init__(self):
-        for i, b in enumerate(self.blocks):
+    def __init__(self, blocks: Iterable[Block], definitions: dict | None = None):
+        blocks = tuple(blocks)
+        for i, b in enumerate(blocks):
             if not isinstance(b, Block):
                 raise TypeError(f"Sequence.blocks[{i}] must be a Block, got {type(b).__name__}")
+        _set = object.__setattr__
+        _set(self, "blocks", blocks)
+        _set(self, "definitions", dict(definitions or {}))
+        d = np.fromiter((b.duration for b in blocks), dtype=np.float64, count=len(blocks))
+        d.flags.writeable = False
+        starts = np.concatenate([[0.0], np.cumsum(d)[:-1]]) if d.size else d.copy()
+        starts.flags.writeable = False
+        _set(self, "_durations", d)
+        _set(self, "_starts", starts)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"Sequence is immutable: cannot set {name!r}")
+
+    def tree_flatten(self):
+        return (self.blocks,), self.definitions
+
+    @classmethod
+    def tree_unflatten(cls, definitions, children):
+        return cls(children[0], definitions)
 
     # -- inspection ------------------------------------------------------------------
     @property
@@ -121,13 +167,12 @@ class Sequence(eqx.Module):
         return len(self.blocks)
 
     def block_durations(self) -> np.ndarray:
-        """(n_blocks,) block durations [s]."""
-        return np.fromiter((b.duration for b in self.blocks), dtype=np.float64, count=self.n_blocks)
+        """(n_blocks,) block durations [s] (read-only)."""
+        return self._durations
 
     def block_starts(self) -> np.ndarray:
-        """(n_blocks,) start time of each block [s]."""
-        d = self.block_durations()
-        return np.concatenate([[0.0], np.cumsum(d)[:-1]]) if d.size else d
+        """(n_blocks,) start time of each block [s] (read-only)."""
+        return self._starts
 
     @property
     def duration(self) -> float:

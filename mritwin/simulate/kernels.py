@@ -107,6 +107,15 @@ def receive(spins: Spins, m: State) -> jax.Array:
     return re + 1j * im
 
 
+def _powers(start, factor, count: int):
+    """(count, *start.shape) array of start * factor**i, i = 0..count-1."""
+
+    def body(c, _):
+        return c * factor, c
+
+    return jax.lax.scan(body, start, None, length=count)[1]
+
+
 def window_step(spins: Spins, m: State, dt, k, count, n_window: int):
     """An ADC window: ``count`` identical free intervals of ``dt`` with moment ``k`` each.
 
@@ -120,26 +129,20 @@ def window_step(spins: Spins, m: State, dt, k, count, n_window: int):
     cyc = _cycles(spins, k, dt)
     phi = TWO_PI * (cyc - jnp.round(cyc))
     e2 = jnp.exp(-spins.r2 * dt)
-    z = (e2 * jnp.cos(phi)) - 1j * (e2 * jnp.sin(phi))  # (n,)
-    m0 = m.mx + 1j * m.my
+    z = jax.lax.complex(e2 * jnp.cos(phi), -e2 * jnp.sin(phi))  # (n,)
+    m0 = jax.lax.complex(m.mx, m.my)
     nb = max(1, int(round((n_window + 1) ** 0.5)))
     na = -(-(n_window + 1) // nb)
-    # Q: (n, nb) powers z^0..z^(nb-1)
-    q = [jnp.ones_like(z)]
-    for _ in range(nb - 1):
-        q.append(q[-1] * z)
-    zb = q[-1] * z
-    qm = jnp.stack(q, axis=1)
+    # Powers by a short scan: each power is materialized once (an unrolled chain would be
+    # re-fused by XLA into every consumer, recomputing the chain and its transcendentals).
+    qm = _powers(jnp.ones_like(z), z, nb)  # (nb, n): z^0 .. z^(nb-1)
+    zb = qm[-1] * z
     if spins.coil_re is None:
-        p = [m0]
+        p0 = m0[None, :]
     else:
-        p = [(spins.coil_re + 1j * spins.coil_im) * m0[None, :]]
-    for _ in range(na - 1):
-        p.append(p[-1] * zb)
-    pm = jnp.stack(p, axis=-2)  # (na, n) or (n_coils, na, n)
-    s = pm @ qm  # (.., na, nb)
-    if spins.coil_re is None:
-        s = s[None]
+        p0 = jax.lax.complex(spins.coil_re, spins.coil_im) * m0[None, :]  # (n_coils, n)
+    pm = _powers(p0, zb[None, :], na)  # (na, n_coils, n)
+    s = jnp.einsum("acn,bn->cab", pm, qm)  # (n_coils, na, nb)
     s = s.reshape(s.shape[0], na * nb)[:, 1:n_window + 1]
     # state after `count` intervals, in closed form
     tot = count * cyc

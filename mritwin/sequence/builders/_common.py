@@ -203,16 +203,19 @@ class SlicePulse:
 
     def __init__(self, flip_angle, sc: Scanner, *, thickness, duration, tbw, ch, use="excitation",
                  apodization=0.5, what="excitation pulse"):
-        rf, gz, gzr = make_sinc_pulse(flip_angle, duration, time_bw_product=tbw, apodization=apodization,
-                                      slice_thickness=thickness, use=use, scanner=sc)
-        if abs(float(gz.amplitude)) > sc.max_grad * (1 + 1e-9):
+        thickness = positive(thickness, "slice_thickness", "m")
+        duration = positive(duration, "rf_duration")
+        g_ss = tbw / duration / (sc.gamma_bar * thickness)
+        if g_ss > sc.max_grad * (1 + 1e-9):
             t_min = tbw / (sc.gamma_bar * sc.max_grad * thickness)
             raise ValueError(
-                f"the {what} needs a slice-select gradient of {abs(float(gz.amplitude)) * 1e3:.2f} mT/m "
+                f"the {what} needs a slice-select gradient of {g_ss * 1e3:.2f} mT/m "
                 f"> max_grad {sc.max_grad * 1e3:.2f} mT/m for thickness {thickness * 1e3:.3g} mm: "
                 f"use a thickness of at least {tbw / (sc.gamma_bar * sc.max_grad * duration) * 1e3:.3g} mm "
                 f"or an RF duration of at least {t_min * 1e3:.3f} ms"
             )
+        rf, gz, gzr = make_sinc_pulse(flip_angle, duration, time_bw_product=tbw, apodization=apodization,
+                                      slice_thickness=thickness, use=use, scanner=sc)
         check_b1(rf, sc, what)
         self.rf, self.sc, self.ch = rf, sc, ch
         self.gz = retarget(gz, ch)
@@ -386,16 +389,26 @@ def spoil_phase(n: int) -> float:
 
 
 def definitions(sc: Scanner, name: str, fov, matrix, **extra) -> dict:
+    """Pulseq definitions. ``fov`` and ``matrix`` come in logical order (read, phase,
+    slice/partition) and are stored along the physical axes x, y, z (``FOV`` [m],
+    ``MatrixSize``); 2D protocols (matrix[2] == 1) also get ``SliceThickness`` [m]."""
+    axes = ORIENTATIONS[extra.get("Orientation", "axial")]
+    fov_xyz, mat_xyz = [0.0, 0.0, 0.0], [1, 1, 1]
+    for i, ch in enumerate(axes):
+        fov_xyz["xyz".index(ch)] = float(fov[i])
+        mat_xyz["xyz".index(ch)] = int(matrix[i])
     d = {
         "Name": name,
-        "FOV": [float(f) for f in fov],
-        "MatrixSize": [int(m) for m in matrix],
+        "FOV": fov_xyz,
+        "MatrixSize": mat_xyz,
         "GradientRasterTime": sc.grad_raster,
         "RadiofrequencyRasterTime": sc.rf_raster,
         "AdcRasterTime": sc.adc_raster,
         "BlockDurationRaster": sc.block_raster,
         "B0": sc.b0,
     }
+    if int(matrix[2]) == 1:
+        d["SliceThickness"] = float(fov[2])
     for k, v in extra.items():
         if v is None:
             continue

@@ -90,7 +90,7 @@ def tse(
     """2D multi-slice turbo spin echo (fast spin echo) with CPMG phases.
 
     Excitation at phase 90°, refocusing pulses at 0° (CPMG); crushers of 4 cycles/slice
-    around every refocusing pulse; each echo has its own read prephaser / rewinder and
+    around every refocusing pulse; spoilers after the train (4 cycles/slice, 2 cycles/pixel); each echo has its own read prephaser / rewinder and
     phase encode / rewind, so every half echo spacing is gradient-balanced (CPMG
     condition). Phase ordering: the acquired lines sorted by ky are cut into ``etl``
     groups of ``n_shots`` lines; the group holding ky = 0 is played at the echo at
@@ -220,8 +220,10 @@ def tse(
         inv_spoil = C.area_trap(sl, 8.0 / slice_thickness, sc)
         inv_spoil_dur = C.ceil_to(inv_spoil.duration, sc.block_raster)
         ti_min = inv.tail + inv_spoil_dur + exc.centre
+    # end of train: spoil on the slice axis (4 cycles/slice) and the read axis (2 cycles/pixel)
     spoil = C.area_trap(sl, crush, sc)
-    spoil_dur = C.ceil_to(spoil.duration, sc.block_raster)
+    rspoil = C.area_trap(rd, 2.0 * nx / fov[0], sc)
+    spoil_dur = C.ceil_to(max(spoil.duration, rspoil.duration), sc.block_raster)
     train_dur = exc.block_duration + b0_dur + fill0 + etl * (ref.block_duration + pdur + filla + ro_dur + fillb
                                                                 + pdur) + spoil_dur
     if inv is not None:
@@ -278,7 +280,7 @@ def tse(
             blocks.extend(C.delay_blocks(fillb, sc))
             blocks.append(C.make_block(sc, grads=[lobe(sl, crush), lobe(rd, ro.post_area), lobe(ph, -kyv)],
                                        duration=pdur))
-        blocks.append(C.make_block(sc, grads=[spoil], duration=spoil_dur))
+        blocks.append(C.make_block(sc, grads=[spoil, rspoil], duration=spoil_dur))
 
     for _ in range(int(n_dummy)):
         for s, pos in enumerate(positions):
@@ -376,7 +378,7 @@ def flair(
         >>> from mritwin.sequence import builders
         >>> seq = builders.flair(scanner=mt.Scanner(), fov=0.2, matrix=16, te=80e-3, tr=9.0,
         ...                      slice_thickness=5e-3)
-        >>> 2.4 < seq.definitions["TI"] < 2.6
+        >>> 2.3 < seq.definitions["TI"] < 2.4
         True
     """
     C.positive(t1_null, "t1_null")
