@@ -7,6 +7,7 @@ rotating-frame and Fourier sign conventions.
 from importlib.metadata import PackageNotFoundError as _PNF, version as _version
 
 from .constants import GAMMA_BAR as GAMMA_BAR
+from .io import load_twin as load_twin, read_seq as read_seq, save_twin as save_twin, write_seq as write_seq
 from .sequence import (
     ADC as ADC,
     RF as RF,
@@ -30,7 +31,6 @@ from .sequence import (
     make_sinc_pulse as make_sinc_pulse,
     make_trapezoid as make_trapezoid,
 )
-from .io import load_twin as load_twin, read_seq as read_seq, save_twin as save_twin, write_seq as write_seq
 from .signal import Signal as Signal
 from .simulate import AbstractSimMethod as AbstractSimMethod, Bloch as Bloch, simulate as simulate
 from .twin import (

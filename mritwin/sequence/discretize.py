@@ -41,7 +41,7 @@ import numpy as np
 
 from .scanner import Scanner
 from .sequence import Sequence
-from .timeline import adc_table, gradient_moments, gradient_table, rf_table, _overlaps
+from .timeline import _overlaps, adc_table, gradient_moments, gradient_table, rf_table
 
 __all__ = ["DiscreteSequence", "discretize", "RF_STEP", "FREE_STEP", "WINDOW_STEP"]
 

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .events import ArbGrad, TrapGrad
+from .events import TrapGrad
 from .sequence import Sequence
 
 __all__ = ["GradientTable", "RFTable", "ADCTable", "gradient_table", "rf_table", "adc_table",

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..constants import GAMMA_BAR
 from .sequence import Sequence
 
 __all__ = [
@@ -240,7 +239,3 @@ def minimum_timing(builder, /, **params) -> dict:
     tr = repetition_times(seq)
     return {"te": float(te.min()) if te.size else None,
             "tr": float(tr.min()) if tr.size else None}
-
-
-def _gamma(scanner) -> float:
-    return GAMMA_BAR if scanner is None else scanner.gamma_bar
