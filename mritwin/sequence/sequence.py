@@ -134,7 +134,7 @@ class Sequence:
             ``AdcRasterTime`` and ``BlockDurationRaster`` when present.
     """
 
-    __slots__ = ("blocks", "definitions", "_durations", "_starts")
+    __slots__ = ("blocks", "definitions", "_durations", "_starts", "__weakref__")
 
     def __init__(self, blocks: Iterable[Block], definitions: dict | None = None):
         blocks = tuple(blocks)

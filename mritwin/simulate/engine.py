@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import warnings
+import weakref
 
 import jax
 import jax.numpy as jnp
@@ -93,8 +94,7 @@ def simulate(
     dtype = _resolve_dtype(dtype)
     scanner = Scanner() if scanner is None else scanner
     if isinstance(seq, Sequence):
-        kspace = seq.kspace()
-        dseq = discretize(seq, scanner, rf_dt=method.rf_dt, windows=method.windows)
+        dseq, kspace = _prepare(seq, scanner, method, dtype)
     elif isinstance(seq, DiscreteSequence):
         dseq = seq
         kspace = np.full((seq.n_adc, 3), np.nan)
@@ -117,7 +117,7 @@ def simulate(
         )
     chunk = method.chunk_size or _default_chunk(twin.n_spins)
     spins, n_chunks = _pack_spins(twin, sens, chunk, dtype)
-    d = dseq.astype(dtype)
+    d = dseq.astype(dtype) if isinstance(seq, DiscreteSequence) else dseq
     samples, mag = _core(spins, d, n_chunks=n_chunks, chunk=chunk, n_window=d.n_window,
                          checkpoint=method.checkpoint, want_mag=return_magnetization)
     if mag is not None:
@@ -128,6 +128,29 @@ def simulate(
         time=jnp.asarray(np.asarray(dseq.adc_time), dtype),
         magnetization=mag,
     )
+
+
+_PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _prepare(seq: Sequence, scanner: Scanner, method: Bloch, dtype):
+    """Discretize (and compute k-space) once per sequence, scanner and method.
+
+    Sequences are immutable, so the result is cached on the sequence object (weakly) when
+    its values are concrete; with traced values (differentiating through the sequence)
+    it is recomputed inside the trace.
+    """
+    key = (scanner, method.rf_dt, method.windows, jnp.dtype(dtype).name)
+    per_seq = _PREPARED.get(seq)
+    if per_seq is not None and key in per_seq:
+        return per_seq[key]
+    dseq = discretize(seq, scanner, rf_dt=method.rf_dt, windows=method.windows)
+    kspace = seq.kspace()
+    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((dseq, kspace)))
+    out = (dseq.astype(dtype), kspace)
+    if not traced:
+        _PREPARED.setdefault(seq, {})[key] = out
+    return out
 
 
 def _any_finite(x) -> bool:

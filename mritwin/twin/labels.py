@@ -21,6 +21,7 @@ Conventions (see docs/twin.md):
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Mapping
@@ -29,7 +30,7 @@ import jax
 import numpy as np
 
 from ..constants import GAMMA_BAR
-from .isochromats import _r_sequence, lorentzian_offsets
+from .isochromats import with_isochromats
 from .tissues import DEFAULT_LIBRARY, Tissue, TissueLibrary
 from .twin import Twin
 
@@ -41,6 +42,7 @@ __all__ = [
     "FAST_PVE_CLASSES",
     "MAPPINGS",
     "resample_fractions",
+    "isochromat_pattern",
 ]
 
 #: BrainWeb discrete anatomical models (and the class order of its fuzzy models):
@@ -108,7 +110,8 @@ def _load_one(src, affine):
 def _load(labels, affine):
     """-> (data, affine_mm, kind) with kind "labels" (3D int) or "fractions" (4D float)."""
     if isinstance(labels, (list, tuple)) and labels and (
-        _is_pathlike(labels[0]) or hasattr(labels[0], "dataobj") or np.ndim(labels[0]) >= 2
+        _is_pathlike(labels[0]) or hasattr(labels[0], "dataobj") or isinstance(labels[0], np.ndarray)
+        or hasattr(labels[0], "__array__")
     ):
         # several 3D fraction maps (one per class), e.g. FAST pve_0..2 or BrainWeb fuzzy
         maps, affs = [], []
@@ -285,6 +288,28 @@ def resample_fractions(fractions, affine, resolution):
     return out, np.asarray(affine, dtype=np.float64) @ scale
 
 
+@functools.lru_cache(maxsize=32)
+def _pattern_cached(n: int):
+    unit = Twin(position=np.zeros((1, 3)), pd=[1.0], t1=[1.0], t2=[1.0],
+                t2_prime=[1.0 / (2.0 * math.pi)])
+    iso = with_isochromats(unit, n, (1.0, 1.0, 1.0))
+    u, q = np.asarray(iso.position, np.float64), np.asarray(iso.delta_f, np.float64)
+    u.flags.writeable = False
+    q.flags.writeable = False
+    return u, q
+
+
+def isochromat_pattern(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The deterministic isochromat pattern of `with_isochromats`, for one voxel.
+
+    Returns:
+        ``(offsets, q)``: (n, 3) offsets in units of the voxel edges, in [-½, ½), and
+        (n,) Lorentzian quantiles (multiply by ``1/(2π T2')`` for Hz). Taken from
+        `with_isochromats` itself so that both always agree.
+    """
+    return _pattern_cached(int(n))
+
+
 # --------------------------------------------------------------------------------------
 # the builder
 # --------------------------------------------------------------------------------------
@@ -315,7 +340,8 @@ def twin_from_labels(
     Args:
         labels: a NIfTI path, a nibabel image, or an integer array (2D or 3D) with
             ``affine``; or partial volumes: a 4D float array/NIfTI (last axis = class)
-            or a list of 3D fraction maps (paths, images or arrays).
+            or a list of 3D fraction maps (paths, images or arrays; a list is always
+            read as several maps, so pass a single label array as a NumPy array).
         mapping: ``{label: tissue}`` (tissue = a name in ``library``, a `Tissue`, or
             ``None`` to skip the label), or a convention name: ``"brainweb"``,
             ``"freesurfer"`` (``"aseg"``), ``"fast"`` (``_seg`` labels, or the
@@ -398,9 +424,13 @@ def twin_from_labels(
 
     # which classes are present, and are they all mapped?
     if kind == "labels":
-        counts = np.bincount(data.ravel()) if data.size else np.zeros(1, np.int64)
-        present = np.flatnonzero(counts)
-        present = [int(v) for v in present if not (v == 0 and 0 not in table)]
+        if data.size and data.max() < (1 << 20):
+            bc = np.bincount(data.ravel())
+            counts = {int(v): int(bc[v]) for v in np.flatnonzero(bc)}
+        else:  # sparse, large label values (e.g. 32-bit atlas ids)
+            vals, cnt = np.unique(data, return_counts=True)
+            counts = {int(v): int(c) for v, c in zip(vals, cnt, strict=True)}
+        present = [v for v in counts if not (v == 0 and 0 not in table)]
         what = "labels"
     else:
         counts = (data > min_fraction).reshape(-1, data.shape[-1]).sum(axis=0)
@@ -435,12 +465,17 @@ def twin_from_labels(
             if not (math.isfinite(r) and r > 0):
                 raise ValueError(f"resolution must be > 0 [m], got {resolution!r}")
             res_mm.append(r * 1000.0)  # the affine is in mm (NIfTI)
-        if kind == "labels":
-            fr = np.stack([(data == v).astype(np.float64) for v, _ in classes], axis=-1) if classes \
-                else np.zeros(data.shape + (0,))
-        else:
-            fr = data[..., [v for v, _ in classes]]
-        data, aff_mm = resample_fractions(fr, aff_mm, res_mm)
+        cols = []
+        for v, _ in classes or [(None, None)]:  # one class at a time: bounded memory
+            if v is None:  # nothing mapped: resample an empty map for the grid
+                f = np.zeros(data.shape[:3], bool)
+            else:
+                f = (data == v) if kind == "labels" else data[..., v]
+            out, aff_out = resample_fractions(f[..., None].astype(np.float64), aff_mm, res_mm)
+            cols.append(out[..., 0])
+        data = np.stack(cols, axis=-1)[..., : len(classes)]
+        aff_mm = aff_out
+        del cols
         classes = [(i, p) for i, (_, p) in enumerate(classes)]
         kind = "fractions"
 
@@ -481,8 +516,7 @@ def twin_from_labels(
     rand_keys = None
     if n_iso > 1:
         if key is None:
-            u = _r_sequence(n_iso, 3) - 0.5
-            q = lorentzian_offsets(n_iso)
+            u, q = isochromat_pattern(n_iso)
         else:
             rand_keys = iter(jax.random.split(key, 2 * max(1, len(groups) * 8)))
     a3 = aff_m[:3, :3]
@@ -491,33 +525,44 @@ def twin_from_labels(
 
     start = 0
     for idx, frac, p in groups:
-        ijk = np.stack(np.unravel_index(idx, shape), axis=-1).astype(np.float64)
-        centre = ijk @ a3.T + t3  # (n_vox, 3) [m]
         nv = idx.size
-        w = np.ones(nv) if frac is None else frac
+        ii, jj, kk = np.unravel_index(idx, shape)
+        centre = np.empty((nv, 3))  # (n_vox, 3) [m]: A · (i, j, k) + t
+        for c in range(3):
+            centre[:, c] = t3[c] + a3[c, 0] * ii + a3[c, 1] * jj + a3[c, 2] * kk
+        del ii, jj, kk
+        w = 1.0 if frac is None else frac[:, None]
         t2prime = p["t2_prime"]
-        for ppm, amp in zip(p["spectrum_ppm"], p["spectrum_amplitude"]):
+        first = None  # slice of this group's first compartment (positions are shared)
+        for ppm, amp in zip(p["spectrum_ppm"], p["spectrum_amplitude"], strict=True):
             stop = start + nv * n_iso
             sl = slice(start, stop)
-            if n_iso == 1:
-                position[sl] = centre
-                extra_df = 0.0
+            pos_v = position[sl].reshape(nv, n_iso, 3)
+            df_v = df[sl].reshape(nv, n_iso)
+            shift = ppm * 1e-6 * GAMMA_BAR * b0
+            qq = None
+            if n_iso > 1 and rand_keys is not None:
+                uu = np.asarray(jax.random.uniform(next(rand_keys), (nv, n_iso, 3)), np.float64) - 0.5
+                qq = np.asarray(jax.random.cauchy(next(rand_keys), (nv, n_iso)), np.float64)
+                np.add(centre[:, None, :], uu @ a3.T, out=pos_v, casting="unsafe")
+            elif first is not None:
+                pos_v[...] = position[first].reshape(nv, n_iso, 3)
+            elif n_iso == 1:
+                pos_v[:, 0, :] = centre
             else:
-                if rand_keys is None:
-                    uu, qq = u[None], q[None]
-                else:
-                    uu = np.asarray(jax.random.uniform(next(rand_keys), (nv, n_iso, 3)), np.float64) - 0.5
-                    qq = np.asarray(jax.random.cauchy(next(rand_keys), (nv, n_iso)), np.float64)
-                position[sl] = (centre[:, None, :] + uu @ a3.T).reshape(-1, 3)
-                if spread and math.isfinite(t2prime):
-                    extra_df = np.broadcast_to(qq / (2 * math.pi * t2prime), (nv, n_iso)).reshape(-1)
-                else:
-                    extra_df = 0.0
-            pd[sl] = np.repeat(p["pd"] * amp * w / n_iso, n_iso)
+                np.add(centre[:, None, :], (u @ a3.T)[None], out=pos_v, casting="unsafe")
+                qq = q[None, :]
+            if first is None:
+                first = sl
+            if spread and math.isfinite(t2prime):
+                qq = q[None, :] if qq is None else qq
+                df_v[...] = shift + qq / (2 * math.pi * t2prime)
+            else:
+                df_v[...] = shift
+            pd[sl].reshape(nv, n_iso)[...] = p["pd"] * amp / n_iso * w
             t1[sl] = p["t1"]
             t2[sl] = p["t2"]
             t2p[sl] = t2prime
-            df[sl] = ppm * 1e-6 * GAMMA_BAR * b0 + extra_df
             adc[sl] = p["adc"]
             label[sl] = name_index[p["name"]]
             start = stop

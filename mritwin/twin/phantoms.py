@@ -74,7 +74,7 @@ def _centres(shape, aff, supersample: int):
     if s < 1:
         raise ValueError(f"supersample must be an integer >= 1, got {supersample}")
     axes = []
-    for a, n in enumerate(shape):
+    for n in shape:
         sub = (np.arange(s) + 0.5) / s - 0.5 if n > 1 else np.zeros(1)
         axes.append((np.arange(n)[:, None] + sub[None, :]).reshape(-1))
     ii, jj, kk = np.meshgrid(*axes, indexing="ij")
@@ -140,7 +140,18 @@ def brain_labels(dims: int = 2, *, matrix=None, fov=0.22, slice_thickness: float
     """
     matrix = (128 if dims == 2 else 64) if matrix is None else matrix
     shape, aff = _grid(dims, matrix, fov, slice_thickness)
-    return _brain_paint(_centres(shape, aff, 1), fov), aff
+    return _paint_chunked(_brain_paint, shape, aff, fov), aff
+
+
+def _paint_chunked(paint, shape, aff, fov, *args, chunk: int = 8):
+    """Paint a label map slab by slab along k (bounded memory for large 3D grids)."""
+    out = np.empty(shape, np.int32)
+    for k0 in range(0, shape[2], chunk):
+        k1 = min(k0 + chunk, shape[2])
+        sub = aff.copy()
+        sub[:3, 3] = aff[:3, :3] @ np.array([0.0, 0.0, k0]) + aff[:3, 3]
+        out[:, :, k0:k1] = paint(_centres((shape[0], shape[1], k1 - k0), sub, 1), fov, *args)
+    return out
 
 
 def brain(
@@ -179,7 +190,7 @@ def brain(
     common = dict(b0=b0, affine=aff, spins_per_voxel=spins_per_voxel, library=library,
                   t2_prime=t2_prime, key=key)
     if int(supersample) == 1:
-        return twin_from_labels(_brain_paint(_centres(shape, aff, 1), fov), BRAIN_MAPPING, **common)
+        return twin_from_labels(_paint_chunked(_brain_paint, shape, aff, fov), BRAIN_MAPPING, **common)
     fine = _brain_paint(_centres(shape, aff, supersample), fov)
     classes = sorted(BRAIN_MAPPING)
     fr = _block_fractions(fine, shape, classes)
@@ -231,7 +242,7 @@ def _sl_paint(xyz, fov, dims):
 def shepp_logan_labels(n: int = 128, *, dims: int = 2, fov=0.24, slice_thickness: float = 5e-3):
     """Label map (ellipse numbers 1..10, see `SHEPP_LOGAN_MAPPING`) and affine [mm]."""
     shape, aff = _grid(dims, n, fov, slice_thickness)
-    return _sl_paint(_centres(shape, aff, 1), fov, dims), aff
+    return _paint_chunked(_sl_paint, shape, aff, fov, dims), aff
 
 
 def shepp_logan(
@@ -328,7 +339,7 @@ def system_phantom(
                                      ring_radius=ring_radius, sphere_radius=sphere_radius,
                                      slice_thickness=slice_thickness)
     mapping = {0: None}
-    for k, (a, b) in enumerate(zip(t1, t2), start=1):
+    for k, (a, b) in enumerate(zip(t1, t2, strict=True), start=1):
         mapping[k] = Tissue(f"sphere_{k:02d}", pd=pd, t1={b0: a}, t2={b0: b}, t2_star={b0: b},
                             adc=adc, notes="system phantom sphere (values set by the caller)")
     return twin_from_labels(lab, mapping, b0=b0, affine=aff, spins_per_voxel=spins_per_voxel,

@@ -97,7 +97,7 @@ SOURCES: Mapping[str, str] = MappingProxyType({
 _HAMILTON_PPM = (-3.80, -3.40, -2.60, -1.94, -0.39, 0.60)
 _HAMILTON_AMP = (0.087, 0.693, 0.128, 0.004, 0.039, 0.048)
 FAT_SPECTRUM_HAMILTON: tuple[tuple[float, float], ...] = tuple(
-    (p, a / sum(_HAMILTON_AMP)) for p, a in zip(_HAMILTON_PPM, _HAMILTON_AMP)
+    (p, a / sum(_HAMILTON_AMP)) for p, a in zip(_HAMILTON_PPM, _HAMILTON_AMP, strict=True)
 )
 
 
@@ -337,8 +337,8 @@ def _norm(name: str) -> str:
 
 
 def _t(name, pd, t1, t2, t2s, adc, *, spectrum=((0.0, 1.0),), aliases=(), sources=None, notes=""):
-    return Tissue(name=name, pd=pd, t1=dict(zip(FIELDS, t1)), t2=dict(zip(FIELDS, t2)),
-                  t2_star=dict(zip(FIELDS, t2s)), adc=adc, spectrum=spectrum,
+    return Tissue(name=name, pd=pd, t1=dict(zip(FIELDS, t1, strict=True)), t2=dict(zip(FIELDS, t2, strict=True)),
+                  t2_star=dict(zip(FIELDS, t2s, strict=True)), adc=adc, spectrum=spectrum,
                   aliases=aliases, sources=sources or {}, notes=notes)
 
 
