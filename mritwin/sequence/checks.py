@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .events import ADC, RF, ArbGrad, TrapGrad
+from .events import ADC, RF, TrapGrad
 from .scanner import Scanner
 from .sequence import Sequence
 

@@ -164,7 +164,9 @@ def make_trapezoid(channel, *, area=None, flat_area=None, amplitude=None, durati
                     f"max slew {sc.max_slew} T/m/s, got duration {duration * 1e3:.3f} ms"
                 )
             amp_abs = (duration - math.sqrt(disc)) / 2 * sc.max_slew
-            rise = _ceil_to(amp_abs / sc.max_slew, gr)
+            # at least one raster: a zero area (e.g. the ky = 0 phase encode) must not
+            # give a trapezoid with zero-length ramps
+            rise = max(gr, _ceil_to(amp_abs / sc.max_slew, gr))
         flat = duration - 2 * rise
         if flat < -1e-12:
             raise ValueError(f"duration {duration} s is shorter than two ramps of {rise} s")

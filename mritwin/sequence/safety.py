@@ -40,6 +40,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from .scanner import Scanner
@@ -100,24 +102,38 @@ class BodyModel:
         return min(1.0, self.coil_length / self.patient_height)
 
 
-def rf_energy(seq: Sequence) -> np.ndarray:
-    """(n_rf,) ``∫|B1(t)|² dt`` [T²·s] of every RF pulse in block order."""
+def rf_energy(seq: Sequence):
+    """(n_rf,) ``∫|B1(t)|² dt`` [T²·s] of every RF pulse in block order.
+
+    NumPy, or JAX when an RF amplitude or shape is traced (so an SAR or B1+rms penalty
+    can be differentiated with respect to flip angles).
+    """
     out = []
+    traced = False
     for b in seq.blocks:
         rf = b.rf
         if rf is None:
             continue
         w = np.diff(rf.sample_edges())
-        s = np.abs(np.asarray(rf.amplitude) * np.asarray(rf.shape)) ** 2
-        out.append(float(np.sum(s * w)))
+        if isinstance(rf.amplitude, jax.core.Tracer) or isinstance(rf.shape, jax.core.Tracer):
+            traced = True
+            out.append(jnp.sum(jnp.abs(rf.amplitude * rf.shape) ** 2 * w))
+        else:
+            s = np.abs(np.asarray(rf.amplitude) * np.asarray(rf.shape)) ** 2
+            out.append(float(np.sum(s * w)))
+    if traced:
+        return jnp.stack([jnp.asarray(e) for e in out])
     return np.asarray(out)
 
 
-def b1_rms(seq: Sequence) -> float:
-    """B1+rms [T] over the sequence: ``sqrt(Σ ∫|B1|² dt / duration)``."""
+def b1_rms(seq: Sequence):
+    """B1+rms [T] over the sequence: ``sqrt(Σ ∫|B1|² dt / duration)`` (JAX when traced)."""
     if seq.duration <= 0:
         return 0.0
-    return math.sqrt(float(rf_energy(seq).sum()) / seq.duration)
+    e = rf_energy(seq)
+    if isinstance(e, jax.Array):
+        return jnp.sqrt(jnp.sum(e) / seq.duration)
+    return math.sqrt(float(e.sum()) / seq.duration)
 
 
 @dataclass(frozen=True)
@@ -254,7 +270,8 @@ class PNSReport:
 
     @property
     def exceeds_by(self) -> float:
-        """Worst fraction of the limit of the current mode (normal 0.8, first level 1.0)."""
+        """Combined fraction over the normal-mode limit (80 % of the threshold), or over the
+        first-level limit (100 %) when ``mode == "exceeds"``; > 1 means over that limit."""
         f = self.fraction["combined"]
         return f / 0.8 if self.mode != "exceeds" else f
 

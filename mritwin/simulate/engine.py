@@ -214,6 +214,38 @@ def _pack_spins(twin: Twin, sens, chunk: int, dtype):
     return spins, n_chunks
 
 
+def _segmented_scan(body, init, xs):
+    """``lax.scan(body, init, xs)`` with memory-bounded reverse mode.
+
+    The steps are split into ``S ≈ sqrt(n)`` segments of ``L`` steps; each segment is a
+    rematerialized (`jax.checkpoint`) inner scan, so reverse mode stores one state per
+    segment plus one segment's intermediates: ``O(sqrt(n_steps))`` states instead of
+    ``O(n_steps)``, for about one extra forward pass of compute. The forward pass is
+    unchanged. Steps past ``n`` are padded with no-op steps (free precession of 0 s).
+    """
+    n = xs[0].shape[0]
+    seg = max(1, int(round(n ** 0.5)))
+    n_seg = -(-n // seg)
+    pad = n_seg * seg - n
+    dt, k, b1, kind, sample, count = xs
+    if pad:
+        dt = jnp.concatenate([dt, jnp.zeros((pad,), dt.dtype)])
+        k = jnp.concatenate([k, jnp.zeros((pad, 3), k.dtype)])
+        b1 = jnp.concatenate([b1, jnp.zeros((pad,), b1.dtype)])
+        kind = jnp.concatenate([kind, jnp.ones((pad,), kind.dtype)])
+        sample = jnp.concatenate([sample, jnp.zeros((pad,), sample.dtype)])
+        count = jnp.concatenate([count, jnp.zeros((pad,), count.dtype)])
+    xs = tuple(x.reshape((n_seg, seg) + x.shape[1:]) for x in (dt, k, b1, kind, sample, count))
+
+    @jax.checkpoint
+    def segment(m, seg_xs):
+        return jax.lax.scan(body, m, seg_xs)
+
+    m, ys = jax.lax.scan(segment, init, xs)
+    ys = jax.tree_util.tree_map(lambda y: y.reshape((n_seg * seg,) + y.shape[2:])[:n], ys)
+    return m, ys
+
+
 @functools.partial(jax.jit, static_argnames=("n_chunks", "chunk", "n_window", "checkpoint", "want_mag"))
 def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, checkpoint, want_mag):
     _TRACES["core"] += 1
@@ -242,10 +274,11 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
             single = jax.lax.cond(sample, lambda: kernels.receive(sp, m), lambda: zero_single)
             return m, (single, win)
 
-        if checkpoint:
-            body = jax.checkpoint(body)
         steps = (d.dt, d.kstep, d.b1dt, d.kind, d.sample, d.count)
-        m, (single, win) = jax.lax.scan(body, m0, steps)
+        if checkpoint:
+            m, (single, win) = _segmented_scan(body, m0, steps)
+        else:
+            m, (single, win) = jax.lax.scan(body, m0, steps)
         return (single, win), (jnp.stack([m.mx, m.my, m.mz], -1) if want_mag else None)
 
     def map_body(carry, sp):

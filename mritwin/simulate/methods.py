@@ -29,8 +29,10 @@ class Bloch(AbstractSimMethod):
             product) instead of one step per sample.
         chunk_size: spins simulated at once (peak memory is proportional to it).
             ``None``: up to 65 536 (CPU) or 2 097 152 (GPU) spins.
-        checkpoint: recompute each step's intermediates in reverse mode instead of
-            storing them (reverse-mode memory ≈ one state per step).
+        checkpoint: memory-bounded reverse mode: the steps are split into about
+            ``sqrt(n_steps)`` segments that are recomputed in the backward pass, so
+            `jax.grad` stores ``O(sqrt(n_steps))`` magnetization states instead of every
+            step's intermediates (about one extra forward pass of compute).
 
     Accuracy: free precession, relaxation between RF pulses and windows are exact for
     static spins and piecewise-linear gradients; RF steps use Strang splitting

@@ -180,21 +180,23 @@ class Twin(eqx.Module):
 
 
 def _check_values(name, v, *, positive=False, nonneg=False, finite=False):
+    """Range checks with two passes (min, max); details are computed only on failure."""
     if v is None or not _is_concrete(v):
         return
     a = np.asarray(v)
     if a.size == 0:
         return
-    if np.isnan(a).any():
+    lo, hi = a.min(), a.max()  # NaN propagates
+    if np.isnan(lo) or np.isnan(hi):
         raise ValueError(f"Twin.{name} contains NaN at {int(np.isnan(a).sum())} spin(s)")
-    if finite and not np.isfinite(a).all():
+    if finite and (np.isinf(lo) or np.isinf(hi)):
         raise ValueError(f"Twin.{name} contains inf (it must be finite)")
-    if positive and (a <= 0).any():
+    if positive and lo <= 0:
         bad = a[a <= 0]
         raise ValueError(
             f"Twin.{name} must be > 0 [s] (use inf for no relaxation), got {bad.size} "
             f"value(s) <= 0, e.g. {bad.flat[0]}"
         )
-    if nonneg and (a < 0).any():
+    if nonneg and lo < 0:
         bad = a[a < 0]
         raise ValueError(f"Twin.{name} must be >= 0, got {bad.size} negative value(s), e.g. {bad.flat[0]}")

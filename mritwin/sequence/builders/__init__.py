@@ -10,29 +10,15 @@ scanner's limits (``ValueError`` saying what is possible), and returns a
 
 from ..timing import minimum_timing as minimum_timing
 from .bssfp import bssfp as bssfp
-from .epi import b_values as b_values
-from .epi import dwi as dwi
-from .epi import epi as epi
-from .epi import stejskal_tanner_b as stejskal_tanner_b
-from .gre import gre as gre
-from .gre import multi_echo_gre as multi_echo_gre
+from .epi import b_values as b_values, dwi as dwi, epi as epi, stejskal_tanner_b as stejskal_tanner_b
+from .gre import gre as gre, multi_echo_gre as multi_echo_gre
 from .mprage import mprage as mprage
-from .noncart import radial as radial
-from .noncart import spiral as spiral
-from .noncart import spiral_waveform as spiral_waveform
+from .noncart import radial as radial, spiral as spiral, spiral_waveform as spiral_waveform
 from .se import (
     flair as flair,
-)
-from .se import (
     flair_null_ti as flair_null_ti,
-)
-from .se import (
     inversion_recovery as inversion_recovery,
-)
-from .se import (
     spin_echo as spin_echo,
-)
-from .se import (
     tse as tse,
 )
 

@@ -276,9 +276,10 @@ def excitation(flip_angle, sc, *, thickness, duration, tbw, ch, use="excitation"
 class Readout:
     """A Cartesian readout: trapezoid with the ADC centred on its flat top.
 
-    Sample ``n`` is at ``k = k_start_offset + ... = (n - nx/2) Δk`` given the prephaser
-    area `pre_area`. ``bandwidth_per_pixel`` [Hz] sets the dwell ``1 / (bw nx)``, moved to
-    the nearest dwell for which the ADC sits symmetrically on the gradient raster.
+    After a prephaser of area `pre_area`, sample ``n`` is at ``k = (n - nx/2) Δk``
+    (``Δk = 1/FOV``); `post_area` returns k to 0 after the readout. ``bandwidth_per_pixel``
+    [Hz] sets the dwell ``1 / (bw nx)``, moved to the nearest dwell for which the ADC sits
+    symmetrically on the gradient raster.
     """
 
     def __init__(self, sc: Scanner, *, fov: float, n: int, bandwidth_per_pixel: float, ch: str,
@@ -294,8 +295,7 @@ class Readout:
         amp = self.dk / (sc.gamma_bar * dwell)
         if amp > sc.max_grad * (1 + 1e-9):
             bw_max = sc.gamma_bar * sc.max_grad * fov / n
-            fov_min = n * bw / (sc.gamma_bar * sc.max_grad) if False else self.bandwidth_per_pixel * n / (
-                sc.gamma_bar * sc.max_grad)
+            fov_min = self.bandwidth_per_pixel * n / (sc.gamma_bar * sc.max_grad)
             raise ValueError(
                 f"the readout needs {amp * 1e3:.2f} mT/m > max_grad {sc.max_grad * 1e3:.2f} mT/m: "
                 f"at FOV {fov * 1e3:.1f} mm and {n} samples the bandwidth can be at most "

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from ...constants import GAMMA_BAR
 from ..scanner import Scanner
 from ..sequence import Sequence
 from ..timeline import gradient_moments, gradient_table
@@ -206,7 +207,9 @@ def _epi(*, scanner, fov, matrix, te, tr, spin_echo, slice_thickness, flip_angle
     if spin_echo:
         ref = C.SlicePulse(math.pi, sc, thickness=slice_thickness, duration=refocusing_duration, tbw=tbw, ch=sl,
                            use="refocusing", what="refocusing pulse")
-        b0 = C.area_trap(sl, exc.reph_area + crush, sc)
+        # timing fits both the rephaser + crusher and the rephaser alone (DWI volumes)
+        b0_area = max(exc.reph_area + crush, exc.reph_area, key=abs)
+        b0 = C.area_trap(sl, b0_area, sc)
         amax = max(crush, abs(ro.pre_area), abs(ky0))
     else:
         ref = None
@@ -338,7 +341,7 @@ def b_values(seq: Sequence, *, dt: float = 2e-6, tol: float = 0.5) -> np.ndarray
         # add refocusing centres as edges so the sign flip happens exactly there
         r_in = refs[(refs > t0) & (refs < t_echo)]
         edges = np.unique(np.concatenate([edges, r_in]))
-        m = np.asarray(gradient_moments(table, edges[:-1], edges[1:])) * seq_gamma(seq)
+        m = np.asarray(gradient_moments(table, edges[:-1], edges[1:])) * GAMMA_BAR
         # k at the start of each interval, with sign flips at refocusing centres
         flip_at = np.searchsorted(edges, r_in)  # interval index where each flip happens
         k = np.zeros(3)
@@ -358,9 +361,3 @@ def b_values(seq: Sequence, *, dt: float = 2e-6, tol: float = 0.5) -> np.ndarray
             k = kk[-1]
         out.append((2 * math.pi) ** 2 * b)
     return np.asarray(out)
-
-
-def seq_gamma(seq) -> float:
-    from ...constants import GAMMA_BAR
-
-    return GAMMA_BAR

@@ -263,6 +263,6 @@ def _gre(*, scanner, fov, matrix, tes, delta_te, n_echoes, tr, flip_angle, flip_
     tes_all = [te1 + e * dte for e in range(n_echoes)]
     return C.finish(blocks, sc, name, fov if dims == 3 else (*fov, slice_thickness), matrix if dims == 3 else (*matrix, 1),
                     TE=tes_all if n_echoes > 1 else te1, TR=tr_v, FlipAngle=alpha,
-                    ReadoutBandwidthPerPixel=ro.bandwidth_per_pixel, Dims=str(dims), Orientation=orientation,
+                    ReadoutBandwidthPerPixel=ro.bandwidth_per_pixel, Dims=float(dims), Orientation=orientation,
                     NumberOfSlices=float(len(positions)), PartialFourier=float(partial_fourier))
 
