@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
+
+from ._xp import backend
 
 __all__ = ["combine_rss", "combine_sensitivity", "estimate_sensitivities"]
 
@@ -15,8 +16,9 @@ def combine_rss(coil_images, axis: int = 0):
         coil_images: complex array with a coil axis.
         axis: the coil axis.
     """
-    x = jnp.asarray(coil_images)
-    return jnp.sqrt(jnp.sum(jnp.abs(x) ** 2, axis=axis)).astype(x.dtype)
+    xp = backend(coil_images)
+    x = xp.asarray(coil_images)
+    return xp.sqrt(xp.sum(xp.abs(x) ** 2, axis=axis)).astype(x.dtype)
 
 
 def combine_sensitivity(coil_images, sensitivities, axis: int = 0, eps: float = 1e-12):
@@ -34,14 +36,15 @@ def combine_sensitivity(coil_images, sensitivities, axis: int = 0, eps: float = 
     Raises:
         ValueError: the numbers of coils differ.
     """
-    x = jnp.moveaxis(jnp.asarray(coil_images), axis, 0)
-    s = jnp.asarray(sensitivities)
+    xp = backend(coil_images, sensitivities)
+    x = xp.moveaxis(xp.asarray(coil_images), axis, 0)
+    s = xp.asarray(sensitivities)
     if s.shape[0] != x.shape[0]:
         raise ValueError(f"sensitivities have {s.shape[0]} coils but the images have {x.shape[0]}")
     s = s.reshape(s.shape + (1,) * (x.ndim - s.ndim))
-    num = jnp.sum(jnp.conj(s) * x, axis=0)
-    den = jnp.sum(jnp.abs(s) ** 2, axis=0)
-    den = jnp.maximum(den, eps * jnp.max(den))
+    num = xp.sum(xp.conj(s) * x, axis=0)
+    den = xp.sum(xp.abs(s) ** 2, axis=0)
+    den = xp.maximum(den, eps * xp.max(den))
     return num / den
 
 
@@ -59,10 +62,11 @@ def estimate_sensitivities(coil_images, n_spatial: int, *, fraction: float = 0.2
     Returns:
         (n_coils, *spatial) complex maps (the first extra index is used for the estimate).
     """
-    x = jnp.asarray(coil_images)
+    xp = backend(coil_images)
+    x = xp.asarray(coil_images)
     x = x.reshape(x.shape[: 1 + n_spatial] + (-1,))[..., 0]
     axes = tuple(range(1, 1 + n_spatial))
-    k = jnp.fft.fftshift(jnp.fft.fftn(jnp.fft.ifftshift(x, axes), axes=axes), axes)
+    k = xp.fft.fftshift(xp.fft.fftn(xp.fft.ifftshift(x, axes), axes=axes), axes)
     for ax in axes:
         n = x.shape[ax]
         f = np.arange(n) - n // 2
@@ -70,9 +74,9 @@ def estimate_sensitivities(coil_images, n_spatial: int, *, fraction: float = 0.2
         win = np.where(np.abs(f) < half, 0.5 * (1 + np.cos(np.pi * f / half)), 0.0)
         shape = [1] * x.ndim
         shape[ax] = n
-        k = k * jnp.asarray(win.reshape(shape))
-    low = jnp.fft.fftshift(jnp.fft.ifftn(jnp.fft.ifftshift(k, axes), axes=axes), axes)
-    rss = jnp.sqrt(jnp.sum(jnp.abs(low) ** 2, axis=0))
-    rss = jnp.maximum(rss, 1e-6 * jnp.max(rss))
-    ref = jnp.exp(-1j * jnp.angle(low[0]))
+        k = k * xp.asarray(win.reshape(shape))
+    low = xp.fft.fftshift(xp.fft.ifftn(xp.fft.ifftshift(k, axes), axes=axes), axes)
+    rss = xp.sqrt(xp.sum(xp.abs(low) ** 2, axis=0))
+    rss = xp.maximum(rss, 1e-6 * xp.max(rss))
+    ref = xp.exp(-1j * xp.angle(low[0]))
     return low * ref[None] / rss[None]

@@ -8,19 +8,23 @@ or a complex image (homodyne and POCS return images after the centred inverse FF
 
 from __future__ import annotations
 
-import jax.numpy as jnp
 import numpy as np
+
+from ._xp import backend
 
 __all__ = ["symmetric_region", "homodyne", "pocs", "centred_ifft"]
 
 
 def centred_ifft(x, axis):
     """Centred inverse FFT along ``axis`` with ``1/N`` scaling (numpy convention)."""
-    return jnp.fft.fftshift(jnp.fft.ifft(jnp.fft.ifftshift(x, axis), axis=axis), axis)
+    xp = backend(x)
+    return xp.fft.fftshift(xp.fft.ifft(xp.fft.ifftshift(x, axis), axis=axis), axis)
 
 
 def centred_fft(x, axis):
-    return jnp.fft.fftshift(jnp.fft.fft(jnp.fft.ifftshift(x, axis), axis=axis), axis)
+    """Centred forward FFT along ``axis`` (no scaling)."""
+    xp = backend(x)
+    return xp.fft.fftshift(xp.fft.fft(xp.fft.ifftshift(x, axis), axis=axis), axis)
 
 
 def symmetric_region(sampled: np.ndarray) -> tuple[int, int, int]:
@@ -48,8 +52,9 @@ def _lowres_phase(k, sampled, axis):
     h, _, n = symmetric_region(sampled)
     f = np.arange(n) - n // 2
     win = np.where(np.abs(f) < h, 0.5 * (1 + np.cos(np.pi * f / max(h, 1))), 0.0)
-    low = centred_ifft(k * jnp.asarray(win.reshape(_bshape(k.ndim, axis, n))), axis)
-    return jnp.exp(1j * jnp.angle(low))
+    xp = backend(k)
+    low = centred_ifft(k * xp.asarray(win.reshape(_bshape(k.ndim, axis, n))), axis)
+    return xp.exp(1j * xp.angle(low))
 
 
 def homodyne(k, sampled: np.ndarray, axis: int):
@@ -61,11 +66,12 @@ def homodyne(k, sampled: np.ndarray, axis: int):
     """
     h, side, n = symmetric_region(sampled)
     f = np.arange(n) - n // 2
-    ramp = np.clip(0.5 + side * (f + 0.5) / (2 * max(h, 1)), 0.0, 1.0) * 2.0
+    ramp = np.clip(0.5 + side * f / (2 * max(h, 1)), 0.0, 1.0) * 2.0  # w(k) + w(-k) = 2
     w = np.where(sampled, ramp, 0.0)
     phase = _lowres_phase(k, sampled, axis)
-    img = centred_ifft(k * jnp.asarray(w.reshape(_bshape(k.ndim, axis, n))), axis)
-    return jnp.real(img * jnp.conj(phase)) * phase
+    xp = backend(k)
+    img = centred_ifft(k * xp.asarray(w.reshape(_bshape(k.ndim, axis, n))), axis)
+    return xp.real(img * xp.conj(phase)) * phase
 
 
 def pocs(k, sampled: np.ndarray, axis: int, n_iter: int = 20):
@@ -76,10 +82,11 @@ def pocs(k, sampled: np.ndarray, axis: int, n_iter: int = 20):
     """
     n = sampled.size
     phase = _lowres_phase(k, sampled, axis)
-    mask = jnp.asarray(sampled.reshape(_bshape(k.ndim, axis, n)))
+    xp = backend(k)
+    mask = xp.asarray(sampled.reshape(_bshape(k.ndim, axis, n)))
     est = k
     for _ in range(n_iter):
         img = centred_ifft(est, axis)
-        img = jnp.abs(img) * phase
-        est = jnp.where(mask, k, centred_fft(img, axis))
+        img = xp.abs(img) * phase
+        est = xp.where(mask, k, centred_fft(img, axis))
     return centred_ifft(est, axis)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -28,15 +29,16 @@ from ..constants import GAMMA_BAR
 from ..sequence.sequence import Sequence
 from ..signal.signal import Signal
 from . import partial_fourier as pf
+from ._xp import add_columns, backend, set_at
 from .coils import combine_rss, combine_sensitivity, estimate_sensitivities
 from .image import Image
 from .nufft import nufft_adjoint, pipe_dcf
-from .seqinfo import AcqInfo, acquisition_info, sequence_fov
+from .seqinfo import AcqInfo, acquisition_info, sequence_fov, sequence_matrix
 
 __all__ = ["reconstruct"]
 
 _EXTRA = ("ECO", "REP", "SET", "PHS")
-_EXTRA_NAMES = {"ECO": "echo", "REP": "rep", "SET": "set", "PHS": "phase"}
+_EXTRA_NAMES = {"SLC": "slab", "ECO": "echo", "REP": "rep", "SET": "set", "PHS": "phase"}
 
 
 def reconstruct(
@@ -72,7 +74,8 @@ def reconstruct(
         fov: field of view [m], a number or (3,) along x, y, z; default: the sequence's
             ``FOV`` definition, else ``1/Δk`` from the trajectory (Cartesian only).
         matrix: image matrix, an int or (3,) along x, y, z (entries for non-encoded
-            axes are ignored); default: from the k-space extent.
+            axes are ignored); default: the sequence's ``MatrixSize`` definition, else
+            from the k-space extent.
         trajectory: ``"auto"``, ``"cartesian"`` or ``"noncartesian"``.
         coil_combine: ``"auto"`` (``"rss"`` for several coils), ``"rss"``,
             ``"sensitivity"`` (with ``sensitivities`` or maps estimated from the data),
@@ -94,6 +97,25 @@ def reconstruct(
         ValueError: missing trajectory, too few encoded axes, an unknown option, a
             non-Cartesian trajectory without a FOV, inconsistent readout directions.
         NotImplementedError: homodyne along more than one axis.
+
+    Example:
+        >>> import numpy as np, mritwin as mt
+        >>> from mritwin.recon import reconstruct
+        >>> n, fov, dk = 16, 0.2, 1 / 0.2
+        >>> gx = mt.make_trapezoid("x", flat_area=n * dk, flat_time=n * 20e-6)
+        >>> adc = mt.make_adc(n, dwell=20e-6, delay=gx.rise_time)
+        >>> pre = mt.make_trapezoid("x", area=-gx.area * mt.GAMMA_BAR / 2, duration=1e-3)
+        >>> blocks = []
+        >>> for i in range(n):
+        ...     gy = mt.make_trapezoid("y", area=(i - n // 2) * dk, duration=1e-3)
+        ...     blocks += [mt.Block(mt.make_block_pulse(np.pi / 2, 2e-4)), mt.Block(gx=pre, gy=gy),
+        ...                mt.Block(gx=gx, adc=adc), mt.Block(duration=5.0)]
+        >>> seq = mt.Sequence(blocks, {"FOV": [fov, fov, 5e-3]})
+        >>> twin = mt.Twin(position=[[0.05, -0.025, 0.0]], pd=[1.0], t1=[0.3], t2=[0.3])
+        >>> img = reconstruct(mt.simulate(twin, seq), seq)
+        >>> peak = np.unravel_index(np.argmax(np.abs(img.data)), img.shape)
+        >>> img.world(peak)[:2].round(3).tolist()  # [mm]: where the spin is
+        [50.0, -25.0]
     """
     if not isinstance(sig, Signal):
         raise TypeError(f"sig must be a mritwin.Signal, got {type(sig).__name__}")
@@ -105,14 +127,22 @@ def reconstruct(
         raise ValueError(f"partial_fourier must be 'zero', 'homodyne' or 'pocs', got {partial_fourier!r}")
     if coil_combine not in ("auto", "rss", "sensitivity", None):
         raise ValueError(f"coil_combine must be 'auto', 'rss', 'sensitivity' or None, got {coil_combine!r}")
-    samples = jnp.asarray(sig.samples)
+    samples = sig.samples
+    xp = backend(samples)
+    samples = xp.asarray(samples)
     if samples.ndim != 2:
         raise ValueError(f"sig.samples must have shape (n_coils, n_adc), got {samples.shape}")
     n_adc = samples.shape[1]
     if n_adc == 0:
         raise ValueError("the signal has no samples: nothing to reconstruct")
-    if not jnp.iscomplexobj(samples):
-        samples = samples.astype(jnp.complex64)
+    if not xp.iscomplexobj(samples):
+        samples = samples.astype(xp.complex64)
+    if isinstance(sig.kspace, jax.core.Tracer):
+        raise TypeError(
+            "sig.kspace is traced (reconstruct under jax.jit, or a gradient through the trajectory): "
+            "the trajectory must be concrete numbers; pass it in explicitly, e.g. "
+            "eqx.tree_at(lambda s: s.kspace, sig, nominal_seq.kspace())"
+        )
     k = np.asarray(sig.kspace, dtype=np.float64)
     if k.shape != (n_adc, 3) or not np.all(np.isfinite(k)):
         if seq is None:
@@ -126,7 +156,7 @@ def reconstruct(
         raise ValueError(
             f"the sequence has {info.adc_of_sample.size} ADC samples but the signal has {n_adc}"
         )
-    adc = info.adc_of_sample if info is not None else _adc_from_time(sig, n_adc)
+    adc = info.adc_of_sample if info is not None else _adc_from_signal(sig, k)
     n_events = int(adc.max()) + 1
 
     # ADC-level roles and grouping keys
@@ -144,7 +174,7 @@ def reconstruct(
     img_samples = imaging[adc]
 
     fov_arr = _as3(fov, "fov") if fov is not None else sequence_fov(seq)
-    mat_arr = _as3(matrix, "matrix") if matrix is not None else None
+    mat_arr = _as3(matrix, "matrix") if matrix is not None else sequence_matrix(seq)
 
     span = np.ptp(k[img_samples], axis=0)
     enc = span > 1e-6 * max(span.max(), 1e-30)
@@ -158,7 +188,7 @@ def reconstruct(
 
     # slice grouping (2D) and extra dimensions
     slice_pos, slice_of_adc = _slices(info, n_events, slice_axis, used)
-    extra_keys, extra_names, extra_sizes = _extra(lab, used, n_events)
+    extra_keys, extra_names, extra_sizes = _extra(lab, used, n_events, slab=slice_axis is None)
 
     cart = _cartesian_check(k, adc, img_samples, enc_axes, fov_arr) if trajectory != "noncartesian" else None
     if trajectory == "cartesian" and cart is None:
@@ -181,6 +211,10 @@ def reconstruct(
     if slice_axis is not None:
         thickness = _slice_thickness(slice_thickness, info, seq, slice_axis, fov_arr, vox, enc_axes)
         vox = list(vox)
+        if not np.all(np.isfinite(slice_pos)):
+            warnings.warn("slice positions are unknown (SLC labels without distinct RF frequency offsets): "
+                          "slices are placed side by side, one thickness apart, centred on 0", stacklevel=2)
+            slice_pos = (np.arange(len(slice_pos)) - (len(slice_pos) - 1) / 2) * thickness
         if len(slice_pos) > 1:
             d = np.diff(slice_pos)
             spacing = float(np.median(d))
@@ -209,7 +243,7 @@ def reconstruct(
         if maps is None:
             maps = estimate_sensitivities(data, n_sp)
         else:
-            maps = jnp.asarray(maps)
+            maps = xp.asarray(maps)
             if maps.ndim == 3 and slice_axis == 2:  # 2D maps for one slice
                 maps = maps[..., None]
             if maps.shape[1:] != tuple(spatial_n):
@@ -222,7 +256,7 @@ def reconstruct(
         if n_coils == 1 and coil_combine == "auto":
             data = data[0]
         else:
-            data = jnp.moveaxis(data, 0, -1)
+            data = xp.moveaxis(data, 0, -1)
             extra_names = extra_names + ["coil"]
     # drop a single-slice z axis (2D image)
     dims = ["x", "y", "z"] + extra_names
@@ -231,7 +265,7 @@ def reconstruct(
         dims = ["x", "y"] + extra_names
     desc = f"{method} reconstruction; partial Fourier: {partial_fourier}" + (
         f"; coils: {combine}" if n_coils > 1 else "")
-    return Image(data=data, affine=affine, dims=tuple(dims), te=meta["te"], tr=meta["tr"],
+    return Image(data=jnp.asarray(data), affine=affine, dims=tuple(dims), te=meta["te"], tr=meta["tr"],
                  flip_angle=meta["flip"], b0=meta["b0"],
                  slice_thickness=thickness, description=desc)
 
@@ -250,13 +284,17 @@ def _as3(v, name):
     return a
 
 
-def _adc_from_time(sig, n):
-    t = np.asarray(sig.time, dtype=np.float64)
-    if t.shape != (n,) or n < 2:
+def _adc_from_signal(sig, k):
+    """ADC events guessed without the sequence: breaks at k-space jumps and time gaps."""
+    n = k.shape[0]
+    if n < 3:
         return np.zeros(n, np.int64)
-    dt = np.diff(t)
-    step = np.median(dt)
-    brk = dt > 1.5 * step
+    step = np.linalg.norm(np.diff(k, axis=0), axis=1)
+    brk = step > 3.0 * max(float(np.median(step)), 1e-12)
+    t = np.asarray(sig.time)
+    if t.shape == (n,) and t.dtype == np.float64:  # float32 times are too coarse for long runs
+        dt = np.diff(t)
+        brk |= dt > 1.5 * np.median(dt)
     return np.concatenate([[0], np.cumsum(brk)]).astype(np.int64)
 
 
@@ -270,24 +308,24 @@ def _slices(info: AcqInfo | None, n_events, slice_axis, used):
         key = info.labels["SLC"]
         uniq = np.unique(key)
         p = np.array([pos[key == u][0] for u in uniq])
-        if np.unique(np.round(p, 9)).size < uniq.size:  # labels but no RF offsets: nominal spacing
-            p = uniq.astype(float) * 0.0 + np.arange(uniq.size)
-            p = p * 0.0  # positions unknown: all at 0 except the spacing set later
+        if np.unique(np.round(p, 9)).size < uniq.size:
+            # SLC labels but no distinct RF offsets: positions unknown (NaN), set from the thickness
+            p = np.full(uniq.size, np.nan)
         order = np.argsort(p, kind="stable")
         rank = np.empty_like(order)
         rank[order] = np.arange(order.size)
-        lut = dict(zip(uniq.tolist(), rank.tolist()))
+        lut = dict(zip(uniq.tolist(), rank.tolist(), strict=False))
         return p[order], np.array([lut[v] for v in key.tolist()], np.int64)
     r = np.round(pos, 9)
     uniq = np.unique(r)
     return uniq, np.searchsorted(uniq, r).astype(np.int64)
 
 
-def _extra(lab, used, n_events):
+def _extra(lab, used, n_events, slab=False):
     keys = []
     names = []
     sizes = []
-    for nm in _EXTRA:
+    for nm in (("SLC",) if slab else ()) + _EXTRA:
         if nm in used:
             v = lab[nm]
             u = np.unique(v)
@@ -383,6 +421,29 @@ def _cartesian_check(k, adc, img, enc_axes, fov_arr):
     return {"ro": ro, "pe": pe, "dk": dk, "offsets": offsets}
 
 
+def _readout_size(lines, u):
+    """Readout matrix from the k extent of the evenly spaced (flat-top) samples of the lines."""
+    umax = 0.0
+    seen = set()
+    for sidx, _ in lines:
+        v = u[sidx]
+        key = (round(float(v[0]), 3), round(float(v[-1]), 3), v.size)
+        if key in seen:
+            continue
+        seen.add(key)
+        if v.size < 3:
+            umax = max(umax, float(np.abs(v).max()))
+            continue
+        d = np.abs(np.diff(v))
+        med = np.median(d)
+        ok = np.abs(d - med) <= 1e-3 * med  # steps at the flat-top spacing
+        flat = np.zeros(v.size, bool)
+        flat[:-1] |= ok
+        flat[1:] |= ok
+        umax = max(umax, float(np.abs(v[flat]).max()))
+    return max(2, 2 * int(math.ceil(umax - 1e-6)))
+
+
 def _readout_matrix(u, n):
     """(n_s, n) non-uniform DFT along the readout: Voronoi weights, 1/n scaling."""
     order = np.argsort(u)
@@ -407,6 +468,7 @@ def _readout_matrix(u, n):
 def _recon_cartesian(samples, k, adc, imaging, is_ref, enc_axes, slice_axis, slice_of_adc, n_slices,
                      extra_keys, extra_sizes, cart, fov_arr, mat_arr, pf_method, ghost):
     ro, pe, dk, offsets = cart["ro"], cart["pe"], cart["dk"], cart["offsets"]
+    xp = backend(samples)
     n_coils = samples.shape[0]
     keep_img = imaging[adc]
     u_all = k / np.where(dk > 0, dk, 1.0)
@@ -416,7 +478,7 @@ def _recon_cartesian(samples, k, adc, imaging, is_ref, enc_axes, slice_axis, sli
         if mat_arr is not None and np.isfinite(mat_arr[a]):
             nsz[a] = int(mat_arr[a])
         elif a == ro:
-            nsz[a] = max(2, 2 * int(math.ceil(np.abs(u_all[keep_img, a]).max() - 1e-6)))
+            nsz[a] = -1  # from the readout lines below
         else:
             i = np.round(u_all[keep_img, a] - offsets[a])
             nsz[a] = max(2, int(max(-2 * i.min(), 2 * (i.max() + 1))))
@@ -442,7 +504,7 @@ def _recon_cartesian(samples, k, adc, imaging, is_ref, enc_axes, slice_axis, sli
         starts = np.nonzero(brk)[0]
         ends = np.concatenate([starts[1:], [sidx.size]])
         out = []
-        for s, e in zip(starts, ends):
+        for s, e in zip(starts, ends, strict=False):
             if e - s >= 2:
                 out.append((sidx[s:e], pidx[s].astype(int)))
         return out
@@ -454,17 +516,20 @@ def _recon_cartesian(samples, k, adc, imaging, is_ref, enc_axes, slice_axis, sli
         for li, (sidx, _) in enumerate(lines):
             key = tuple(np.round(u_all[sidx, ro], 4).tolist())
             groups.setdefault(key, []).append(li)
-        out = jnp.zeros((n_coils, len(lines), n_ro), samples.dtype)
+        out = xp.zeros((n_coils, len(lines), n_ro), samples.dtype)
         for key, lis in groups.items():
-            mat = jnp.asarray(_readout_matrix(np.asarray(key), n_ro), samples.dtype)
+            mat = xp.asarray(_readout_matrix(np.asarray(key), n_ro), samples.dtype)
             sid = np.stack([lines[li][0] for li in lis])  # (n_l, n_s)
-            block = samples[:, jnp.asarray(sid)] @ mat  # (C, n_l, n_ro)
-            out = out.at[:, jnp.asarray(lis)].set(block)
+            block = samples[:, sid] @ mat  # (C, n_l, n_ro)
+            out = set_at(xp, out, (slice(None), np.asarray(lis)), block)
         return out
 
     lines = lines_of(keep_img)
     if not lines:
         raise ValueError("no Cartesian readout lines found in the imaging ADCs")
+    if nsz[ro] < 0:
+        nsz[ro] = _readout_size(lines, u_all[:, ro])
+        vox[ro] = 1.0 / (dk[ro] * nsz[ro])
     prof = profiles(lines)
     line_adc = np.array([adc[s[0]] for s, _ in lines])
 
@@ -488,15 +553,15 @@ def _recon_cartesian(samples, k, adc, imaging, is_ref, enc_axes, slice_axis, sli
     valid = np.ones(len(lines), bool)
     for a in pe:
         valid &= (base[:, 1 + a] >= 0) & (base[:, 1 + a] < nsz[a])
-    base, prof = base[valid], prof[:, jnp.asarray(np.nonzero(valid)[0])]
+    base, prof = base[valid], prof[:, np.nonzero(valid)[0]]
     cell = np.ravel_multi_index(tuple(base.T), shape)  # with readout index 0
     uniq, inv, counts = np.unique(cell, return_inverse=True, return_counts=True)
     stride_ro = int(np.prod(shape[1 + ro + 1:]))
     idx = cell[:, None] + stride_ro * np.arange(n_ro)[None, :]
-    flat = jnp.zeros((n_coils, int(np.prod(shape))), samples.dtype)
+    flat = xp.zeros((n_coils, int(np.prod(shape))), samples.dtype)
     weight = (1.0 / counts[inv])[:, None]
-    flat = flat.at[:, jnp.asarray(idx.reshape(-1))].add(
-        (prof * jnp.asarray(weight, jnp.real(prof).dtype)[None]).reshape(n_coils, -1))
+    flat = add_columns(xp, flat, idx.reshape(-1),
+                       (prof * xp.asarray(weight, xp.real(prof).dtype)[None]).reshape(n_coils, -1))
     h = flat.reshape((n_coils,) + shape)
 
     # phase axes: partial Fourier + centred inverse FFT + half-sample offsets
@@ -527,9 +592,9 @@ def _recon_cartesian(samples, k, adc, imaging, is_ref, enc_axes, slice_axis, sli
             ramp = np.exp(2j * np.pi * offsets[a] * x / nsz[a])
             bs = [1] * 5
             bs[ax] = nsz[a]
-            h = h * jnp.asarray(ramp.reshape(bs), h.dtype)
+            h = h * xp.asarray(ramp.reshape(bs), h.dtype)
     # (C, extra, x, y, z) -> (C, x, y, z, *extra)
-    h = jnp.moveaxis(h, 1, -1)
+    h = xp.moveaxis(h, 1, -1)
     h = h.reshape(h.shape[:4] + (tuple(extra_sizes) if extra_sizes else ()))
     return h, nsz, vox, offsets
 
@@ -546,24 +611,29 @@ def _ghost_correct(prof, lines, ref_lines, ref_prof, u_all, ro, adc, slice_of_ad
     ldir = direction(lines)
     r_slice = np.array([slice_of_adc[adc[s[0]]] for s, _ in ref_lines])
     l_slice = np.array([slice_of_adc[adc[s[0]]] for s, _ in lines])
-    corr = np.ones((len(lines), n_ro), complex)
+    xp = backend(prof, ref_prof)
+    rows_all = []
+    phases = []
     for sl in np.unique(l_slice):
         sel = r_slice == sl
         if not ((rdir[sel] > 0).any() and (rdir[sel] < 0).any()):
             sel = np.ones_like(r_slice, bool)
-        fwd = np.asarray(ref_prof[:, np.nonzero(sel & (rdir > 0))[0]]).mean(1)
-        rev = np.asarray(ref_prof[:, np.nonzero(sel & (rdir < 0))[0]]).mean(1)
-        cross = (rev * np.conj(fwd)).sum(0)  # (n_ro,)
-        wgt = np.abs(cross)
-        # linear term from the weighted phase of neighbour products, then the constant
-        slope = np.angle(np.sum(cross[1:] * np.conj(cross[:-1])))
-        c0 = np.angle(np.sum(cross * np.exp(-1j * slope * x)))
-        if not np.isfinite(slope) or wgt.max() == 0:
-            continue
-        ph = np.exp(-1j * (c0 + slope * x))
-        rows = (l_slice == sl) & (ldir < 0)
-        corr[rows] = ph[None, :]
-    return prof * jnp.asarray(corr, prof.dtype)[None]
+        fwd = ref_prof[:, np.nonzero(sel & (rdir > 0))[0]].mean(1)
+        rev = ref_prof[:, np.nonzero(sel & (rdir < 0))[0]].mean(1)
+        cross = (rev * xp.conj(fwd)).sum(0)  # (n_ro,), weighted by the signal
+        # linear term from the phase of neighbour products, then the constant
+        slope = xp.angle(xp.sum(cross[1:] * xp.conj(cross[:-1])))
+        c0 = xp.angle(xp.sum(cross * xp.exp(-1j * slope * x)))
+        rows = np.nonzero((l_slice == sl) & (ldir < 0))[0]
+        if rows.size:
+            rows_all.append(rows)
+            phases.append(xp.exp(-1j * (c0 + slope * x)))
+    if not rows_all:
+        return prof
+    corr = xp.ones((len(lines), n_ro), prof.dtype)
+    for rows, ph in zip(rows_all, phases, strict=True):
+        corr = set_at(xp, corr, rows, xp.broadcast_to(ph.astype(prof.dtype), (rows.size, n_ro)))
+    return prof * corr[None]
 
 
 # --------------------------------------------------------------------------- NUFFT
@@ -590,7 +660,8 @@ def _recon_noncartesian(samples, k, adc, imaging, enc_axes, slice_axis, slice_of
     if slice_axis is not None:
         nsz[slice_axis] = n_slices
     n_extra = int(np.prod(extra_sizes)) if extra_sizes else 1
-    out = jnp.zeros((n_coils, n_extra, nsz[0], nsz[1], nsz[2]), samples.dtype)
+    xp = backend(samples)
+    out = xp.zeros((n_coils, n_extra, nsz[0], nsz[1], nsz[2]), samples.dtype)
     slice_key = slice_of_adc[adc] if slice_axis is not None else np.zeros(adc.size, np.int64)
     ex_key = extra_keys[adc]
     for e in range(n_extra):
@@ -599,18 +670,18 @@ def _recon_noncartesian(samples, k, adc, imaging, enc_axes, slice_axis, slice_of
             if sel.size == 0:
                 continue
             w = dcf[sel] if dcf is not None else pipe_dcf(kn[sel], shape)
-            vals = samples[:, jnp.asarray(sel)] * jnp.asarray(w, jnp.real(samples).dtype)[None]
+            vals = samples[:, sel] * xp.asarray(w, xp.real(samples).dtype)[None]
             img = nufft_adjoint(vals, kn[sel], shape)  # (C, *shape)
             if slice_axis is None:
-                out = out.at[:, e].set(img)
+                out = set_at(xp, out, (slice(None), e), img)
             else:
-                img = jnp.expand_dims(img, 1 + slice_axis)
+                img = xp.expand_dims(img, 1 + slice_axis)
                 index = [slice(None)] * 3
                 index[slice_axis] = slice(s, s + 1)
-                out = out.at[(slice(None), e) + tuple(index)].set(img)
+                out = set_at(xp, out, (slice(None), e) + tuple(index), img)
     vox = [0.0, 0.0, 0.0]
     for a in enc_axes:
         vox[a] = fov_arr[a] / nsz[a]
-    h = jnp.moveaxis(out, 1, -1)
+    h = xp.moveaxis(out, 1, -1)
     h = h.reshape(h.shape[:4] + (tuple(extra_sizes) if extra_sizes else ()))
     return h, nsz, vox

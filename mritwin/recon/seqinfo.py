@@ -15,7 +15,7 @@ from ..sequence.events import ArbGrad, TrapGrad
 from ..sequence.labels import adc_labels, labels_used, sample_adc_index
 from ..sequence.sequence import Sequence
 
-__all__ = ["AcqInfo", "acquisition_info", "sequence_fov", "is_excitation"]
+__all__ = ["AcqInfo", "acquisition_info", "sequence_fov", "sequence_matrix", "is_excitation"]
 
 
 @dataclasses.dataclass
@@ -105,6 +105,18 @@ def sequence_fov(seq: Sequence | None) -> np.ndarray | None:
     return np.where(a > 1.0, a / 1000.0, a)
 
 
+def sequence_matrix(seq: Sequence | None) -> np.ndarray | None:
+    """(3,) matrix from the ``MatrixSize`` definition (x, y, z), or None."""
+    if seq is None or "MatrixSize" not in seq.definitions:
+        return None
+    a = np.atleast_1d(np.asarray(seq.definitions["MatrixSize"], dtype=np.float64)).ravel()
+    if a.size == 2:
+        a = np.concatenate([a, [np.nan]])
+    if a.size != 3 or np.any(a[np.isfinite(a)] < 1):
+        return None
+    return a
+
+
 def _definition_float(defs, *names):
     for n in names:
         if n in defs:
@@ -162,7 +174,7 @@ def acquisition_info(seq: Sequence) -> AcqInfo:
         rf_thickness=thick,
         te=(float(te[0]) if te.size == 1 else tuple(float(t) for t in te)) if te is not None else te_est,
         tr=float(tr[0]) if tr is not None else (float(ex_times[1] - ex_times[0]) if len(ex_times) > 1 else None),
-        flip_angle=float(np.deg2rad(flip[0])) if flip is not None else first_flip,
+        flip_angle=float(flip[0]) if flip is not None else first_flip,  # [rad], as mritwin's builders write it
         definitions=defs,
     )
 

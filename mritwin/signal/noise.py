@@ -147,6 +147,15 @@ def add_noise(
     Raises:
         ValueError: missing key, both or neither of ``sigma``/``snr``, a covariance of
             the wrong shape or not positive definite, a dwell of the wrong shape or <= 0.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, mritwin as mt
+        >>> sig = mt.Signal(samples=jnp.ones((2, 1000), jnp.complex64), kspace=jnp.zeros((1000, 3)),
+        ...                 time=jnp.zeros(1000))
+        >>> noisy = add_noise(sig, key=jax.random.key(0), sigma=0.1,
+        ...                   covariance=[[1.0, 0.3], [0.3, 1.0]])
+        >>> noisy.samples.shape
+        (2, 1000)
     """
     if key is None:
         raise ValueError("add_noise needs an explicit PRNG key: key=jax.random.key(seed)")

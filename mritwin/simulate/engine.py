@@ -94,7 +94,7 @@ def simulate(
     dtype = _resolve_dtype(dtype)
     scanner = Scanner() if scanner is None else scanner
     if isinstance(seq, Sequence):
-        dseq, kspace = _prepare(seq, scanner, method, dtype)
+        dseq, kspace = _prepare(seq, scanner, method)
     elif isinstance(seq, DiscreteSequence):
         dseq = seq
         kspace = np.full((seq.n_adc, 3), np.nan)
@@ -117,7 +117,7 @@ def simulate(
         )
     chunk = method.chunk_size or _default_chunk(twin.n_spins)
     spins, n_chunks = _pack_spins(twin, sens, chunk, dtype)
-    d = dseq.astype(dtype) if isinstance(seq, DiscreteSequence) else dseq
+    d = dseq.astype(dtype)
     samples, mag = _core(spins, d, n_chunks=n_chunks, chunk=chunk, n_window=d.n_window,
                          checkpoint=method.checkpoint, want_mag=return_magnetization)
     if mag is not None:
@@ -125,7 +125,7 @@ def simulate(
     return Signal(
         samples=samples,
         kspace=jnp.asarray(kspace, dtype),
-        time=jnp.asarray(np.asarray(dseq.adc_time), dtype),
+        time=jnp.asarray(dseq.adc_time, dtype),
         magnetization=mag,
     )
 
@@ -133,21 +133,21 @@ def simulate(
 _PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _prepare(seq: Sequence, scanner: Scanner, method: Bloch, dtype):
+def _prepare(seq: Sequence, scanner: Scanner, method: Bloch):
     """Discretize (and compute k-space) once per sequence, scanner and method.
 
     Sequences are immutable, so the result is cached on the sequence object (weakly) when
     its values are concrete; with traced values (differentiating through the sequence)
     it is recomputed inside the trace.
     """
-    key = (scanner, method.rf_dt, method.windows, jnp.dtype(dtype).name)
+    key = (scanner, method.rf_dt, method.windows)
     per_seq = _PREPARED.get(seq)
     if per_seq is not None and key in per_seq:
         return per_seq[key]
     dseq = discretize(seq, scanner, rf_dt=method.rf_dt, windows=method.windows)
     kspace = seq.kspace()
     traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((dseq, kspace)))
-    out = (dseq.astype(dtype), kspace)
+    out = (dseq, kspace)
     if not traced:
         _PREPARED.setdefault(seq, {})[key] = out
     return out
@@ -237,7 +237,7 @@ def _segmented_scan(body, init, xs):
         count = jnp.concatenate([count, jnp.zeros((pad,), count.dtype)])
     xs = tuple(x.reshape((n_seg, seg) + x.shape[1:]) for x in (dt, k, b1, kind, sample, count))
 
-    @jax.checkpoint
+    @functools.partial(jax.checkpoint, policy=jax.checkpoint_policies.nothing_saveable)
     def segment(m, seg_xs):
         return jax.lax.scan(body, m, seg_xs)
 
@@ -281,13 +281,22 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
             m, (single, win) = jax.lax.scan(body, m0, steps)
         return (single, win), (jnp.stack([m.mx, m.my, m.mz], -1) if want_mag else None)
 
+    # Each chunk is rematerialized in reverse mode: the chunk scan then stores only its
+    # inputs, and the segment checkpointing inside the chunk bounds the rest. (Without
+    # this, partial evaluation of a scan over chunks keeps per-step residuals alive.)
+    chunk_fn = jax.checkpoint(run_chunk, policy=jax.checkpoint_policies.nothing_saveable) if checkpoint else run_chunk
+
     def map_body(carry, sp):
-        (single, win), mag = run_chunk(sp)
+        (single, win), mag = chunk_fn(sp)
         return (carry[0] + single, carry[1] + win), mag
 
     n_steps = d.dt.shape[0]
     init = (jnp.zeros((n_steps, n_coils), cdt), jnp.zeros((n_steps, n_coils, n_window), cdt))
-    (single, win), mags = jax.lax.scan(map_body, init, spins)
+    if n_chunks == 1:
+        (single, win), mags = chunk_fn(jax.tree_util.tree_map(lambda x: x[0], spins))
+        mags = None if mags is None else mags[None]
+    else:
+        (single, win), mags = jax.lax.scan(map_body, init, spins)
     flat = jnp.concatenate([single.T, win.transpose(1, 0, 2).reshape(n_coils, -1)], axis=1)
     samples = flat[:, d.out_index] * d.demod[None, :]
     mag = mags.reshape(n_chunks * chunk, 3) if want_mag else None

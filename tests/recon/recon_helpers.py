@@ -142,3 +142,49 @@ def spiral(n=32, fov=0.2, *, n_interleaves=8, readout=6e-3, tr_pad=12.0):
         adc = mt.make_adc(n_t, dwell=gr, delay=0.0)
         blocks += [mt.Block(_excite()), mt.Block(gx=ggx, gy=ggy, adc=adc), mt.Block(duration=tr_pad)]
     return mt.Sequence(blocks, {"FOV": [fov, fov, 5e-3]})
+
+
+def epi(n=32, fov=0.2, *, dwell=10e-6, rise=100e-6, n_nav=3, adc_shift=0.0, labels=True):
+    """Single-shot 2D EPI, ramp-sampled readouts along x, blips along y.
+
+    ``n_nav`` navigator lines (no phase encoding, NAV label) come first; reversed lines
+    carry REV=1. ``adc_shift`` [s] delays the ADC of reversed lines (a timing error that
+    makes ghosts when the nominal trajectory is used for reconstruction).
+    """
+    dk = 1.0 / fov
+    flat = n * dwell
+    amp = n * dk / GAMMA_BAR / flat
+    n_s = int(round((flat + 2 * rise) / dwell))
+    area_total = amp * (flat + rise) * GAMMA_BAR  # [1/m]
+    blocks = [mt.Block(_excite())]
+    gx_pre = mt.make_trapezoid("x", area=-area_total / 2, duration=0.6e-3)
+    blocks.append(mt.Block(gx=gx_pre))
+    if n_nav == 0:
+        blocks.append(mt.Block(gy=mt.make_trapezoid("y", area=-(n // 2) * dk, duration=0.4e-3)))
+    sign = 1
+    n_lines = n_nav + n
+    for i in range(n_lines):
+        gx = mt.make_trapezoid("x", amplitude=sign * amp, flat_time=flat, rise_time=rise)
+        delay = 0.0 + (adc_shift if sign < 0 else 0.0)
+        adc = mt.make_adc(n_s, dwell=dwell, delay=delay)
+        labs = []
+        if labels:
+            nav = i < n_nav
+            labs = [mt.make_label("NAV", int(nav)), mt.make_label("REV", int(sign < 0))]
+            if not nav:
+                labs.append(mt.make_label("LIN", i - n_nav))
+        blocks.append(mt.Block(gx=gx, adc=adc, labels=labs, duration=gx.duration + abs(adc_shift) + 20e-6))
+        if i == n_nav - 1:
+            # go to -ky_max (and flip the readout direction for an even number of navs)
+            gy_pre = mt.make_trapezoid("y", area=-(n // 2) * dk, duration=0.4e-3)
+            blocks.append(mt.Block(gy=gy_pre))
+        elif i >= n_nav and i < n_lines - 1:
+            blocks.append(mt.Block(gy=mt.make_trapezoid("y", area=dk, duration=60e-6)))
+        sign = -sign
+    return mt.Sequence(blocks, {"FOV": [fov, fov, 5e-3]})
+
+
+def nrmse(a, b):
+    """||a - b|| / ||b||."""
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
