@@ -8,6 +8,7 @@ from importlib.metadata import PackageNotFoundError as _PNF, version as _version
 
 from .constants import GAMMA_BAR as GAMMA_BAR
 from .io import load_twin as load_twin, read_seq as read_seq, save_twin as save_twin, write_seq as write_seq
+from .recon import Image as Image, reconstruct as reconstruct
 from .sequence import (
     ADC as ADC,
     RF as RF,
@@ -20,6 +21,7 @@ from .sequence import (
     Scanner as Scanner,
     Sequence as Sequence,
     TrapGrad as TrapGrad,
+    builders as sequences,  # noqa: F401  (mt.sequences.gre, ...)
     discretize as discretize,
     make_adc as make_adc,
     make_arbitrary_grad as make_arbitrary_grad,
@@ -31,14 +33,29 @@ from .sequence import (
     make_sinc_pulse as make_sinc_pulse,
     make_trapezoid as make_trapezoid,
 )
+from .sequence.safety import (
+    BodyModel as BodyModel,
+    SARReport as SARReport,
+    check_gradients as check_gradients,
+    check_pns as check_pns,
+    check_sar as check_sar,
+)
+from .sequence.timing import check_timing as check_timing, echo_times as echo_times
 from .signal import Signal as Signal
+from .signal.noise import ReceiverNoise as ReceiverNoise, add_noise as add_noise
 from .simulate import AbstractSimMethod as AbstractSimMethod, Bloch as Bloch, simulate as simulate
 from .twin import (
+    DEFAULT_LIBRARY as DEFAULT_LIBRARY,
+    Tissue as Tissue,
+    TissueLibrary as TissueLibrary,
     Twin as Twin,
     lorentzian_offsets as lorentzian_offsets,
     phantoms as phantoms,
     tissue_parameters as tissue_parameters,
     twin_from_labels as twin_from_labels,
+    with_b0_map as with_b0_map,
+    with_b1_map as with_b1_map,
+    with_coil_sensitivities as with_coil_sensitivities,
     with_isochromats as with_isochromats,
 )
 

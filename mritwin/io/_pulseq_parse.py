@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -29,49 +29,89 @@ def error(path, line, section, msg) -> PulseqError:
     return PulseqError(f"{where}:{sec} {msg}")
 
 
-@dataclass
 class Section:
-    """A section: its header name, header line number and body (line numbers, texts)."""
+    """A section: header name and line, and its body text.
 
-    name: str  # "BLOCKS", "RF", ..., or "extension LABELSET 2"
-    line: int  # 1-based line of the header
-    linenos: list = field(default_factory=list)  # 1-based line numbers of data rows
-    rows: list = field(default_factory=list)  # stripped data rows (comments/blank removed)
+    ``rows`` (stripped data rows, comments and blank lines dropped) and ``linenos``
+    (their 1-based line numbers) are computed on first use; big integer tables are
+    parsed straight from ``text`` (see `parse_table`).
+    """
+
+    __slots__ = ("name", "line", "text", "first_line", "_rows", "_linenos")
+
+    def __init__(self, name, line, text="", first_line=0):
+        self.name = name  # "BLOCKS", "RF", ..., or "extension LABELSET 2"
+        self.line = line  # 1-based line of the header
+        self.text = text  # body text (after the header line, up to the next header)
+        self.first_line = first_line  # 1-based line number of the body's first line
+        self._rows = None
+        self._linenos = None
+
+    def _split(self):
+        rows, lns = [], []
+        if self.text:
+            ln0 = self.first_line
+            for j, raw in enumerate(self.text.split("\n")):
+                st = raw.strip()
+                if st and st[0] != "#":
+                    rows.append(st)
+                    lns.append(ln0 + j)
+        self._rows, self._linenos = rows, lns
+
+    @property
+    def rows(self) -> list:
+        if self._rows is None:
+            self._split()
+        return self._rows
+
+    @property
+    def linenos(self) -> list:
+        if self._linenos is None:
+            self._split()
+        return self._linenos
 
 
-_HEADER = re.compile(r"^[ \t]*(\[[^\]\n]*\]|extension[ \t]+[^\n]*?)[ \t]*\r?$", re.M)
+_HEADER = re.compile(r"(\[[^\]\n]*\]|extension[ \t]+[^\n]*?)[ \t]*\r?$")
+
+
+def _header_starts(text: str) -> list:
+    """Offsets of the lines that may be section headers ('[' or 'extension' first)."""
+    out = [0] if text.startswith(("[", "extension")) else []
+    for needle in ("\n[", "\nextension"):
+        i = text.find(needle)
+        while i >= 0:
+            out.append(i + 1)
+            i = text.find(needle, i + 1)
+    return sorted(out)
 
 
 def split_sections(text: str, path) -> list[Section]:
-    """Split the file text into sections (data rows only, comments and blanks dropped)."""
-    lines = text.split("\n")
+    """Split the file text into sections (bodies kept as text; rows parsed lazily).
+
+    Section headers start at the beginning of a line: ``[NAME]`` or
+    ``extension NAME id``.
+    """
     heads = []
-    for m in _HEADER.finditer(text):
-        heads.append((text.count("\n", 0, m.start()), m.group(1).strip()))
-    # text.count from 0 each time is O(n * n_sections); sections are few (< 30).
+    line = 1
+    pos = 0
+    for start in _header_starts(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        m = _HEADER.match(text, start, end)
+        if m is None:
+            continue
+        line += text.count("\n", pos, start)
+        pos = start
+        heads.append((line, m.group(1).strip(), start, min(end + 1, len(text))))
+    pre = Section("", 1, text[: heads[0][2]] if heads else text, 1)
+    if pre.rows:
+        raise error(path, pre.linenos[0], "", f"data before the first section: {pre.rows[0][:60]!r}")
     sections = []
-    first_data = _first_data_line(lines, 0, heads[0][0] if heads else len(lines))
-    if first_data is not None:
-        raise error(path, first_data + 1, "", f"data before the first section: {lines[first_data][:60]!r}")
-    for k, (i, name) in enumerate(heads):
-        end = heads[k + 1][0] if k + 1 < len(heads) else len(lines)
-        sec = Section(name.strip("[]") if name.startswith("[") else " ".join(name.split()), i + 1)
-        body = lines[i + 1:end]
-        for j, raw in enumerate(body):
-            s = raw.strip()
-            if s and s[0] != "#":
-                sec.linenos.append(i + 2 + j)
-                sec.rows.append(s)
-        sections.append(sec)
+    for k, (ln, name, _, b0) in enumerate(heads):
+        b1 = heads[k + 1][2] if k + 1 < len(heads) else len(text)
+        nm = name.strip("[]") if name.startswith("[") else " ".join(name.split())
+        sections.append(Section(nm, ln, text[b0:b1], ln + 1))
     return sections
-
-
-def _first_data_line(lines, a, b):
-    for j in range(a, b):
-        s = lines[j].strip()
-        if s and s[0] != "#":
-            return j
-    return None
 
 
 def parse_kv(sec: Section, path) -> dict:
@@ -103,7 +143,7 @@ def parse_version(sec: Section, path) -> tuple[int, int, int]:
 def parse_definitions(sec: Section, path) -> dict:
     """[DEFINITIONS]: numbers -> float, several numbers -> tuple of floats, else str."""
     out = {}
-    for ln, row in zip(sec.linenos, sec.rows):
+    for row in sec.rows:
         parts = row.split()
         key, vals = parts[0], parts[1:]
         try:
@@ -152,6 +192,10 @@ def parse_table(sec: Section, path, ncols, *, string_last=False, int_cols=(0,),
     """
     name = name or sec.name
     allowed = (ncols,) if isinstance(ncols, int) else tuple(ncols)
+    if not string_last and len(sec.text) > 4096:
+        fast = _fast_int_table(sec, allowed)
+        if fast is not None:
+            return Table(fast, _LazyLines(sec), fast[:, 0].astype(np.int64), None, name)
     rows = sec.rows
     if not rows:
         return Table(np.zeros((0, allowed[0])), [], np.zeros(0, np.int64),
@@ -220,6 +264,90 @@ def _to_float(rows_or_tokens, numcols, sec, path, name, toks, joined):
         raise error(path, sec.linenos[0], name, f"cannot parse numbers: {e}") from None
 
 
+_DIGIT_LUT = np.zeros(256, dtype=np.int8)  # 1 digit, 0 blank, -1 anything else
+_DIGIT_LUT[:] = -1
+_DIGIT_LUT[[9, 10, 13, 32]] = 0
+_DIGIT_LUT[48:58] = 1
+
+
+_POW10 = 10.0 ** np.arange(16)
+
+
+class _LazyLines:
+    """Line numbers of a section's rows, computed only if an error needs one."""
+
+    def __init__(self, sec):
+        self.sec = sec
+
+    def __getitem__(self, i):
+        return self.sec.linenos[i]
+
+    def __len__(self):
+        return len(self.sec.linenos)
+
+
+def _fast_int_table(sec, allowed):
+    """Vectorized parse of a table of non-negative integers without comments.
+
+    Returns the (n_rows, n_cols) float64 table, or None when the body has anything
+    else (comments, signs, decimals, a ragged row): the caller then takes the careful
+    path, which finds and reports the offending line.
+    """
+    text = sec.text
+    # drop trailing comment/blank lines (the next section's "# Format of ..." header)
+    # without copying the body
+    end = len(text)
+    while end > 0:
+        k = text.rfind("\n", 0, end - 1) if text[end - 1] == "\n" else text.rfind("\n", 0, end)
+        line = text[k + 1:end].strip()
+        if line == "" or line.startswith("#"):
+            end = k + 1 if k >= 0 else 0
+        else:
+            break
+    if end < len(text):
+        text = text[:end]
+    b = np.frombuffer(text.encode("latin-1", errors="replace"), dtype=np.uint8)
+    if b.size == 0:
+        return None
+    kind = _DIGIT_LUT[b]
+    if (kind < 0).any():
+        # blank out comment lines (first non-blank character '#'), then re-check
+        line_of = np.cumsum(b == 10, dtype=np.int32)
+        nonblank = np.flatnonzero(b > 32)
+        if nonblank.size == 0:
+            return None
+        ln = line_of[nonblank]
+        firsts = nonblank[np.concatenate(([True], ln[1:] != ln[:-1]))]
+        comment = np.zeros(int(line_of[-1]) + 1, dtype=bool)
+        comment[line_of[firsts[b[firsts] == 35]]] = True
+        drop = comment[line_of]
+        kind = np.where(drop, 0, kind)
+        if (kind < 0).any():
+            return None
+        b = np.where(drop, 32, b).astype(np.uint8)
+        text = b.tobytes().decode("latin-1")
+    digit = kind == 1
+    starts = np.flatnonzero(digit & ~np.concatenate(([False], digit[:-1])))
+    if starts.size == 0:
+        return None
+    # tokens per line: token starts between consecutive newlines
+    nl = np.flatnonzero(b == 10)
+    per_line = np.diff(np.searchsorted(starts, np.concatenate(([-1], nl, [b.size]))))
+    per_line = per_line[per_line > 0]
+    if not np.all(per_line == per_line[0]) or int(per_line[0]) not in allowed:
+        return None
+    ncol = int(per_line[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            vals = np.fromstring(text, dtype=np.int64, sep=" ")
+        except ValueError:
+            return None
+    if vals.size != starts.size:
+        return None
+    return vals.reshape(-1, ncol).astype(np.float64)
+
+
 _ODD = re.compile(r"[^0-9eE+\-. \t\r]")
 
 
@@ -255,7 +383,10 @@ def parse_shapes(sec: Section, path, *, force_compressed: bool) -> dict:
         text = " ".join(vals)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            arr = np.fromstring(text, dtype=np.float64, sep=" ") if vals else np.zeros(0)
+            try:
+                arr = np.fromstring(text, dtype=np.float64, sep=" ") if vals else np.zeros(0)
+            except ValueError:
+                arr = np.zeros(0)
         if arr.size != len(vals) or _has_odd_tokens(text) or not np.all(np.isfinite(arr)):
             for j, v in enumerate(vals):
                 try:

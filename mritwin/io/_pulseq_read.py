@@ -9,8 +9,10 @@ blocks that use its id, which is what the discretizer groups on.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
 import re
+import types
 import warnings
 from pathlib import Path
 
@@ -25,20 +27,17 @@ from ..constants import (
 )
 from ..sequence.events import (
     ADC,
-    LABEL_NAMES,
     RF,
     ArbGrad,
-    Label,
     RFShim,
-    Rotation,
-    SoftDelay,
     TrapGrad,
-    Trigger,
 )
 from ..sequence.sequence import Block, Sequence
+from ._pulseq_ext import KNOWN_EXTENSIONS, extension_lists, extension_specs
 from ._pulseq_parse import (
     PulseqError,
     Section,
+    Table,
     error,
     parse_definitions,
     parse_shapes,
@@ -52,7 +51,6 @@ __all__ = ["read", "RF_USE_CODES", "KNOWN_EXTENSIONS"]
 
 RF_USE_CODES = {"e": "excitation", "r": "refocusing", "i": "inversion", "s": "saturation",
                 "p": "preparation", "o": "other", "u": "undefined"}
-KNOWN_EXTENSIONS = ("LABELSET", "LABELINC", "TRIGGERS", "DELAYS", "ROTATIONS", "RF_SHIMS")
 _KNOWN_SECTIONS = ("VERSION", "DEFINITIONS", "BLOCKS", "RF", "GRADIENTS", "TRAP", "ADC",
                    "DELAYS", "SHAPES", "EXTENSIONS", "SIGNATURE")
 _TIME_TOL = 1e-9  # [s] slack when comparing event ends with block durations
@@ -60,10 +58,15 @@ _TIME_TOL = 1e-9  # [s] slack when comparing event ends with block durations
 
 # -- fast construction of immutable modules ---------------------------------------------
 def _field_names(cls):
-    return frozenset(f.name for f in dataclasses.fields(cls))
+    if dataclasses.is_dataclass(cls):
+        return frozenset(f.name for f in dataclasses.fields(cls))
+    slots = getattr(cls, "__slots__", ())  # Block/Sequence are slotted classes
+    return frozenset(n for n in slots if n not in ("__weakref__", "__dict__"))
 
 
 _FIELDS = {cls: _field_names(cls) for cls in (RF, ArbGrad, TrapGrad, ADC, Block, Sequence)}
+_HAS_DICT = {cls: not hasattr(cls, "__slots__") or "__dict__" in getattr(cls, "__slots__", ())
+             for cls in _FIELDS}
 
 
 def _new(cls, slow, **fields):
@@ -74,8 +77,11 @@ def _new(cls, slow, **fields):
     if fields.keys() != _FIELDS[cls]:
         return slow()
     obj = object.__new__(cls)
-    for k, v in fields.items():
-        object.__setattr__(obj, k, v)
+    if _HAS_DICT[cls]:
+        obj.__dict__.update(fields)
+    else:
+        for k, v in fields.items():
+            object.__setattr__(obj, k, v)
     return obj
 
 
@@ -124,16 +130,18 @@ class _Ctx:
 
 
 # -- events -----------------------------------------------------------------------------
-def _rf_events(ctx, t: "Table", uses):
+def _rf_events(ctx, t: Table, uses):
     """{id: RF}; ``t`` has the columns of its version (ids first)."""
     path = ctx.path
     v = ctx.v
     out, durations = {}, {}
     shims = {}
     d = t.data
+    ncol = d.shape[1]
+    rows = d.tolist()
     cshape_cache = {}
     for r in range(d.shape[0]):
-        row = d[r]
+        row = rows[r]
         rid = int(row[0])
         amp_hz = row[1]
         mag_id, ph_id = int(row[2]), int(row[3])
@@ -145,17 +153,17 @@ def _rf_events(ctx, t: "Table", uses):
             if use is None:
                 raise error(path, t.linenos[r], "RF",
                             f"RF {rid}: unknown use {uses[r]!r} (expected one of {''.join(RF_USE_CODES)})")
-            if d.shape[1] > 11:
+            if ncol > 11:
                 extra = row[11:13]
         elif v >= 1_004_000:
             time_id, delay_us, freq, phase = int(row[4]), row[5], row[6], row[7]
             center_us, freq_ppm, phase_ppm, use = None, 0.0, 0.0, "undefined"
-            if d.shape[1] > 8:
+            if ncol > 8:
                 extra = row[8:10]
         else:
             time_id, delay_us, freq, phase = 0, row[4], row[5], row[6]
             center_us, freq_ppm, phase_ppm, use = None, 0.0, 0.0, "undefined"
-            if d.shape[1] > 7:
+            if ncol > 7:
                 extra = row[7:9]
         if delay_us < 0:
             raise error(path, t.linenos[r], "RF", f"RF {rid}: negative delay {delay_us} us")
@@ -250,10 +258,9 @@ def _channel_count(tt):
 
 def _trap_events(ctx, t):
     out = {}
-    d = t.data
-    for r in range(d.shape[0]):
-        gid = int(d[r, 0])
-        amp, rise, flat, fall, delay = d[r, 1], d[r, 2], d[r, 3], d[r, 4], d[r, 5]
+    for r, row in enumerate(t.data.tolist()):
+        gid = int(row[0])
+        amp, rise, flat, fall, delay = row[1:6]
         if min(rise, flat, fall, delay) < 0:
             raise error(ctx.path, t.linenos[r], "TRAP", f"trapezoid {gid}: negative time")
         out[gid] = (amp / GAMMA_BAR, rise * 1e-6, flat * 1e-6, fall * 1e-6, delay * 1e-6)
@@ -263,10 +270,8 @@ def _trap_events(ctx, t):
 def _arb_grad_data(ctx, t):
     """{id: dict(amp, shape, time, delay, first, last, duration)} (channel-free)."""
     out = {}
-    d = t.data
     v = ctx.v
-    for r in range(d.shape[0]):
-        row = d[r]
+    for r, row in enumerate(t.data.tolist()):
         gid = int(row[0])
         amp = row[1] / GAMMA_BAR
         if v >= 1_005_000:
@@ -337,9 +342,7 @@ def _make_grad(ch, spec, raster):
 
 def _adc_events(ctx, t):
     out, durations = {}, {}
-    d = t.data
-    for r in range(d.shape[0]):
-        row = d[r]
+    for r, row in enumerate(t.data.tolist()):
         aid = int(row[0])
         num, dwell_ns, delay_us = row[1], row[2], row[3]
         if ctx.v >= 1_005_000:
@@ -359,119 +362,14 @@ def _adc_events(ctx, t):
         dwell = dwell_ns * 1e-9
         delay = delay_us * 1e-6
         out[aid] = _new(
-            ADC, lambda: ADC(n, dwell, delay=delay, phase_offset=phase, freq_offset=freq,
-                             freq_ppm=freq_ppm, phase_ppm=phase_ppm, phase_modulation=pm),
+            ADC, lambda n=n, dwell=dwell, delay=delay, phase=phase, freq=freq, fp=freq_ppm,
+            pp=phase_ppm, pm=pm: ADC(n, dwell, delay=delay, phase_offset=phase, freq_offset=freq,
+                                     freq_ppm=fp, phase_ppm=pp, phase_modulation=pm),
             num_samples=n, dwell=float(dwell), delay=float(delay), phase_offset=_arr(phase),
             freq_offset=float(freq), dead_time=0.0, freq_ppm=float(freq_ppm),
             phase_ppm=float(phase_ppm), phase_modulation=None if pm is None else _arr(pm))
         durations[aid] = delay + n * dwell
     return out, durations
-
-
-# -- extensions -------------------------------------------------------------------------
-def _extension_specs(ctx, ext_secs, required):
-    """{type_id: (name, {ref: event})} for the extension specification sections."""
-    path = ctx.path
-    specs = {}
-    for sec in ext_secs:
-        parts = sec.name.split()
-        if len(parts) != 3 or not parts[2].isdigit():
-            raise error(path, sec.line, sec.name, "expected 'extension <NAME> <integer id>'")
-        name, tid = parts[1], int(parts[2])
-        if tid in specs:
-            raise error(path, sec.line, sec.name, f"extension type id {tid} is used twice")
-        events = {}
-        if name in ("LABELSET", "LABELINC"):
-            t = parse_table(sec, path, 3, string_last=True, int_cols=(0, 1), name=sec.name)
-            for r in range(len(t.ids)):
-                lab = t.strings[r]
-                if lab not in LABEL_NAMES:
-                    raise error(path, t.linenos[r], sec.name,
-                                f"unknown label {lab!r} (known: {', '.join(LABEL_NAMES)})")
-                events[int(t.ids[r])] = Label(lab, int(t.data[r, 1]), name == "LABELINC")
-        elif name == "TRIGGERS":
-            t = parse_table(sec, path, 5, int_cols=(0, 1, 2), name=sec.name)
-            for r in range(len(t.ids)):
-                row = t.data[r]
-                if row[3] < 0 or row[4] < 0:
-                    raise error(path, t.linenos[r], sec.name, "negative trigger delay or duration")
-                events[int(row[0])] = Trigger(int(row[1]), int(row[2]), float(row[3]) * 1e-6,
-                                              float(row[4]) * 1e-6)
-        elif name == "DELAYS":
-            t = parse_table(sec, path, 5, string_last=True, int_cols=(0, 1), name=sec.name)
-            for r in range(len(t.ids)):
-                row = t.data[r]
-                events[int(row[0])] = SoftDelay(int(row[1]), float(row[2]) * 1e-6, float(row[3]), t.strings[r])
-        elif name == "ROTATIONS":
-            t = parse_table(sec, path, 5, name=sec.name)
-            for r in range(len(t.ids)):
-                q = t.data[r, 1:5]
-                nq = float(np.sqrt(np.sum(q * q)))
-                if not abs(nq - 1.0) < 1e-3:
-                    raise error(path, t.linenos[r], sec.name, f"rotation quaternion has norm {nq:.6g}, expected 1")
-                events[int(t.ids[r])] = Rotation(tuple((q / nq if abs(nq - 1.0) > 1e-7 else q).tolist()))
-        elif name == "RF_SHIMS":
-            for ln, row in zip(sec.linenos, sec.rows):
-                tok = row.split()
-                try:
-                    vals = [float(x) for x in tok]
-                except ValueError:
-                    raise error(path, ln, sec.name, f"not a number in {row[:60]!r}") from None
-                if len(vals) < 2 or vals[1] != int(vals[1]) or len(vals) != 2 + 2 * int(vals[1]):
-                    raise error(path, ln, sec.name,
-                                "expected 'id num_chan mag_1 phase_1 ... mag_n phase_n'")
-                ch = np.asarray(vals[2:]).reshape(-1, 2)
-                events[int(vals[0])] = RFShim(tuple(ch[:, 0].tolist()), tuple(ch[:, 1].tolist()))
-        else:
-            if name in required:
-                raise error(path, sec.line, sec.name,
-                            f"extension {name} is listed in RequiredExtensions but is not supported "
-                            f"(supported: {', '.join(KNOWN_EXTENSIONS)})")
-            warnings.warn(f"{path}:{sec.line}: skipping unsupported Pulseq extension {name}", stacklevel=4)
-            events = None
-        specs[tid] = (name, events)
-    for name in required:
-        if name not in KNOWN_EXTENSIONS:
-            raise error(path, 0, "DEFINITIONS",
-                        f"RequiredExtensions lists {name}, which is not supported "
-                        f"(supported: {', '.join(KNOWN_EXTENSIONS)})")
-    return specs
-
-
-def _extension_lists(ctx, sec, specs):
-    """{list id: (labels tuple, extensions tuple)} following the next_id chains."""
-    path = ctx.path
-    t = parse_table(sec, path, 4, int_cols=(0, 1, 2, 3), name="EXTENSIONS")
-    rowof = t.row_of(path)
-    d = t.data.astype(np.int64)
-    resolved = {}
-    for r in range(d.shape[0]):
-        lid = int(d[r, 0])
-        labels, others = [], []
-        seen = set()
-        cur = r
-        while True:
-            if cur in seen:
-                raise error(path, t.linenos[r], "EXTENSIONS", f"extension list {lid} has a cycle")
-            seen.add(cur)
-            _, typ, ref, nxt = (int(x) for x in d[cur])
-            if typ not in specs:
-                raise error(path, t.linenos[cur], "EXTENSIONS",
-                            f"extension type {typ} has no 'extension <NAME> {typ}' section")
-            name, events = specs[typ]
-            if events is not None:
-                ev = events.get(ref)
-                if ev is None:
-                    raise error(path, t.linenos[cur], "EXTENSIONS",
-                                f"{name} event {ref} is not defined in 'extension {name} {typ}'")
-                (labels if isinstance(ev, Label) else others).append(ev)
-            if nxt == 0:
-                break
-            if nxt not in rowof:
-                raise error(path, t.linenos[cur], "EXTENSIONS", f"next extension id {nxt} is not defined")
-            cur = rowof[nxt]
-        resolved[lid] = (tuple(labels), tuple(others))
-    return resolved
 
 
 # -- signature --------------------------------------------------------------------------
@@ -490,11 +388,14 @@ def _check_signature(path, raw: bytes, sec: Section, strict: bool):
             raise PulseqError(msg)
         warnings.warn(msg, stacklevel=4)
         return
-    m = re.search(rb"^[ \t]*\[SIGNATURE\]", raw, re.M)
-    idx = m.start() if m else 0
-    cands = [raw[:idx - 1] if idx > 0 else b"", raw[:idx]]
+    idx = raw.rfind(b"\n[SIGNATURE]") + 1
+    if idx == 0:
+        m = re.search(rb"^[ \t]*\[SIGNATURE\]", raw, re.M)
+        idx = m.start() if m else 0
+    mv = memoryview(raw)
+    cands = [mv[:idx - 1] if idx > 0 else mv[:0], mv[:idx]]
     if idx > 1 and raw[idx - 2:idx] == b"\r\n":
-        cands.append(raw[:idx - 2])
+        cands.append(mv[:idx - 2])
     if any(hashlib.new(typ, c).hexdigest() == want for c in cands):
         return
     msg = f"{path}:{sec.line}: [SIGNATURE] {typ} hash mismatch: the file was modified after it was signed"
@@ -505,6 +406,18 @@ def _check_signature(path, raw: bytes, sec: Section, strict: bool):
 
 # -- main -------------------------------------------------------------------------------
 def read(path, *, strict: bool = False) -> Sequence:
+    # the reader allocates many small immutable objects and no cycles: pausing the
+    # cyclic garbage collector (restored afterwards) saves repeated full scans
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _read(path, strict)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _read(path, strict: bool) -> Sequence:
     path_s = str(path)
     try:
         raw = Path(path).read_bytes()
@@ -567,7 +480,7 @@ def read(path, *, strict: bool = False) -> Sequence:
                        int_cols=(0, 2, 3, 4), name="RF")
     if v >= 1_005_000 and rf_t.data.shape[1] == 13:  # pTx variant: shim ids before 'use'
         pass
-    rf_rowof = rf_t.row_of(path_s)
+    rf_t.row_of(path_s)  # duplicate ids
     rfs, rf_dur, rf_shims = _rf_events(ctx, rf_t, rf_t.strings)
 
     g_cols = 7 if v >= 1_005_000 else 5 if v >= 1_004_000 else 4
@@ -606,8 +519,8 @@ def read(path, *, strict: bool = False) -> Sequence:
     required = ()
     if "RequiredExtensions" in defs:
         required = tuple(str(defs["RequiredExtensions"]).split())
-    specs = _extension_specs(ctx, ext_secs, required)
-    ext_lists = _extension_lists(ctx, by_name["EXTENSIONS"], specs) if "EXTENSIONS" in by_name else {}
+    specs = extension_specs(ctx, ext_secs, required)
+    ext_lists = extension_lists(ctx, by_name["EXTENSIONS"], specs) if "EXTENSIONS" in by_name else {}
 
     # blocks ---------------------------------------------------------------------------
     bsec = by_name["BLOCKS"]
@@ -681,56 +594,105 @@ def read(path, *, strict: bool = False) -> Sequence:
             g = grad_objs[key] = _make_grad(ch, grads[gid], ctx.grad_raster)
         return g
 
+    # identical rows (same events, duration and extension list) share one Block: build
+    # each distinct row once, then index
+    first_row, inverse = _unique_rows(d[:, 1:])
+    du = d[first_row]
+    n_u = du.shape[0]
     gcols = []
     for c, ch in ((3, "x"), (4, "y"), (5, "z")):
-        col = d[:, c]
+        col = du[:, c]
         objs = np.empty(int(col.max()) + 1, dtype=object)
         for gid in np.unique(col[col > 0]).tolist():
             objs[gid] = grad_obj(gid, ch)
         gcols.append(objs[col].tolist())
-    rf_lut = np.empty(int(d[:, 2].max()) + 1, dtype=object)
-    for k, ev in rfs.items():
-        if k < rf_lut.size:
-            rf_lut[k] = ev
-    rf_lut[0] = None
-    adc_lut = np.empty(int(d[:, 6].max()) + 1, dtype=object)
-    for k, ev in adcs.items():
-        if k < adc_lut.size:
-            adc_lut[k] = ev
-    adc_lut[0] = None
-    rf_col = rf_lut[d[:, 2]].tolist()
-    adc_col = adc_lut[d[:, 6]].tolist()
-    ext_col = d[:, 7].tolist()
-    shim_of_rf = rf_shims
+
+    def lut_of(table, col):
+        lut = np.empty(int(col.max()) + 1, dtype=object)
+        for k in np.unique(col[col > 0]).tolist():
+            lut[k] = table[k]
+        return lut[col].tolist()
+
+    rf_col = lut_of(rfs, du[:, 2])
+    adc_col = lut_of(adcs, du[:, 6])
+    ext_col = du[:, 7].tolist()
+    rf_ids = du[:, 2].tolist()
+    durs = bdur[first_row].tolist()
     empty_ext = ((), ())
-    rf_ids = d[:, 2].tolist()
-    durs = bdur.tolist()
-    fast = _FIELDS[Block] == {"rf", "gx", "gy", "gz", "adc", "duration", "labels", "extensions"}
-    blocks = []
-    append = blocks.append
-    new = object.__new__
-    setattr_ = object.__setattr__
+    exts = [ext_lists[e] if e else empty_ext for e in ext_col]
+    if rf_shims:
+        exts = [(lab, oth + (rf_shims[r],)) if r in rf_shims else (lab, oth)
+                for (lab, oth), r in zip(exts, rf_ids)]
+    setters = _block_setters()
     gx_col, gy_col, gz_col = gcols
-    for i in range(nb):
-        labels, others = ext_lists[ext_col[i]] if ext_col[i] else empty_ext
-        if shim_of_rf and rf_ids[i] in shim_of_rf:
-            others = others + (shim_of_rf[rf_ids[i]],)
-        if fast:
+    ublocks = np.empty(n_u, dtype=object)
+    rows = zip(rf_col, gx_col, gy_col, gz_col, adc_col, durs, exts)
+    if setters is not None:
+        s_rf, s_gx, s_gy, s_gz, s_adc, s_dur, s_lab, s_ext = setters
+        new = object.__new__
+        for i, (rf, gx, gy, gz, adc, dur, (lab, oth)) in enumerate(rows):
             b = new(Block)
-            setattr_(b, "rf", rf_col[i])
-            setattr_(b, "gx", gx_col[i])
-            setattr_(b, "gy", gy_col[i])
-            setattr_(b, "gz", gz_col[i])
-            setattr_(b, "adc", adc_col[i])
-            setattr_(b, "duration", durs[i])
-            setattr_(b, "labels", labels)
-            setattr_(b, "extensions", others)
-        else:
-            b = Block(rf_col[i], gx_col[i], gy_col[i], gz_col[i], adc_col[i], duration=durs[i],
-                      labels=labels, extensions=others)
-        append(b)
-    blocks = tuple(blocks)
-    return _new(Sequence, lambda: Sequence(blocks, defs), blocks=blocks, definitions=defs)
+            s_rf(b, rf)
+            s_gx(b, gx)
+            s_gy(b, gy)
+            s_gz(b, gz)
+            s_adc(b, adc)
+            s_dur(b, dur)
+            s_lab(b, lab)
+            s_ext(b, oth)
+            ublocks[i] = b
+    else:
+        for i, (rf, gx, gy, gz, adc, dur, (lab, oth)) in enumerate(rows):
+            ublocks[i] = Block(rf, gx, gy, gz, adc, duration=dur, labels=lab, extensions=oth)
+    ul = ublocks.tolist()
+    blocks = tuple(map(ul.__getitem__, inverse.tolist()))
+    return _make_sequence(blocks, defs, bdur)
+
+
+_BLOCK_FIELDS = ("rf", "gx", "gy", "gz", "adc", "duration", "labels", "extensions")
+
+
+def _block_setters():
+    """Slot setters of `Block` (fast construction), or None if its layout changed."""
+    if _FIELDS[Block] != frozenset(_BLOCK_FIELDS):
+        return None
+    out = []
+    for k in _BLOCK_FIELDS:
+        d = getattr(Block, k, None)
+        if not isinstance(d, types.MemberDescriptorType):
+            return None
+        out.append(d.__set__)
+    return out
+
+
+def _unique_rows(a):
+    """(first index of each distinct row, inverse map) of a non-negative int table."""
+    key = np.zeros(a.shape[0], dtype=np.int64)
+    span = 1
+    for c in range(a.shape[1]):
+        m = int(a[:, c].max()) + 1 if a.shape[0] else 1
+        span *= m
+        if span >= 2**62:  # cannot pack exactly: no sharing
+            n = a.shape[0]
+            return np.arange(n), np.arange(n)
+        key = key * m + a[:, c]
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    return first, inverse.ravel()
+
+
+def _make_sequence(blocks, defs, durations):
+    """A `Sequence` without re-validating the blocks we just built (when its layout is
+    the known slotted one), else through its constructor."""
+    if _FIELDS[Sequence] == {"blocks", "definitions", "_durations", "_starts"}:
+        d = np.ascontiguousarray(durations, dtype=np.float64).copy()
+        d.flags.writeable = False
+        starts = np.concatenate([[0.0], np.cumsum(d)[:-1]]) if d.size else d.copy()
+        starts.flags.writeable = False
+        seq = object.__new__(Sequence)
+        for k, v in (("blocks", blocks), ("definitions", defs), ("_durations", d), ("_starts", starts)):
+            object.__setattr__(seq, k, v)
+        return seq
+    return Sequence(blocks, defs)
 
 
 def _infer_first(d, arb, grads, bdur):

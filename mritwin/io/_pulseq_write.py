@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ..constants import GAMMA_BAR
-from ..sequence.events import ADC, RF, ArbGrad, Label, RFShim, Rotation, SoftDelay, TrapGrad, Trigger
+from ..sequence.events import ADC, RF, Label, RFShim, Rotation, SoftDelay, TrapGrad, Trigger
 from ..sequence.sequence import Sequence
 from ._pulseq_shapes import compress_shape
 

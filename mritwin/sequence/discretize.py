@@ -47,6 +47,7 @@ __all__ = ["DiscreteSequence", "discretize", "RF_STEP", "FREE_STEP", "WINDOW_STE
 
 RF_STEP, FREE_STEP, WINDOW_STEP = 0, 1, 2
 _MIN_WINDOW = 4  # ADC events with fewer samples are stepped
+_MAX_WINDOW_BUFFER = 1 << 24  # entries of the (n_steps, n_window) window output buffer
 
 
 class DiscreteSequence(eqx.Module):
@@ -60,6 +61,9 @@ class DiscreteSequence(eqx.Module):
         kind: (n_steps,) int32: 0 RF, 1 free precession, 2 ADC window.
         sample: (n_steps,) bool: an ADC sample is taken at the end of the step.
         count: (n_steps,) int32: number of intervals of a window step (else 0).
+        spoil: (n_steps,) bool: ideal spoiling — transverse magnetization is set to zero
+            before the step (the first step of each excitation pulse when
+            ``ideal_spoiling=True``; all False otherwise).
         out_index: (n_adc,) int32: where ADC sample ``i`` is in the engine's flat output
             (``[per-step samples (n_steps), window samples (n_steps * n_window)]``).
         demod: (n_adc,) complex receiver demodulation factor.
@@ -75,6 +79,7 @@ class DiscreteSequence(eqx.Module):
     kind: jax.Array
     sample: jax.Array
     count: jax.Array
+    spoil: jax.Array
     out_index: jax.Array
     demod: jax.Array
     adc_time: jax.Array
@@ -116,6 +121,7 @@ def discretize(
     rf_dt: float | None = None,
     windows: bool = True,
     bucket: bool = True,
+    ideal_spoiling: bool = False,
 ) -> DiscreteSequence:
     """Discretize ``seq`` into a `DiscreteSequence` (see the module docstring).
 
@@ -127,6 +133,10 @@ def discretize(
             piecewise-constant RF up to the splitting error of the relaxation).
         windows: evaluate constant-gradient ADC events as windows (exact; faster).
         bucket: pad the number of steps to a length bucket so compiled shapes repeat.
+        ideal_spoiling: mark the first step of every excitation pulse to null the
+            transverse magnetization (the "ideal spoiling" idealization of spoiled
+            gradient echoes; see PHYSICS.md 5). Off by default: real spoiling comes from
+            gradients, RF phase cycling and enough isochromats per voxel.
 
     Returns:
         The discretized sequence; values are NumPy/JAX arrays (JAX when any event value
@@ -175,11 +185,11 @@ def discretize(
             ok &= ~np.array([is_rf[x + 1:y + 1].any() for x, y in zip(s0, s1)], bool)
             ok &= _constant_gradient(gt, adt.time[f0], adt.time[f1])
             cand = cand[ok]
-        # window outputs are (n_steps, n_window): fall back to stepping when that padding
-        # would be far larger than the samples themselves
+        # window outputs are (n_steps, n_window) per coil: fall back to stepping when that
+        # buffer would exceed _MAX_WINDOW_BUFFER entries (and be mostly padding)
         n_after = n - int((adt.count[cand] - 2).sum()) if cand.size else n
-        waste = n_after * (int(adt.count[cand].max()) if cand.size else 0)
-        if cand.size and waste <= 4 * adt.time.size + 65536:
+        buffer = n_after * (int(adt.count[cand].max()) if cand.size else 0)
+        if cand.size and buffer <= max(_MAX_WINDOW_BUFFER, 4 * adt.time.size):
             win_first = cand
 
     # Build the step list: every step, except that the N-1 steps of a window become one.
@@ -227,6 +237,14 @@ def discretize(
     else:
         sample[new_index[step_of_sample]] = True
 
+    spoil = np.zeros(m, bool)
+    if ideal_spoiling and rft.pulses:
+        from .kspace import rf_roles
+
+        roles = np.asarray(rf_roles(rft.pulses))
+        starts_exc = rft.periods[roles == 0, 0]
+        spoil[np.searchsorted(sb, starts_exc, side="right")] = True
+
     # ---- values -----------------------------------------------------------------------
     kstep = gb * gradient_moments(gt, sa, sb)
     b1dt = _rf_integrals(rft, sa, sb, kind == 0, gb)
@@ -239,7 +257,7 @@ def discretize(
     return DiscreteSequence(
         dt=pad(dt), t=pad(t_start, total), kstep=pad(kstep), b1dt=pad(b1dt),
         kind=pad(kind.astype(np.int32), 1), sample=pad(sample, False),
-        count=pad(count.astype(np.int32)), out_index=out_index.astype(np.int32),
+        count=pad(count.astype(np.int32)), spoil=pad(spoil, False), out_index=out_index.astype(np.int32),
         demod=adt.demod, adc_time=adt.time, n_window=n_window, n_real_steps=m,
     )
 

@@ -211,6 +211,17 @@ class Sequence:
         out = [starts[i] + b.adc.sample_times() for i, b in enumerate(self.blocks) if b.adc is not None]
         return np.concatenate(out) if out else np.zeros(0)
 
+    def adc_labels(self) -> dict[str, np.ndarray]:
+        """Pulseq label values (counters and flags) at every ADC event, in order.
+
+        Returns:
+            ``{name: (n_adc_events,) int array}`` for every Pulseq label name (see
+            `mritwin.sequence.labels.adc_labels`).
+        """
+        from .labels import adc_labels
+
+        return adc_labels(self)
+
     def kspace(self) -> np.ndarray:
         """(n_adc_samples, 3) k-space position of every ADC sample [1/m].
 

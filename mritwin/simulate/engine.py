@@ -13,6 +13,7 @@ import numpy as np
 from ..sequence.discretize import DiscreteSequence, discretize
 from ..sequence.scanner import Scanner
 from ..sequence.sequence import Sequence
+from ..signal.noise import ReceiverNoise, sample_dwell
 from ..signal.signal import Signal
 from ..twin.twin import Twin
 from . import kernels
@@ -65,10 +66,10 @@ def simulate(
         scanner: the system (B0 for ppm offsets, γ̄); default `Scanner()`.
         coils: optional (n_coils, n_spins) complex receive sensitivities, overriding
             ``twin.coil_sensitivity``.
-        noise: not implemented yet in this release (receiver noise comes with the
-            receive-chain module); must be ``None``.
+        noise: optional `mritwin.ReceiverNoise` (thermal receiver noise whose standard
+            deviation follows the ADC dwell time); needs ``key``.
         method: the simulation method; default `Bloch()`.
-        key: reserved for stochastic methods (unused by `Bloch`).
+        key: `jax.random` key for the noise (required with ``noise``).
         dtype: ``jnp.float32`` (default) or ``jnp.float64`` (needs
             ``jax.config.update("jax_enable_x64", True)`` in your program).
         return_magnetization: also return the final (n_spins, 3) magnetization.
@@ -80,23 +81,22 @@ def simulate(
         TypeError / ValueError: wrong argument types, float64 without x64, coil
             sensitivities of the wrong shape.
     """
-    del key
     if not isinstance(twin, Twin):
         raise TypeError(f"twin must be a mritwin.Twin, got {type(twin).__name__}")
     method = Bloch() if method is None else method
     if not isinstance(method, Bloch):
         raise TypeError(f"method must be a simulation method such as mritwin.Bloch(), got {method!r}")
     if noise is not None:
-        raise NotImplementedError(
-            "simulate(noise=...) is not implemented yet: add receiver noise to "
-            "Signal.samples yourself for now"
-        )
+        if not isinstance(noise, ReceiverNoise):
+            raise TypeError(f"noise must be a mritwin.ReceiverNoise, got {type(noise).__name__}")
+        if key is None:
+            raise ValueError("noise needs an explicit random key: simulate(..., noise=..., key=jax.random.key(0))")
     dtype = _resolve_dtype(dtype)
     scanner = Scanner() if scanner is None else scanner
     if isinstance(seq, Sequence):
-        dseq, kspace = _prepare(seq, scanner, method)
+        dseq, kspace, adc_event = _prepare(seq, scanner, method)
     elif isinstance(seq, DiscreteSequence):
-        dseq = seq
+        dseq, adc_event = seq, None
         kspace = np.full((seq.n_adc, 3), np.nan)
     else:
         raise TypeError(f"seq must be a mritwin.Sequence or DiscreteSequence, got {type(seq).__name__}")
@@ -119,15 +119,21 @@ def simulate(
     spins, n_chunks = _pack_spins(twin, sens, chunk, dtype)
     d = dseq.astype(dtype)
     samples, mag = _core(spins, d, n_chunks=n_chunks, chunk=chunk, n_window=d.n_window,
-                         checkpoint=method.checkpoint, want_mag=return_magnetization)
+                         checkpoint=method.checkpoint, want_mag=return_magnetization,
+                         spoiling=method.ideal_spoiling)
     if mag is not None:
         mag = mag[: twin.n_spins]
-    return Signal(
+    sig = Signal(
         samples=samples,
-        kspace=jnp.asarray(kspace, dtype),
-        time=jnp.asarray(dseq.adc_time, dtype),
+        kspace=kspace if isinstance(kspace, np.ndarray) else jnp.asarray(kspace, dtype),
+        time=np.asarray(dseq.adc_time, np.float64),
+        adc_event=None if adc_event is None else np.asarray(adc_event),
         magnetization=mag,
     )
+    if noise is not None:
+        dwell = sample_dwell(seq) if isinstance(seq, Sequence) else None
+        sig = noise(sig, key=key, dwell=dwell)
+    return sig
 
 
 _PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -140,14 +146,17 @@ def _prepare(seq: Sequence, scanner: Scanner, method: Bloch):
     its values are concrete; with traced values (differentiating through the sequence)
     it is recomputed inside the trace.
     """
-    key = (scanner, method.rf_dt, method.windows)
+    key = (scanner, method.rf_dt, method.windows, method.ideal_spoiling)
     per_seq = _PREPARED.get(seq)
     if per_seq is not None and key in per_seq:
         return per_seq[key]
-    dseq = discretize(seq, scanner, rf_dt=method.rf_dt, windows=method.windows)
+    dseq = discretize(seq, scanner, rf_dt=method.rf_dt, windows=method.windows,
+                      ideal_spoiling=method.ideal_spoiling)
     kspace = seq.kspace()
+    counts = [b.adc.num_samples for b in seq.blocks if b.adc is not None]
+    adc_event = np.repeat(np.arange(len(counts)), counts)
     traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((dseq, kspace)))
-    out = (dseq, kspace)
+    out = (dseq, kspace, adc_event)
     if not traced:
         _PREPARED.setdefault(seq, {})[key] = out
     return out
@@ -227,7 +236,7 @@ def _segmented_scan(body, init, xs):
     seg = max(1, int(round(n ** 0.5)))
     n_seg = -(-n // seg)
     pad = n_seg * seg - n
-    dt, k, b1, kind, sample, count = xs
+    dt, k, b1, kind, sample, count, spoil = xs
     if pad:
         dt = jnp.concatenate([dt, jnp.zeros((pad,), dt.dtype)])
         k = jnp.concatenate([k, jnp.zeros((pad, 3), k.dtype)])
@@ -235,7 +244,8 @@ def _segmented_scan(body, init, xs):
         kind = jnp.concatenate([kind, jnp.ones((pad,), kind.dtype)])
         sample = jnp.concatenate([sample, jnp.zeros((pad,), sample.dtype)])
         count = jnp.concatenate([count, jnp.zeros((pad,), count.dtype)])
-    xs = tuple(x.reshape((n_seg, seg) + x.shape[1:]) for x in (dt, k, b1, kind, sample, count))
+        spoil = jnp.concatenate([spoil, jnp.zeros((pad,), spoil.dtype)])
+    xs = tuple(x.reshape((n_seg, seg) + x.shape[1:]) for x in (dt, k, b1, kind, sample, count, spoil))
 
     @functools.partial(jax.checkpoint, policy=jax.checkpoint_policies.nothing_saveable)
     def segment(m, seg_xs):
@@ -246,8 +256,10 @@ def _segmented_scan(body, init, xs):
     return m, ys
 
 
-@functools.partial(jax.jit, static_argnames=("n_chunks", "chunk", "n_window", "checkpoint", "want_mag"))
-def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, checkpoint, want_mag):
+@functools.partial(jax.jit, static_argnames=("n_chunks", "chunk", "n_window", "checkpoint", "want_mag",
+                                              "spoiling"))
+def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, checkpoint, want_mag,
+          spoiling=False):
     _TRACES["core"] += 1
     n_coils = 1 if spins.coil_re is None else spins.coil_re.shape[1]
     cdt = d.b1dt.dtype
@@ -258,7 +270,10 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
         zero_win = jnp.zeros((n_coils, n_window), cdt)
 
         def body(m, step):
-            dt, k, b1dt, kind, sample, count = step
+            dt, k, b1dt, kind, sample, count, spoil = step
+            if spoiling:
+                m = jax.lax.cond(spoil, lambda m: State(jnp.zeros_like(m.mx), jnp.zeros_like(m.my), m.mz),
+                                 lambda m: m, m)
 
             def do_rf(m):
                 return kernels.rf_step(sp, m, dt, k, b1dt), zero_win
@@ -274,7 +289,7 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
             single = jax.lax.cond(sample, lambda: kernels.receive(sp, m), lambda: zero_single)
             return m, (single, win)
 
-        steps = (d.dt, d.kstep, d.b1dt, d.kind, d.sample, d.count)
+        steps = (d.dt, d.kstep, d.b1dt, d.kind, d.sample, d.count, d.spoil)
         if checkpoint:
             m, (single, win) = _segmented_scan(body, m0, steps)
         else:

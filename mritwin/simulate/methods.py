@@ -29,6 +29,9 @@ class Bloch(AbstractSimMethod):
             product) instead of one step per sample.
         chunk_size: spins simulated at once (peak memory is proportional to it).
             ``None``: up to 65 536 (CPU) or 2 097 152 (GPU) spins.
+        ideal_spoiling: null the transverse magnetization at the start of every
+            excitation pulse (the idealization behind the Ernst formula). Use it to model a
+            well-spoiled sequence with one isochromat per voxel, which cannot dephase.
         checkpoint: memory-bounded reverse mode: the steps are split into about
             ``sqrt(n_steps)`` segments that are recomputed in the backward pass, so
             `jax.grad` stores ``O(sqrt(n_steps))`` magnetization states instead of every
@@ -44,6 +47,7 @@ class Bloch(AbstractSimMethod):
     windows: bool = eqx.field(default=True, static=True)
     chunk_size: int | None = eqx.field(default=None, static=True)
     checkpoint: bool = eqx.field(default=True, static=True)
+    ideal_spoiling: bool = eqx.field(default=False, static=True)
 
     def __check_init__(self):
         if self.rf_dt is not None and not self.rf_dt > 0:
@@ -53,4 +57,5 @@ class Bloch(AbstractSimMethod):
 
     def describe(self) -> str:
         rf = "RF raster" if self.rf_dt is None else f"RF steps >= {self.rf_dt * 1e6:g} us"
-        return f"Bloch ({rf}, windows={'on' if self.windows else 'off'})"
+        spoil = ", ideal spoiling" if self.ideal_spoiling else ""
+        return f"Bloch ({rf}, windows={'on' if self.windows else 'off'}{spoil})"

@@ -6,12 +6,11 @@ import warnings
 
 import numpy as np
 import pytest
+from pulseq_corpus import corpus_files, corpus_path, manifest
 
 import mritwin as mt
 from mritwin.constants import GAMMA_BAR
-from mritwin.sequence.events import ArbGrad, Rotation, RFShim
-
-from pulseq_corpus import corpus_files, corpus_path, manifest
+from mritwin.sequence.events import ArbGrad, RFShim, Rotation
 
 FILES = corpus_files()
 MANIFEST = manifest()
@@ -120,7 +119,7 @@ def test_spiral_v131_equals_its_v141_version():
     # samples, which moves the excitation centre by 15 us)
     k_old, k_new = old.kspace(), new.kspace()
     assert np.allclose(k_old, k_new, atol=5e-3 * np.abs(k_new).max())
-    g_old, g_new = old.blocks[1].gx, new.blocks[1].gx
+    g_old, g_new = old.blocks[2].gx, new.blocks[2].gx
     assert np.allclose(g_old.waveform()[1], g_new.waveform()[1])
 
 
@@ -239,3 +238,57 @@ def test_reading_is_fast():
     t = time.perf_counter()
     _read(name)
     assert time.perf_counter() - t < 2.0
+
+
+@pytest.mark.parametrize("algo", ["sha1", "sha256"])
+def test_other_signature_types(tmp_path, algo):
+    import hashlib
+
+    text = corpus_path("pypulseq_fid.seq").read_text()
+    body = text[: text.index("\n[SIGNATURE]")]
+    digest = hashlib.new(algo, body.encode()).hexdigest()
+    p = tmp_path / "signed.seq"
+    p.write_text(body + f"\n[SIGNATURE]\nType {algo}\nHash {digest}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        mt.read_seq(p, strict=True)
+    p.write_text(body + f"\n[SIGNATURE]\nType {algo}\nHash {'0' * len(digest)}\n")
+    with pytest.raises(ValueError, match=rf"signed.seq:\d+: \[SIGNATURE\] {algo} hash mismatch"):
+        mt.read_seq(p, strict=True)
+
+
+def test_unknown_section_warns_or_fails_in_strict_mode(tmp_path):
+    text = corpus_path("pypulseq_fid.seq").read_text()
+    text = text[: text.index("\n[SIGNATURE]")] + "\n[FOO]\n1 2 3\n"
+    p = tmp_path / "foo.seq"
+    p.write_text(text)
+    with pytest.warns(UserWarning, match=r"foo.seq:\d+: unknown section \[FOO\]"):
+        seq = mt.read_seq(p)
+    assert seq.n_blocks == 3
+    with pytest.raises(ValueError, match=r"unknown section \[FOO\]"):
+        mt.read_seq(p, strict=True)
+
+
+def test_adc_phase_modulation_and_ppm_round_trip(tmp_path):
+    """1.5 ADC phase shapes (rad) and ppm offsets survive write -> read."""
+    adc = mt.ADC(8, 10e-6, delay=20e-6, phase_offset=0.3, freq_ppm=-3.45, phase_ppm=0.1,
+                 phase_modulation=np.linspace(0, 1, 8))
+    rf = mt.RF(1e-6, np.ones(10, complex), delay=100e-6, freq_ppm=1.5, use="saturation")
+    seq = mt.Sequence([mt.Block(rf=rf, duration=200e-6), mt.Block(adc=adc, duration=200e-6)])
+    p = tmp_path / "ppm.seq"
+    mt.write_seq(seq, p)
+    back = mt.read_seq(p, strict=True)
+    a = back.blocks[1].adc
+    assert np.allclose(np.asarray(a.phase_modulation), np.linspace(0, 1, 8), atol=1e-7)
+    assert (a.freq_ppm, a.phase_ppm, float(a.phase_offset)) == (-3.45, 0.1, 0.3)
+    r = back.blocks[0].rf
+    assert r.freq_ppm == 1.5 and r.use == "saturation"
+
+
+def test_triggers_labels_and_soft_delays_of_matlab_epi():
+    seq = _read("pulseqmatlab_epi_rs_v151.seq")
+    trig = [e for b in seq.blocks for e in b.extensions if type(e).__name__ == "Trigger"]
+    # "1 1 1 0 100": type 1, channel 1, delay 0, duration 100 us
+    assert trig and (trig[0].trigger_type, trig[0].channel) == (1, 1)
+    assert trig[0].delay == 0.0 and trig[0].duration == pytest.approx(100e-6)
+    assert any(b.labels for b in seq.blocks)

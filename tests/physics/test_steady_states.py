@@ -118,3 +118,16 @@ def test_inversion_recovery_null_at_finite_tr():
         expected = abs(1 - 2 * np.exp(-ti / t1) + np.exp(-tr / t1))
         np.testing.assert_allclose(s, expected, rtol=1e-3, atol=1e-3)
     assert ti_null < t1 * np.log(2)  # finite TR moves the null earlier than T1 ln 2
+
+
+def test_ideal_spoiling_gives_ernst_with_long_t2():
+    # Bloch(ideal_spoiling=True) nulls Mxy before each excitation: the Ernst formula holds
+    # exactly even for T2 ~ TR and a single isochromat.
+    t1, t2, tr, te, a = 1.0, 0.1, 0.02, 0.003, np.radians(20)
+    one_tr = build([rf_at(1e-6, hard(a, 2e-6)), adc_at(1e-6 + te)], total=tr)
+    sig = mt.simulate(one(t1, t2), concat([one_tr] * 200), method=mt.Bloch(ideal_spoiling=True), **F64)
+    e1 = np.exp(-tr / t1)
+    ernst = np.sin(a) * (1 - e1) / (1 - np.cos(a) * e1) * np.exp(-te / t2)
+    np.testing.assert_allclose(abs(complex(sig.samples[0, -1])), ernst, rtol=1e-3)
+    plain = mt.simulate(one(t1, t2), concat([one_tr] * 200), **F64)
+    assert abs(abs(complex(plain.samples[0, -1])) - ernst) / ernst > 0.05

@@ -125,8 +125,10 @@ def test_errors_are_clear():
         mt.simulate(twin, small_gre(), dtype=jnp.int32)
     with pytest.raises(ValueError, match="coil sensitivities"):
         mt.simulate(twin, small_gre(), coils=np.ones((2, 5)))
-    with pytest.raises(NotImplementedError, match="noise"):
+    with pytest.raises(TypeError, match="ReceiverNoise"):
         mt.simulate(twin, small_gre(), noise=0.1)
+    with pytest.raises(ValueError, match="random key"):
+        mt.simulate(twin, small_gre(), noise=mt.ReceiverNoise(sigma=0.1))
     jax.config.update("jax_enable_x64", False)
     try:
         with pytest.raises(ValueError, match="jax_enable_x64"):
@@ -141,3 +143,28 @@ def test_uniform_grid_gre_runs_in_float32_by_default():
     assert sig.samples.shape == (1, n * n) and sig.samples.dtype == jnp.complex64
     assert sig.kspace.shape == (n * n, 3) and sig.time.shape == (n * n,)
     assert np.all(np.isfinite(np.asarray(sig.samples)))
+
+
+def test_receiver_noise_through_simulate():
+    # the noise added by simulate has the configured standard deviation (E|n|^2 = sigma^2),
+    # is reproducible from the key, and leaves the noiseless signal as its mean
+    twin = random_twin(20)
+    seq = small_gre(16)
+    clean = np.asarray(mt.simulate(twin, seq, **F64).samples)
+    noisy = [np.asarray(mt.simulate(twin, seq, noise=mt.ReceiverNoise(sigma=0.05),
+                                    key=jax.random.PRNGKey(i), **F64).samples) for i in range(2)]
+    again = np.asarray(mt.simulate(twin, seq, noise=mt.ReceiverNoise(sigma=0.05),
+                                   key=jax.random.PRNGKey(0), **F64).samples)
+    np.testing.assert_array_equal(noisy[0], again)
+    n = noisy[0] - clean
+    assert abs(np.sqrt(np.mean(np.abs(n) ** 2)) - 0.05) < 0.05 * 0.1  # 256 samples: ~6 % scatter
+    assert not np.allclose(noisy[0], noisy[1])
+
+
+def test_signal_metadata():
+    seq = small_gre(8)
+    sig = mt.simulate(random_twin(5), seq, scanner=IDEAL)
+    assert sig.time.dtype == np.float64
+    np.testing.assert_array_equal(sig.time, seq.adc_times())
+    np.testing.assert_array_equal(sig.adc_event, np.repeat(np.arange(8), 8))
+    np.testing.assert_allclose(sig.kspace, seq.kspace())
