@@ -27,7 +27,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import mritwin as mt  # noqa: E402
-from tests.seqkit import cartesian_gre, grid_twin  # noqa: E402
+from mritwin.benchmarking import cartesian_gre, grid_twin  # noqa: E402
 
 
 def timed(f, *args, repeats=3):

@@ -1,0 +1,211 @@
+"""Benchmark scenarios shared by `benchmarks/` scripts, `mritwin bench` and the tests.
+
+- `cartesian_gre`: a 2D Cartesian spoiled GRE with a hard pulse (n x n, readout along x).
+- `grid_twin`: one spin per pixel centre of an n x n grid.
+- `numpy_reference`: a careful plain-NumPy Bloch simulation of the same discretized steps.
+- `run_gre`: the issue-2 scenario (TR 12 ms, TE 5 ms, 15 degrees) timed against the
+  NumPy reference, as a JSON-ready dict.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import statistics
+import time
+
+import jax
+import numpy as np
+
+import mritwin as mt
+from mritwin.simulate import trace_count
+
+__all__ = ["cartesian_gre", "grid_twin", "fft_recon", "numpy_reference", "run_gre"]
+
+
+def cartesian_gre(n, fov, *, tr=12e-3, te=5e-3, flip=np.radians(15), dwell=20e-6, rf_duration=100e-6,
+                  scanner=None, rf_spoil=True):
+    """A 2D Cartesian spoiled GRE with a hard pulse: n x n, readout along x, phase along y.
+
+    Sample m of line j is at k = ((m - n/2) / fov, (j - n/2) / fov). RF spoiling (117 deg)
+    with matched ADC phase and a spoiler of 4 cycles per pixel along x.
+    """
+    sc = scanner or mt.Scanner(rf_dead_time=0.0, rf_ringdown_time=0.0, adc_dead_time=0.0)
+    dk = 1.0 / fov
+    g_ro = dk / (mt.GAMMA_BAR * dwell)
+    gx = mt.make_trapezoid("x", amplitude=g_ro, flat_time=n * dwell, scanner=sc)
+    k_pre = -(n / 2 + 0.5) * dk - mt.GAMMA_BAR * g_ro * gx.rise_time / 2
+    t_pre = 1e-3
+    gxp = mt.make_trapezoid("x", area=k_pre, duration=t_pre, scanner=sc)
+    spoil = mt.make_trapezoid("x", area=4 * n * dk, scanner=sc)
+    blocks = []
+    phase = inc = 0.0
+    t_rf = rf_duration / 2  # RF centre from TR start
+    # readout: the k-space centre (sample n/2) at TE
+    t_center_in_ro = gx.rise_time + (n / 2 + 0.5) * dwell
+    gap = te - t_rf - rf_duration / 2 - t_pre - t_center_in_ro
+    if gap < 0:
+        raise ValueError(f"TE too short: minimum {te - gap:.6f} s")
+    for j in range(n):
+        ph = np.radians(phase) if rf_spoil else 0.0
+        rf = mt.make_block_pulse(flip, rf_duration, phase_offset=ph, delay=0.0, scanner=sc)
+        gyp = mt.make_trapezoid("y", area=(j - n / 2) * dk, duration=t_pre, scanner=sc)
+        gyr = mt.make_trapezoid("y", area=-(j - n / 2) * dk, duration=t_pre, scanner=sc)
+        adc = mt.ADC(n, dwell, delay=gx.rise_time, phase_offset=ph)
+        b = [mt.Block(rf=rf), mt.Block(gx=gxp, gy=gyp)]
+        if gap > 0:
+            b.append(mt.Block(duration=gap))
+        b += [mt.Block(gx=gx, adc=adc), mt.Block(gx=spoil, gy=gyr)]
+        used = sum(x.duration for x in b)
+        if used > tr + 1e-12:
+            raise ValueError(f"TR too short: minimum {used:.6f} s")
+        b.append(mt.Block(duration=tr - used)) if tr - used > 1e-12 else None
+        blocks += b
+        inc += 117.0
+        phase = (phase + inc) % 360.0
+    return mt.Sequence(blocks, {"FOV": [fov, fov, 0.0]})
+
+
+def grid_twin(n, fov, mask=None, t1=1.0, t2=0.1, pd=1.0):
+    """One spin per pixel centre of an n x n grid over fov (z = 0), optionally masked."""
+    c = (np.arange(n) - n / 2) * fov / n
+    x, y = np.meshgrid(c, c, indexing="ij")
+    keep = np.ones_like(x, bool) if mask is None else mask(x, y)
+    x, y = x[keep], y[keep]
+    m = x.size
+    return mt.Twin(position=np.c_[x, y, np.zeros(m)], pd=np.full(m, pd), t1=np.full(m, t1),
+                   t2=np.full(m, t2))
+
+
+def fft_recon(samples, n):
+    """(n, n) image indexed [x, y] from line-major samples (line j = ky index)."""
+    data = np.asarray(samples).reshape(n, n).T  # [kx, ky]
+    return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(data))) * n * n / n / n
+
+
+def numpy_reference(twin: mt.Twin, dseq) -> np.ndarray:
+    """Plain-NumPy Bloch simulation of a stepped DiscreteSequence (float32, complex64)."""
+    pos = np.asarray(twin.position, np.float32)
+    x, y, z = pos[:, 0].copy(), pos[:, 1].copy(), pos[:, 2].copy()
+    pd = np.asarray(twin.pd, np.float32)
+    r1 = (1.0 / np.asarray(twin.t1, np.float32)).astype(np.float32)
+    r2 = (1.0 / np.asarray(twin.t2, np.float32)).astype(np.float32)
+    df = np.zeros_like(pd) if twin.delta_f is None else np.asarray(twin.delta_f, np.float32)
+    mxy = np.zeros(pd.size, np.complex64)
+    mz = pd.copy()
+    n = dseq.n_real_steps
+    dt = np.asarray(dseq.dt)[:n]
+    k = np.asarray(dseq.kstep)[:n]
+    b1 = np.asarray(dseq.b1dt)[:n]
+    kind = np.asarray(dseq.kind)[:n]
+    sample = np.asarray(dseq.sample)[:n]
+    out = np.zeros(n, np.complex64)
+    cache: dict = {}
+    tmp = np.empty_like(mz)
+    two_pi = np.float32(2 * np.pi)
+    for i in range(n):
+        if kind[i] == 1:  # free precession: factor cached per distinct interval
+            key = (dt[i], k[i, 0], k[i, 1], k[i, 2])
+            f = cache.get(key)
+            if f is None:
+                cyc = k[i, 0] * x + k[i, 1] * y + k[i, 2] * z + df * np.float32(dt[i])
+                e2 = np.exp(-r2 * np.float32(dt[i]))
+                zf = (e2 * np.exp(-1j * two_pi * cyc)).astype(np.complex64)
+                e1 = np.exp(-r1 * np.float32(dt[i]))
+                f = (zf, e1, pd * (1 - e1))
+                if len(cache) < 64:
+                    cache[key] = f
+            mxy *= f[0]
+            mz *= f[1]
+            mz += f[2]
+        else:  # RF step: relax dt/2, rotate (Rodrigues), relax dt/2
+            h = np.float32(dt[i] / 2)
+            e2 = np.exp(-r2 * h)
+            e1 = np.exp(-r1 * h)
+            mxy *= e2
+            mz *= e1
+            mz += pd * (1 - e1)
+            wx, wy = np.float32(b1[i].real), np.float32(b1[i].imag)
+            wz = k[i, 0] * x + k[i, 1] * y + k[i, 2] * z + df * np.float32(dt[i])
+            nrm = np.sqrt(wx * wx + wy * wy + wz * wz)
+            th = two_pi * nrm
+            nrm[nrm == 0] = 1
+            ux, uy, uz = wx / nrm, wy / nrm, wz / nrm
+            c, s = np.cos(th), np.sin(th)
+            mx, my = mxy.real.copy(), mxy.imag.copy()
+            udm = (ux * mx + uy * my + uz * mz) * (1 - c)
+            nx = mx * c - (uy * mz - uz * my) * s + ux * udm
+            ny = my * c - (uz * mx - ux * mz) * s + uy * udm
+            np.multiply(mz, c, out=tmp)
+            tmp -= (ux * my - uy * mx) * s
+            tmp += uz * udm
+            mz[:] = tmp
+            mxy = (nx + 1j * ny).astype(np.complex64)
+            mxy *= e2
+            mz *= e1
+            mz += pd * (1 - e1)
+        if sample[i]:
+            out[i] = mxy.sum()
+    idx = np.asarray(dseq.out_index)
+    return out[idx] * np.asarray(dseq.demod)
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def run_gre(n: int, repeats: int = 3, with_numpy: bool = True) -> dict:
+    """Time the GRE scenario at n x n (median of ``repeats``) against the NumPy reference."""
+    fov = 0.22
+    seq = cartesian_gre(n, fov, tr=12e-3, te=5e-3, flip=np.radians(15), dwell=10e-6)
+    twin = grid_twin(n, fov, t1=1.0, t2=0.08)
+    stepped = mt.discretize(seq, mt.Scanner(), windows=False)
+    n_steps = stepped.n_real_steps
+    spin_steps = twin.n_spins * n_steps
+
+    t0 = time.perf_counter()
+    sig = mt.simulate(twin, seq)
+    sig.samples.block_until_ready()
+    first = time.perf_counter() - t0
+    traces = trace_count()
+    times = []
+    for r in range(repeats):
+        tw = twin.replace(t1=twin.t1 * (1.0 + 0.01 * (r + 1)))  # new values: must not recompile
+        t0 = time.perf_counter()
+        mt.simulate(tw, seq).samples.block_until_ready()
+        times.append(time.perf_counter() - t0)
+    run_s = statistics.median(times)
+    result = {
+        "scenario": f"gre2d_{n}x{n}",
+        "device": jax.devices()[0].device_kind,
+        "platform": jax.default_backend(),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "precision": "float32",
+        "n_spins": twin.n_spins,
+        "n_steps": n_steps,
+        "n_engine_steps": mt.discretize(seq, mt.Scanner()).n_real_steps,
+        "compile_s": round(first - run_s, 3),
+        "run_s": round(run_s, 4),
+        "run_s_all": [round(t, 4) for t in times],
+        "spin_steps_per_s": spin_steps / run_s,
+        "recompiled_on_new_values": trace_count() != traces,
+        "peak_rss_mb_after_mritwin": round(rss_mb(), 1),
+    }
+    if with_numpy:
+        nt = []
+        for _ in range(max(1, min(repeats, 2))):
+            t0 = time.perf_counter()
+            ref = numpy_reference(twin, stepped)
+            nt.append(time.perf_counter() - t0)
+        np_s = statistics.median(nt)
+        ours = np.asarray(sig.samples[0])
+        result.update({
+            "numpy_run_s": round(np_s, 4),
+            "numpy_spin_steps_per_s": spin_steps / np_s,
+            "speedup_vs_numpy": round(np_s / run_s, 2),
+            "max_rel_diff_vs_numpy": float(np.abs(ours - ref).max() / np.abs(ref).max()),
+            "peak_rss_mb_after_numpy": round(rss_mb(), 1),
+        })
+    return result

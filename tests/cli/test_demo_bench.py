@@ -1,0 +1,44 @@
+"""`mritwin demo` (the main job) and `mritwin bench` run end to end."""
+
+import json
+import os
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+
+from mritwin.cli.main import main
+
+
+def test_demo_writes_everything(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--matrix", "32", "--quiet"]) == 0
+    for f in ("summary.png", "summary.json", "twin.h5"):
+        assert (out / f).is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["name"] for s in summary["sequences"]] == ["t1w_gre", "t2w_tse"]
+    for s in summary["sequences"]:
+        for f in s["files"]:
+            assert (out / f).is_file(), f
+        img = nib.load(out / s["name"] / "image.nii.gz")
+        assert img.shape[:2] == (32, 32)
+        assert np.isfinite(np.asarray(img.dataobj)).all()
+    assert not [p for p in os.listdir(out) if p.startswith(".mritwin-demo-")]  # no leftovers
+
+
+def test_demo_bad_output_folder_exits_2_with_one_line(tmp_path, capsys):
+    f = tmp_path / "file"
+    f.write_text("x")
+    assert main(["demo", "--out", str(f), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not a folder" in err
+
+
+def test_bench_prints_json_lines():
+    r = subprocess.run([sys.executable, "-m", "mritwin.cli.main", "bench", "--quick", "--no-numpy"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [row["scenario"] for row in rows] == ["gre2d_64x64", "gre2d_128x128"]
+    assert all(row["spin_steps_per_s"] > 0 and row["run_s"] > 0 for row in rows)
