@@ -61,7 +61,7 @@ def main(argv=None) -> int:
     try:
         return int(mod.run(args) or 0)
     except (UserError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError,
-            NotADirectoryError) as e:
+            NotADirectoryError, ImportError) as e:  # ImportError: a missing optional extra
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"mritwin {args.command}: error: {msg}", file=sys.stderr)
         return 2
