@@ -20,7 +20,7 @@ from . import kernels
 from .kernels import Spins, State
 from .methods import AbstractSimMethod, Bloch
 
-__all__ = ["simulate", "trace_count"]
+__all__ = ["simulate", "trace_count", "spin_sharding"]
 
 _TRACES = {"core": 0}
 
@@ -115,12 +115,15 @@ def simulate(
             f"coil sensitivities must have shape (n_coils, n_spins) = (n_coils, {twin.n_spins}), "
             f"got {tuple(sens.shape)}"
         )
-    chunk = method.chunk_size or _default_chunk(twin.n_spins)
-    spins, n_chunks = _pack_spins(twin, sens, chunk, dtype)
+    devices = jax.local_devices() if method.shard else jax.local_devices()[:1]
+    n_dev = len(devices)
+    chunk = method.chunk_size or _default_chunk(-(-twin.n_spins // n_dev))
+    spins, n_chunks = _pack_spins(twin, sens, chunk, dtype, n_dev)
+    sharding = spin_sharding(devices) if n_dev > 1 else None
     d = dseq.astype(dtype)
     samples, mag = _core(spins, d, n_chunks=n_chunks, chunk=chunk, n_window=d.n_window,
                          checkpoint=method.checkpoint, want_mag=return_magnetization,
-                         spoiling=method.ideal_spoiling)
+                         spoiling=method.ideal_spoiling, sharding=sharding)
     if mag is not None:
         mag = mag[: twin.n_spins]
     sig = Signal(
@@ -188,9 +191,12 @@ def _rate(t):
     return jnp.where(jnp.isinf(t), 0.0, 1.0 / t)
 
 
-def _pack_spins(twin: Twin, sens, chunk: int, dtype):
+def _pack_spins(twin: Twin, sens, chunk: int, dtype, n_dev: int = 1):
+    """Per-spin arrays shaped (n_dev, n_chunks per device, chunk), zero-PD padded."""
     n = twin.n_spins
     n_chunks = max(1, -(-n // chunk))
+    n_chunks = -(-n_chunks // n_dev) * n_dev
+    per_dev = n_chunks // n_dev
     total = n_chunks * chunk
     pad = total - n
 
@@ -198,7 +204,7 @@ def _pack_spins(twin: Twin, sens, chunk: int, dtype):
         v = jnp.asarray(v, dtype)
         if pad:
             v = jnp.concatenate([v, jnp.full((pad,) + v.shape[1:], fill, dtype)])
-        return v.reshape((n_chunks, chunk) + v.shape[1:])
+        return v.reshape((n_dev, per_dev, chunk) + v.shape[1:])
 
     pos = jnp.asarray(twin.position, dtype)
     zeros = jnp.zeros(n, dtype)
@@ -209,7 +215,7 @@ def _pack_spins(twin: Twin, sens, chunk: int, dtype):
         s = s.astype(cdt)
         if pad:
             s = jnp.concatenate([s, jnp.zeros((s.shape[0], pad), cdt)], axis=1)
-        s = s.reshape(s.shape[0], n_chunks, chunk).transpose(1, 0, 2)
+        s = s.reshape(s.shape[0], n_dev, per_dev, chunk).transpose(1, 2, 0, 3)
         coil_re, coil_im = jnp.real(s), jnp.imag(s)
     spins = Spins(
         x=prep(pos[:, 0]), y=prep(pos[:, 1]), z=prep(pos[:, 2]),
@@ -256,12 +262,25 @@ def _segmented_scan(body, init, xs):
     return m, ys
 
 
+def spin_sharding(devices=None):
+    """The `NamedSharding` that splits the spin (device) axis over ``devices``.
+
+    `simulate` lays spins out as (n_devices, chunks per device, chunk) and shards the
+    leading axis over all local devices (``Bloch(shard=True)``, the default); each device
+    runs its chunks and the signals are summed across devices (an all-reduce). Spins are
+    independent, so the result equals a single-device run up to float rounding.
+    """
+    devices = jax.local_devices() if devices is None else list(devices)
+    mesh = jax.sharding.Mesh(np.array(devices), ("spins",))
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("spins"))
+
+
 @functools.partial(jax.jit, static_argnames=("n_chunks", "chunk", "n_window", "checkpoint", "want_mag",
-                                              "spoiling"))
+                                              "spoiling", "sharding"))
 def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, checkpoint, want_mag,
-          spoiling=False):
+          spoiling=False, sharding=None):
     _TRACES["core"] += 1
-    n_coils = 1 if spins.coil_re is None else spins.coil_re.shape[1]
+    n_coils = 1 if spins.coil_re is None else spins.coil_re.shape[2]
     cdt = d.b1dt.dtype
 
     def run_chunk(sp: Spins):
@@ -307,11 +326,17 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
 
     n_steps = d.dt.shape[0]
     init = (jnp.zeros((n_steps, n_coils), cdt), jnp.zeros((n_steps, n_coils, n_window), cdt))
-    if n_chunks == 1:
-        (single, win), mags = chunk_fn(jax.tree_util.tree_map(lambda x: x[0], spins))
-        mags = None if mags is None else mags[None]
-    else:
-        (single, win), mags = jax.lax.scan(map_body, init, spins)
+
+    def per_device(sp_dev):
+        if sp_dev.x.shape[0] == 1:
+            (single, win), mags = chunk_fn(jax.tree_util.tree_map(lambda x: x[0], sp_dev))
+            return (single, win), (None if mags is None else mags[None])
+        return jax.lax.scan(map_body, init, sp_dev)
+
+    if sharding is not None:
+        spins = jax.tree_util.tree_map(lambda x: jax.lax.with_sharding_constraint(x, sharding), spins)
+    (single, win), mags = jax.vmap(per_device)(spins)  # leading axis: devices
+    single, win = single.sum(0), win.sum(0)  # an all-reduce across devices when sharded
     flat = jnp.concatenate([single.T, win.transpose(1, 0, 2).reshape(n_coils, -1)], axis=1)
     samples = flat[:, d.out_index] * d.demod[None, :]
     mag = mags.reshape(n_chunks * chunk, 3) if want_mag else None

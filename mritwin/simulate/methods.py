@@ -29,6 +29,8 @@ class Bloch(AbstractSimMethod):
             product) instead of one step per sample.
         chunk_size: spins simulated at once (peak memory is proportional to it).
             ``None``: up to 65 536 (CPU) or 2 097 152 (GPU) spins.
+        shard: split the spins over all local JAX devices (``jax.local_devices()``) when
+            there is more than one; results equal a single-device run to float rounding.
         ideal_spoiling: null the transverse magnetization at the start of every
             excitation pulse (the idealization behind the Ernst formula). Use it to model a
             well-spoiled sequence with one isochromat per voxel, which cannot dephase.
@@ -48,6 +50,7 @@ class Bloch(AbstractSimMethod):
     chunk_size: int | None = eqx.field(default=None, static=True)
     checkpoint: bool = eqx.field(default=True, static=True)
     ideal_spoiling: bool = eqx.field(default=False, static=True)
+    shard: bool = eqx.field(default=True, static=True)
 
     def __check_init__(self):
         if self.rf_dt is not None and not self.rf_dt > 0:

@@ -1,0 +1,41 @@
+"""Run in a subprocess with 4 emulated CPU devices (see test_sharding.py)."""
+
+import json
+import sys
+
+import jax
+
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import mritwin as mt  # noqa: E402
+from mritwin.benchmarking import cartesian_gre  # noqa: E402
+from mritwin.simulate.engine import _pack_spins, spin_sharding  # noqa: E402
+
+assert jax.device_count() == 4, jax.devices()
+rng = np.random.default_rng(0)
+n = 1001
+twin = mt.Twin(position=rng.uniform(-0.1, 0.1, (n, 3)) * [1, 1, 0], pd=rng.uniform(0.5, 1, n),
+               t1=rng.uniform(0.3, 2, n), t2=rng.uniform(0.02, 0.2, n), delta_f=rng.normal(0, 30, n),
+               coil_sensitivity=rng.normal(size=(2, n)) + 1j * rng.normal(size=(2, n)))
+seq = cartesian_gre(8, 0.2, tr=8e-3, te=3e-3)
+sharded = mt.simulate(twin, seq, dtype=jnp.float64, return_magnetization=True)
+single = mt.simulate(twin, seq, dtype=jnp.float64, return_magnetization=True, method=mt.Bloch(shard=False))
+grad_sharded = jax.grad(lambda t2: jnp.sum(jnp.abs(mt.simulate(twin.replace(t2=t2), seq, dtype=jnp.float64).samples) ** 2))(twin.t2)
+grad_single = jax.grad(lambda t2: jnp.sum(jnp.abs(mt.simulate(twin.replace(t2=t2), seq, dtype=jnp.float64,
+                                                                method=mt.Bloch(shard=False)).samples) ** 2))(twin.t2)
+spins, _ = _pack_spins(twin, None, 256, jnp.float64, 4)
+placed = jax.device_put(spins.x, spin_sharding())
+print(json.dumps({
+    "max_abs_diff": float(np.max(np.abs(np.asarray(sharded.samples) - np.asarray(single.samples)))),
+    "scale": float(np.max(np.abs(np.asarray(single.samples)))),
+    "mag_diff": float(np.max(np.abs(np.asarray(sharded.magnetization) - np.asarray(single.magnetization)))),
+    "grad_rel_diff": float(np.max(np.abs(np.asarray(grad_sharded) - np.asarray(grad_single)))
+                           / np.max(np.abs(np.asarray(grad_single)))),
+    "shard_shapes": sorted({tuple(s.data.shape) for s in placed.addressable_shards}),
+    "n_shards": len(placed.addressable_shards),
+    "devices": sorted({str(s.device) for s in placed.addressable_shards}),
+    "spins_shape": list(spins.x.shape),
+}))
+sys.exit(0)
