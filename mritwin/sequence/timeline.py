@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .events import TrapGrad
+from .events import ADC, RF, TrapGrad
 from .sequence import Sequence
 
 __all__ = ["GradientTable", "RFTable", "ADCTable", "gradient_table", "rf_table", "adc_table",
@@ -75,7 +75,7 @@ def gradient_table(seq: Sequence) -> GradientTable:
     offset = 0
     for ch_i, attr in enumerate(("gx", "gy", "gz")):
         for ev, idx in _group_by_event(seq, attr):
-            t, w = ev.waveform()
+            t, w = type(ev).waveform(ev)  # unbound: equinox wraps bound methods (slow)
             t = np.asarray(t, dtype=np.float64)
             nseg = t.size - 1
             if nseg < 1:
@@ -225,8 +225,8 @@ def rf_table(seq: Sequence, b0: float, gamma_bar: float) -> RFTable:
     groups = _group_by_event(seq, "rf")
     pulse_of_block = {}
     for ev, idx in groups:
-        edges = ev.sample_edges()
-        tau = ev.sample_times()
+        edges = RF.sample_edges(ev)  # unbound calls: equinox wraps bound methods (slow)
+        tau = RF.sample_times(ev)
         n = tau.size
         f = ev.freq_offset + ev.freq_ppm * 1e-6 * gamma_bar * b0
         phase = ev.phase_offset + ev.phase_ppm * 1e-6 * gamma_bar * b0
@@ -280,39 +280,59 @@ class ADCTable:
 
 def adc_table(seq: Sequence, b0: float, gamma_bar: float) -> ADCTable:
     starts = seq.block_starts()
-    times, evs, firsts, counts, dwells, blocks, demods = [], [], [], [], [], [], []
-    n0 = 0
+    groups = _group_by_event(seq, "adc")
+    if not groups:
+        z = np.zeros(0)
+        zi = np.zeros(0, np.int64)
+        return ADCTable(z, zi, zi, zi, z, zi, np.zeros(0, complex))
+    # one template per unique ADC event (timing and demodulation), broadcast to its blocks
+    templ_t, templ_d, nums, dwl, blk, gid = [], [], [], [], [], []
     any_traced = False
-    for i, b in enumerate(seq.blocks):
-        a = b.adc
-        if a is None:
-            continue
-        st = a.sample_times()
-        times.append(starts[i] + st)
-        evs.append(np.full(a.num_samples, len(firsts)))
-        firsts.append(n0)
-        counts.append(a.num_samples)
-        dwells.append(a.dwell)
-        blocks.append(i)
-        n0 += a.num_samples
+    for g, (a, idx) in enumerate(groups):
+        st = ADC.sample_times(a)
         f = a.freq_offset + a.freq_ppm * 1e-6 * gamma_bar * b0
-        tau = st - a.delay
-        ph = 2 * np.pi * f * tau
+        ph = 2 * np.pi * f * (st - a.delay)
         phase = a.phase_offset + a.phase_ppm * 1e-6 * gamma_bar * b0
         if a.phase_modulation is not None:
             phase = phase + a.phase_modulation
         if isinstance(phase, jax.Array):
             any_traced = True
-            demods.append(jnp.exp(1j * (phase + ph)))
+            templ_d.append(jnp.exp(1j * (phase + ph)) * jnp.ones(st.size))
         else:
-            demods.append(np.exp(1j * (np.asarray(phase) + ph)))
-    if not times:
-        z = np.zeros(0)
-        zi = np.zeros(0, np.int64)
-        return ADCTable(z, zi, zi, zi, z, zi, np.zeros(0, complex))
-    demod = (jnp.concatenate([jnp.broadcast_to(d, (c,)) for d, c in zip(demods, counts)])
-             if any_traced else np.concatenate([np.broadcast_to(d, (c,)) for d, c in zip(demods, counts)]))
-    return ADCTable(
-        time=np.concatenate(times), event=np.concatenate(evs), first=np.asarray(firsts),
-        count=np.asarray(counts), dwell=np.asarray(dwells), block=np.asarray(blocks), demod=demod,
-    )
+            templ_d.append(np.exp(1j * (np.asarray(phase) + ph)) * np.ones(st.size))
+        templ_t.append(st)
+        nums.append(a.num_samples)
+        dwl.append(a.dwell)
+        blk.append(np.asarray(idx))
+        gid.append(np.full(len(idx), g))
+    nums, dwl = np.asarray(nums), np.asarray(dwl)
+    blocks = np.concatenate(blk)
+    gids = np.concatenate(gid)
+    order = np.argsort(blocks, kind="stable")
+    blocks, gids = blocks[order], gids[order]
+    counts = nums[gids]
+    firsts = np.cumsum(counts) - counts
+    total = int(counts.sum())
+    time = np.empty(total)
+    rank = np.empty(blocks.size, np.int64)
+    rank[order] = np.arange(blocks.size)  # position (in block order) of each group entry
+    pos_of = []
+    offset = 0
+    for g in range(len(groups)):
+        k = blk[g].size
+        ev_rank = rank[offset:offset + k]
+        offset += k
+        pos = firsts[ev_rank][:, None] + np.arange(nums[g])[None, :]
+        time[pos] = starts[blk[g]][:, None] + templ_t[g][None, :]
+        pos_of.append(pos.ravel())
+    if any_traced:
+        parts = [jnp.broadcast_to(jnp.asarray(templ_d[g]), (blk[g].size, nums[g])).ravel()
+                 for g in range(len(groups))]
+        demod = jnp.zeros(total, jnp.result_type(*parts)).at[np.concatenate(pos_of)].set(jnp.concatenate(parts))
+    else:
+        demod = np.empty(total, complex)
+        for g in range(len(groups)):
+            demod[pos_of[g]] = np.broadcast_to(templ_d[g], (blk[g].size, nums[g])).ravel()
+    event = np.repeat(np.arange(blocks.size), counts)
+    return ADCTable(time=time, event=event, first=firsts, count=counts, dwell=dwl[gids],
+                    block=blocks, demod=demod)
