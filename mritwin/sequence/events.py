@@ -491,7 +491,8 @@ class Rotation(eqx.Module):
             ``R(q) @ (gx, gy, gz)``.
     """
 
-    quaternion: tuple[float, float, float, float] = eqx.field(static=True, converter=tuple)
+    quaternion: tuple[float, float, float, float] = eqx.field(
+        static=True, converter=lambda q: tuple(float(x) for x in np.asarray(q).ravel()))
 
     def __check_init__(self):
         if len(self.quaternion) != 4:

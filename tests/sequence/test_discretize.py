@@ -1,0 +1,90 @@
+"""Discretization: exact gradient moments, rotations, ADC samples inside RF, windows, buckets."""
+
+import jax.numpy as jnp
+import numpy as np
+
+import mritwin as mt
+from mritwin.sequence.timeline import gradient_moments, gradient_table
+from tests.seqkit import IDEAL
+
+
+def dense_integral(seq, a, b, n=200001):
+    """Brute-force ∫G dt and ∫G (t - mid) dt on a fine grid holding every breakpoint and
+    interval end (trapezoids are then exact for the piecewise-linear G; independent of the
+    sparse maps)."""
+    starts = seq.block_starts()
+    corners = [starts[i] + np.asarray(ev.waveform()[0]) for i, blk in enumerate(seq.blocks)
+               for ev in blk.gradients if ev is not None]
+    t = np.unique(np.concatenate([np.linspace(0, seq.duration, n), a, b, *corners]))
+    g = np.zeros((t.size, 3))
+    for i, blk in enumerate(seq.blocks):
+        for ax, ev in enumerate(blk.gradients):
+            if ev is None:
+                continue
+            tt, w = ev.waveform()
+            g[:, ax] += np.interp(t, starts[i] + np.asarray(tt), np.asarray(w), left=0, right=0)
+    out0, out1 = [], []
+    for lo, hi in zip(a, b):
+        m = (t >= lo) & (t <= hi)
+        mid = 0.5 * (lo + hi)
+        out0.append(np.trapezoid(g[m], t[m], axis=0))
+        out1.append(np.trapezoid(g[m] * (t[m] - mid)[:, None], t[m], axis=0))
+    return np.array(out0), np.array(out1)
+
+
+def test_gradient_moments_are_exact():
+    rng = np.random.default_rng(0)
+    arb = mt.ArbGrad("y", 1.0, rng.normal(size=37) * 1e-3, raster=10e-6, delay=20e-6, first=0.0, last=0.0)
+    trap = mt.TrapGrad("x", 7e-3, 90e-6, 230e-6, 50e-6, delay=30e-6)
+    ext = mt.make_extended_trapezoid("z", [0, 1e-4, 3e-4, 4e-4], [0, 5e-3, -2e-3, 0])
+    seq = mt.Sequence([mt.Block(gx=trap, gy=arb, gz=ext), mt.Block(gx=trap, duration=5e-4)])
+    a = np.array([0.0, 37e-6, 151e-6, 402e-6, 600e-6])
+    b = np.array([37e-6, 151e-6, 402e-6, 600e-6, seq.duration])
+    m0, m1 = gradient_moments(gradient_table(seq), a, b, first_moment=True)
+    r0, r1 = dense_integral(seq, a, b)
+    np.testing.assert_allclose(m0, r0, rtol=1e-9, atol=1e-18)
+    np.testing.assert_allclose(m1, r1, rtol=1e-6, atol=1e-18)  # trapezoids on t*G: O(dt^2)
+
+
+def test_rotation_extension_rotates_gradients():
+    # 90 degrees about z maps a logical x gradient onto physical y
+    q = (np.cos(np.pi / 4), 0.0, 0.0, np.sin(np.pi / 4))
+    gx = mt.TrapGrad("x", 5e-3, 50e-6, 400e-6, 50e-6)
+    rf = mt.make_block_pulse(np.pi / 2, 1e-5, delay=0.0, scanner=IDEAL)
+    adc = mt.ADC(16, 25e-6, delay=50e-6)
+    rotated = mt.Sequence([mt.Block(rf=rf), mt.Block(gx=gx, adc=adc, extensions=(mt.Rotation(q),))])
+    explicit = mt.Sequence([mt.Block(rf=rf),
+                            mt.Block(gy=mt.TrapGrad("y", 5e-3, 50e-6, 400e-6, 50e-6), adc=adc)])
+    np.testing.assert_allclose(rotated.kspace(), explicit.kspace(), atol=1e-9)
+    twin = mt.Twin(position=[[0.01, 0.02, 0.0], [-0.03, 0.01, 0.0]], pd=[1, 1], t1=[1, 1], t2=[0.1, 0.1])
+    a = mt.simulate(twin, rotated, dtype=jnp.float64, scanner=IDEAL).samples
+    b = mt.simulate(twin, explicit, dtype=jnp.float64, scanner=IDEAL).samples
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-12)
+
+
+def test_adc_sample_inside_an_rf_pulse():
+    # a 90-degree block pulse sampled half way: the spin has turned 45 degrees
+    rf = mt.make_block_pulse(np.pi / 2, 1e-3, delay=0.0, scanner=IDEAL)
+    adc = mt.ADC(1, 2e-6, delay=0.5e-3 - 1e-6)
+    seq = mt.Sequence([mt.Block(rf=rf, adc=adc)])
+    twin = mt.Twin(position=np.zeros((1, 3)), pd=[1.0], t1=[np.inf], t2=[np.inf])
+    s = complex(mt.simulate(twin, seq, dtype=jnp.float64, scanner=IDEAL).samples[0, 0])
+    np.testing.assert_allclose(s, 1j * np.sin(np.pi / 4), atol=1e-12)
+    d = mt.discretize(seq, IDEAL)
+    assert int((np.asarray(d.kind)[: d.n_real_steps] == 0).sum()) == 2  # the pulse is split there
+
+
+def test_windows_buckets_and_step_counts():
+    gx = mt.TrapGrad("x", 5e-3, 50e-6, 640e-6, 50e-6)
+    adc = mt.ADC(64, 10e-6, delay=50e-6)
+    rf = mt.make_block_pulse(0.2, 1e-4, delay=0.0, scanner=IDEAL)
+    seq = mt.Sequence([mt.Block(rf=rf), mt.Block(gx=gx, adc=adc)] * 3)
+    d = mt.discretize(seq, IDEAL)
+    kinds = np.asarray(d.kind)[: d.n_real_steps]
+    # per TR: 1 RF step, a free step up to the first sample, one window, the tail after it
+    assert list(np.bincount(kinds, minlength=3)) == [3, 6, 3]
+    assert d.n_window == 64 and np.asarray(d.count)[: d.n_real_steps][kinds == 2].tolist() == [63] * 3
+    assert d.n_steps == 16 and d.n_steps >= d.n_real_steps  # padded to a bucket
+    stepped = mt.discretize(seq, IDEAL, windows=False)
+    assert stepped.n_window == 0 and stepped.n_real_steps == 3 * (1 + 64 + 1)
+    np.testing.assert_allclose(np.asarray(d.dt).sum(), seq.duration - 3 * 63 * 10e-6 + 3 * 10e-6, rtol=1e-12)
