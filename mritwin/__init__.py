@@ -7,7 +7,13 @@ rotating-frame and Fourier sign conventions.
 from importlib.metadata import PackageNotFoundError as _PNF, version as _version
 
 from .constants import GAMMA_BAR as GAMMA_BAR
-from .io import load_twin as load_twin, read_seq as read_seq, save_twin as save_twin, write_seq as write_seq
+from .io import (
+    load_twin as load_twin,
+    read_fhir_bundle as read_fhir_bundle,
+    read_seq as read_seq,
+    save_twin as save_twin,
+    write_seq as write_seq,
+)
 from .recon import Image as Image, reconstruct as reconstruct
 from .sequence import (
     ADC as ADC,
@@ -46,6 +52,7 @@ from .signal.noise import ReceiverNoise as ReceiverNoise, add_noise as add_noise
 from .simulate import AbstractSimMethod as AbstractSimMethod, Bloch as Bloch, simulate as simulate
 from .twin import (
     DEFAULT_LIBRARY as DEFAULT_LIBRARY,
+    PatientContext as PatientContext,
     Tissue as Tissue,
     TissueLibrary as TissueLibrary,
     Twin as Twin,
@@ -57,6 +64,12 @@ from .twin import (
     with_b1_map as with_b1_map,
     with_coil_sensitivities as with_coil_sensitivities,
     with_isochromats as with_isochromats,
+)
+from .twin.motion import (
+    AbstractMotion as AbstractMotion,
+    PeriodicTranslation as PeriodicTranslation,
+    RigidPath as RigidPath,
+    Translation as Translation,
 )
 
 try:

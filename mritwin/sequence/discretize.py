@@ -61,6 +61,8 @@ class DiscreteSequence(eqx.Module):
         kind: (n_steps,) int32: 0 RF, 1 free precession, 2 ADC window.
         sample: (n_steps,) bool: an ADC sample is taken at the end of the step.
         count: (n_steps,) int32: number of intervals of a window step (else 0).
+        cyc0: (n_steps,) phase added to every spin in the step [cycles] (rigid motion;
+            0 without motion).
         spoil: (n_steps,) bool: ideal spoiling — transverse magnetization is set to zero
             before the step (the first step of each excitation pulse when
             ``ideal_spoiling=True``; all False otherwise).
@@ -80,6 +82,7 @@ class DiscreteSequence(eqx.Module):
     sample: jax.Array
     count: jax.Array
     spoil: jax.Array
+    cyc0: jax.Array
     out_index: jax.Array
     demod: jax.Array
     adc_time: jax.Array
@@ -98,11 +101,11 @@ class DiscreteSequence(eqx.Module):
         """Cast the floating-point arrays to ``dtype`` (complex ones to the matching complex)."""
         cdt = jnp.complex128 if jnp.dtype(dtype) == jnp.float64 else jnp.complex64
         return eqx.tree_at(
-            lambda d: (d.dt, d.t, d.kstep, d.b1dt, d.demod, d.adc_time),
+            lambda d: (d.dt, d.t, d.kstep, d.b1dt, d.demod, d.adc_time, d.cyc0),
             self,
             (jnp.asarray(self.dt, dtype), jnp.asarray(self.t, dtype), jnp.asarray(self.kstep, dtype),
              jnp.asarray(self.b1dt, cdt), jnp.asarray(self.demod, cdt),
-             jnp.asarray(self.adc_time, dtype)),
+             jnp.asarray(self.adc_time, dtype), jnp.asarray(self.cyc0, dtype)),
         )
 
 
@@ -122,6 +125,7 @@ def discretize(
     windows: bool = True,
     bucket: bool = True,
     ideal_spoiling: bool = False,
+    motion=None,
 ) -> DiscreteSequence:
     """Discretize ``seq`` into a `DiscreteSequence` (see the module docstring).
 
@@ -137,6 +141,9 @@ def discretize(
             transverse magnetization (the "ideal spoiling" idealization of spoiled
             gradient echoes; see PHYSICS.md 5). Off by default: real spoiling comes from
             gradients, RF phase cycling and enough isochromats per voxel.
+        motion: optional rigid motion (`mritwin.twin.motion.AbstractMotion`): folded into
+            each step's k-vector and a per-step phase (exact for motion linear within a
+            step); ADC windows are then stepped sample by sample.
 
     Returns:
         The discretized sequence; values are NumPy/JAX arrays (JAX when any event value
@@ -175,6 +182,8 @@ def discretize(
 
     # ---- windows --------------------------------------------------------------------
     win_first = np.zeros(0, np.int64)  # ADC event index of each window
+    if motion is not None:
+        windows = False
     if windows and adt.count.size:
         cand = np.nonzero(adt.count >= _MIN_WINDOW)[0]
         if cand.size:
@@ -246,7 +255,11 @@ def discretize(
         spoil[np.searchsorted(sb, starts_exc, side="right")] = True
 
     # ---- values -----------------------------------------------------------------------
-    kstep = gb * gradient_moments(gt, sa, sb)
+    if motion is None:
+        kstep = gb * gradient_moments(gt, sa, sb)
+        cyc0 = np.zeros(m)
+    else:
+        kstep, cyc0 = _apply_motion(motion, gt, sa, sb, gb)
     b1dt = _rf_integrals(rft, sa, sb, kind == 0, gb)
     def pad(x, value=0):
         if n_pad == m:
@@ -256,10 +269,23 @@ def discretize(
 
     return DiscreteSequence(
         dt=pad(dt), t=pad(t_start, total), kstep=pad(kstep), b1dt=pad(b1dt),
-        kind=pad(kind.astype(np.int32), 1), sample=pad(sample, False),
+        kind=pad(kind.astype(np.int32), 1), sample=pad(sample, False), cyc0=pad(cyc0),
         count=pad(count.astype(np.int32)), spoil=pad(spoil, False), out_index=out_index.astype(np.int32),
         demod=adt.demod, adc_time=adt.time, n_window=n_window, n_real_steps=m,
     )
+
+
+def _apply_motion(motion, gt, sa, sb, gb):
+    """Per-step k-vector and phase offset [cycles] for a rigid motion (see
+    `mritwin.twin.motion`): k_eff = Rᵀk0 + Ṙᵀk1, offset = k0·(c+d) + k1·ḋ - k_eff·c."""
+    m0, m1 = gradient_moments(gt, sa, sb, first_moment=True)
+    k0, k1 = gb * m0, gb * m1
+    r, rd, d, dd = motion.evaluate(0.5 * (sa + sb))
+    k_eff = jnp.einsum("nij,ni->nj", r, k0) + jnp.einsum("nij,ni->nj", rd, k1)
+    c = jnp.asarray(motion.center)
+    offset = (jnp.sum(k0 * (c[None, :] + d), -1) + jnp.sum(k1 * dd, -1)
+              - jnp.sum(k_eff * c[None, :], -1))
+    return k_eff, offset
 
 
 def _rf_step_edges(rft, rf_dt):

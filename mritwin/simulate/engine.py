@@ -15,6 +15,7 @@ from ..sequence.scanner import Scanner
 from ..sequence.sequence import Sequence
 from ..signal.noise import ReceiverNoise, sample_dwell
 from ..signal.signal import Signal
+from ..twin.motion import AbstractMotion
 from ..twin.twin import Twin
 from . import kernels
 from .kernels import Spins, State
@@ -51,6 +52,7 @@ def simulate(
     key: jax.Array | None = None,
     dtype=None,
     return_magnetization: bool = False,
+    motion=None,
 ) -> Signal:
     """Simulate the ADC signal of ``twin`` under ``seq``.
 
@@ -72,7 +74,11 @@ def simulate(
         key: `jax.random` key for the noise (required with ``noise``).
         dtype: ``jnp.float32`` (default) or ``jnp.float64`` (needs
             ``jax.config.update("jax_enable_x64", True)`` in your program).
-        return_magnetization: also return the final (n_spins, 3) magnetization.
+        return_magnetization: also return the final (n_spins, 3) magnetization (at the
+            spins' rest positions' frame, i.e. the magnetization vectors).
+        motion: optional rigid motion of the whole twin (`mritwin.Translation`,
+            `mritwin.PeriodicTranslation`, `mritwin.RigidPath`); ``twin.position`` is the
+            position at rest. Costs nothing per spin; ADC windows are stepped.
 
     Returns:
         A `Signal` with ``samples`` (n_coils, n_adc_samples), ``kspace`` and ``time``.
@@ -93,8 +99,10 @@ def simulate(
             raise ValueError("noise needs an explicit random key: simulate(..., noise=..., key=jax.random.key(0))")
     dtype = _resolve_dtype(dtype)
     scanner = Scanner() if scanner is None else scanner
+    if motion is not None and not isinstance(motion, AbstractMotion):
+        raise TypeError(f"motion must be a mritwin motion model (e.g. mritwin.Translation), got {motion!r}")
     if isinstance(seq, Sequence):
-        dseq, kspace, adc_event = _prepare(seq, scanner, method)
+        dseq, kspace, adc_event = _prepare(seq, scanner, method, motion)
     elif isinstance(seq, DiscreteSequence):
         dseq, adc_event = seq, None
         kspace = np.full((seq.n_adc, 3), np.nan)
@@ -142,7 +150,7 @@ def simulate(
 _PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _prepare(seq: Sequence, scanner: Scanner, method: Bloch):
+def _prepare(seq: Sequence, scanner: Scanner, method: Bloch, motion=None):
     """Discretize (and compute k-space) once per sequence, scanner and method.
 
     Sequences are immutable, so the result is cached on the sequence object (weakly) when
@@ -151,16 +159,16 @@ def _prepare(seq: Sequence, scanner: Scanner, method: Bloch):
     """
     key = (scanner, method.rf_dt, method.windows, method.ideal_spoiling)
     per_seq = _PREPARED.get(seq)
-    if per_seq is not None and key in per_seq:
+    if motion is None and per_seq is not None and key in per_seq:
         return per_seq[key]
     dseq = discretize(seq, scanner, rf_dt=method.rf_dt, windows=method.windows,
-                      ideal_spoiling=method.ideal_spoiling)
+                      ideal_spoiling=method.ideal_spoiling, motion=motion)
     kspace = seq.kspace()
     counts = [b.adc.num_samples for b in seq.blocks if b.adc is not None]
     adc_event = np.repeat(np.arange(len(counts)), counts)
     traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((dseq, kspace)))
     out = (dseq, kspace, adc_event)
-    if not traced:
+    if not traced and motion is None:
         _PREPARED.setdefault(seq, {})[key] = out
     return out
 
@@ -242,7 +250,7 @@ def _segmented_scan(body, init, xs):
     seg = max(1, int(round(n ** 0.5)))
     n_seg = -(-n // seg)
     pad = n_seg * seg - n
-    dt, k, b1, kind, sample, count, spoil = xs
+    dt, k, b1, kind, sample, count, spoil, c0 = xs
     if pad:
         dt = jnp.concatenate([dt, jnp.zeros((pad,), dt.dtype)])
         k = jnp.concatenate([k, jnp.zeros((pad, 3), k.dtype)])
@@ -251,7 +259,8 @@ def _segmented_scan(body, init, xs):
         sample = jnp.concatenate([sample, jnp.zeros((pad,), sample.dtype)])
         count = jnp.concatenate([count, jnp.zeros((pad,), count.dtype)])
         spoil = jnp.concatenate([spoil, jnp.zeros((pad,), spoil.dtype)])
-    xs = tuple(x.reshape((n_seg, seg) + x.shape[1:]) for x in (dt, k, b1, kind, sample, count, spoil))
+        c0 = jnp.concatenate([c0, jnp.zeros((pad,), c0.dtype)])
+    xs = tuple(x.reshape((n_seg, seg) + x.shape[1:]) for x in (dt, k, b1, kind, sample, count, spoil, c0))
 
     @functools.partial(jax.checkpoint, policy=jax.checkpoint_policies.nothing_saveable)
     def segment(m, seg_xs):
@@ -289,16 +298,16 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
         zero_win = jnp.zeros((n_coils, n_window), cdt)
 
         def body(m, step):
-            dt, k, b1dt, kind, sample, count, spoil = step
+            dt, k, b1dt, kind, sample, count, spoil, c0 = step
             if spoiling:
                 m = jax.lax.cond(spoil, lambda m: State(jnp.zeros_like(m.mx), jnp.zeros_like(m.my), m.mz),
                                  lambda m: m, m)
 
             def do_rf(m):
-                return kernels.rf_step(sp, m, dt, k, b1dt), zero_win
+                return kernels.rf_step(sp, m, dt, k, b1dt, c0), zero_win
 
             def do_free(m):
-                return kernels.free_step(sp, m, dt, k), zero_win
+                return kernels.free_step(sp, m, dt, k, c0), zero_win
 
             def do_window(m):
                 return kernels.window_step(sp, m, dt, k, count, n_window)
@@ -308,7 +317,7 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
             single = jax.lax.cond(sample, lambda: kernels.receive(sp, m), lambda: zero_single)
             return m, (single, win)
 
-        steps = (d.dt, d.kstep, d.b1dt, d.kind, d.sample, d.count, d.spoil)
+        steps = (d.dt, d.kstep, d.b1dt, d.kind, d.sample, d.count, d.spoil, d.cyc0)
         if checkpoint:
             m, (single, win) = _segmented_scan(body, m0, steps)
         else:

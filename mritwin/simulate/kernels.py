@@ -49,13 +49,14 @@ class State(NamedTuple):
     mz: jax.Array
 
 
-def _cycles(spins: Spins, k, dt):
-    return k[0] * spins.x + k[1] * spins.y + k[2] * spins.z + spins.df * dt
+def _cycles(spins: Spins, k, dt, c0=0.0):
+    return k[0] * spins.x + k[1] * spins.y + k[2] * spins.z + spins.df * dt + c0
 
 
-def free_step(spins: Spins, m: State, dt, k) -> State:
-    """Free precession and relaxation over ``dt`` with gradient moment ``k`` [1/m]: exact."""
-    cyc = _cycles(spins, k, dt)
+def free_step(spins: Spins, m: State, dt, k, c0=0.0) -> State:
+    """Free precession and relaxation over ``dt`` with gradient moment ``k`` [1/m] and an
+    extra phase ``c0`` [cycles] common to all spins: exact."""
+    cyc = _cycles(spins, k, dt, c0)
     cyc = cyc - jnp.round(cyc)
     phi = TWO_PI * cyc
     c, s = jnp.cos(phi), jnp.sin(phi)
@@ -71,11 +72,11 @@ def _relax(spins: Spins, m: State, e1, e2) -> State:
     return State(m.mx * e2, m.my * e2, m.mz * e1 + spins.pd * (1.0 - e1))
 
 
-def rf_step(spins: Spins, m: State, dt, k, b1dt) -> State:
+def rf_step(spins: Spins, m: State, dt, k, b1dt, c0=0.0) -> State:
     """RF step: relax dt/2, rotate about the constant effective field, relax dt/2."""
     wx = spins.b1 * jnp.real(b1dt)
     wy = spins.b1 * jnp.imag(b1dt)
-    wz = _cycles(spins, k, dt)
+    wz = _cycles(spins, k, dt, c0)
     n2 = wx * wx + wy * wy + wz * wz
     nonzero = n2 > 0
     nrm = jnp.sqrt(jnp.where(nonzero, n2, 1.0))

@@ -23,6 +23,7 @@ from .labels import (
     resample_fractions as resample_fractions,
     twin_from_labels as twin_from_labels,
 )
+from .patient import PatientContext as PatientContext
 from .tissues import (
     DEFAULT_LIBRARY as DEFAULT_LIBRARY,
     FAT_SPECTRUM_HAMILTON as FAT_SPECTRUM_HAMILTON,
