@@ -93,8 +93,10 @@ def _load_twin(spec: str):
     if spec.startswith("builtin:"):
         name = spec.split(":", 1)[1]
         fn = getattr(mt.phantoms, name, None)
-        public = [n for n in getattr(mt.phantoms, "__all__", []) if callable(getattr(mt.phantoms, n, None))]
-        if not name or fn is None or not callable(fn) or name.startswith("_"):
+        # the phantom builders that return twins (the *_labels ones return segmentations)
+        public = [n for n in getattr(mt.phantoms, "__all__", [])
+                  if callable(getattr(mt.phantoms, n, None)) and not n.endswith("_labels")]
+        if not name or not callable(fn) or name.startswith("_") or name.endswith("_labels"):
             raise UserError(f"unknown built-in twin {name!r}; available: {', '.join(public) or 'none'}")
         return fn()
     if not os.path.exists(spec):
