@@ -6,6 +6,7 @@ rotating-frame and Fourier sign conventions.
 
 from importlib.metadata import PackageNotFoundError as _PNF, version as _version
 
+from . import optimize as optimize
 from .constants import GAMMA_BAR as GAMMA_BAR
 from .io import (
     load_twin as load_twin,
