@@ -13,7 +13,7 @@ from tests.optimize._common import IDEAL, METHOD, flash_train, flip_contrast, tw
 SIM = dict(method=METHOD, scanner=IDEAL, dtype=jnp.float64)
 
 
-def check(f, x0, rel=1e-6, seed=0, h=1e-5):
+def assert_grad_matches_fd(f, x0, rel=1e-6, seed=0, h=1e-5):
     """Directional derivative along a random direction: autodiff vs central differences."""
     x0 = jnp.asarray(x0, jnp.float64)
     v = jnp.asarray(np.random.default_rng(seed).normal(size=x0.shape))
@@ -28,7 +28,7 @@ FLIPS = jnp.array([0.3, 0.5, 0.2, 0.4])
 
 def test_contrast_gradient_wrt_flips():
     tw = two_tissue_twin()
-    check(lambda f: flip_contrast(f, tw), FLIPS)
+    assert_grad_matches_fd(lambda f: flip_contrast(f, tw), FLIPS)
 
 
 def test_contrast_value_first_pulse():
@@ -54,7 +54,7 @@ def test_cnr_gradient_wrt_twin_t2():
     def f(t2):
         return mo.cnr(tw.replace(t2=t2), seq, "gray_matter", "white_matter", noise_std=0.01, **SIM)
 
-    check(f, tw.t2)
+    assert_grad_matches_fd(f, tw.t2)
 
 
 def test_signal_mse_and_magnitude_gradients_wrt_t1_and_flips():
@@ -65,8 +65,8 @@ def test_signal_mse_and_magnitude_gradients_wrt_t1_and_flips():
         return mo.signal_mse(mt.simulate(tw.replace(t1=t1), flash_train(FLIPS), **SIM), target)
 
     assert float(f(tw.t1)) == 0.0
-    check(f, tw.t1 * 1.2, h=1e-6)
-    check(lambda fl: mo.signal_magnitude(mt.simulate(tw, flash_train(fl), **SIM)), FLIPS)
+    assert_grad_matches_fd(f, tw.t1 * 1.2, h=1e-6)
+    assert_grad_matches_fd(lambda fl: mo.signal_magnitude(mt.simulate(tw, flash_train(fl), **SIM)), FLIPS)
 
 
 def test_image_mse_gradient_wrt_pd():
@@ -79,7 +79,7 @@ def test_image_mse_gradient_wrt_pd():
         img = jnp.fft.ifft2(jnp.reshape(pd, (4, 4)) * jnp.exp(0.3j))
         return mo.image_mse(img, target, mask=mask)
 
-    check(f, rng.uniform(0.5, 1, 16))
+    assert_grad_matches_fd(f, rng.uniform(0.5, 1, 16))
     assert float(mo.image_mse(target, target)) == 0.0
     assert np.isclose(float(mo.image_mse(jnp.zeros((4, 4)), target)), 1.0)
     with pytest.raises(ValueError, match="shape mismatch"):
@@ -95,7 +95,7 @@ def test_sar_penalty_hinge_and_gradient():
     assert np.all(np.asarray(g) == 0)
     # above: (b/limit - 1)^2, gradient vs FD
     assert np.isclose(float(mo.sar_penalty(seq_fn(FLIPS * 1.5), max_b1_rms=limit)), 0.25)
-    check(lambda f: mo.sar_penalty(seq_fn(f), max_b1_rms=limit), FLIPS * 1.5)
+    assert_grad_matches_fd(lambda f: mo.sar_penalty(seq_fn(f), max_b1_rms=limit), FLIPS * 1.5)
     with pytest.raises(ValueError, match="max_b1_rms must be > 0"):
         mo.sar_penalty(seq_fn(FLIPS), max_b1_rms=0.0)
 

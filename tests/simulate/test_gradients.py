@@ -51,7 +51,7 @@ def loss_of(sig):
     return jnp.sum(jnp.abs(s) ** 2) + jnp.real(jnp.sum(w * s))
 
 
-def check(f, x0, rel=1e-5, seed=0, h=None):
+def assert_grad_matches_fd(f, x0, rel=1e-5, seed=0, h=None):
     """Directional derivative along a random direction: autodiff vs central differences."""
     x0 = jnp.asarray(x0, jnp.float64)
     v = jnp.asarray(np.random.default_rng(seed).normal(size=x0.shape))
@@ -78,7 +78,7 @@ def test_gradient_wrt_twin_fields(field):
     x0 = getattr(base, field)
     # positions vary on the scale of 1/k (sub-mm): a smaller step keeps FD truncation < 1e-5
     h = 1e-7 if field == "position" else None
-    check(lambda x: loss_of(mt.simulate(base.replace(**{field: x}), seq0(), **F64)), x0, h=h)
+    assert_grad_matches_fd(lambda x: loss_of(mt.simulate(base.replace(**{field: x}), seq0(), **F64)), x0, h=h)
 
 
 @pytest.mark.parametrize("name", ["flip", "rf_phase", "g", "adc_phase"])
@@ -89,7 +89,7 @@ def test_gradient_wrt_sequence_values(name):
     def f(x):
         return loss_of(mt.simulate(base, make_seq(**{name: x}), **F64))
 
-    check(f, x0, rel=1e-5)
+    assert_grad_matches_fd(f, x0, rel=1e-5)
 
 
 def test_gradient_wrt_rf_waveform_samples():
@@ -99,4 +99,4 @@ def test_gradient_wrt_rf_waveform_samples():
     def f(x):
         return loss_of(mt.simulate(base, make_seq(shape=x.astype(jnp.complex128)), **F64))
 
-    check(f, shape0.real, rel=1e-5)
+    assert_grad_matches_fd(f, shape0.real, rel=1e-5)
