@@ -64,11 +64,11 @@ def save_twin(twin, path, *, compression: str | None = None) -> None:
 
     if not isinstance(twin, Twin):
         raise TypeError(f"save_twin needs a mritwin.Twin, got {type(twin).__name__}")
-    try:
-        from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
         mv = version("mritwin")
-    except Exception:
+    except PackageNotFoundError:  # running from a source tree
         mv = "unknown"
     with h5py.File(os.fspath(path), "w") as f:
         f.attrs["format"] = FORMAT

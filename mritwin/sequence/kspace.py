@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -24,10 +25,8 @@ def rf_roles(pulses) -> list[int]:
     for _, ev in pulses:
         use = ev.use
         if use == "undefined" or use == "other":
-            try:
-                flip = ev.flip_angle()
-            except Exception:  # traced values: fall back to excitation
-                flip = 0.0
+            traced = any(isinstance(v, jax.core.Tracer) for v in (ev.amplitude, ev.shape, ev.phase_offset))
+            flip = 0.0 if traced else ev.flip_angle()  # traced values: classify as excitation
             use = "refocusing" if np.degrees(flip) > 150 else "excitation"
         roles.append({"excitation": _EXCITE, "refocusing": _REFOCUS}.get(use, _NONE))
     return roles
