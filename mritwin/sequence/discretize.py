@@ -61,6 +61,8 @@ class DiscreteSequence(eqx.Module):
         kind: (n_steps,) int32: 0 RF, 1 free precession, 2 ADC window.
         sample: (n_steps,) bool: an ADC sample is taken at the end of the step.
         count: (n_steps,) int32: number of intervals of a window step (else 0).
+        bstep: (n_steps,) diffusion weighting accumulated over the step along the current
+            coherence pathway, ``(2π)² ∫|k(t)|² dt`` [s/m²] (0 unless ``diffusion=True``).
         cyc0: (n_steps,) phase added to every spin in the step [cycles] (rigid motion;
             0 without motion).
         spoil: (n_steps,) bool: ideal spoiling — transverse magnetization is set to zero
@@ -83,6 +85,7 @@ class DiscreteSequence(eqx.Module):
     count: jax.Array
     spoil: jax.Array
     cyc0: jax.Array
+    bstep: jax.Array
     out_index: jax.Array
     demod: jax.Array
     adc_time: jax.Array
@@ -101,11 +104,12 @@ class DiscreteSequence(eqx.Module):
         """Cast the floating-point arrays to ``dtype`` (complex ones to the matching complex)."""
         cdt = jnp.complex128 if jnp.dtype(dtype) == jnp.float64 else jnp.complex64
         return eqx.tree_at(
-            lambda d: (d.dt, d.t, d.kstep, d.b1dt, d.demod, d.adc_time, d.cyc0),
+            lambda d: (d.dt, d.t, d.kstep, d.b1dt, d.demod, d.adc_time, d.cyc0, d.bstep),
             self,
             (jnp.asarray(self.dt, dtype), jnp.asarray(self.t, dtype), jnp.asarray(self.kstep, dtype),
              jnp.asarray(self.b1dt, cdt), jnp.asarray(self.demod, cdt),
-             jnp.asarray(self.adc_time, dtype), jnp.asarray(self.cyc0, dtype)),
+             jnp.asarray(self.adc_time, dtype), jnp.asarray(self.cyc0, dtype),
+             jnp.asarray(self.bstep, dtype)),
         )
 
 
@@ -126,6 +130,7 @@ def discretize(
     bucket: bool = True,
     ideal_spoiling: bool = False,
     motion=None,
+    diffusion: bool = False,
 ) -> DiscreteSequence:
     """Discretize ``seq`` into a `DiscreteSequence` (see the module docstring).
 
@@ -144,6 +149,10 @@ def discretize(
         motion: optional rigid motion (`mritwin.twin.motion.AbstractMotion`): folded into
             each step's k-vector and a per-step phase (exact for motion linear within a
             step); ADC windows are then stepped sample by sample.
+        diffusion: compute ``bstep`` for the analytic diffusion attenuation
+            ``Mxy *= exp(-D bstep)`` (k-space pathway: k reset at each excitation centre,
+            negated at each refocusing centre; exact for single-pathway sequences such as
+            PGSE). ADC windows are then stepped.
 
     Returns:
         The discretized sequence; values are NumPy/JAX arrays (JAX when any event value
@@ -182,7 +191,7 @@ def discretize(
 
     # ---- windows --------------------------------------------------------------------
     win_first = np.zeros(0, np.int64)  # ADC event index of each window
-    if motion is not None:
+    if motion is not None or diffusion:
         windows = False
     if windows and adt.count.size:
         cand = np.nonzero(adt.count >= _MIN_WINDOW)[0]
@@ -270,9 +279,49 @@ def discretize(
     return DiscreteSequence(
         dt=pad(dt), t=pad(t_start, total), kstep=pad(kstep), b1dt=pad(b1dt),
         kind=pad(kind.astype(np.int32), 1), sample=pad(sample, False), cyc0=pad(cyc0),
+        bstep=pad(_pathway_b(seq, gt, rft, sa, sb, gb) if diffusion else np.zeros(m)),
         count=pad(count.astype(np.int32)), spoil=pad(spoil, False), out_index=out_index.astype(np.int32),
         demod=adt.demod, adc_time=adt.time, n_window=n_window, n_real_steps=m,
     )
+
+
+def _pathway_b(seq, gt, rft, sa, sb, gb):
+    """(n_steps,) (2π)² ∫|k|² dt over each step along the k-space pathway [s/m²].
+
+    Integrated exactly: on a grid holding every step edge, gradient corner and RF centre,
+    G is linear so k is quadratic and |k|² quartic, which 3-point Gauss–Legendre
+    quadrature integrates exactly.
+    """
+    from .kspace import _EXCITE, _NONE, rf_roles
+
+    starts = seq.block_starts()
+    centres = np.array([starts[b] + ev.delay + ev.center for b, ev in rft.pulses]) if rft.pulses else np.zeros(0)
+    roles = np.asarray(rf_roles(rft.pulses), int) if rft.pulses else np.zeros(0, int)
+    keep = roles != _NONE
+    centres, roles = centres[keep], roles[keep]
+    grid = np.unique(np.concatenate([sa, sb, gt.t0, gt.t1, centres]))
+    grid = grid[(grid >= sa[0]) & (grid <= sb[-1])]
+    u, v = grid[:-1], grid[1:]
+    k_inc = gb * np.asarray(gradient_moments(gt, u, v))  # (n_fine, 3)
+    # k at the start of each fine interval, with resets/negations at RF centres
+    k_start = np.zeros_like(k_inc)
+    kc = np.zeros(3)
+    ci = 0
+    for i in range(u.size):
+        while ci < centres.size and centres[ci] <= u[i] + 1e-15:
+            kc = np.zeros(3) if roles[ci] == _EXCITE else -kc
+            ci += 1
+        k_start[i] = kc
+        kc = kc + k_inc[i]
+    nodes = np.array([-np.sqrt(0.6), 0.0, np.sqrt(0.6)])
+    weights = np.array([5.0, 8.0, 5.0]) / 18.0
+    integral = np.zeros(u.size)
+    for x, w in zip(nodes, weights):
+        tq = u + (v - u) * (x + 1) / 2
+        kq = k_start + gb * np.asarray(gradient_moments(gt, u, tq))
+        integral += w * (v - u) * np.sum(kq * kq, axis=1)
+    step = np.searchsorted(sb, 0.5 * (u + v))
+    return (2 * np.pi) ** 2 * np.bincount(step, weights=integral, minlength=sa.size)
 
 
 def _apply_motion(motion, gt, sa, sb, gb):

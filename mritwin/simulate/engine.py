@@ -126,12 +126,16 @@ def simulate(
     devices = jax.local_devices() if method.shard else jax.local_devices()[:1]
     n_dev = len(devices)
     chunk = method.chunk_size or _default_chunk(-(-twin.n_spins // n_dev))
-    spins, n_chunks = _pack_spins(twin, sens, chunk, dtype, n_dev)
+    if method.analytic_diffusion and twin.diffusion is None:
+        raise ValueError("Bloch(analytic_diffusion=True) needs twin.diffusion [m^2/s]")
+    spins, n_chunks = _pack_spins(twin, sens, chunk, dtype, n_dev,
+                                  diffusion=method.analytic_diffusion)
     sharding = spin_sharding(devices) if n_dev > 1 else None
     d = dseq.astype(dtype)
     samples, mag = _core(spins, d, n_chunks=n_chunks, chunk=chunk, n_window=d.n_window,
                          checkpoint=method.checkpoint, want_mag=return_magnetization,
-                         spoiling=method.ideal_spoiling, sharding=sharding)
+                         spoiling=method.ideal_spoiling, sharding=sharding,
+                         diffusion=method.analytic_diffusion)
     if mag is not None:
         mag = mag[: twin.n_spins]
     sig = Signal(
@@ -157,12 +161,13 @@ def _prepare(seq: Sequence, scanner: Scanner, method: Bloch, motion=None):
     its values are concrete; with traced values (differentiating through the sequence)
     it is recomputed inside the trace.
     """
-    key = (scanner, method.rf_dt, method.windows, method.ideal_spoiling)
+    key = (scanner, method.rf_dt, method.windows, method.ideal_spoiling, method.analytic_diffusion)
     per_seq = _PREPARED.get(seq)
     if motion is None and per_seq is not None and key in per_seq:
         return per_seq[key]
     dseq = discretize(seq, scanner, rf_dt=method.rf_dt, windows=method.windows,
-                      ideal_spoiling=method.ideal_spoiling, motion=motion)
+                      ideal_spoiling=method.ideal_spoiling, motion=motion,
+                      diffusion=method.analytic_diffusion)
     kspace = seq.kspace()
     counts = [b.adc.num_samples for b in seq.blocks if b.adc is not None]
     adc_event = np.repeat(np.arange(len(counts)), counts)
@@ -199,7 +204,7 @@ def _rate(t):
     return jnp.where(jnp.isinf(t), 0.0, 1.0 / t)
 
 
-def _pack_spins(twin: Twin, sens, chunk: int, dtype, n_dev: int = 1):
+def _pack_spins(twin: Twin, sens, chunk: int, dtype, n_dev: int = 1, diffusion: bool = False):
     """Per-spin arrays shaped (n_dev, n_chunks per device, chunk), zero-PD padded."""
     n = twin.n_spins
     n_chunks = max(1, -(-n // chunk))
@@ -233,6 +238,7 @@ def _pack_spins(twin: Twin, sens, chunk: int, dtype, n_dev: int = 1):
         df=prep(zeros if twin.delta_f is None else twin.delta_f),
         b1=prep(jnp.ones(n, dtype) if twin.b1 is None else twin.b1, 1.0),
         coil_re=coil_re, coil_im=coil_im,
+        diffusion=prep(twin.diffusion) if diffusion else None,
     )
     return spins, n_chunks
 
@@ -250,7 +256,7 @@ def _segmented_scan(body, init, xs):
     seg = max(1, int(round(n ** 0.5)))
     n_seg = -(-n // seg)
     pad = n_seg * seg - n
-    dt, k, b1, kind, sample, count, spoil, c0 = xs
+    dt, k, b1, kind, sample, count, spoil, c0, bs = xs
     if pad:
         dt = jnp.concatenate([dt, jnp.zeros((pad,), dt.dtype)])
         k = jnp.concatenate([k, jnp.zeros((pad, 3), k.dtype)])
@@ -260,7 +266,9 @@ def _segmented_scan(body, init, xs):
         count = jnp.concatenate([count, jnp.zeros((pad,), count.dtype)])
         spoil = jnp.concatenate([spoil, jnp.zeros((pad,), spoil.dtype)])
         c0 = jnp.concatenate([c0, jnp.zeros((pad,), c0.dtype)])
-    xs = tuple(x.reshape((n_seg, seg) + x.shape[1:]) for x in (dt, k, b1, kind, sample, count, spoil, c0))
+        bs = jnp.concatenate([bs, jnp.zeros((pad,), bs.dtype)])
+    xs = tuple(x.reshape((n_seg, seg) + x.shape[1:])
+               for x in (dt, k, b1, kind, sample, count, spoil, c0, bs))
 
     @functools.partial(jax.checkpoint, policy=jax.checkpoint_policies.nothing_saveable)
     def segment(m, seg_xs):
@@ -285,9 +293,9 @@ def spin_sharding(devices=None):
 
 
 @functools.partial(jax.jit, static_argnames=("n_chunks", "chunk", "n_window", "checkpoint", "want_mag",
-                                              "spoiling", "sharding"))
+                                              "spoiling", "sharding", "diffusion"))
 def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, checkpoint, want_mag,
-          spoiling=False, sharding=None):
+          spoiling=False, sharding=None, diffusion=False):
     _TRACES["core"] += 1
     n_coils = 1 if spins.coil_re is None else spins.coil_re.shape[2]
     cdt = d.b1dt.dtype
@@ -298,7 +306,7 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
         zero_win = jnp.zeros((n_coils, n_window), cdt)
 
         def body(m, step):
-            dt, k, b1dt, kind, sample, count, spoil, c0 = step
+            dt, k, b1dt, kind, sample, count, spoil, c0, bstep = step
             if spoiling:
                 m = jax.lax.cond(spoil, lambda m: State(jnp.zeros_like(m.mx), jnp.zeros_like(m.my), m.mz),
                                  lambda m: m, m)
@@ -314,10 +322,12 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
 
             branches = [do_rf, do_free] + ([do_window] if n_window else [])
             m, win = jax.lax.switch(kind, branches, m)
+            if diffusion:
+                m = kernels.diffuse(sp, m, bstep)
             single = jax.lax.cond(sample, lambda: kernels.receive(sp, m), lambda: zero_single)
             return m, (single, win)
 
-        steps = (d.dt, d.kstep, d.b1dt, d.kind, d.sample, d.count, d.spoil, d.cyc0)
+        steps = (d.dt, d.kstep, d.b1dt, d.kind, d.sample, d.count, d.spoil, d.cyc0, d.bstep)
         if checkpoint:
             m, (single, win) = _segmented_scan(body, m0, steps)
         else:

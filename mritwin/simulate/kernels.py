@@ -41,6 +41,7 @@ class Spins(NamedTuple):
     b1: jax.Array  # B1+ scale [1]
     coil_re: jax.Array | None  # (n_coils, n) or None for a single uniform coil
     coil_im: jax.Array | None
+    diffusion: jax.Array | None = None  # D [m^2/s] when the analytic diffusion option is on
 
 
 class State(NamedTuple):
@@ -97,6 +98,12 @@ def rf_step(spins: Spins, m: State, dt, k, b1dt, c0=0.0) -> State:
         m.mz * c - cz * s + uz * udm,
     )
     return _relax(spins, m, e1, e2)
+
+
+def diffuse(spins: Spins, m: State, bstep) -> State:
+    """Analytic diffusion attenuation of the transverse magnetization: ``exp(-D b)``."""
+    f = jnp.exp(-spins.diffusion * bstep)
+    return State(m.mx * f, m.my * f, m.mz)
 
 
 def receive(spins: Spins, m: State) -> jax.Array:

@@ -29,6 +29,12 @@ class Bloch(AbstractSimMethod):
             product) instead of one step per sample.
         chunk_size: spins simulated at once (peak memory is proportional to it).
             ``None``: up to 65 536 (CPU) or 2 097 152 (GPU) spins.
+        analytic_diffusion: attenuate each spin's transverse magnetization by
+            ``exp(-D b)`` with the diffusion weighting ``b`` accumulated along the k-space
+            pathway (``twin.diffusion``; k reset at excitations, negated at refocusing
+            pulses). Exact for single-pathway sequences (PGSE, spin and gradient echoes);
+            stimulated-echo pathways are not tracked. Off by default: ``twin.diffusion`` is
+            then not simulated.
         shard: split the spins over all local JAX devices (``jax.local_devices()``) when
             there is more than one; results equal a single-device run to float rounding.
         ideal_spoiling: null the transverse magnetization at the start of every
@@ -51,6 +57,7 @@ class Bloch(AbstractSimMethod):
     checkpoint: bool = eqx.field(default=True, static=True)
     ideal_spoiling: bool = eqx.field(default=False, static=True)
     shard: bool = eqx.field(default=True, static=True)
+    analytic_diffusion: bool = eqx.field(default=False, static=True)
 
     def __check_init__(self):
         if self.rf_dt is not None and not self.rf_dt > 0:
