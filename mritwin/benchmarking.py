@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
 import statistics
 import time
 
@@ -152,6 +151,11 @@ def numpy_reference(twin: mt.Twin, dseq) -> np.ndarray:
 
 
 def rss_mb() -> float:
+    """Peak resident memory of this process [MB] (NaN where the platform cannot tell)."""
+    try:
+        import resource  # Unix only
+    except ImportError:
+        return float("nan")
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
