@@ -347,8 +347,8 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
     init = (jnp.zeros((n_steps, n_coils), cdt), jnp.zeros((n_steps, n_coils, n_window), cdt))
 
     def per_device(sp_dev):
-        if sp_dev.x.shape[0] == 1:
-            (single, win), mags = chunk_fn(jax.tree_util.tree_map(lambda x: x[0], sp_dev))
+        if sp_dev.x.shape[0] == 1:  # one chunk: no chunk-level remat needed
+            (single, win), mags = run_chunk(jax.tree_util.tree_map(lambda x: x[0], sp_dev))
             return (single, win), (None if mags is None else mags[None])
         return jax.lax.scan(map_body, init, sp_dev)
 
