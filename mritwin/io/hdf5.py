@@ -28,6 +28,8 @@ import os
 
 import numpy as np
 
+from ._h5 import open_h5
+
 __all__ = ["save_twin", "load_twin", "FORMAT", "VERSION"]
 
 FORMAT = "mritwin.twin"
@@ -93,17 +95,9 @@ def load_twin(path):
         ValueError: missing file, not an mritwin twin file, a newer schema version, a
             missing required dataset, or invalid values (the message names the file).
     """
-    import h5py
-
     from ..twin.twin import Twin
 
-    p = os.fspath(path)
-    if not os.path.exists(p):
-        raise ValueError(f"twin file not found: {p}")
-    try:
-        f = h5py.File(p, "r")
-    except OSError as e:
-        raise ValueError(f"cannot open {p} as HDF5: {e}") from None
+    f, p = open_h5(path, "twin file")
     with f:
         fmt = f.attrs.get("format")
         if isinstance(fmt, bytes):

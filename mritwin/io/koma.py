@@ -23,6 +23,8 @@ import os
 
 import numpy as np
 
+from ._h5 import open_h5
+
 __all__ = ["read_koma", "write_koma"]
 
 
@@ -45,17 +47,9 @@ def read_koma(path, *, infinite_threshold: float | None = None, ignore_motion: b
         NotImplementedError: motion, anisotropic diffusion or a complex B1 (a Twin
             holds a real B1+ scale).
     """
-    import h5py
-
     from ..twin.twin import Twin
 
-    p = os.fspath(path)
-    if not os.path.exists(p):
-        raise ValueError(f"Koma phantom file not found: {p}")
-    try:
-        f = h5py.File(p, "r")
-    except OSError as e:
-        raise ValueError(f"cannot open {p} as HDF5: {e}") from None
+    f, p = open_h5(path, "Koma phantom file")
     with f:
         if "position" not in f or "contrast" not in f:
             raise ValueError(f"{p}: not a KomaMRI phantom (needs /position and /contrast groups)")
