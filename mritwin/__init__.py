@@ -50,13 +50,19 @@ from .sequence.safety import (
 from .sequence.timing import check_timing as check_timing, echo_times as echo_times
 from .signal import Signal as Signal
 from .signal.noise import ReceiverNoise as ReceiverNoise, add_noise as add_noise
-from .simulate import AbstractSimMethod as AbstractSimMethod, Bloch as Bloch, simulate as simulate
+from .simulate import (
+    AbstractSimMethod as AbstractSimMethod,
+    Bloch as Bloch,
+    NUFFTReadout as NUFFTReadout,
+    simulate as simulate,
+)
 from .twin import (
     DEFAULT_LIBRARY as DEFAULT_LIBRARY,
     PatientContext as PatientContext,
     Tissue as Tissue,
     TissueLibrary as TissueLibrary,
     Twin as Twin,
+    dynamics as dynamics,
     lorentzian_offsets as lorentzian_offsets,
     phantoms as phantoms,
     tissue_parameters as tissue_parameters,
@@ -65,6 +71,17 @@ from .twin import (
     with_b1_map as with_b1_map,
     with_coil_sensitivities as with_coil_sensitivities,
     with_isochromats as with_isochromats,
+)
+from .twin.dynamics import (
+    CardiacWaveform as CardiacWaveform,
+    ContrastAgent as ContrastAgent,
+    DisplacementField as DisplacementField,
+    Flow as Flow,
+    RandomWalk as RandomWalk,
+    RespiratoryWaveform as RespiratoryWaveform,
+    SpinPaths as SpinPaths,
+    parker_aif as parker_aif,
+    tofts as tofts,
 )
 from .twin.motion import (
     AbstractMotion as AbstractMotion,

@@ -52,6 +52,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     g.add_argument("--snr", type=float, default=None,
                    help="receiver noise as the SNR of the peak k-space sample")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    p.add_argument("--nufft", type=float, default=None, metavar="TOL",
+                   help="evaluate ADC windows with the NUFFT readout to relative tolerance TOL "
+                        "(e.g. 1e-4; >= 1e-6 in single precision); default: exact windows")
     p.add_argument("--precision", choices=("single", "double"), default="single",
                    help="floating-point precision of the simulation (default single)")
     p.add_argument("--device", choices=("cpu", "gpu"), default=None,
@@ -142,7 +145,7 @@ def _one_line(e: BaseException) -> str:
 
 
 def _simulate_chunked(twin, seq, *, coils, dtype, progress: _Progress, max_chunks: int = 10,
-                      min_spins: int = 8192, granule: int = 4096):
+                      min_spins: int = 8192, granule: int = 4096, method=None):
     """Simulate in equal spin chunks (spins are independent: signals add), with a progress bar.
 
     The last chunk is padded with spins of zero proton density so that every chunk has
@@ -157,7 +160,7 @@ def _simulate_chunked(twin, seq, *, coils, dtype, progress: _Progress, max_chunk
     n_chunks = 1 if n <= min_spins else min(max_chunks, -(-n // granule))
     if n_chunks == 1:
         progress.bar(0, 1, "simulate")
-        sig = mt.simulate(twin, seq, coils=coils, dtype=dtype)
+        sig = mt.simulate(twin, seq, coils=coils, dtype=dtype, method=method)
         sig.samples.block_until_ready()
         progress.bar(1, 1, "simulate")
         return sig
@@ -174,7 +177,7 @@ def _simulate_chunked(twin, seq, *, coils, dtype, progress: _Progress, max_chunk
         part = twin[idx]
         part = part.replace(pd=jnp.where(jnp.asarray(real), part.pd, 0.0))
         c = None if coils is None else jnp.asarray(coils)[:, idx]
-        sig = mt.simulate(part, seq, coils=c, dtype=dtype)
+        sig = mt.simulate(part, seq, coils=c, dtype=dtype, method=method)
         total = sig.samples if total is None else total + sig.samples
         total.block_until_ready()
         progress.bar(i + 1, n_chunks, "simulate")
@@ -207,6 +210,11 @@ def _run(args) -> int:
         raise UserError(f"--snr must be > 0, got {args.snr}")
     if args.b0 is not None and not args.b0 > 0:
         raise UserError(f"--b0 must be > 0 [T], got {args.b0}")
+    if args.nufft is not None:
+        floor = 1e-6 if args.precision == "single" else 1e-14
+        if not floor <= args.nufft < 1:
+            raise UserError(f"--nufft tolerance must be in [{floor:g}, 1) in {args.precision} precision, "
+                            f"got {args.nufft:g}")
 
     import jax  # noqa: PLC0415
 
@@ -279,7 +287,8 @@ def _pipeline(args, seq, twin, tmp, progress, timings) -> dict:
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            sig = _simulate_chunked(twin, seq, coils=coils, dtype=dtype, progress=progress)
+            method = None if args.nufft is None else mt.Bloch(readout=mt.NUFFTReadout(args.nufft))
+            sig = _simulate_chunked(twin, seq, coils=coils, dtype=dtype, progress=progress, method=method)
         for w in caught:
             msg = _one_line(w.message)
             if msg not in notes:

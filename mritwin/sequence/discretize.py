@@ -16,6 +16,10 @@ The sequence timeline is cut into *steps*:
   gradient without RF becomes one step of ``count = n_samples - 1`` identical intervals;
   the engine evaluates all of its samples at once (exactly: the per-interval evolution
   is the same, so sample ``n`` is the first sample's magnetization times ``z**n``).
+- **General window steps** (``kind = 3``, only with ``general_windows=True``, used by the
+  NUFFT readout): an ADC event without RF on a time-varying gradient (ramp sampling,
+  spirals) becomes one step from its first to its last sample; the k-space offset and
+  time of every sample relative to the first are tabulated in ``wk``/``wt``.
 
 Frame
 -----
@@ -43,9 +47,9 @@ from .scanner import Scanner
 from .sequence import Sequence
 from .timeline import _overlaps, adc_table, gradient_moments, gradient_table, rf_table
 
-__all__ = ["DiscreteSequence", "discretize", "RF_STEP", "FREE_STEP", "WINDOW_STEP"]
+__all__ = ["DiscreteSequence", "discretize", "RF_STEP", "FREE_STEP", "WINDOW_STEP", "GENERAL_WINDOW_STEP"]
 
-RF_STEP, FREE_STEP, WINDOW_STEP = 0, 1, 2
+RF_STEP, FREE_STEP, WINDOW_STEP, GENERAL_WINDOW_STEP = 0, 1, 2, 3
 _MIN_WINDOW = 4  # ADC events with fewer samples are stepped
 _MAX_WINDOW_BUFFER = 1 << 24  # entries of the (n_steps, n_window) window output buffer
 
@@ -58,7 +62,7 @@ class DiscreteSequence(eqx.Module):
         t: (n_steps,) step start time [s].
         kstep: (n_steps, 3) ``γ̄ ∫G dt`` over the step (one interval of a window) [1/m].
         b1dt: (n_steps,) complex ``γ̄ ∫B1 dt`` in the simulation frame [1] (cycles).
-        kind: (n_steps,) int32: 0 RF, 1 free precession, 2 ADC window.
+        kind: (n_steps,) int32: 0 RF, 1 free precession, 2 ADC window, 3 general ADC window.
         sample: (n_steps,) bool: an ADC sample is taken at the end of the step.
         count: (n_steps,) int32: number of intervals of a window step (else 0).
         bstep: (n_steps,) diffusion weighting accumulated over the step along the current
@@ -74,6 +78,10 @@ class DiscreteSequence(eqx.Module):
         adc_time: (n_adc,) sample times [s].
         n_window: static window length (0 when the sequence has no windows).
         n_real_steps: static number of steps before padding.
+        wk: (n_general, n_window, 3) k-space offset ``γ̄ ∫G dt`` [1/m] of samples 1..N-1 of
+            each general window from its first sample (zero padded).
+        wt: (n_general, n_window) time of those samples from the first sample [s].
+        widx: (n_steps,) int32: index into ``wk``/``wt`` of a general window step (else 0).
     """
 
     dt: jax.Array
@@ -91,6 +99,14 @@ class DiscreteSequence(eqx.Module):
     adc_time: jax.Array
     n_window: int = eqx.field(static=True)
     n_real_steps: int = eqx.field(static=True)
+    wk: jax.Array | None = None
+    wt: jax.Array | None = None
+    widx: jax.Array | None = None
+
+    @property
+    def n_general(self) -> int:
+        """Number of general (time-varying gradient) ADC windows."""
+        return 0 if self.wk is None else int(self.wk.shape[0])
 
     @property
     def n_steps(self) -> int:
@@ -103,9 +119,13 @@ class DiscreteSequence(eqx.Module):
     def astype(self, dtype) -> DiscreteSequence:
         """Cast the floating-point arrays to ``dtype`` (complex ones to the matching complex)."""
         cdt = jnp.complex128 if jnp.dtype(dtype) == jnp.float64 else jnp.complex64
+        out = self
+        if self.n_general:
+            out = eqx.tree_at(lambda d: (d.wk, d.wt), self,
+                              (jnp.asarray(self.wk, dtype), jnp.asarray(self.wt, dtype)))
         return eqx.tree_at(
             lambda d: (d.dt, d.t, d.kstep, d.b1dt, d.demod, d.adc_time, d.cyc0, d.bstep),
-            self,
+            out,
             (jnp.asarray(self.dt, dtype), jnp.asarray(self.t, dtype), jnp.asarray(self.kstep, dtype),
              jnp.asarray(self.b1dt, cdt), jnp.asarray(self.demod, cdt),
              jnp.asarray(self.adc_time, dtype), jnp.asarray(self.cyc0, dtype),
@@ -131,6 +151,8 @@ def discretize(
     ideal_spoiling: bool = False,
     motion=None,
     diffusion: bool = False,
+    general_windows: bool = False,
+    max_dt: float | None = None,
 ) -> DiscreteSequence:
     """Discretize ``seq`` into a `DiscreteSequence` (see the module docstring).
 
@@ -153,6 +175,13 @@ def discretize(
             ``Mxy *= exp(-D bstep)`` (k-space pathway: k reset at each excitation centre,
             negated at each refocusing centre; exact for single-pathway sequences such as
             PGSE). ADC windows are then stepped.
+        general_windows: also collapse ADC events on time-varying gradients (without RF)
+            into one step each (``kind = 3``), for readouts that evaluate a whole window
+            at once (the NUFFT readout). Needs concrete (untraced) gradient values;
+            otherwise those events are stepped.
+        max_dt: cut steps outside RF pulses that are longer than this [s] into equal
+            steps of at most ``max_dt`` (for per-spin dynamics such as random walks,
+            `mritwin.twin.dynamics`). Default: no limit.
 
     Returns:
         The discretized sequence; values are NumPy/JAX arrays (JAX when any event value
@@ -172,6 +201,8 @@ def discretize(
     bounds = np.concatenate([[0.0, total], rf_edges, adt.time])
     bounds = np.unique(np.round(bounds, 12))
     bounds = bounds[(bounds >= 0) & (bounds <= round(total, 12) + 1e-12)]
+    if max_dt is not None:
+        bounds = _subdivide_free_steps(bounds, rft, max_dt)
     a, b = bounds[:-1], bounds[1:]
     n = a.size
 
@@ -191,6 +222,7 @@ def discretize(
 
     # ---- windows --------------------------------------------------------------------
     win_first = np.zeros(0, np.int64)  # ADC event index of each window
+    win_general = np.zeros(0, bool)
     if motion is not None or diffusion:
         windows = False
     if windows and adt.count.size:
@@ -201,14 +233,19 @@ def discretize(
             s0, s1 = step_of_sample[f0], step_of_sample[f1]
             ok = (s1 - s0 == adt.count[cand] - 1) & ~is_rf[s0]
             ok &= ~np.array([is_rf[x + 1:y + 1].any() for x, y in zip(s0, s1)], bool)
-            ok &= _constant_gradient(gt, adt.time[f0], adt.time[f1])
+            const = _constant_gradient(gt, adt.time[f0], adt.time[f1])
+            if not (general_windows and not isinstance(gt.values, jax.core.Tracer)):
+                ok &= const
             cand = cand[ok]
+            win_general = ~const[ok]
         # window outputs are (n_steps, n_window) per coil: fall back to stepping when that
         # buffer would exceed _MAX_WINDOW_BUFFER entries (and be mostly padding)
         n_after = n - int((adt.count[cand] - 2).sum()) if cand.size else n
         buffer = n_after * (int(adt.count[cand].max()) if cand.size else 0)
         if cand.size and buffer <= max(_MAX_WINDOW_BUFFER, 4 * adt.time.size):
             win_first = cand
+        else:
+            win_general = np.zeros(0, bool)
 
     # Build the step list: every step, except that the N-1 steps of a window become one.
     keep = np.ones(n, bool)
@@ -225,9 +262,9 @@ def discretize(
         ws = s0 + 1
         win_step = ws
         int_a[ws] = adt.time[f0]
-        int_b[ws] = adt.time[f0] + adt.dwell[win_first]
+        int_b[ws] = np.where(win_general, adt.time[f0 + N - 1], adt.time[f0] + adt.dwell[win_first])
         count[ws] = N - 1
-        kind[ws] = 2
+        kind[ws] = np.where(win_general, GENERAL_WINDOW_STEP, WINDOW_STEP)
     new_index = np.cumsum(keep) - 1
     sa, sb = int_a[keep], int_b[keep]
     t_start = a[keep]
@@ -270,6 +307,11 @@ def discretize(
     else:
         kstep, cyc0 = _apply_motion(motion, gt, sa, sb, gb)
     b1dt = _rf_integrals(rft, sa, sb, kind == 0, gb)
+    wk = wt = widx = None
+    if win_general.any():
+        wk, wt, widx = _general_windows(gt, adt, win_first[win_general], new_index[win_step[win_general]],
+                                        n_window, m, gb)
+
     def pad(x, value=0):
         if n_pad == m:
             return x
@@ -282,7 +324,44 @@ def discretize(
         bstep=pad(_pathway_b(seq, gt, rft, sa, sb, gb) if diffusion else np.zeros(m)),
         count=pad(count.astype(np.int32)), spoil=pad(spoil, False), out_index=out_index.astype(np.int32),
         demod=adt.demod, adc_time=adt.time, n_window=n_window, n_real_steps=m,
+        wk=wk, wt=wt, widx=None if widx is None else pad(widx),
     )
+
+
+def _subdivide_free_steps(bounds, rft, max_dt):
+    """Step boundaries with every step outside RF pulses longer than ``max_dt`` [s] cut
+    into equal parts (dynamics: `mritwin.twin.dynamics`)."""
+    if not (max_dt is not None and np.isfinite(max_dt) and max_dt > 0):
+        raise ValueError(f"max_dt must be > 0 [s], got {max_dt}")
+    a, b = bounds[:-1], bounds[1:]
+    mid = 0.5 * (a + b)
+    in_rf = np.zeros(a.size, bool)
+    if rft.periods.size:
+        p = np.searchsorted(rft.periods[:, 0], mid, side="right") - 1
+        ok = p >= 0
+        in_rf[ok] = mid[ok] < rft.periods[p[ok], 1]
+    parts = np.maximum(np.ceil((b - a) / max_dt - 1e-9), 1).astype(np.int64)
+    parts[in_rf] = 1
+    extra = parts - 1
+    idx = np.repeat(np.arange(a.size), extra)
+    j = np.arange(idx.size) - np.repeat(np.cumsum(extra) - extra, extra) + 1
+    cuts = a[idx] + (b - a)[idx] * j / parts[idx]
+    return np.unique(np.round(np.concatenate([bounds, cuts]), 12))
+
+
+def _general_windows(gt, adt, events, steps, n_window, n_steps, gb):
+    """Sample k-space offsets (n, n_window, 3) [1/m] and times (n, n_window) [s] of general
+    windows, relative to each window's first sample, and the per-step window index."""
+    wk = np.zeros((events.size, n_window, 3))
+    wt = np.zeros((events.size, n_window))
+    for i, ev in enumerate(events):
+        f0, c = adt.first[ev], adt.count[ev]
+        ts = adt.time[f0 + 1:f0 + c]
+        wt[i, :c - 1] = ts - adt.time[f0]
+        wk[i, :c - 1] = gb * np.asarray(gradient_moments(gt, np.full(c - 1, adt.time[f0]), ts))
+    widx = np.zeros(n_steps, np.int32)
+    widx[steps] = np.arange(events.size)
+    return wk, wt, widx
 
 
 def _pathway_b(seq, gt, rft, sa, sb, gb):

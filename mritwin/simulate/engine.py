@@ -15,6 +15,7 @@ from ..sequence.scanner import Scanner
 from ..sequence.sequence import Sequence
 from ..signal.noise import ReceiverNoise, sample_dwell
 from ..signal.signal import Signal
+from ..twin.dynamics import AbstractDynamics, combine_effects
 from ..twin.motion import AbstractMotion
 from ..twin.twin import Twin
 from . import kernels
@@ -53,6 +54,7 @@ def simulate(
     dtype=None,
     return_magnetization: bool = False,
     motion=None,
+    dynamics=None,
 ) -> Signal:
     """Simulate the ADC signal of ``twin`` under ``seq``.
 
@@ -79,6 +81,12 @@ def simulate(
         motion: optional rigid motion of the whole twin (`mritwin.Translation`,
             `mritwin.PeriodicTranslation`, `mritwin.RigidPath`); ``twin.position`` is the
             position at rest. Costs nothing per spin; ADC windows are stepped.
+        dynamics: optional per-spin dynamics (`mritwin.twin.dynamics`): one model or a
+            tuple of models among `DisplacementField`, `SpinPaths`, `Flow`, `RandomWalk`,
+            `ContrastAgent`. Positions, velocities and relaxation rates are evaluated at
+            each step's midpoint; ADC windows are stepped, and free periods are cut into
+            steps of at most the models' ``max_step``. Needs a `Sequence`. Without
+            dynamics nothing changes (the engine is compiled as before).
 
     Returns:
         A `Signal` with ``samples`` (n_coils, n_adc_samples), ``kspace`` and ``time``.
@@ -101,7 +109,10 @@ def simulate(
     scanner = Scanner() if scanner is None else scanner
     if motion is not None and not isinstance(motion, AbstractMotion):
         raise TypeError(f"motion must be a mritwin motion model (e.g. mritwin.Translation), got {motion!r}")
-    if isinstance(seq, Sequence):
+    models = _dynamics_models(dynamics)
+    if models:
+        dseq, kspace, adc_event, k1 = _prepare_dynamics(seq, scanner, method, motion, models)
+    elif isinstance(seq, Sequence):
         dseq, kspace, adc_event = _prepare(seq, scanner, method, motion)
     elif isinstance(seq, DiscreteSequence):
         dseq, adc_event = seq, None
@@ -132,7 +143,18 @@ def simulate(
                                   diffusion=method.analytic_diffusion)
     sharding = spin_sharding(devices) if n_dev > 1 else None
     d = dseq.astype(dtype)
-    samples, mag = _core(spins, d, n_chunks=n_chunks, chunk=chunk, n_window=d.n_window,
+    readout = None
+    if dseq.n_general and method.readout is None:
+        raise ValueError("the DiscreteSequence has general ADC windows (discretize(..., general_windows=True)), "
+                         "which only Bloch(readout=NUFFTReadout(...)) evaluates")
+    if method.readout is not None and not models:
+        from .readout import plan_readout
+
+        readout = plan_readout(method.readout, twin, dseq, dtype)
+    core = functools.partial(_core, readout=readout)
+    if models:  # per-spin dynamics: a separate core (issue 9), see _dynamics_entry
+        core = functools.partial(_dynamics_entry, models=models, twin=twin, k1=k1)
+    samples, mag = core(spins, d, n_chunks=n_chunks, chunk=chunk, n_window=d.n_window,
                          checkpoint=method.checkpoint, want_mag=return_magnetization,
                          spoiling=method.ideal_spoiling, sharding=sharding,
                          diffusion=method.analytic_diffusion)
@@ -161,13 +183,14 @@ def _prepare(seq: Sequence, scanner: Scanner, method: Bloch, motion=None):
     its values are concrete; with traced values (differentiating through the sequence)
     it is recomputed inside the trace.
     """
-    key = (scanner, method.rf_dt, method.windows, method.ideal_spoiling, method.analytic_diffusion)
+    general = method.readout is not None
+    key = (scanner, method.rf_dt, method.windows, method.ideal_spoiling, method.analytic_diffusion, general)
     per_seq = _PREPARED.get(seq)
     if motion is None and per_seq is not None and key in per_seq:
         return per_seq[key]
     dseq = discretize(seq, scanner, rf_dt=method.rf_dt, windows=method.windows,
                       ideal_spoiling=method.ideal_spoiling, motion=motion,
-                      diffusion=method.analytic_diffusion)
+                      diffusion=method.analytic_diffusion, general_windows=general)
     kspace = seq.kspace()
     counts = [b.adc.num_samples for b in seq.blocks if b.adc is not None]
     adc_event = np.repeat(np.arange(len(counts)), counts)
@@ -243,6 +266,9 @@ def _pack_spins(twin: Twin, sens, chunk: int, dtype, n_dev: int = 1, diffusion: 
     return spins, n_chunks
 
 
+_KIND_FIELD = 3  # position of the step kind in the per-step tuple scanned by `_core`
+
+
 def _segmented_scan(body, init, xs):
     """``lax.scan(body, init, xs)`` with memory-bounded reverse mode.
 
@@ -256,19 +282,12 @@ def _segmented_scan(body, init, xs):
     seg = max(1, int(round(n ** 0.5)))
     n_seg = -(-n // seg)
     pad = n_seg * seg - n
-    dt, k, b1, kind, sample, count, spoil, c0, bs = xs
+    # padding steps are free precession of 0 s (kind 1): a no-op for any step kind table
+    fills = tuple(1 if i == _KIND_FIELD else 0 for i in range(len(xs)))
     if pad:
-        dt = jnp.concatenate([dt, jnp.zeros((pad,), dt.dtype)])
-        k = jnp.concatenate([k, jnp.zeros((pad, 3), k.dtype)])
-        b1 = jnp.concatenate([b1, jnp.zeros((pad,), b1.dtype)])
-        kind = jnp.concatenate([kind, jnp.ones((pad,), kind.dtype)])
-        sample = jnp.concatenate([sample, jnp.zeros((pad,), sample.dtype)])
-        count = jnp.concatenate([count, jnp.zeros((pad,), count.dtype)])
-        spoil = jnp.concatenate([spoil, jnp.zeros((pad,), spoil.dtype)])
-        c0 = jnp.concatenate([c0, jnp.zeros((pad,), c0.dtype)])
-        bs = jnp.concatenate([bs, jnp.zeros((pad,), bs.dtype)])
-    xs = tuple(x.reshape((n_seg, seg) + x.shape[1:])
-               for x in (dt, k, b1, kind, sample, count, spoil, c0, bs))
+        xs = tuple(jnp.concatenate([x, jnp.full((pad,) + x.shape[1:], f, x.dtype)])
+                   for x, f in zip(xs, fills))
+    xs = tuple(x.reshape((n_seg, seg) + x.shape[1:]) for x in xs)
 
     @functools.partial(jax.checkpoint, policy=jax.checkpoint_policies.nothing_saveable)
     def segment(m, seg_xs):
@@ -293,12 +312,13 @@ def spin_sharding(devices=None):
 
 
 @functools.partial(jax.jit, static_argnames=("n_chunks", "chunk", "n_window", "checkpoint", "want_mag",
-                                              "spoiling", "sharding", "diffusion"))
+                                              "spoiling", "sharding", "diffusion", "readout"))
 def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, checkpoint, want_mag,
-          spoiling=False, sharding=None, diffusion=False):
+          spoiling=False, sharding=None, diffusion=False, readout=None):
     _TRACES["core"] += 1
     n_coils = 1 if spins.coil_re is None else spins.coil_re.shape[2]
     cdt = d.b1dt.dtype
+    general = d.n_general > 0 and readout is not None and readout.general is not None
 
     def run_chunk(sp: Spins):
         m0 = State(jnp.zeros_like(sp.pd), jnp.zeros_like(sp.pd), sp.pd)
@@ -306,7 +326,7 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
         zero_win = jnp.zeros((n_coils, n_window), cdt)
 
         def body(m, step):
-            dt, k, b1dt, kind, sample, count, spoil, c0, bstep = step
+            dt, k, b1dt, kind, sample, count, spoil, c0, bstep = step[:9]
             if spoiling:
                 m = jax.lax.cond(spoil, lambda m: State(jnp.zeros_like(m.mx), jnp.zeros_like(m.my), m.mz),
                                  lambda m: m, m)
@@ -318,9 +338,18 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                 return kernels.free_step(sp, m, dt, k, c0), zero_win
 
             def do_window(m):
+                if readout is not None and readout.window is not None:
+                    return kernels.window_step_nufft(sp, m, dt, k, count, n_window, readout.window)
                 return kernels.window_step(sp, m, dt, k, count, n_window)
 
+            def do_general(m):  # NUFFT readout only: a window on a time-varying gradient
+                widx = step[9]
+                return kernels.general_window_step(sp, m, dt, k, d.wk[widx], d.wt[widx], n_window,
+                                                   readout.general)
+
             branches = [do_rf, do_free] + ([do_window] if n_window else [])
+            if general:
+                branches.append(do_general)
             m, win = jax.lax.switch(kind, branches, m)
             if diffusion:
                 m = kernels.diffuse(sp, m, bstep)
@@ -328,6 +357,8 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
             return m, (single, win)
 
         steps = (d.dt, d.kstep, d.b1dt, d.kind, d.sample, d.count, d.spoil, d.cyc0, d.bstep)
+        if general:
+            steps = steps + (d.widx,)
         if checkpoint:
             m, (single, win) = _segmented_scan(body, m0, steps)
         else:
@@ -354,9 +385,176 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
 
     if sharding is not None:
         spins = jax.tree_util.tree_map(lambda x: jax.lax.with_sharding_constraint(x, sharding), spins)
-    (single, win), mags = jax.vmap(per_device)(spins)  # leading axis: devices
-    single, win = single.sum(0), win.sum(0)  # an all-reduce across devices when sharded
+    if spins.x.shape[0] == 1:
+        # one device: no vmap (a vmapped scatter, as in the NUFFT readout, is ~4x slower on CPU)
+        (single, win), mags = per_device(jax.tree_util.tree_map(lambda x: x[0], spins))
+    else:
+        (single, win), mags = jax.vmap(per_device)(spins)  # leading axis: devices
+        single, win = single.sum(0), win.sum(0)  # an all-reduce across devices when sharded
     flat = jnp.concatenate([single.T, win.transpose(1, 0, 2).reshape(n_coils, -1)], axis=1)
     samples = flat[:, d.out_index] * d.demod[None, :]
+    mag = mags.reshape(n_chunks * chunk, 3) if want_mag else None
+    return samples, mag
+
+
+# ---- per-spin dynamics (issue 9: mritwin.twin.dynamics) ------------------------------
+# A separate core, so that simulations without dynamics compile exactly as before.
+
+_PREPARED_DYN: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _dynamics_models(dynamics) -> tuple:
+    """``dynamics`` as a tuple of models (``()`` for None), type-checked."""
+    if dynamics is None:
+        return ()
+    models = tuple(dynamics) if isinstance(dynamics, (tuple, list)) else (dynamics,)
+    for m in models:
+        if not isinstance(m, AbstractDynamics):
+            raise TypeError("dynamics must be a mritwin dynamics model (e.g. mritwin.twin.dynamics.Flow) "
+                            f"or a tuple of them, got {m!r}")
+    return models
+
+
+def _prepare_dynamics(seq, scanner: Scanner, method: Bloch, motion, models):
+    """Discretize for dynamics (stepped ADC windows, free steps of at most the models'
+    ``max_step``) and compute each step's first gradient moment ``k1`` [s/m]."""
+    if not isinstance(seq, Sequence):
+        raise TypeError("simulate(..., dynamics=...) needs a mritwin.Sequence (the per-step first "
+                        f"gradient moments are computed from it), got {type(seq).__name__}")
+    # (Bloch(readout=NUFFTReadout(...)) falls back to stepping here, as documented: spins that
+    # move or change during a window do not evolve linearly with fixed positions.)
+    steps = [m.max_step for m in models if m.max_step is not None]
+    max_dt = min(steps) if steps else None
+    key = (scanner, method.rf_dt, method.ideal_spoiling, method.analytic_diffusion, max_dt)
+    per_seq = _PREPARED_DYN.get(seq)
+    if motion is None and per_seq is not None and key in per_seq:
+        return per_seq[key]
+    dseq = discretize(seq, scanner, rf_dt=method.rf_dt, windows=False, ideal_spoiling=method.ideal_spoiling,
+                      motion=motion, diffusion=method.analytic_diffusion, max_dt=max_dt)
+    k1 = _step_first_moments(seq, dseq, scanner, motion)
+    kspace = seq.kspace()
+    counts = [b.adc.num_samples for b in seq.blocks if b.adc is not None]
+    adc_event = np.repeat(np.arange(len(counts)), counts)
+    out = (dseq, kspace, adc_event, k1)
+    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(out))
+    if not traced and motion is None:
+        _PREPARED_DYN.setdefault(seq, {})[key] = out
+    return out
+
+
+def _step_first_moments(seq, dseq, scanner, motion):
+    """(n_steps, 3) ``γ̄ ∫G (t - t_mid) dt`` over each step [s/m] (zero on padding steps);
+    with rigid motion, rotated into the body frame (``Rᵀ k1`` at the step midpoint)."""
+    from ..sequence.timeline import gradient_moments, gradient_table
+
+    m = dseq.n_real_steps
+    sa = np.asarray(dseq.t, np.float64)[:m]
+    sb = np.append(sa[1:], sa[-1] + float(np.asarray(dseq.dt)[m - 1]))
+    _, m1 = gradient_moments(gradient_table(seq), sa, sb, first_moment=True)
+    k1 = scanner.gamma_bar * m1
+    if motion is not None:
+        r = motion.evaluate(0.5 * (sa + sb))[0]
+        k1 = jnp.einsum("nij,ni->nj", r, k1)
+    pad = dseq.n_steps - m
+    if pad:
+        k1 = (jnp if isinstance(k1, jax.Array) else np).concatenate([k1, np.zeros((pad, 3))])
+    return k1
+
+
+def _pack_dynamics(arrays: dict, n_chunks: int, chunk: int, n_dev: int, dtype) -> dict:
+    """Per-spin arrays (n_spins, ...) -> (n_dev, chunks per device, chunk, ...), zero padded."""
+    out = {}
+    for name, v in arrays.items():
+        v = jnp.asarray(v)
+        if jnp.issubdtype(v.dtype, jnp.floating):
+            v = v.astype(dtype)
+        pad = n_chunks * chunk - v.shape[0]
+        if pad:
+            v = jnp.concatenate([v, jnp.zeros((pad,) + v.shape[1:], v.dtype)])
+        out[name] = v.reshape((n_dev, n_chunks // n_dev, chunk) + v.shape[1:])
+    return out
+
+
+def _dynamics_entry(spins: Spins, d: DiscreteSequence, *, models, twin, k1, n_chunks, chunk, checkpoint,
+                    want_mag, spoiling=False, sharding=None, diffusion=False, **_ignored):
+    """Pack the models' per-spin arrays like the spins and run `_core_dynamics`."""
+    dtype = d.dt.dtype
+    n_dev = spins.x.shape[0]
+    dyn = tuple(_pack_dynamics(m.spin_arrays(twin), n_chunks, chunk, n_dev, dtype) for m in models)
+    kern = tuple(m.kernel() for m in models)
+    chunk_ids = jnp.arange(n_chunks, dtype=jnp.int32).reshape(n_dev, n_chunks // n_dev)
+    return _core_dynamics(spins, dyn, chunk_ids, kern, d, jnp.asarray(k1, dtype), n_chunks=n_chunks,
+                          chunk=chunk, checkpoint=checkpoint, want_mag=want_mag, spoiling=spoiling,
+                          sharding=sharding, diffusion=diffusion)
+
+
+@functools.partial(jax.jit, static_argnames=("n_chunks", "chunk", "checkpoint", "want_mag", "spoiling",
+                                              "sharding", "diffusion"))
+def _core_dynamics(spins: Spins, dyn, chunk_ids, models, d: DiscreteSequence, k1, *, n_chunks, chunk,
+                   checkpoint, want_mag, spoiling=False, sharding=None, diffusion=False):
+    """`_core` with per-spin dynamics: at each step the models' effects (displacement,
+    velocity, relaxation rates, inflow resets) are evaluated at the step midpoint. ADC
+    windows are not supported here (the sequence is stepped)."""
+    _TRACES["core"] += 1
+    n_coils = 1 if spins.coil_re is None else spins.coil_re.shape[2]
+    cdt = d.b1dt.dtype
+    fdt = d.dt.dtype
+    n_steps = d.dt.shape[0]
+
+    def run_chunk(sp: Spins, dyn_sp, cid):
+        m0 = State(jnp.zeros_like(sp.pd), jnp.zeros_like(sp.pd), sp.pd)
+        s0 = tuple(mod.init_state(a, fdt) for mod, a in zip(models, dyn_sp))
+        zero_single = jnp.zeros((n_coils,), cdt)
+
+        def body(carry, step):
+            m, st = carry
+            dt, k, b1dt, kind, sample, spoil, c0, bstep, t0, k1s, idx = step
+            eff, st = combine_effects(models, dyn_sp, st, t0 + 0.5 * dt, dt, idx, cid)
+            spm = sp
+            if eff.displacement is not None:
+                u = eff.displacement
+                spm = spm._replace(x=sp.x + u[:, 0], y=sp.y + u[:, 1], z=sp.z + u[:, 2])
+            if eff.r1 is not None:
+                spm = spm._replace(r1=sp.r1 + eff.r1)
+            if eff.r2 is not None:
+                spm = spm._replace(r2=sp.r2 + eff.r2)
+            cyc = c0 if eff.velocity is None else c0 + eff.velocity @ k1s  # k1·v [cycles]
+            if eff.reset is not None:  # inflow: fresh equilibrium magnetization
+                r = eff.reset
+                m = State(jnp.where(r, 0.0, m.mx), jnp.where(r, 0.0, m.my), jnp.where(r, sp.pd, m.mz))
+            if spoiling:
+                m = jax.lax.cond(spoil, lambda m: State(jnp.zeros_like(m.mx), jnp.zeros_like(m.my), m.mz),
+                                 lambda m: m, m)
+            m = jax.lax.cond(kind == 0, lambda m: kernels.rf_step(spm, m, dt, k, b1dt, cyc),
+                             lambda m: kernels.free_step(spm, m, dt, k, cyc), m)
+            if diffusion:
+                m = kernels.diffuse(spm, m, bstep)
+            single = jax.lax.cond(sample, lambda: kernels.receive(spm, m), lambda: zero_single)
+            return (m, st), single
+
+        steps = (d.dt, d.kstep, d.b1dt, d.kind, d.sample, d.spoil, d.cyc0, d.bstep, d.t, k1,
+                 jnp.arange(n_steps, dtype=jnp.int32))
+        scan = _segmented_scan if checkpoint else jax.lax.scan
+        (m, _), single = scan(body, (m0, s0), steps)
+        return single, (jnp.stack([m.mx, m.my, m.mz], -1) if want_mag else None)
+
+    chunk_fn = jax.checkpoint(run_chunk, policy=jax.checkpoint_policies.nothing_saveable) if checkpoint else run_chunk
+
+    def map_body(carry, xs):
+        single, mag = chunk_fn(*xs)
+        return carry + single, mag
+
+    def per_device(sp_dev, dyn_dev, cid_dev):
+        if sp_dev.x.shape[0] == 1:
+            single, mags = run_chunk(*jax.tree_util.tree_map(lambda x: x[0], (sp_dev, dyn_dev, cid_dev)))
+            return single, (None if mags is None else mags[None])
+        return jax.lax.scan(map_body, jnp.zeros((n_steps, n_coils), cdt), (sp_dev, dyn_dev, cid_dev))
+
+    if sharding is not None:
+        spins, dyn, chunk_ids = jax.tree_util.tree_map(lambda x: jax.lax.with_sharding_constraint(x, sharding),
+                                                       (spins, dyn, chunk_ids))
+    single, mags = jax.vmap(per_device)(spins, dyn, chunk_ids)
+    single = single.sum(0)
+    samples = single.T[:, d.out_index] * d.demod[None, :]
     mag = mags.reshape(n_chunks * chunk, 3) if want_mag else None
     return samples, mag

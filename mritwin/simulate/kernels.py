@@ -163,3 +163,101 @@ def window_step(spins: Spins, m: State, dt, k, count, n_window: int):
     my = e2t * (m.my * c - m.mx * sn)
     mz = m.mz * e1t + spins.pd * (1.0 - e1t)
     return State(mx, my, mz), s
+
+
+# ---- NUFFT readout (see `mritwin.simulate.methods.NUFFTReadout`) ----------------------
+
+
+def _weights(spins: Spins, m: State, extra):
+    """(n_coils, L, n) complex strengths ``c_j m_j extra[l, j]``."""
+    m0 = jax.lax.complex(m.mx, m.my)
+    base = m0[None, :] * extra  # (L, n)
+    if spins.coil_re is None:
+        return base[None]
+    coil = jax.lax.complex(spins.coil_re, spins.coil_im)  # (n_coils, n)
+    return coil[:, None, :] * base[None]
+
+
+def _end_state(spins: Spins, m: State, cyc_total, t_tot) -> State:
+    tot = TWO_PI * (cyc_total - jnp.round(cyc_total))
+    e2t = jnp.exp(-spins.r2 * t_tot)
+    e1t = jnp.exp(-spins.r1 * t_tot)
+    c, sn = jnp.cos(tot), jnp.sin(tot)
+    return State(e2t * (m.mx * c + m.my * sn), e2t * (m.my * c - m.mx * sn),
+                 m.mz * e1t + spins.pd * (1.0 - e1t))
+
+
+def window_step_nufft(spins: Spins, m: State, dt, k, count, n_window: int, plan):
+    """`window_step` through a 1D periodic NUFFT (same outputs, to ``plan``'s tolerance).
+
+    Sample ``n`` is ``Σ_j c_j m_j exp(-n a_j) exp(-i2π n θ_j)`` with ``θ_j = k·r_j + Δf_j dt``
+    [cycles] and ``a_j = dt/T2_j``. Off-resonance is exact (part of ``θ``); the decay is
+    ``exp(-n a_c) Σ_l ℓ_l(n) exp(-τ_l (a_j - a_c))`` with Chebyshev nodes ``τ_l`` on
+    ``[0, n_window]`` (exact when every spin has the rate ``a_c``).
+    """
+    from .nufft import nufft_periodic
+
+    dtype = spins.x.dtype
+    theta = _cycles(spins, k, dt)
+    cdt = jnp.result_type(dtype, jnp.complex64)
+    if len(plan.nodes) == 1:  # one T2: the decay is exactly exp(-n a_c)
+        extra = jnp.ones((1, 1), cdt)
+    else:
+        nodes = jnp.asarray(plan.nodes, dtype)  # (L,)
+        extra = jnp.exp(-nodes[:, None] * ((spins.r2 - plan.r2c) * dt)[None, :]).astype(cdt)
+    v = _weights(spins, m, extra)
+    nc, L, n = v.shape
+    s = nufft_periodic(theta, v.reshape(nc * L, n), n_window + 1, plan.spec).reshape(nc, L, n_window + 1)
+    basis = jnp.asarray(plan.basis, dtype)  # (L, n_window): ℓ_l(n), n = 1..n_window
+    decay = jnp.exp(-jnp.arange(1, n_window + 1, dtype=dtype) * plan.r2c * dt)
+    out = jnp.einsum("cln,ln->cn", s[:, :, 1:], basis.astype(s.dtype)) * decay[None, :].astype(s.dtype)
+    return _end_state(spins, m, count * theta, count * dt), out
+
+
+def _lagrange(nodes, t):
+    """(L, N) Lagrange basis of ``nodes`` (L,) at ``t`` (N,), in JAX."""
+    L = nodes.shape[0]
+    rows = []
+    for i in range(L):
+        p = jnp.ones_like(t)
+        for j in range(L):
+            if i != j:
+                p = p * (t - nodes[j]) / (nodes[i] - nodes[j])
+        rows.append(p)
+    return jnp.stack(rows)
+
+
+def general_window_step(spins: Spins, m: State, dt, k, wk, wt, n_window: int, plan):
+    """An ADC window on a time-varying gradient, through a type-3 NUFFT.
+
+    Sample ``n`` (offsets ``κ_n = wk[n]`` [1/m] and ``t_n = wt[n]`` [s] from the first
+    sample) is ``Σ_j c_j m_j exp(-λ_j t_n) exp(-i2π κ_n·r_j)`` with ``λ_j = 1/T2_j + i2πΔf_j``;
+    ``exp(-(λ_j - λ_c) t)`` is interpolated at Chebyshev times ``τ_l`` and each term is one
+    type-3 transform over the dimensions in which k varies. The state after the window
+    is the exact free precession over ``dt`` with moment ``k`` (the whole window).
+    """
+    from .nufft import nufft_type3
+
+    dtype = spins.x.dtype
+    cdt = jnp.result_type(dtype, jnp.complex64)
+    pos = (spins.x, spins.y, spins.z)
+    dims = plan.dims
+    xc = jnp.asarray(plan.x_center, dtype)
+    sc = jnp.asarray(plan.s_center, dtype)
+    xi = jnp.stack([pos[d] for d in dims]) - xc[:, None]  # (D, n)
+    zeta = jnp.stack([wk[:, d] for d in dims]) - sc[:, None]  # (D, N)
+    nodes = jnp.asarray(plan.nodes, dtype)  # (L,) [s]
+    dr2 = spins.r2 - plan.r2c
+    ddf = spins.df - plan.dfc
+    # exp(-(Δλ_j) τ_l) * exp(-i2π sc·ξ_j)
+    ph = TWO_PI * (nodes[:, None] * ddf[None, :] + jnp.sum(sc[:, None] * xi, 0)[None, :])
+    extra = jnp.exp(-nodes[:, None] * dr2[None, :]) * jax.lax.complex(jnp.cos(ph), -jnp.sin(ph))
+    v = _weights(spins, m, extra.astype(cdt))
+    nc, L, n = v.shape
+    f = nufft_type3(xi, zeta, v.reshape(nc * L, n), plan.grid, plan.spec).reshape(nc, L, -1)
+    basis = _lagrange(nodes, wt)  # (L, N)
+    # exp(-λ_c t_n) exp(-i2π κ_n·x_c)
+    phn = TWO_PI * (plan.dfc * wt + jnp.sum(xc[:, None] * jnp.stack([wk[:, d] for d in dims]), 0))
+    post = jnp.exp(-plan.r2c * wt) * jax.lax.complex(jnp.cos(phn), -jnp.sin(phn))
+    out = jnp.einsum("cln,ln->cn", f, basis.astype(cdt)) * post[None, :].astype(cdt)
+    return free_step(spins, m, dt, k), out[:, :n_window]

@@ -1,7 +1,18 @@
 """Digital twins: spin-wise tissue parameters, the tissue library, builders from label
-and partial-volume maps, built-in phantoms, and field/coil maps."""
+and partial-volume maps, built-in phantoms, field/coil maps, and per-spin dynamics."""
 
-from . import fields as fields, phantoms as phantoms
+from . import dynamics as dynamics, fields as fields, phantoms as phantoms
+from .dynamics import (
+    CardiacWaveform as CardiacWaveform,
+    ContrastAgent as ContrastAgent,
+    DisplacementField as DisplacementField,
+    Flow as Flow,
+    RandomWalk as RandomWalk,
+    RespiratoryWaveform as RespiratoryWaveform,
+    SpinPaths as SpinPaths,
+    parker_aif as parker_aif,
+    tofts as tofts,
+)
 from .fields import (
     birdcage_sensitivities as birdcage_sensitivities,
     cylinder_field as cylinder_field,

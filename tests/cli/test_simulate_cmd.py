@@ -85,6 +85,23 @@ def test_builtin_twin_quiet_and_overwrite(tmp_path, files, capsys):
     assert (out / "summary.json").exists()
 
 
+def test_nufft_readout_option_gives_the_exact_raw_data(tmp_path, files):
+    """``--nufft 1e-5`` writes the same raw data as the exact readout, to the tolerance."""
+    import ismrmrd
+    import numpy as np
+
+    raw = {}
+    for name, extra in (("exact", []), ("nufft", ["--nufft", "1e-5"])):
+        out = tmp_path / name
+        argv = ["--twin", files["twin"], "--seq", files["seq"], "--out", str(out), "--quiet", *extra]
+        assert simulate_cmd.run(_parse(argv)) == 0
+        with ismrmrd.Dataset(str(out / "raw.mrd"), "dataset", create_if_needed=False) as d:
+            raw[name] = np.stack([d.read_acquisition(i).data for i in range(d.number_of_acquisitions())])
+    assert raw["exact"].shape == raw["nufft"].shape == (16, 1, 16)
+    # the tolerance plus float32 rounding of both simulations
+    assert np.max(np.abs(raw["nufft"] - raw["exact"])) <= 2e-5 * np.max(np.abs(raw["exact"]))
+
+
 @pytest.mark.parametrize(
     "case, message",
     [
@@ -97,6 +114,7 @@ def test_builtin_twin_quiet_and_overwrite(tmp_path, files, capsys):
         ("out_is_file", "output path exists and is not a folder"),
         ("out_unwritable", "cannot write to output folder"),
         ("bad_coils", "--coils must be >= 1"),
+        ("bad_nufft", r"--nufft tolerance must be in \[1e-06, 1\) in single precision, got 1e-09"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(tmp_path, files, capsys, case, message):
@@ -121,6 +139,8 @@ def test_bad_input_exits_2_with_one_line(tmp_path, files, capsys, case, message)
     argv = ["--twin", twin, "--seq", seq, "--out", str(out)]
     if case == "bad_coils":
         argv += ["--coils", "0"]
+    if case == "bad_nufft":
+        argv += ["--nufft", "1e-9"]
     assert simulate_cmd.run(_parse(argv)) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "Traceback" not in err

@@ -19,6 +19,10 @@ def test_sharded_simulation_equals_single_device():
     out = json.loads(r.stdout.strip().splitlines()[-1])
     assert out["max_abs_diff"] <= 1e-12 * out["scale"]
     assert out["mag_diff"] <= 1e-12
+    # the NUFFT readout shards the same way
+    assert out["nufft_diff"] <= 1e-12 * out["scale"]
+    # NUFFTReadout's tolerance is relative to Σ_j |c_j m_j| <= Σ_j |c_j| pd_j
+    assert out["nufft_vs_exact"] <= 1e-8 * out["coherent"]
     assert out["grad_rel_diff"] <= 1e-10
     # the spin axis is really split: 4 shards of 1/4 of the device axis, on 4 devices
     assert out["spins_shape"][0] == 4 and out["n_shards"] == 4 and len(out["devices"]) == 4
