@@ -5,7 +5,8 @@ Scenario (issue 7): a 2D Cartesian GRE stepped sample by sample (windows off) so
 signal; the gradient is taken with respect to T1, T2 and PD. Memory is XLA's compiled
 temporary-buffer size (the peak working memory of the computation, from
 ``compiled.memory_analysis()``), for the forward pass, the gradient with segment
-checkpointing (default) and, compiled but not run, the gradient without it. Times are
+checkpointing (default), the gradient with the reversible adjoint
+(``Bloch(reversible=True)``) and, compiled but not run, the gradient without either. Times are
 medians of repeats in the same process.
 
 Usage:  python benchmarks/bench_gradient.py [--n 100] [--repeats 3]
@@ -60,13 +61,22 @@ def main(argv=None) -> int:
     fwd = jax.jit(lambda p: loss(p, ck))
     grad = jax.jit(jax.grad(lambda p: loss(p, ck)))
     grad_nock = jax.jit(jax.grad(lambda p: loss(p, nock)))
+    rev = mt.Bloch(windows=False, reversible=True)
+    grad_rev = jax.jit(jax.grad(lambda p: loss(p, rev)))
+    # restore points every 0.3 s: error growth exp(0.3 s / T2) = 42 for this twin's T2 = 80 ms
+    rev3 = mt.Bloch(windows=False, reversible=True, reversible_segment=0.3)
+    grad_rev3 = jax.jit(jax.grad(lambda p: loss(p, rev3)))
 
     def temp_bytes(f):
         return int(f.lower(params).compile().memory_analysis().temp_size_in_bytes)
 
     mem_fwd, mem_grad, mem_grad_nock = temp_bytes(fwd), temp_bytes(grad), temp_bytes(grad_nock)
+    mem_rev, mem_rev3 = temp_bytes(grad_rev), temp_bytes(grad_rev3)
     t_fwd = timed(fwd, params, repeats=a.repeats)
     t_grad = timed(grad, params, repeats=a.repeats)
+    t_rev = timed(grad_rev, params, repeats=a.repeats)
+    t_rev3 = timed(grad_rev3, params, repeats=a.repeats)
+    g_rev, g_rev3 = grad_rev(params), grad_rev3(params)
     n_steps = mt.discretize(seq, windows=False).n_real_steps
     g = grad(params)
     out = {
@@ -83,6 +93,18 @@ def main(argv=None) -> int:
         "gradient_over_forward_memory": round(mem_grad / max(mem_fwd, 1), 2),
         "gradient_no_checkpoint_temp_mb": round(mem_grad_nock / 2**20, 2),
         "gradient_finite": bool(all(np.all(np.isfinite(np.asarray(x))) for x in g)),
+        "reversible_s": round(t_rev, 4),
+        "reversible_over_forward_time": round(t_rev / t_fwd, 2),
+        "reversible_temp_mb": round(mem_rev / 2**20, 2),
+        "reversible_over_forward_memory": round(mem_rev / max(mem_fwd, 1), 2),
+        "reversible_vs_checkpoint_max_rel_diff": float(max(
+            np.max(np.abs(np.asarray(x) - np.asarray(y))) / np.max(np.abs(np.asarray(y))) for x, y in zip(g_rev, g))),
+        "reversible_0.3s_s": round(t_rev3, 4),
+        "reversible_0.3s_over_forward_time": round(t_rev3 / t_fwd, 2),
+        "reversible_0.3s_temp_mb": round(mem_rev3 / 2**20, 2),
+        "reversible_0.3s_over_forward_memory": round(mem_rev3 / max(mem_fwd, 1), 2),
+        "reversible_0.3s_vs_checkpoint_max_rel_diff": float(max(
+            np.max(np.abs(np.asarray(x) - np.asarray(y))) / np.max(np.abs(np.asarray(y))) for x, y in zip(g_rev3, g))),
     }
     print(json.dumps(out), flush=True)
     return 0

@@ -19,6 +19,7 @@ from ..twin.dynamics import AbstractDynamics, combine_effects
 from ..twin.motion import AbstractMotion
 from ..twin.twin import Twin
 from . import kernels
+from .adjoint import reversible_scan
 from .kernels import Spins, State
 from .methods import AbstractSimMethod, Bloch
 
@@ -151,7 +152,18 @@ def simulate(
         from .readout import plan_readout
 
         readout = plan_readout(method.readout, twin, dseq, dtype)
-    core = functools.partial(_core, readout=readout)
+    rev_kw = {}
+    if method.reversible:
+        if models:
+            raise NotImplementedError("Bloch(reversible=True) is not available with dynamics=...; use the "
+                                      "default segment checkpointing")
+        from .adjoint import restore_points
+
+        restore, slot, n_slots = restore_points(
+            np.asarray(dseq.t), np.asarray(dseq.dt), dseq.n_real_steps, _reversible_segment(method, twin, dtype),
+            force=np.asarray(dseq.spoil) if method.ideal_spoiling else None)
+        rev_kw = {"rev": (jnp.asarray(restore), jnp.asarray(slot)), "n_slots": n_slots}
+    core = functools.partial(_core, readout=readout, **rev_kw)
     if models:  # per-spin dynamics: a separate core (issue 9), see _dynamics_entry
         core = functools.partial(_dynamics_entry, models=models, twin=twin, k1=k1)
     samples, mag = core(spins, d, n_chunks=n_chunks, chunk=chunk, n_window=d.n_window,
@@ -171,6 +183,23 @@ def simulate(
         dwell = sample_dwell(seq) if isinstance(seq, Sequence) else None
         sig = noise(sig, key=key, dwell=dwell)
     return sig
+
+
+def _reversible_segment(method: Bloch, twin: Twin, dtype) -> float:
+    """Restore-point spacing of the reversible adjoint [s] (see `Bloch`)."""
+    if method.reversible_segment is not None:
+        return float(method.reversible_segment)
+    if isinstance(twin.t2, jax.core.Tracer):
+        return 0.1
+    t2 = np.asarray(twin.t2, np.float64)
+    keep = np.isfinite(t2)
+    if not isinstance(twin.pd, jax.core.Tracer):
+        keep &= np.asarray(twin.pd) != 0
+    t2 = t2[keep]
+    if t2.size == 0:
+        return 1.0
+    budget = 100.0 if jnp.dtype(dtype) == jnp.float32 else 1e6
+    return max(float(t2.min()), 1e-5) * float(np.log(budget))
 
 
 _PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -312,9 +341,9 @@ def spin_sharding(devices=None):
 
 
 @functools.partial(jax.jit, static_argnames=("n_chunks", "chunk", "n_window", "checkpoint", "want_mag",
-                                              "spoiling", "sharding", "diffusion", "readout"))
+                                              "spoiling", "sharding", "diffusion", "readout", "n_slots"))
 def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, checkpoint, want_mag,
-          spoiling=False, sharding=None, diffusion=False, readout=None):
+          spoiling=False, sharding=None, diffusion=False, readout=None, rev=None, n_slots=0):
     _TRACES["core"] += 1
     n_coils = 1 if spins.coil_re is None else spins.coil_re.shape[2]
     cdt = d.b1dt.dtype
@@ -325,41 +354,66 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
         zero_single = jnp.zeros((n_coils,), cdt)
         zero_win = jnp.zeros((n_coils, n_window), cdt)
 
-        def body(m, step):
-            dt, k, b1dt, kind, sample, count, spoil, c0, bstep = step[:9]
-            if spoiling:
-                m = jax.lax.cond(spoil, lambda m: State(jnp.zeros_like(m.mx), jnp.zeros_like(m.my), m.mz),
-                                 lambda m: m, m)
+        def body_for(sp, static_kind=None):
+            def body(m, step):
+                dt, k, b1dt, kind, sample, count, spoil, c0, bstep = step[:9]
+                if spoiling:
+                    m = jax.lax.cond(spoil, lambda m: State(jnp.zeros_like(m.mx), jnp.zeros_like(m.my), m.mz),
+                                     lambda m: m, m)
 
-            def do_rf(m):
-                return kernels.rf_step(sp, m, dt, k, b1dt, c0), zero_win
+                def do_rf(m):
+                    return kernels.rf_step(sp, m, dt, k, b1dt, c0), zero_win
 
-            def do_free(m):
-                return kernels.free_step(sp, m, dt, k, c0), zero_win
+                def do_free(m):
+                    return kernels.free_step(sp, m, dt, k, c0), zero_win
 
-            def do_window(m):
-                if readout is not None and readout.window is not None:
-                    return kernels.window_step_nufft(sp, m, dt, k, count, n_window, readout.window)
-                return kernels.window_step(sp, m, dt, k, count, n_window)
+                def do_window(m):
+                    if readout is not None and readout.window is not None:
+                        return kernels.window_step_nufft(sp, m, dt, k, count, n_window, readout.window)
+                    return kernels.window_step(sp, m, dt, k, count, n_window)
 
-            def do_general(m):  # NUFFT readout only: a window on a time-varying gradient
-                widx = step[9]
-                return kernels.general_window_step(sp, m, dt, k, d.wk[widx], d.wt[widx], n_window,
-                                                   readout.general)
+                def do_general(m):  # NUFFT readout only: a window on a time-varying gradient
+                    widx = step[9]
+                    return kernels.general_window_step(sp, m, dt, k, d.wk[widx], d.wt[widx], n_window,
+                                                       readout.general)
 
-            branches = [do_rf, do_free] + ([do_window] if n_window else [])
-            if general:
-                branches.append(do_general)
-            m, win = jax.lax.switch(kind, branches, m)
-            if diffusion:
-                m = kernels.diffuse(sp, m, bstep)
-            single = jax.lax.cond(sample, lambda: kernels.receive(sp, m), lambda: zero_single)
-            return m, (single, win)
+                branches = [do_rf, do_free] + ([do_window] if n_window else [])
+                if general:
+                    branches.append(do_general)
+                if static_kind is None:
+                    m, win = jax.lax.switch(kind, branches, m)
+                else:  # (the reversible adjoint's backward pass dispatches on the kind itself)
+                    m, win = branches[static_kind](m)
+                if diffusion:
+                    m = kernels.diffuse(sp, m, bstep)
+                single = jax.lax.cond(sample, lambda: kernels.receive(sp, m), lambda: zero_single)
+                return m, (single, win)
+            return body
+
+        body = body_for(sp)
 
         steps = (d.dt, d.kstep, d.b1dt, d.kind, d.sample, d.count, d.spoil, d.cyc0, d.bstep)
         if general:
             steps = steps + (d.widx,)
-        if checkpoint:
+        if n_slots:
+            def inverse(sp_, m, step, static_kind):
+                dt, k, b1dt, kind, sample, count, spoil, c0, bstep = step[:9]
+                if diffusion:
+                    m = kernels.diffuse_inverse(sp_, m, bstep)
+                inv = [lambda m: kernels.rf_step_inverse(sp_, m, dt, k, b1dt, c0),
+                       lambda m: kernels.free_step_inverse(sp_, m, dt, k, c0)]
+                if n_window:
+                    inv.append(lambda m: kernels.window_step_inverse(sp_, m, dt, k, count))
+                if general:
+                    inv.append(lambda m: kernels.free_step_inverse(sp_, m, dt, k))
+                return inv[static_kind](m)
+
+            n_kinds = 2 + (1 if n_window else 0) + (1 if general else 0)
+            m, (single, win) = reversible_scan(lambda sp_, m, x, kd: body_for(sp_, kd)(m, x), inverse, sp, m0,
+                                               steps, rev[0], rev[1], n_slots, kinds=(_KIND_FIELD, n_kinds),
+                                               m0_of=lambda sp_: State(sp_.pd, sp_.pd, sp_.pd),
+                                               drift_tol=1e-3 if cdt == jnp.complex64 else 1e-8)
+        elif checkpoint:
             m, (single, win) = _segmented_scan(body, m0, steps)
         else:
             m, (single, win) = jax.lax.scan(body, m0, steps)
@@ -368,7 +422,10 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
     # Each chunk is rematerialized in reverse mode: the chunk scan then stores only its
     # inputs, and the segment checkpointing inside the chunk bounds the rest. (Without
     # this, partial evaluation of a scan over chunks keeps per-step residuals alive.)
-    chunk_fn = jax.checkpoint(run_chunk, policy=jax.checkpoint_policies.nothing_saveable) if checkpoint else run_chunk
+    if checkpoint and not n_slots:
+        chunk_fn = jax.checkpoint(run_chunk, policy=jax.checkpoint_policies.nothing_saveable)
+    else:  # (the reversible adjoint stores only its restore points per chunk)
+        chunk_fn = run_chunk
 
     def map_body(carry, sp):
         (single, win), mag = chunk_fn(sp)

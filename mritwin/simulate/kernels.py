@@ -24,6 +24,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 TWO_PI = 2.0 * jnp.pi
 
@@ -50,6 +51,49 @@ class State(NamedTuple):
     mz: jax.Array
 
 
+def _fit_sincos(n_sin: int, n_cos: int):
+    """Coefficients of ``sin(2πy) ≈ y P(y²)`` and ``cos(2πy) ≈ Q(y²)`` on ``|y| <= 1/4``
+    (least squares on Chebyshev points; max error about 1e-8 for (6, 7) terms, 1e-15 for
+    (11, 12))."""
+    y = 0.25 * np.cos(np.pi * (np.arange(512) + 0.5) / 512)
+    a = np.stack([y ** (2 * i + 1) for i in range(n_sin)], 1)
+    b = np.stack([y ** (2 * i) for i in range(n_cos)], 1)
+    ps = np.linalg.lstsq(a, np.sin(2 * np.pi * y), rcond=None)[0]
+    pc = np.linalg.lstsq(b, np.cos(2 * np.pi * y), rcond=None)[0]
+    return tuple(ps.tolist()), tuple(pc.tolist())
+
+
+_SINCOS = {np.dtype(np.float32): _fit_sincos(6, 7), np.dtype(np.float64): _fit_sincos(11, 12)}
+
+
+@jax.custom_jvp
+def sincos_cycles(x):
+    """``(sin(2πx), cos(2πx))`` for phases ``x`` in cycles.
+
+    A polynomial after reduction to a quarter period: about 10x faster than ``jnp.sin`` and
+    ``jnp.cos`` on XLA's CPU backend, as accurate (≤ 3e-8 in float32, ≤ 1e-14 in float64).
+    """
+    ps, pc = _SINCOS[np.dtype(x.dtype)] if np.dtype(x.dtype) in _SINCOS else _SINCOS[np.dtype(np.float64)]
+    x = x - jnp.round(x)  # [-1/2, 1/2]
+    far = jnp.abs(x) > 0.25
+    y = jnp.where(far, jnp.where(x >= 0, 0.5, -0.5).astype(x.dtype) - x, x)  # |y| <= 1/4
+    y2 = y * y
+    sn = jnp.full_like(y, ps[-1])
+    for c in ps[-2::-1]:
+        sn = sn * y2 + c
+    cs = jnp.full_like(y, pc[-1])
+    for c in pc[-2::-1]:
+        cs = cs * y2 + c
+    return sn * y, jnp.where(far, -cs, cs)
+
+
+@sincos_cycles.defjvp
+def _sincos_cycles_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    sn, cs = sincos_cycles(x)
+    return (sn, cs), (TWO_PI * cs * dx, -TWO_PI * sn * dx)
+
+
 def _cycles(spins: Spins, k, dt, c0=0.0):
     return k[0] * spins.x + k[1] * spins.y + k[2] * spins.z + spins.df * dt + c0
 
@@ -57,10 +101,7 @@ def _cycles(spins: Spins, k, dt, c0=0.0):
 def free_step(spins: Spins, m: State, dt, k, c0=0.0) -> State:
     """Free precession and relaxation over ``dt`` with gradient moment ``k`` [1/m] and an
     extra phase ``c0`` [cycles] common to all spins: exact."""
-    cyc = _cycles(spins, k, dt, c0)
-    cyc = cyc - jnp.round(cyc)
-    phi = TWO_PI * cyc
-    c, s = jnp.cos(phi), jnp.sin(phi)
+    s, c = sincos_cycles(_cycles(spins, k, dt, c0))
     e2 = jnp.exp(-spins.r2 * dt)
     e1 = jnp.exp(-spins.r1 * dt)
     mx = e2 * (m.mx * c + m.my * s)
@@ -81,9 +122,8 @@ def rf_step(spins: Spins, m: State, dt, k, b1dt, c0=0.0) -> State:
     n2 = wx * wx + wy * wy + wz * wz
     nonzero = n2 > 0
     nrm = jnp.sqrt(jnp.where(nonzero, n2, 1.0))
-    theta = jnp.where(nonzero, TWO_PI * nrm, 0.0)
+    s, c = sincos_cycles(jnp.where(nonzero, nrm, 0.0))
     ux, uy, uz = wx / nrm, wy / nrm, wz / nrm
-    c, s = jnp.cos(theta), jnp.sin(theta)
     e2 = jnp.exp(-0.5 * spins.r2 * dt)
     e1 = jnp.exp(-0.5 * spins.r1 * dt)
     m = _relax(spins, m, e1, e2)
@@ -135,9 +175,9 @@ def window_step(spins: Spins, m: State, dt, k, count, n_window: int):
     ``O(n_spins (A + B))`` transcendental-free work plus one complex GEMM.
     """
     cyc = _cycles(spins, k, dt)
-    phi = TWO_PI * (cyc - jnp.round(cyc))
+    sn1, cs1 = sincos_cycles(cyc)
     e2 = jnp.exp(-spins.r2 * dt)
-    z = jax.lax.complex(e2 * jnp.cos(phi), -e2 * jnp.sin(phi))  # (n,)
+    z = jax.lax.complex(e2 * cs1, -e2 * sn1)  # (n,)
     m0 = jax.lax.complex(m.mx, m.my)
     nb = max(1, int(round((n_window + 1) ** 0.5)))
     na = -(-(n_window + 1) // nb)
@@ -153,12 +193,10 @@ def window_step(spins: Spins, m: State, dt, k, count, n_window: int):
     s = jnp.einsum("acn,bn->cab", pm, qm)  # (n_coils, na, nb)
     s = s.reshape(s.shape[0], na * nb)[:, 1:n_window + 1]
     # state after `count` intervals, in closed form
-    tot = count * cyc
-    tot = TWO_PI * (tot - jnp.round(tot))
+    sn, c = sincos_cycles(count * cyc)
     t_tot = count * dt
     e2t = jnp.exp(-spins.r2 * t_tot)
     e1t = jnp.exp(-spins.r1 * t_tot)
-    c, sn = jnp.cos(tot), jnp.sin(tot)
     mx = e2t * (m.mx * c + m.my * sn)
     my = e2t * (m.my * c - m.mx * sn)
     mz = m.mz * e1t + spins.pd * (1.0 - e1t)
@@ -179,10 +217,9 @@ def _weights(spins: Spins, m: State, extra):
 
 
 def _end_state(spins: Spins, m: State, cyc_total, t_tot) -> State:
-    tot = TWO_PI * (cyc_total - jnp.round(cyc_total))
+    sn, c = sincos_cycles(cyc_total)
     e2t = jnp.exp(-spins.r2 * t_tot)
     e1t = jnp.exp(-spins.r1 * t_tot)
-    c, sn = jnp.cos(tot), jnp.sin(tot)
     return State(e2t * (m.mx * c + m.my * sn), e2t * (m.my * c - m.mx * sn),
                  m.mz * e1t + spins.pd * (1.0 - e1t))
 
@@ -250,14 +287,69 @@ def general_window_step(spins: Spins, m: State, dt, k, wk, wt, n_window: int, pl
     dr2 = spins.r2 - plan.r2c
     ddf = spins.df - plan.dfc
     # exp(-(Δλ_j) τ_l) * exp(-i2π sc·ξ_j)
-    ph = TWO_PI * (nodes[:, None] * ddf[None, :] + jnp.sum(sc[:, None] * xi, 0)[None, :])
-    extra = jnp.exp(-nodes[:, None] * dr2[None, :]) * jax.lax.complex(jnp.cos(ph), -jnp.sin(ph))
+    ph_s, ph_c = sincos_cycles(nodes[:, None] * ddf[None, :] + jnp.sum(sc[:, None] * xi, 0)[None, :])
+    extra = jnp.exp(-nodes[:, None] * dr2[None, :]) * jax.lax.complex(ph_c, -ph_s)
     v = _weights(spins, m, extra.astype(cdt))
     nc, L, n = v.shape
     f = nufft_type3(xi, zeta, v.reshape(nc * L, n), plan.grid, plan.spec).reshape(nc, L, -1)
     basis = _lagrange(nodes, wt)  # (L, N)
     # exp(-λ_c t_n) exp(-i2π κ_n·x_c)
-    phn = TWO_PI * (plan.dfc * wt + jnp.sum(xc[:, None] * jnp.stack([wk[:, d] for d in dims]), 0))
-    post = jnp.exp(-plan.r2c * wt) * jax.lax.complex(jnp.cos(phn), -jnp.sin(phn))
+    pn_s, pn_c = sincos_cycles(plan.dfc * wt + jnp.sum(xc[:, None] * jnp.stack([wk[:, d] for d in dims]), 0))
+    post = jnp.exp(-plan.r2c * wt) * jax.lax.complex(pn_c, -pn_s)
     out = jnp.einsum("cln,ln->cn", f, basis.astype(cdt)) * post[None, :].astype(cdt)
     return free_step(spins, m, dt, k), out[:, :n_window]
+
+
+# ---- inverse steps (reversible adjoint: states recomputed backwards) --------------------
+
+
+def precess_inverse(spins: Spins, m: State, cyc, t) -> State:
+    """Undo free precession by ``cyc`` [cycles, per spin] and relaxation over ``t`` [s]."""
+    s, c = sincos_cycles(cyc)
+    e2 = jnp.exp(spins.r2 * t)  # 1 / exp(-t/T2)
+    e1 = jnp.exp(-spins.r1 * t)
+    mx = e2 * (m.mx * c - m.my * s)
+    my = e2 * (m.my * c + m.mx * s)
+    mz = (m.mz - spins.pd * (1.0 - e1)) / e1
+    return State(mx, my, mz)
+
+
+def free_step_inverse(spins: Spins, m: State, dt, k, c0=0.0) -> State:
+    """The state before `free_step` from the state after it."""
+    return precess_inverse(spins, m, _cycles(spins, k, dt, c0), dt)
+
+
+def window_step_inverse(spins: Spins, m: State, dt, k, count) -> State:
+    """The state before a constant-gradient window of ``count`` intervals."""
+    return precess_inverse(spins, m, count * _cycles(spins, k, dt), count * dt)
+
+
+def rf_step_inverse(spins: Spins, m: State, dt, k, b1dt, c0=0.0) -> State:
+    """The state before `rf_step`: un-relax dt/2, rotate back, un-relax dt/2."""
+    wx = spins.b1 * jnp.real(b1dt)
+    wy = spins.b1 * jnp.imag(b1dt)
+    wz = _cycles(spins, k, dt, c0)
+    n2 = wx * wx + wy * wy + wz * wz
+    nonzero = n2 > 0
+    nrm = jnp.sqrt(jnp.where(nonzero, n2, 1.0))
+    s, c = sincos_cycles(jnp.where(nonzero, nrm, 0.0))
+    s = -s  # rotation by -theta
+    ux, uy, uz = wx / nrm, wy / nrm, wz / nrm
+    e2 = jnp.exp(0.5 * spins.r2 * dt)
+    e1 = jnp.exp(-0.5 * spins.r1 * dt)
+
+    def unrelax(m):
+        return State(m.mx * e2, m.my * e2, (m.mz - spins.pd * (1.0 - e1)) / e1)
+
+    m = unrelax(m)
+    udm = (ux * m.mx + uy * m.my + uz * m.mz) * (1.0 - c)
+    cx = uy * m.mz - uz * m.my
+    cy = uz * m.mx - ux * m.mz
+    cz = ux * m.my - uy * m.mx
+    m = State(m.mx * c - cx * s + ux * udm, m.my * c - cy * s + uy * udm, m.mz * c - cz * s + uz * udm)
+    return unrelax(m)
+
+
+def diffuse_inverse(spins: Spins, m: State, bstep) -> State:
+    f = jnp.exp(spins.diffusion * bstep)
+    return State(m.mx * f, m.my * f, m.mz)
