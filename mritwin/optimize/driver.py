@@ -87,16 +87,26 @@ class Box:
 class SARLimit:
     """Projection that scales RF amplitudes down so B1+rms stays at or below a limit.
 
-    B1+rms is proportional to the RF amplitude, so when ``b1_rms(seq_fn(params))`` exceeds
-    ``max_b1_rms`` the RF sub-tree ``where(params)`` (flip angles [rad] or RF samples [T])
-    is multiplied by ``max_b1_rms / b1_rms * (1 - margin)``; otherwise parameters pass
-    unchanged. The scaling leaves pulse shapes and relative flips as they are.
+    The RF energy is quadratic in the RF amplitude, ``B1rms² = B_fixed² + s² B_var²``,
+    where ``B_var`` comes from the RF sub-tree ``where(params)`` (flip angles [rad] or RF
+    samples [T]) and ``B_fixed`` from any RF the parameters do not control (e.g. a fixed
+    90° excitation before an optimized refocusing train; separated by a second evaluation
+    with the sub-tree halved).
+    When ``b1_rms(seq_fn(params))`` exceeds ``max_b1_rms`` the sub-tree is multiplied by
+    ``s = sqrt((max_b1_rms² - B_fixed²) / B_var²) * (1 - margin)``, which lands exactly on
+    the limit; otherwise parameters pass unchanged. The scaling leaves pulse shapes and
+    relative flips as they are.
 
     Args:
         seq_fn: params -> `Sequence`.
         max_b1_rms: the limit [T] (for a SAR limit: B1+rms scales as sqrt(SAR)).
         where: params -> the RF-amplitude sub-tree (default: all parameters).
         margin: relative safety margin below the limit (default 1e-6).
+
+    Raises:
+        ValueError: ``max_b1_rms <= 0``; or, when projecting, the RF the parameters do not
+            control is alone at or over the limit (no scaling can meet it).
+        NonFiniteError: the sequence's B1+rms is NaN/inf.
     """
 
     seq_fn: Callable
@@ -108,18 +118,34 @@ class SARLimit:
         if not self.max_b1_rms > 0:
             raise ValueError(f"max_b1_rms must be > 0 [T], got {self.max_b1_rms}")
 
+    def _scaled(self, params, scale):
+        if self.where is None:
+            return jax.tree_util.tree_map(lambda x: x * scale, params)
+        return eqx.tree_at(
+            self.where, params, jax.tree_util.tree_map(lambda x: x * scale, self.where(params))
+        )
+
     def __call__(self, params):
         b = float(b1_rms(self.seq_fn(params)))
         if not np.isfinite(b):
             raise NonFiniteError(f"B1+rms of the sequence is {b}; cannot project onto the SAR limit")
         if b <= self.max_b1_rms:
             return params
-        scale = self.max_b1_rms / b * (1.0 - self.margin)
-        if self.where is None:
-            return jax.tree_util.tree_map(lambda x: x * scale, params)
-        return eqx.tree_at(
-            self.where, params, jax.tree_util.tree_map(lambda x: x * scale, self.where(params))
-        )
+        # B1rms(s)² = F + s² V: a second evaluation at s = 1/2 separates the fixed part F
+        # (s = 1/2 rather than 0 keeps builder range checks, e.g. flip > 0, satisfied)
+        b_half = float(b1_rms(self.seq_fn(self._scaled(params, 0.5))))
+        var = (b**2 - b_half**2) / 0.75
+        fixed = b**2 - var
+        if fixed <= 1e-6 * b**2:  # all RF is in the parameters (up to rounding): plain scaling
+            fixed, var = 0.0, b**2
+        if fixed >= self.max_b1_rms**2 or not var > 0:
+            raise ValueError(
+                f"the RF not controlled by the parameters alone has B1+rms {np.sqrt(fixed) * 1e6:.4g} uT, "
+                f"at or above max_b1_rms = {self.max_b1_rms * 1e6:.4g} uT: no scaling of the "
+                "parameters can meet the SAR limit (lengthen TR or lower the fixed pulses)"
+            )
+        scale = np.sqrt((self.max_b1_rms**2 - fixed) / var) * (1.0 - self.margin)
+        return self._scaled(params, float(scale))
 
 
 @dataclass(frozen=True)

@@ -115,3 +115,37 @@ def test_sar_limit_projection_on_subtree_and_sar_b1_rms_limit():
         mo.SARLimit(flash_train, 0.0)
     with pytest.raises(ValueError, match="level must be"):
         mo.sar_b1_rms_limit(flash_train(flips), sc, level="high")
+
+
+def _gre_loss(te, tr):
+    """Contrast of a clinical GRE builder (flip traced; TE/TR concrete host timing)."""
+    twin = two_tissue_twin(1)
+
+    def loss(flip):
+        seq = mt.sequences.gre(
+            scanner=mt.Scanner(), fov=0.2, matrix=8, slice_thickness=5e-3, te=te, tr=tr, flip_angle=flip
+        )
+        return -mo.contrast(twin, seq, "gray_matter", "white_matter", method=mt.Bloch(ideal_spoiling=True))
+
+    return loss
+
+
+def test_invalid_timing_is_reported_and_bad_flip_projected_in_builder_losses():
+    # TE or TR below the minimum: the builder's ValueError (naming the field, the value and
+    # the minimum) leaves `optimize` unchanged, before any NaN could appear
+    with pytest.raises(ValueError, match=r"te = 0\.100 ms is impossible: the minimum te .* is 3\.\d+ ms"):
+        mo.optimize(_gre_loss(0.1e-3, 20e-3), jnp.asarray(0.3), steps=2)
+    with pytest.raises(ValueError, match=r"tr = 1\.000 ms is impossible: the minimum tr .* is \d+\.\d+ ms"):
+        mo.optimize(_gre_loss(5e-3, 1e-3), jnp.asarray(0.3), steps=2)
+    # a traced flip cannot be range-checked by the builder: a Box keeps it valid from the start
+    res = mo.optimize(
+        _gre_loss(5e-3, 20e-3),
+        jnp.asarray(-0.3),
+        steps=3,
+        optimizer=optax.adam(0.05),
+        constraints=mo.Box(np.radians(1.0), np.pi / 2),
+    )
+    flips = np.asarray(res.params_history)
+    assert flips[0] == pytest.approx(np.radians(1.0)) and np.all(flips >= np.radians(1.0))
+    assert np.all(flips <= np.pi / 2) and np.all(np.isfinite(res.history))
+    assert res.history[-1] < res.history[0]  # the contrast grows from the projected 1° start
