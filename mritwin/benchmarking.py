@@ -5,6 +5,9 @@
 - `numpy_reference`: a careful plain-NumPy Bloch simulation of the same discretized steps.
 - `run_gre`: the issue-2 scenario (TR 12 ms, TE 5 ms, 15 degrees) timed against the
   NumPy reference, as a JSON-ready dict.
+- `run_scenario`: time one named scenario of `mritwin.bench_scenarios` (the issue-8 suite)
+  and return its JSON-ready record; `records_to_markdown` renders records as the
+  `benchmarks/RESULTS.md` table.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ import numpy as np
 import mritwin as mt
 from mritwin.simulate import trace_count
 
-__all__ = ["cartesian_gre", "grid_twin", "fft_recon", "numpy_reference", "run_gre"]
+__all__ = ["cartesian_gre", "grid_twin", "fft_recon", "numpy_reference", "run_gre", "run_scenario", "run_case",
+           "records_to_markdown", "RECORD_FIELDS"]
 
 
 def cartesian_gre(n, fov, *, tr=12e-3, te=5e-3, flip=np.radians(15), dwell=20e-6, rf_duration=100e-6,
@@ -91,6 +95,8 @@ def numpy_reference(twin: mt.Twin, dseq) -> np.ndarray:
     r1 = (1.0 / np.asarray(twin.t1, np.float32)).astype(np.float32)
     r2 = (1.0 / np.asarray(twin.t2, np.float32)).astype(np.float32)
     df = np.zeros_like(pd) if twin.delta_f is None else np.asarray(twin.delta_f, np.float32)
+    if np.asarray(dseq.kind)[: dseq.n_real_steps].max(initial=0) > 1:
+        raise ValueError("numpy_reference needs a stepped sequence: discretize(..., windows=False)")
     mxy = np.zeros(pd.size, np.complex64)
     mz = pd.copy()
     n = dseq.n_real_steps
@@ -99,16 +105,17 @@ def numpy_reference(twin: mt.Twin, dseq) -> np.ndarray:
     b1 = np.asarray(dseq.b1dt)[:n]
     kind = np.asarray(dseq.kind)[:n]
     sample = np.asarray(dseq.sample)[:n]
+    cyc0 = np.asarray(dseq.cyc0)[:n].astype(np.float32)  # rigid-motion phase per step [cycles]
     out = np.zeros(n, np.complex64)
     cache: dict = {}
     tmp = np.empty_like(mz)
     two_pi = np.float32(2 * np.pi)
     for i in range(n):
         if kind[i] == 1:  # free precession: factor cached per distinct interval
-            key = (dt[i], k[i, 0], k[i, 1], k[i, 2])
+            key = (dt[i], k[i, 0], k[i, 1], k[i, 2], cyc0[i])
             f = cache.get(key)
             if f is None:
-                cyc = k[i, 0] * x + k[i, 1] * y + k[i, 2] * z + df * np.float32(dt[i])
+                cyc = k[i, 0] * x + k[i, 1] * y + k[i, 2] * z + df * np.float32(dt[i]) + cyc0[i]
                 e2 = np.exp(-r2 * np.float32(dt[i]))
                 zf = (e2 * np.exp(-1j * two_pi * cyc)).astype(np.complex64)
                 e1 = np.exp(-r1 * np.float32(dt[i]))
@@ -126,7 +133,7 @@ def numpy_reference(twin: mt.Twin, dseq) -> np.ndarray:
             mz *= e1
             mz += pd * (1 - e1)
             wx, wy = np.float32(b1[i].real), np.float32(b1[i].imag)
-            wz = k[i, 0] * x + k[i, 1] * y + k[i, 2] * z + df * np.float32(dt[i])
+            wz = k[i, 0] * x + k[i, 1] * y + k[i, 2] * z + df * np.float32(dt[i]) + cyc0[i]
             nrm = np.sqrt(wx * wx + wy * wy + wz * wz)
             th = two_pi * nrm
             nrm[nrm == 0] = 1
@@ -213,3 +220,189 @@ def run_gre(n: int, repeats: int = 3, with_numpy: bool = True) -> dict:
             "peak_rss_mb_after_numpy": round(rss_mb(), 1),
         })
     return result
+
+
+#: fields every `run_scenario` record has (values may be None where noted)
+RECORD_FIELDS = (
+    "scenario", "quick", "device", "platform", "cpu_count", "precision", "n_spins", "n_steps",
+    "n_steps_padded", "n_samples", "discretize_s", "compile_s", "first_call_s", "run_s", "run_s_all",
+    "repeats", "spin_steps_per_s", "compiled_on_first_call", "recompiled_on_new_values", "peak_host_mb", "peak_device_mb",
+    "anchor", "note", "params",
+)
+
+#: skip the NumPy reference above this many (stepped) spin-steps: it would take minutes
+NUMPY_MAX_SPIN_STEPS = 5e9
+
+
+def _peak_host_mb():
+    """Peak resident memory of this process [MB] (``ru_maxrss``), or None off Unix."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(rss / (1024.0 * 1024.0) if platform.system() == "Darwin" else rss / 1024.0, 1)
+
+
+def _peak_device_mb():
+    """Peak memory in use on the first JAX device [MB], or None where the backend does not say."""
+    try:
+        stats = jax.devices()[0].memory_stats()
+    except Exception:  # noqa: BLE001 - backends without memory statistics raise various errors
+        return None
+    if not stats or "peak_bytes_in_use" not in stats:
+        return None
+    return round(stats["peak_bytes_in_use"] / 2 ** 20, 1)
+
+
+def run_scenario(name: str, *, quick: bool = False, repeats: int = 3, dtype: str = "float32",
+                 with_numpy: bool = True) -> dict:
+    """Time one named scenario (`mritwin.bench_scenarios.SCENARIOS`) and return its record.
+
+    The sequence is discretized once (``discretize_s``; with the scenario's method and
+    motion, so ``n_steps`` counts exactly the engine's steps: an ADC window is one step)
+    and `mritwin.simulate` runs on the `DiscreteSequence`: once to compile, then
+    ``repeats`` times with new T1 values (the same compiled code must be reused).
+    ``compile_s`` is the first call minus the median run; it is about 0 when an earlier
+    scenario in the same process already compiled the same shapes
+    (``compiled_on_first_call`` is then false).
+
+    Args:
+        name: scenario name (see `mritwin.bench_scenarios.scenario_names`).
+        quick: the small version of the scenario.
+        repeats: timed runs after the first (>= 1); ``run_s`` is their median [s].
+        dtype: ``"float32"`` or ``"float64"`` (float64 needs JAX x64 enabled).
+        with_numpy: also time the plain-NumPy reference (`numpy_reference`) on the same
+            steps, one step per ADC sample, when it is at most `NUMPY_MAX_SPIN_STEPS`.
+
+    Returns:
+        A JSON-ready dict with the `RECORD_FIELDS` (times in s, memory in MB,
+        ``spin_steps_per_s = n_spins * n_steps / run_s``) and, with the NumPy
+        reference, ``numpy_run_s``, ``speedup_vs_numpy`` and ``max_rel_diff_vs_numpy``.
+
+    Raises:
+        ValueError: unknown scenario, repeats < 1, unknown dtype.
+    """
+    from .bench_scenarios import build_case
+
+    if int(repeats) != repeats or repeats < 1:
+        raise ValueError(f"repeats must be a positive integer, got {repeats}")
+    if dtype not in ("float32", "float64"):
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return run_case(name, build_case(name, quick), quick=quick, repeats=repeats, dtype=dtype,
+                    with_numpy=with_numpy)
+
+
+def run_case(name: str, case, *, quick: bool = False, repeats: int = 3, dtype: str = "float32",
+             with_numpy: bool = True) -> dict:
+    """Time an already built `mritwin.bench_scenarios.Case` (see `run_scenario`).
+
+    Args:
+        name: the ``scenario`` field of the record.
+        case: the `Case` (twin, sequence, scanner, method, motion, note, anchor, params).
+        quick, repeats, dtype, with_numpy: as in `run_scenario`.
+
+    Returns:
+        The record (see `run_scenario`).
+    """
+    if int(repeats) != repeats or repeats < 1:
+        raise ValueError(f"repeats must be a positive integer, got {repeats}")
+    m = case.method
+    t0 = time.perf_counter()
+    dseq = mt.discretize(case.seq, case.scanner, rf_dt=m.rf_dt, windows=m.windows, motion=case.motion)
+    discretize_s = time.perf_counter() - t0
+    twin = case.twin
+    n_steps = int(dseq.n_real_steps)
+
+    def once(tw):
+        t = time.perf_counter()
+        sig = mt.simulate(tw, dseq, method=m, dtype=dtype)
+        sig.samples.block_until_ready()
+        return time.perf_counter() - t, sig
+
+    traces0 = trace_count()
+    first, sig = once(twin)
+    traces = trace_count()
+    times = []
+    for r in range(int(repeats)):
+        tw = twin.replace(t1=twin.t1 * (1.0 + 0.01 * (r + 1)))  # new values: must not recompile
+        times.append(once(tw)[0])
+    run_s = statistics.median(times)
+    rec = {
+        "scenario": name,
+        "quick": bool(quick),
+        "device": jax.devices()[0].device_kind,
+        "platform": jax.default_backend(),
+        "cpu_count": os.cpu_count(),
+        "precision": dtype,
+        "n_spins": int(twin.n_spins),
+        "n_steps": n_steps,
+        "n_steps_padded": int(dseq.n_steps),
+        "n_samples": int(dseq.n_adc),
+        "discretize_s": round(discretize_s, 4),
+        "compile_s": round(max(first - run_s, 0.0), 3),
+        "first_call_s": round(first, 4),
+        "run_s": round(run_s, 7),
+        "run_s_all": [round(t, 7) for t in times],
+        "repeats": int(repeats),
+        "spin_steps_per_s": twin.n_spins * n_steps / run_s,
+        "compiled_on_first_call": traces != traces0,
+        "recompiled_on_new_values": trace_count() != traces,
+        "peak_host_mb": _peak_host_mb(),
+        "peak_device_mb": _peak_device_mb(),
+        "anchor": case.anchor,
+        "note": case.note,
+        "params": case.params,
+    }
+    if with_numpy:
+        stepped = mt.discretize(case.seq, case.scanner, rf_dt=m.rf_dt, windows=False, motion=case.motion)
+        work = twin.n_spins * stepped.n_real_steps
+        rec["numpy_n_steps"] = int(stepped.n_real_steps)
+        if work > NUMPY_MAX_SPIN_STEPS:
+            rec["numpy_run_s"] = None
+            rec["numpy_skipped"] = f"{work:.2g} spin-steps > {NUMPY_MAX_SPIN_STEPS:.2g}"
+        else:
+            t0 = time.perf_counter()
+            ref = numpy_reference(twin, stepped)
+            np_s = time.perf_counter() - t0
+            ours = np.asarray(sig.samples[0])
+            rec.update({
+                "numpy_run_s": round(np_s, 4),
+                "speedup_vs_numpy": round(np_s / run_s, 2),
+                "max_rel_diff_vs_numpy": float(np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-30)),
+                "peak_host_mb": _peak_host_mb(),
+            })
+    return rec
+
+
+def _fmt(v, spec):
+    return "–" if v is None else format(v, spec)
+
+
+def records_to_markdown(records) -> str:
+    """A Markdown table (one row per `run_scenario` record) for `benchmarks/RESULTS.md`.
+
+    Published anchors go in their own column; the GPU column says "not measured" unless
+    a record comes from a GPU device.
+    """
+    head = ("| scenario | spins | steps | samples | compile [s] | run [s] (median) | spin-steps/s | "
+            "NumPy [s] | vs NumPy | peak RSS [MB] | GPU run [s] | published anchor |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|")
+    rows = [head]
+    for r in records:
+        anchor = r.get("anchor")
+        if anchor:
+            v = anchor["run_s"]
+            val = f"{v[0]:g}–{v[1]:g}" if isinstance(v, list) else f"{v:g}"
+            a = f"{val} s ({anchor['software']}, {anchor['hardware']})"
+        else:
+            a = "–"
+        gpu = _fmt(r["run_s"], ".4g") if r.get("platform") == "gpu" else "not measured"
+        cpu_run = _fmt(r["run_s"], ".4g") if r.get("platform") != "gpu" else "–"
+        sp = r.get("speedup_vs_numpy")
+        rows.append(
+            f"| {r['scenario']}{' (quick)' if r.get('quick') else ''} | {r['n_spins']:,} | {r['n_steps']:,} | {r['n_samples']:,} | "
+            f"{_fmt(r['compile_s'], '.3g')} | {cpu_run} | {r['spin_steps_per_s']:.3g} | "
+            f"{_fmt(r.get('numpy_run_s'), '.4g')} | {'–' if sp is None else f'{sp:.3g}×'} | "
+            f"{_fmt(r['peak_host_mb'], '.0f')} | {gpu} | {a} |")
+    return "\n".join(rows) + "\n"

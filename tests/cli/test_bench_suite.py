@@ -1,0 +1,125 @@
+"""`mritwin bench` suite (issue 8): listing, record fields, errors, and physics of two scenarios."""
+
+import json
+
+import numpy as np
+import pytest
+
+import mritwin as mt
+from mritwin.bench_scenarios import SCENARIOS, build_case, mrf_train, scenario_names
+from mritwin.benchmarking import RECORD_FIELDS, numpy_reference
+from mritwin.cli.main import main
+
+
+def test_list_prints_every_scenario_once(capsys):
+    assert main(["bench", "--list"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [ln.split()[0] for ln in lines] == scenario_names()
+    assert len(set(scenario_names())) == len(SCENARIOS) >= 13
+    for required in ("koma-column", "koma-sphere-cs", "koma-brain-suscept", "koma-brain-motion",
+                     "koma-brain-spiral", "koma-epi", "mrilab-spiral", "gre-64", "gre-128", "gre-256",
+                     "brain3d-gre", "mrf-train", "scale-10m"):
+        assert required in scenario_names()
+
+
+def test_unknown_scenario_exits_2_with_one_line(capsys):
+    assert main(["bench", "--quick", "--scenario", "koma-column", "no-such-case"]) == 2
+    cap = capsys.readouterr()
+    err = cap.err.strip()
+    assert err.count("\n") == 0 and "'no-such-case'" in err and "koma-column" in err
+    assert cap.out == ""  # nothing ran: names are checked before the first scenario
+
+
+def test_bad_repeats_exits_2(capsys):
+    assert main(["bench", "--quick", "--scenario", "koma-column", "--repeats", "0"]) == 2
+    assert "--repeats" in capsys.readouterr().err
+
+
+def test_quick_column_record_fields_and_values(capsys):
+    assert main(["bench", "--quick", "--scenario", "koma-column", "--repeats", "2"]) == 0
+    cap = capsys.readouterr()
+    lines = cap.out.strip().splitlines()
+    assert len(lines) == 1 and "koma-column" in cap.err  # progress on stderr only
+    rec = json.loads(lines[0])
+    assert set(RECORD_FIELDS) <= set(rec)
+    assert rec["scenario"] == "koma-column" and rec["quick"] is True and rec["precision"] == "float32"
+    assert rec["platform"] in ("cpu", "gpu", "tpu") and isinstance(rec["device"], str) and rec["device"]
+    # n_steps / n_samples are the engine's step count and ADC samples of the scenario's sequence
+    case = build_case("koma-column", quick=True)
+    assert rec["n_spins"] == case.twin.n_spins == 200
+    assert rec["n_steps"] == mt.discretize(case.seq, case.scanner).n_real_steps > 0
+    assert rec["n_steps_padded"] >= rec["n_steps"]
+    assert rec["n_samples"] == case.seq.n_adc_samples == 32 * 32
+    assert rec["run_s"] > 0 and len(rec["run_s_all"]) == rec["repeats"] == 2
+    assert rec["run_s"] == pytest.approx(float(np.median(rec["run_s_all"])), abs=1e-7)  # both rounded to 1e-7 s
+    assert rec["spin_steps_per_s"] == pytest.approx(rec["n_spins"] * rec["n_steps"] / rec["run_s"], rel=1e-5)
+    assert rec["compile_s"] >= 0 and rec["first_call_s"] >= rec["run_s"] * 0.5
+    assert rec["recompiled_on_new_values"] is False
+    assert rec["peak_host_mb"] is None or rec["peak_host_mb"] > 10
+    assert rec["peak_device_mb"] is None or rec["peak_device_mb"] > 0
+    # an independent plain-NumPy Bloch implementation, same steps but one per ADC sample
+    assert rec["numpy_run_s"] > 0 and rec["speedup_vs_numpy"] > 0
+    assert rec["max_rel_diff_vs_numpy"] < 1e-3
+
+
+def test_motion_scenario_matches_numpy_reference():
+    """Rigid motion (per-step phase ``cyc0``) against the NumPy reference stepping the same moments."""
+    case = build_case("koma-brain-motion", quick=True)
+    assert isinstance(case.motion, mt.Translation)
+    d = mt.discretize(case.seq, case.scanner, windows=False, motion=case.motion)
+    ours = np.asarray(mt.simulate(case.twin, case.seq, motion=case.motion).samples[0])
+    ref = numpy_reference(case.twin, d)
+    rel = np.abs(ours - ref).max() / np.abs(ref).max()
+    assert rel < 1e-3, rel
+    # the motion matters: the static twin gives a clearly different signal
+    static = np.asarray(mt.simulate(case.twin, case.seq).samples[0])
+    assert np.abs(static - ours).max() / np.abs(ref).max() > 1e-2
+
+
+def test_mrf_train_closed_form_without_relaxation():
+    """MRF scenario sequence, one spin at the origin, T1 = T2 = inf: pure rotations about x.
+
+    Idealization: none besides no relaxation. The spin sits at r = 0 with no off-resonance, so
+    gradients do nothing; every pulse has phase 0, so after the 180° inversion and pulses
+    1..i the magnetization is (0, sin θ, cos θ) with θ = π + Σ α_j (left-handed frame: a 90°
+    pulse about x tips Mz to +y, signal +i). Every sample of TR i is then ``i sin θ_i``.
+    """
+    seq, flips = mrf_train(1000)
+    twin = mt.Twin(position=np.zeros((1, 3)), pd=np.ones(1), t1=np.full(1, np.inf), t2=np.full(1, np.inf))
+    sig = np.asarray(mt.simulate(twin, seq, dtype=np.float64).samples[0]).reshape(1000, 64)
+    # discretize rounds step boundaries to 1 ps, so each 200 us pulse's angle is exact to
+    # alpha * 2 ps / 200 us <= 1.1e-8 rad: check that bound, then the engine against the
+    # closed form with those angles (rotation composition must then be exact to rounding)
+    d = mt.discretize(seq, mt.Scanner())
+    kind = np.asarray(d.kind)[: d.n_real_steps]
+    angles = 2 * np.pi * np.abs(np.asarray(d.b1dt)[: d.n_real_steps][kind == 0])
+    assert angles.size == 1001 and abs(angles[0] - np.pi) < 1e-8
+    assert np.abs(angles[1:] - flips).max() < 1.1e-8
+    expected = 1j * np.sin(np.cumsum(angles)[1:])  # theta_i = pi + sum of the first i flips
+    assert np.abs(sig - expected[:, None]).max() < 1e-10
+    # and against the requested flips: 1000 pulses accumulate at most 1000 * 1.1e-8 rad
+    assert np.abs(sig - 1j * np.sin(np.pi + np.cumsum(flips))[:, None]).max() < 1.1e-5
+    assert flips.min() >= np.radians(10) - 1e-12 and flips.max() <= np.radians(60) + 1e-12
+
+
+def test_multihost_example_two_processes_sum_to_single_process():
+    """benchmarks/multihost_example.py: 2 CPU processes, disjoint spin slices, gathered sum."""
+    import pathlib
+    import socket
+    import subprocess
+    import sys
+
+    script = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "multihost_example.py"
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, str(script), "--matrix", "16", "--check", "--coordinator", f"localhost:{port}",
+           "--num-processes", "2", "--process-id"]
+    procs = [subprocess.Popen(cmd + [str(i)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in (0, 1)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][1][-2000:] + outs[1][1][-2000:]
+    rec = json.loads(outs[0][0].strip().splitlines()[-1])
+    assert not [ln for ln in outs[1][0].splitlines() if ln.startswith("{")]  # only process 0 reports
+    assert rec["process_count"] == 2 and rec["n_spins"] == 256 and rec["spins_this_process"] == 128
+    assert rec["max_rel_diff_vs_single_process"] < 1e-5  # float32 sums in another order
