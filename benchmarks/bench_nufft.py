@@ -96,7 +96,9 @@ def bench_window(n_spins, repeats, tol=1e-6):
     twin = mt.Twin(position=np.c_[np.asarray(x), np.asarray(y), np.zeros(n_spins)], pd=np.ones(n_spins),
                    t1=np.ones(n_spins), t2=t2)
     # a plan for this window: reuse the engine's planner on a one-window sequence
-    seq = cartesian_gre(n_samples, side)
+    dwell_seq = 20e-6
+    te = max(5e-3, 0.5 * n_samples * dwell_seq + 3e-3)
+    seq = cartesian_gre(n_samples, side, te=te, tr=2 * te + 4e-3)
     plan = plan_readout(mt.NUFFTReadout(tol), twin, discretize(seq), jnp.float32).window
     n_win = discretize(seq).n_window
 

@@ -24,6 +24,7 @@ import functools
 import math
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -123,11 +124,37 @@ def _stencil(u, sizes, spec: KernelSpec):
 
 def _spread(u, v, sizes, spec: KernelSpec):
     """Spread strengths ``v`` (B, n) of points at grid coordinates ``u`` (D, n) onto a
-    periodic grid (B, *sizes)."""
-    flat, weight = _stencil(u, sizes, spec)
-    vals = (v[:, :, None] * weight[None].astype(v.dtype)).reshape(v.shape[0], -1)
-    grid = jnp.zeros((v.shape[0], math.prod(sizes)), v.dtype).at[:, flat].add(vals)
-    return grid.reshape((v.shape[0],) + tuple(sizes))
+    periodic grid (B, *sizes).
+
+    Scatters one *row* per point and stencil position of the other axes: the ``w`` kernel
+    values along the last axis land in a ``(…, size, w)`` buffer at the point's first grid
+    index, and a shifted sum folds the buffer onto the grid (a row scatter costs ~3x
+    less than scattering every element on XLA's CPU backend).
+    """
+    d = len(sizes)
+    w = spec.width
+    n = u.shape[1]
+    b = v.shape[0]
+    idx_l, ker_l = _spread_indices(u[-1], sizes[-1], spec)  # (n, w)
+    first = idx_l[:, 0]
+    if d > 1:
+        flat_o, w_o = _stencil(u[:-1], sizes[:-1], spec)
+        rows_at = flat_o.reshape(n, -1) * sizes[-1] + first[:, None]  # (n, w^(d-1))
+    else:
+        w_o = jnp.ones((n, 1), u.dtype)
+        rows_at = first[:, None]
+    vr = jnp.concatenate([jnp.real(v), jnp.imag(v)], 0).T  # (n, 2B)
+    rows = w_o[:, :, None, None] * vr[:, None, :, None] * ker_l[:, None, None, :]  # (n, w^(d-1), 2B, w)
+    n_rows = math.prod(sizes)
+    g2 = jnp.zeros((n_rows, 2 * b, w), u.dtype).at[rows_at.reshape(-1)].add(
+        rows.reshape(-1, 2 * b, w), mode="promise_in_bounds")
+    g2 = g2.reshape(-1, sizes[-1], 2 * b, w)
+    grid = g2[..., 0]
+    for q in range(1, w):
+        grid = grid + jnp.roll(g2[..., q], q, axis=1)
+    grid = jax.lax.complex(grid[..., :b], grid[..., b:])  # (others, size_last, B)
+    grid = jnp.moveaxis(grid, -1, 0)
+    return grid.reshape((b,) + tuple(sizes))
 
 
 def _interp(grid, u, spec: KernelSpec):
