@@ -41,6 +41,14 @@ def timed(f, *args, repeats=3):
     return statistics.median(ts)
 
 
+def _reversible_fields(name, t, t_fwd, mem, mem_fwd, grads, ref):
+    diff = max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))) / np.max(np.abs(np.asarray(y))))
+               for x, y in zip(grads, ref))
+    return {f"{name}_s": round(t, 4), f"{name}_over_forward_time": round(t / t_fwd, 2),
+            f"{name}_temp_mb": round(mem / 2**20, 2), f"{name}_over_forward_memory": round(mem / max(mem_fwd, 1), 2),
+            f"{name}_vs_checkpoint_max_rel_diff": diff}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=100)
@@ -93,18 +101,8 @@ def main(argv=None) -> int:
         "gradient_over_forward_memory": round(mem_grad / max(mem_fwd, 1), 2),
         "gradient_no_checkpoint_temp_mb": round(mem_grad_nock / 2**20, 2),
         "gradient_finite": bool(all(np.all(np.isfinite(np.asarray(x))) for x in g)),
-        "reversible_s": round(t_rev, 4),
-        "reversible_over_forward_time": round(t_rev / t_fwd, 2),
-        "reversible_temp_mb": round(mem_rev / 2**20, 2),
-        "reversible_over_forward_memory": round(mem_rev / max(mem_fwd, 1), 2),
-        "reversible_vs_checkpoint_max_rel_diff": float(max(
-            np.max(np.abs(np.asarray(x) - np.asarray(y))) / np.max(np.abs(np.asarray(y))) for x, y in zip(g_rev, g))),
-        "reversible_0.3s_s": round(t_rev3, 4),
-        "reversible_0.3s_over_forward_time": round(t_rev3 / t_fwd, 2),
-        "reversible_0.3s_temp_mb": round(mem_rev3 / 2**20, 2),
-        "reversible_0.3s_over_forward_memory": round(mem_rev3 / max(mem_fwd, 1), 2),
-        "reversible_0.3s_vs_checkpoint_max_rel_diff": float(max(
-            np.max(np.abs(np.asarray(x) - np.asarray(y))) / np.max(np.abs(np.asarray(y))) for x, y in zip(g_rev3, g))),
+        **_reversible_fields("reversible", t_rev, t_fwd, mem_rev, mem_fwd, g_rev, g),
+        **_reversible_fields("reversible_0.3s", t_rev3, t_fwd, mem_rev3, mem_fwd, g_rev3, g),
     }
     print(json.dumps(out), flush=True)
     return 0

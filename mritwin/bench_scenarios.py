@@ -20,7 +20,7 @@ import numpy as np
 
 import mritwin as mt
 
-from .benchmarking import cartesian_gre, grid_twin
+from .benchmarking import cartesian_gre, grid_twin, readout_gradients
 
 __all__ = ["Case", "Scenario", "SCENARIOS", "scenario_names", "build_case", "mrf_train", "column_twin",
            "disk_twin", "brain_slice", "susceptibility_map"]
@@ -145,14 +145,9 @@ def mrf_train(n_tr: int = 1000, *, tr: float = 10e-3, te: float = 3e-3, n_read: 
     if int(n_tr) != n_tr or n_tr < 1:
         raise ValueError(f"n_tr must be a positive integer, got {n_tr}")
     flips = np.radians(10.0 + 50.0 * np.abs(np.sin(np.pi * np.arange(n_tr) / 250.0)))
-    dk = 1.0 / fov
     dwell = 10e-6
-    g_ro = dk / (mt.GAMMA_BAR * dwell)
-    gx = mt.make_trapezoid("x", amplitude=g_ro, flat_time=n_read * dwell, scanner=sc)
-    pre_area = -(n_read / 2 + 0.5) * dk - mt.GAMMA_BAR * g_ro * gx.rise_time / 2
     t_pre = 0.6e-3
-    gxp = mt.make_trapezoid("x", area=pre_area, duration=t_pre, scanner=sc)
-    spoil = mt.make_trapezoid("x", area=4 * n_read * dk, scanner=sc)
+    _, gx, gxp, spoil = readout_gradients(n_read, fov, dwell, t_pre, sc)
     rf_dur = 200e-6
     t_centre = gx.rise_time + (n_read / 2 + 0.5) * dwell
     gap = te - rf_dur / 2 - t_pre - t_centre

@@ -27,6 +27,22 @@ __all__ = ["cartesian_gre", "grid_twin", "fft_recon", "numpy_reference", "run_gr
            "records_to_markdown", "RECORD_FIELDS"]
 
 
+def readout_gradients(n, fov, dwell, t_pre, scanner):
+    """Cartesian readout along x: ``(dk, readout, prephaser, spoiler)``.
+
+    The readout's flat top holds ``n`` samples of ``dwell`` at ``dk = 1/fov`` per sample;
+    the prephaser (``t_pre`` [s]) puts sample ``n/2`` at k = 0 (centre of the flat top);
+    the spoiler winds 4 cycles per pixel.
+    """
+    dk = 1.0 / fov
+    g_ro = dk / (mt.GAMMA_BAR * dwell)
+    gx = mt.make_trapezoid("x", amplitude=g_ro, flat_time=n * dwell, scanner=scanner)
+    k_pre = -(n / 2 + 0.5) * dk - mt.GAMMA_BAR * g_ro * gx.rise_time / 2
+    gxp = mt.make_trapezoid("x", area=k_pre, duration=t_pre, scanner=scanner)
+    spoil = mt.make_trapezoid("x", area=4 * n * dk, scanner=scanner)
+    return dk, gx, gxp, spoil
+
+
 def cartesian_gre(n, fov, *, tr=12e-3, te=5e-3, flip=np.radians(15), dwell=20e-6, rf_duration=100e-6,
                   scanner=None, rf_spoil=True):
     """A 2D Cartesian spoiled GRE with a hard pulse: n x n, readout along x, phase along y.
@@ -35,13 +51,8 @@ def cartesian_gre(n, fov, *, tr=12e-3, te=5e-3, flip=np.radians(15), dwell=20e-6
     with matched ADC phase and a spoiler of 4 cycles per pixel along x.
     """
     sc = scanner or mt.Scanner(rf_dead_time=0.0, rf_ringdown_time=0.0, adc_dead_time=0.0)
-    dk = 1.0 / fov
-    g_ro = dk / (mt.GAMMA_BAR * dwell)
-    gx = mt.make_trapezoid("x", amplitude=g_ro, flat_time=n * dwell, scanner=sc)
-    k_pre = -(n / 2 + 0.5) * dk - mt.GAMMA_BAR * g_ro * gx.rise_time / 2
     t_pre = 1e-3
-    gxp = mt.make_trapezoid("x", area=k_pre, duration=t_pre, scanner=sc)
-    spoil = mt.make_trapezoid("x", area=4 * n * dk, scanner=sc)
+    dk, gx, gxp, spoil = readout_gradients(n, fov, dwell, t_pre, sc)
     blocks = []
     phase = inc = 0.0
     t_rf = rf_duration / 2  # RF centre from TR start

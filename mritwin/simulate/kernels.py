@@ -114,8 +114,9 @@ def _relax(spins: Spins, m: State, e1, e2) -> State:
     return State(m.mx * e2, m.my * e2, m.mz * e1 + spins.pd * (1.0 - e1))
 
 
-def rf_step(spins: Spins, m: State, dt, k, b1dt, c0=0.0) -> State:
-    """RF step: relax dt/2, rotate about the constant effective field, relax dt/2."""
+def _rf_rotation(spins: Spins, dt, k, b1dt, c0):
+    """Unit axis ``(ux, uy, uz)`` and ``(sin θ, cos θ)`` of an RF step's rotation about its
+    constant effective field ``(b1 Re B1dt, b1 Im B1dt, k·r + Δf dt)`` [cycles]."""
     wx = spins.b1 * jnp.real(b1dt)
     wy = spins.b1 * jnp.imag(b1dt)
     wz = _cycles(spins, k, dt, c0)
@@ -123,21 +124,26 @@ def rf_step(spins: Spins, m: State, dt, k, b1dt, c0=0.0) -> State:
     nonzero = n2 > 0
     nrm = jnp.sqrt(jnp.where(nonzero, n2, 1.0))
     s, c = sincos_cycles(jnp.where(nonzero, nrm, 0.0))
-    ux, uy, uz = wx / nrm, wy / nrm, wz / nrm
-    e2 = jnp.exp(-0.5 * spins.r2 * dt)
-    e1 = jnp.exp(-0.5 * spins.r1 * dt)
-    m = _relax(spins, m, e1, e2)
-    # left-handed rotation by theta about u: M' = M c - (u x M) s + u (u.M)(1 - c)
+    return (wx / nrm, wy / nrm, wz / nrm), s, c
+
+
+def _rotate(m: State, u, s, c) -> State:
+    """Left-handed rotation about the unit axis ``u``: ``M c - (u × M) s + u (u·M)(1 - c)``."""
+    ux, uy, uz = u
     udm = (ux * m.mx + uy * m.my + uz * m.mz) * (1.0 - c)
     cx = uy * m.mz - uz * m.my
     cy = uz * m.mx - ux * m.mz
     cz = ux * m.my - uy * m.mx
-    m = State(
-        m.mx * c - cx * s + ux * udm,
-        m.my * c - cy * s + uy * udm,
-        m.mz * c - cz * s + uz * udm,
-    )
-    return _relax(spins, m, e1, e2)
+    return State(m.mx * c - cx * s + ux * udm, m.my * c - cy * s + uy * udm, m.mz * c - cz * s + uz * udm)
+
+
+def rf_step(spins: Spins, m: State, dt, k, b1dt, c0=0.0) -> State:
+    """RF step: relax dt/2, rotate about the constant effective field, relax dt/2."""
+    u, s, c = _rf_rotation(spins, dt, k, b1dt, c0)
+    e2 = jnp.exp(-0.5 * spins.r2 * dt)
+    e1 = jnp.exp(-0.5 * spins.r1 * dt)
+    m = _relax(spins, m, e1, e2)
+    return _relax(spins, _rotate(m, u, s, c), e1, e2)
 
 
 def diffuse(spins: Spins, m: State, bstep) -> State:
@@ -326,28 +332,14 @@ def window_step_inverse(spins: Spins, m: State, dt, k, count) -> State:
 
 def rf_step_inverse(spins: Spins, m: State, dt, k, b1dt, c0=0.0) -> State:
     """The state before `rf_step`: un-relax dt/2, rotate back, un-relax dt/2."""
-    wx = spins.b1 * jnp.real(b1dt)
-    wy = spins.b1 * jnp.imag(b1dt)
-    wz = _cycles(spins, k, dt, c0)
-    n2 = wx * wx + wy * wy + wz * wz
-    nonzero = n2 > 0
-    nrm = jnp.sqrt(jnp.where(nonzero, n2, 1.0))
-    s, c = sincos_cycles(jnp.where(nonzero, nrm, 0.0))
-    s = -s  # rotation by -theta
-    ux, uy, uz = wx / nrm, wy / nrm, wz / nrm
+    u, s, c = _rf_rotation(spins, dt, k, b1dt, c0)
     e2 = jnp.exp(0.5 * spins.r2 * dt)
     e1 = jnp.exp(-0.5 * spins.r1 * dt)
 
     def unrelax(m):
         return State(m.mx * e2, m.my * e2, (m.mz - spins.pd * (1.0 - e1)) / e1)
 
-    m = unrelax(m)
-    udm = (ux * m.mx + uy * m.my + uz * m.mz) * (1.0 - c)
-    cx = uy * m.mz - uz * m.my
-    cy = uz * m.mx - ux * m.mz
-    cz = ux * m.my - uy * m.mx
-    m = State(m.mx * c - cx * s + ux * udm, m.my * c - cy * s + uy * udm, m.mz * c - cz * s + uz * udm)
-    return unrelax(m)
+    return unrelax(_rotate(unrelax(m), u, -s, c))
 
 
 def diffuse_inverse(spins: Spins, m: State, bstep) -> State:
