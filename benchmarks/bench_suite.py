@@ -34,6 +34,7 @@ def main(argv=None) -> int:
     p.add_argument("--scenario", nargs="+", default=None, metavar="NAME", help=f"any of: {', '.join(scenario_names())}")
     p.add_argument("--repeats", type=int, default=None, help="timed runs (default 2 quick, 3 full)")
     p.add_argument("--no-numpy", action="store_true", help="skip the plain-NumPy reference")
+    p.add_argument("--nufft", type=float, default=None, metavar="TOL", help="NUFFT readout at this tolerance")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--out", help="also append the JSON lines to this file")
     p.add_argument("--markdown", action="store_true", help="print the RESULTS.md table at the end")
@@ -58,7 +59,8 @@ def main(argv=None) -> int:
     records = []
     for i, name in enumerate(names, 1):
         print(f"[{i}/{len(names)}] {name}", file=sys.stderr, flush=True)
-        rec = run_scenario(name, quick=a.quick, repeats=repeats, dtype=a.dtype, with_numpy=not a.no_numpy)
+        rec = run_scenario(name, quick=a.quick, repeats=repeats, dtype=a.dtype, with_numpy=not a.no_numpy,
+                           nufft=a.nufft)
         records.append(rec)
         line = json.dumps(rec)
         print(line, flush=True)

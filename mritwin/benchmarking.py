@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import statistics
@@ -235,7 +236,7 @@ def run_gre(n: int, repeats: int = 3, with_numpy: bool = True) -> dict:
 
 #: fields every `run_scenario` record has (values may be None where noted)
 RECORD_FIELDS = (
-    "scenario", "quick", "device", "platform", "cpu_count", "precision", "n_spins", "n_steps",
+    "scenario", "quick", "device", "platform", "cpu_count", "precision", "readout", "n_spins", "n_steps",
     "n_steps_padded", "n_samples", "discretize_s", "compile_s", "first_call_s", "run_s", "run_s_all",
     "repeats", "spin_steps_per_s", "compiled_on_first_call", "recompiled_on_new_values", "peak_host_mb", "peak_device_mb",
     "anchor", "note", "params",
@@ -267,7 +268,7 @@ def _peak_device_mb():
 
 
 def run_scenario(name: str, *, quick: bool = False, repeats: int = 3, dtype: str = "float32",
-                 with_numpy: bool = True) -> dict:
+                 with_numpy: bool = True, nufft: float | None = None) -> dict:
     """Time one named scenario (`mritwin.bench_scenarios.SCENARIOS`) and return its record.
 
     The sequence is discretized once (``discretize_s``; with the scenario's method and
@@ -285,6 +286,9 @@ def run_scenario(name: str, *, quick: bool = False, repeats: int = 3, dtype: str
         dtype: ``"float32"`` or ``"float64"`` (float64 needs JAX x64 enabled).
         with_numpy: also time the plain-NumPy reference (`numpy_reference`) on the same
             steps, one step per ADC sample, when it is at most `NUMPY_MAX_SPIN_STEPS`.
+        nufft: run with the NUFFT readout at this tolerance
+            (``Bloch(readout=NUFFTReadout(nufft))``) instead of the scenario's method's
+            exact windows; ``None``: the scenario's method as it is.
 
     Returns:
         A JSON-ready dict with the `RECORD_FIELDS` (times in s, memory in MB,
@@ -300,8 +304,10 @@ def run_scenario(name: str, *, quick: bool = False, repeats: int = 3, dtype: str
         raise ValueError(f"repeats must be a positive integer, got {repeats}")
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    return run_case(name, build_case(name, quick), quick=quick, repeats=repeats, dtype=dtype,
-                    with_numpy=with_numpy)
+    case = build_case(name, quick)
+    if nufft is not None:
+        case = dataclasses.replace(case, method=dataclasses.replace(case.method, readout=mt.NUFFTReadout(nufft)))
+    return run_case(name, case, quick=quick, repeats=repeats, dtype=dtype, with_numpy=with_numpy)
 
 
 def run_case(name: str, case, *, quick: bool = False, repeats: int = 3, dtype: str = "float32",
@@ -320,7 +326,8 @@ def run_case(name: str, case, *, quick: bool = False, repeats: int = 3, dtype: s
         raise ValueError(f"repeats must be a positive integer, got {repeats}")
     m = case.method
     t0 = time.perf_counter()
-    dseq = mt.discretize(case.seq, case.scanner, rf_dt=m.rf_dt, windows=m.windows, motion=case.motion)
+    dseq = mt.discretize(case.seq, case.scanner, rf_dt=m.rf_dt, windows=m.windows, motion=case.motion,
+                         general_windows=m.readout is not None)
     discretize_s = time.perf_counter() - t0
     twin = case.twin
     n_steps = int(dseq.n_real_steps)
@@ -346,6 +353,7 @@ def run_case(name: str, case, *, quick: bool = False, repeats: int = 3, dtype: s
         "platform": jax.default_backend(),
         "cpu_count": os.cpu_count(),
         "precision": dtype,
+        "readout": "exact" if m.readout is None else f"nufft tol={m.readout.tol:g}",
         "n_spins": int(twin.n_spins),
         "n_steps": n_steps,
         "n_steps_padded": int(dseq.n_steps),

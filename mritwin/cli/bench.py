@@ -24,6 +24,8 @@ def add_parser(sub):
                    help="run only these scenarios (see --list)")
     p.add_argument("--list", action="store_true", help="list the scenarios and exit")
     p.add_argument("--no-numpy", action="store_true", help="skip the plain-NumPy reference")
+    p.add_argument("--nufft", type=float, default=None, metavar="TOL",
+                   help="use the NUFFT readout (mritwin.NUFFTReadout) at this tolerance")
     p.add_argument("--repeats", type=int, default=None,
                    help="timed runs per scenario after the compiling one (default 2 quick, 3 full)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
@@ -48,6 +50,8 @@ def run(args) -> int:
     repeats = args.repeats if args.repeats is not None else (2 if args.quick else 3)
     if repeats < 1:
         raise ValueError(f"--repeats must be >= 1, got {repeats}")
+    if args.nufft is not None and not 0 < args.nufft < 1:
+        raise ValueError(f"--nufft tolerance must be in (0, 1), got {args.nufft:g}")
     if args.dtype == "float64":
         import jax
 
@@ -55,6 +59,6 @@ def run(args) -> int:
     for i, name in enumerate(names, 1):
         print(f"[{i}/{len(names)}] {name}{' (quick)' if args.quick else ''}", file=sys.stderr, flush=True)
         rec = run_scenario(name, quick=args.quick, repeats=repeats, dtype=args.dtype,
-                           with_numpy=not args.no_numpy)
+                           with_numpy=not args.no_numpy, nufft=args.nufft)
         print(json.dumps(rec), flush=True)
     return 0

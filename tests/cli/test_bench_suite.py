@@ -62,6 +62,18 @@ def test_quick_column_record_fields_and_values(capsys):
     assert rec["max_rel_diff_vs_numpy"] < 1e-3
 
 
+def test_nufft_readout_option_matches_numpy_reference(capsys):
+    """``--nufft TOL`` runs the scenario with the NUFFT readout; its signal still matches the
+    independent NumPy stepping (to float32 rounding plus the tolerance)."""
+    assert main(["bench", "--quick", "--scenario", "koma-column", "--repeats", "1", "--nufft", "1e-5"]) == 0
+    rec = json.loads(capsys.readouterr().out.strip().splitlines()[0])
+    assert rec["readout"] == "nufft tol=1e-05"
+    assert rec["max_rel_diff_vs_numpy"] < 1e-3
+    assert main(["bench", "--quick", "--scenario", "koma-column", "--nufft", "2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--nufft tolerance must be in (0, 1)" in err
+
+
 def test_motion_scenario_matches_numpy_reference():
     """Rigid motion (per-step phase ``cyc0``) against the NumPy reference stepping the same moments."""
     case = build_case("koma-brain-motion", quick=True)
