@@ -82,6 +82,9 @@ class DiscreteSequence(eqx.Module):
             each general window from its first sample (zero padded).
         wt: (n_general, n_window) time of those samples from the first sample [s].
         widx: (n_steps,) int32: index into ``wk``/``wt`` of a general window step (else 0).
+        wcyc: (n_windows, n_window) with a translation motion: the phase common to all spins
+            [cycles] accumulated by samples 1..N-1 of each window (else None).
+        wcidx: (n_steps,) int32: index into ``wcyc`` of a window step (else 0).
     """
 
     dt: jax.Array
@@ -102,6 +105,8 @@ class DiscreteSequence(eqx.Module):
     wk: jax.Array | None = None
     wt: jax.Array | None = None
     widx: jax.Array | None = None
+    wcyc: jax.Array | None = None
+    wcidx: jax.Array | None = None
 
     @property
     def n_general(self) -> int:
@@ -123,6 +128,8 @@ class DiscreteSequence(eqx.Module):
         if self.n_general:
             out = eqx.tree_at(lambda d: (d.wk, d.wt), self,
                               (jnp.asarray(self.wk, dtype), jnp.asarray(self.wt, dtype)))
+        if self.wcyc is not None:
+            out = eqx.tree_at(lambda d: d.wcyc, out, jnp.asarray(self.wcyc, dtype))
         return eqx.tree_at(
             lambda d: (d.dt, d.t, d.kstep, d.b1dt, d.demod, d.adc_time, d.cyc0, d.bstep),
             out,
@@ -170,7 +177,9 @@ def discretize(
             gradients, RF phase cycling and enough isochromats per voxel.
         motion: optional rigid motion (`mritwin.twin.motion.AbstractMotion`): folded into
             each step's k-vector and a per-step phase (exact for motion linear within a
-            step); ADC windows are then stepped sample by sample.
+            step). With a translation (`Translation`, `PeriodicTranslation`) constant-gradient
+            ADC windows stay windows, with a per-sample phase common to all spins
+            (``wcyc``); with rotations they are stepped sample by sample.
         diffusion: compute ``bstep`` for the analytic diffusion attenuation
             ``Mxy *= exp(-D bstep)`` (k-space pathway: k reset at each excitation centre,
             negated at each refocusing centre; exact for single-pathway sequences such as
@@ -223,8 +232,10 @@ def discretize(
     # ---- windows --------------------------------------------------------------------
     win_first = np.zeros(0, np.int64)  # ADC event index of each window
     win_general = np.zeros(0, bool)
-    if motion is not None or diffusion:
+    if diffusion or (motion is not None and not _translation_only(motion)):
         windows = False
+    if motion is not None:
+        general_windows = False
     if windows and adt.count.size:
         cand = np.nonzero(adt.count >= _MIN_WINDOW)[0]
         if cand.size:
@@ -307,6 +318,9 @@ def discretize(
     else:
         kstep, cyc0 = _apply_motion(motion, gt, sa, sb, gb)
     b1dt = _rf_integrals(rft, sa, sb, kind == 0, gb)
+    wcyc = wcidx = None
+    if motion is not None and win_first.size:
+        wcyc, wcidx, cyc0 = _translated_windows(motion, kstep, cyc0, adt, win_first, new_index[win_step], n_window)
     wk = wt = widx = None
     if win_general.any():
         wk, wt, widx = _general_windows(gt, adt, win_first[win_general], new_index[win_step[win_general]],
@@ -325,7 +339,43 @@ def discretize(
         count=pad(count.astype(np.int32)), spoil=pad(spoil, False), out_index=out_index.astype(np.int32),
         demod=adt.demod, adc_time=adt.time, n_window=n_window, n_real_steps=m,
         wk=wk, wt=wt, widx=None if widx is None else pad(widx),
+        wcyc=wcyc, wcidx=None if wcidx is None else pad(wcidx),
     )
+
+
+def _translation_only(motion) -> bool:
+    """Motion without rotation: ADC windows stay windows (the motion adds a phase common to
+    all spins to each sample)."""
+    from ..twin.motion import PeriodicTranslation, Translation
+
+    return isinstance(motion, (Translation, PeriodicTranslation))
+
+
+def _translated_windows(motion, kstep, cyc0, adt, events, steps, n_window):
+    """Per-sample common phases of constant-gradient windows under a translation ``d(t)``.
+
+    Interval ``i`` of a window (moment ``k`` per interval, constant gradient so no first
+    moment about its midpoint) adds ``k·d(t_mid,i)`` cycles to every spin; sample ``n``
+    carries the cumulative sum ``Φ_n`` (``wcyc[w, n-1]``). Returns ``(wcyc, wcidx, cyc0)``
+    with the window steps' own ``cyc0`` zeroed (the table replaces it).
+    """
+    xp = jnp if any(isinstance(x, jax.Array) for x in (kstep, cyc0)) else np
+    rows = []
+    for ev, st in zip(events, steps):
+        f0, c = adt.first[ev], adt.count[ev]
+        mids = adt.time[f0] + (np.arange(c - 1) + 0.5) * adt.dwell[ev]
+        _, _, d, _ = motion.evaluate(mids)
+        phi = xp.cumsum(xp.asarray(d) @ kstep[st], axis=0)
+        rows.append(xp.pad(phi, (0, n_window - (c - 1))))
+    wcyc = xp.stack(rows)
+    wcidx = np.zeros(len(cyc0), np.int32)
+    wcidx[np.asarray(steps)] = np.arange(len(steps))
+    if xp is jnp:
+        cyc0 = jnp.asarray(cyc0).at[np.asarray(steps)].set(0.0)
+    else:
+        cyc0 = np.array(cyc0, dtype=float)
+        cyc0[np.asarray(steps)] = 0.0
+    return wcyc, wcidx, cyc0
 
 
 def _subdivide_free_steps(bounds, rft, max_dt):

@@ -81,7 +81,8 @@ def simulate(
             spins' rest positions' frame, i.e. the magnetization vectors).
         motion: optional rigid motion of the whole twin (`mritwin.Translation`,
             `mritwin.PeriodicTranslation`, `mritwin.RigidPath`); ``twin.position`` is the
-            position at rest. Costs nothing per spin; ADC windows are stepped.
+            position at rest. Costs nothing per spin; with a translation ADC windows stay
+            windows (a phase common to all spins per sample), with rotations they are stepped.
         dynamics: optional per-spin dynamics (`mritwin.twin.dynamics`): one model or a
             tuple of models among `DisplacementField`, `SpinPaths`, `Flow`, `RandomWalk`,
             `ContrastAgent`. Positions, velocities and relaxation rates are evaluated at
@@ -348,6 +349,8 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
     n_coils = 1 if spins.coil_re is None else spins.coil_re.shape[2]
     cdt = d.b1dt.dtype
     general = d.n_general > 0 and readout is not None and readout.general is not None
+    translated = d.wcyc is not None  # windows under a translation: a common phase per sample
+    wc_pos = 9 + int(general)  # where the step's row of d.wcyc is in the step tuple
 
     def run_chunk(sp: Spins):
         m0 = State(jnp.zeros_like(sp.pd), jnp.zeros_like(sp.pd), sp.pd)
@@ -369,8 +372,15 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
 
                 def do_window(m):
                     if readout is not None and readout.window is not None:
-                        return kernels.window_step_nufft(sp, m, dt, k, count, n_window, readout.window)
-                    return kernels.window_step(sp, m, dt, k, count, n_window)
+                        m, s = kernels.window_step_nufft(sp, m, dt, k, count, n_window, readout.window)
+                    else:
+                        m, s = kernels.window_step(sp, m, dt, k, count, n_window)
+                    if translated:
+                        ph = step[wc_pos]
+                        sn, cs = kernels.sincos_cycles(ph)
+                        s = s * jax.lax.complex(cs, -sn)[None, :].astype(s.dtype)
+                        m = kernels.rotate_common(m, ph[count - 1])
+                    return m, s
 
                 def do_general(m):  # NUFFT readout only: a window on a time-varying gradient
                     widx = step[9]
@@ -395,6 +405,10 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
         steps = (d.dt, d.kstep, d.b1dt, d.kind, d.sample, d.count, d.spoil, d.cyc0, d.bstep)
         if general:
             steps = steps + (d.widx,)
+        if translated:
+            # each step's row of phases is a per-step input (not a closed-over table), so
+            # that every adjoint, the reversible one included, differentiates through it
+            steps = steps + (d.wcyc[d.wcidx],)
         if n_slots:
             def inverse(sp_, m, step, static_kind):
                 dt, k, b1dt, kind, sample, count, spoil, c0, bstep = step[:9]
@@ -403,7 +417,11 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                 inv = [lambda m: kernels.rf_step_inverse(sp_, m, dt, k, b1dt, c0),
                        lambda m: kernels.free_step_inverse(sp_, m, dt, k, c0)]
                 if n_window:
-                    inv.append(lambda m: kernels.window_step_inverse(sp_, m, dt, k, count))
+                    def window_inverse(m):
+                        if translated:
+                            m = kernels.rotate_common(m, -step[wc_pos][count - 1])
+                        return kernels.window_step_inverse(sp_, m, dt, k, count)
+                    inv.append(window_inverse)
                 if general:
                     inv.append(lambda m: kernels.free_step_inverse(sp_, m, dt, k))
                 return inv[static_kind](m)

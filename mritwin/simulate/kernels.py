@@ -110,6 +110,12 @@ def free_step(spins: Spins, m: State, dt, k, c0=0.0) -> State:
     return State(mx, my, mz)
 
 
+def rotate_common(m: State, cyc) -> State:
+    """Free precession by a phase ``cyc`` [cycles] common to all spins: ``Mxy e^{-i2π cyc}``."""
+    s, c = sincos_cycles(jnp.asarray(cyc, m.mx.dtype))
+    return State(m.mx * c + m.my * s, m.my * c - m.mx * s, m.mz)
+
+
 def _relax(spins: Spins, m: State, e1, e2) -> State:
     return State(m.mx * e2, m.my * e2, m.mz * e1 + spins.pd * (1.0 - e1))
 

@@ -1,5 +1,6 @@
 """Rigid motion inside the simulation (PHYSICS.md 11 and k-space shift theorem)."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -115,3 +116,35 @@ def test_motion_bad_input():
     twin = mt.Twin(position=[[0.0, 0.0, 0.0]], pd=[1.0], t1=[1.0], t2=[0.1])
     with pytest.raises(TypeError, match="motion model"):
         mt.simulate(twin, bipolar_seq(), motion=(0.1, 0, 0))
+
+
+def test_translation_keeps_adc_windows_exact():
+    """A translation adds, per ADC sample, a phase common to all spins: windows stay windows
+    (exact and NUFFT), equal to stepping every sample; a rotation still steps them."""
+    from mritwin.sequence.discretize import WINDOW_STEP, discretize
+
+    seq = cartesian_gre(12, 0.2)
+    tw = grid_twin(12, 0.2, mask=lambda x, y: x ** 2 + y ** 2 < 0.07 ** 2)
+    tw = tw.replace(delta_f=jnp.asarray(np.random.default_rng(0).uniform(-20, 20, tw.n_spins)))
+    for mo in (mt.Translation(velocity=(0.02, -0.05, 0.0), offset=(1e-3, 0.0, 0.0)),
+               mt.PeriodicTranslation(amplitude=(0.0, 0.004, 0.0), period=0.05)):
+        assert np.sum(np.asarray(discretize(seq, motion=mo).kind) == WINDOW_STEP) == 12
+        ref = mt.simulate(tw, seq, motion=mo, dtype=jnp.float64, method=mt.Bloch(windows=False)).samples
+        scale = float(jnp.max(jnp.abs(ref)))
+        got = mt.simulate(tw, seq, motion=mo, dtype=jnp.float64).samples
+        assert float(jnp.max(jnp.abs(got - ref))) < 1e-10 * scale
+        got = mt.simulate(tw, seq, motion=mo, dtype=jnp.float64,
+                          method=mt.Bloch(readout=mt.NUFFTReadout(1e-9))).samples
+        assert float(jnp.max(jnp.abs(got - ref))) < 1e-9 * float(jnp.sum(tw.pd))
+
+    def loss(v, method):
+        mo = mt.Translation(velocity=v)
+        return jnp.sum(jnp.abs(mt.simulate(tw, seq, motion=mo, dtype=jnp.float64, method=method).samples) ** 2)
+
+    v = jnp.asarray([0.02, -0.05, 0.0])
+    g_ref = jax.grad(loss)(v, mt.Bloch(windows=False))
+    for method in (mt.Bloch(), mt.Bloch(reversible=True)):
+        g = jax.grad(loss)(v, method)
+        assert float(jnp.max(jnp.abs(g - g_ref))) < 1e-8 * float(jnp.max(jnp.abs(g_ref)))
+    rot = mt.RigidPath(times=[0.0, 1.0], translations=[[0.0, 0.0, 0.0]] * 2, rotations=[[0.0, 0.0, 0.0], [0.0, 0.0, 0.1]])
+    assert not np.any(np.asarray(discretize(seq, motion=rot).kind) == WINDOW_STEP)

@@ -234,13 +234,15 @@ def test_general_windows_without_the_nufft_readout_are_refused():
 
 
 def test_motion_and_dynamics_fall_back_to_stepping(gre):
-    """Moving spins do not evolve linearly with fixed positions: their windows are stepped,
-    so the NUFFT readout gives exactly the stepped result."""
+    """Rotating or individually moving spins do not evolve linearly with fixed positions:
+    their windows are stepped, so the NUFFT readout gives exactly the stepped result. (A
+    pure translation keeps its windows: tests/simulate/test_motion.py.)"""
     from mritwin.twin.dynamics import Flow
 
     twin = _rich_twin(10, 0.2, seed=6)
     nufft = mt.Bloch(readout=mt.NUFFTReadout(1e-4))
-    motion = mt.Translation(velocity=(0.01, 0.02, 0.0))
+    motion = mt.RigidPath(times=[0.0, 1.0], translations=[[0.0, 0.0, 0.0], [0.01, 0.02, 0.0]],
+                          rotations=[[0.0, 0.0, 0.0], [0.0, 0.0, 0.2]])
     a = mt.simulate(twin, gre, dtype=jnp.float64, method=nufft, motion=motion).samples
     b = mt.simulate(twin, gre, dtype=jnp.float64, method=mt.Bloch(windows=False), motion=motion).samples
     assert _rel_err(a, b) < 1e-12
