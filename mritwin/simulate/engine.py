@@ -141,18 +141,23 @@ def simulate(
     chunk = method.chunk_size or _default_chunk(-(-twin.n_spins // n_dev))
     if method.analytic_diffusion and twin.diffusion is None:
         raise ValueError("Bloch(analytic_diffusion=True) needs twin.diffusion [m^2/s]")
-    spins, n_chunks = _pack_spins(twin, sens, chunk, dtype, n_dev,
-                                  diffusion=method.analytic_diffusion)
-    sharding = spin_sharding(devices) if n_dev > 1 else None
-    d = dseq.astype(dtype)
-    readout = None
     if dseq.n_general and method.readout is None:
         raise ValueError("the DiscreteSequence has general ADC windows (discretize(..., general_windows=True)), "
                          "which only Bloch(readout=NUFFTReadout(...)) evaluates")
+    readout = wtab = perm = None
     if method.readout is not None and not models:
-        from .readout import plan_readout
+        from .readout import plan_readout, plan_window_cache
 
         readout = plan_readout(method.readout, twin, dseq, dtype)
+        readout, wtab, perm = plan_window_cache(readout, twin, dseq, chunk, _n_chunks(twin.n_spins, chunk, n_dev),
+                                                 method.readout.tol)
+    spins, n_chunks = _pack_spins(twin, sens, chunk, dtype, n_dev,
+                                  diffusion=method.analytic_diffusion, perm=perm)
+    sharding = spin_sharding(devices) if n_dev > 1 else None
+    d = dseq.astype(dtype)
+    if wtab is not None:
+        wtab = wtab._replace(k=jnp.asarray(wtab.k, dtype), dt=jnp.asarray(wtab.dt, dtype),
+                             count=jnp.asarray(wtab.count), step=jnp.asarray(wtab.step))
     rev_kw = {}
     if method.reversible:
         if models:
@@ -164,7 +169,7 @@ def simulate(
             np.asarray(dseq.t), np.asarray(dseq.dt), dseq.n_real_steps, _reversible_segment(method, twin, dtype),
             force=np.asarray(dseq.spoil) if method.ideal_spoiling else None)
         rev_kw = {"rev": (jnp.asarray(restore), jnp.asarray(slot)), "n_slots": n_slots}
-    core = functools.partial(_core, readout=readout, **rev_kw)
+    core = functools.partial(_core, readout=readout, wtab=wtab, **rev_kw)
     if models:  # per-spin dynamics: a separate core (issue 9), see _dynamics_entry
         core = functools.partial(_dynamics_entry, models=models, twin=twin, k1=k1)
     samples, mag = core(spins, d, n_chunks=n_chunks, chunk=chunk, n_window=d.n_window,
@@ -173,6 +178,8 @@ def simulate(
                          diffusion=method.analytic_diffusion)
     if mag is not None:
         mag = mag[: twin.n_spins]
+        if perm is not None:  # back to the twin's spin order
+            mag = mag[np.argsort(perm)]
     sig = Signal(
         samples=samples,
         kspace=kspace if isinstance(kspace, np.ndarray) else jnp.asarray(kspace, dtype),
@@ -257,17 +264,25 @@ def _rate(t):
     return jnp.where(jnp.isinf(t), 0.0, 1.0 / t)
 
 
-def _pack_spins(twin: Twin, sens, chunk: int, dtype, n_dev: int = 1, diffusion: bool = False):
-    """Per-spin arrays shaped (n_dev, n_chunks per device, chunk), zero-PD padded."""
+def _n_chunks(n_spins: int, chunk: int, n_dev: int) -> int:
+    """Chunks of ``chunk`` spins for ``n_spins``, a multiple of the device count."""
+    n_chunks = max(1, -(-n_spins // chunk))
+    return -(-n_chunks // n_dev) * n_dev
+
+
+def _pack_spins(twin: Twin, sens, chunk: int, dtype, n_dev: int = 1, diffusion: bool = False, perm=None):
+    """Per-spin arrays shaped (n_dev, n_chunks per device, chunk), zero-PD padded; in the
+    order ``perm`` (n_spins,) when given (the signal does not depend on the order)."""
     n = twin.n_spins
-    n_chunks = max(1, -(-n // chunk))
-    n_chunks = -(-n_chunks // n_dev) * n_dev
+    n_chunks = _n_chunks(n, chunk, n_dev)
     per_dev = n_chunks // n_dev
     total = n_chunks * chunk
     pad = total - n
 
     def prep(v, fill=0.0):
         v = jnp.asarray(v, dtype)
+        if perm is not None:
+            v = v[perm]
         if pad:
             v = jnp.concatenate([v, jnp.full((pad,) + v.shape[1:], fill, dtype)])
         return v.reshape((n_dev, per_dev, chunk) + v.shape[1:])
@@ -279,6 +294,8 @@ def _pack_spins(twin: Twin, sens, chunk: int, dtype, n_dev: int = 1, diffusion: 
         s = jnp.asarray(sens)
         cdt = jnp.complex128 if dtype == jnp.float64 else jnp.complex64
         s = s.astype(cdt)
+        if perm is not None:
+            s = s[:, perm]
         if pad:
             s = jnp.concatenate([s, jnp.zeros((s.shape[0], pad), cdt)], axis=1)
         s = s.reshape(s.shape[0], n_dev, per_dev, chunk).transpose(1, 2, 0, 3)
@@ -344,18 +361,24 @@ def spin_sharding(devices=None):
 @functools.partial(jax.jit, static_argnames=("n_chunks", "chunk", "n_window", "checkpoint", "want_mag",
                                               "spoiling", "sharding", "diffusion", "readout", "n_slots"))
 def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, checkpoint, want_mag,
-          spoiling=False, sharding=None, diffusion=False, readout=None, rev=None, n_slots=0):
+          spoiling=False, sharding=None, diffusion=False, readout=None, rev=None, n_slots=0, wtab=None):
     _TRACES["core"] += 1
     n_coils = 1 if spins.coil_re is None else spins.coil_re.shape[2]
     cdt = d.b1dt.dtype
     general = d.n_general > 0 and readout is not None and readout.general is not None
     translated = d.wcyc is not None  # windows under a translation: a common phase per sample
     wc_pos = 9 + int(general)  # where the step's row of d.wcyc is in the step tuple
+    cache = None if readout is None or readout.window is None else readout.window.cache
+    wg_pos = wc_pos + int(translated)  # where the step's prepared-window geometry is
 
     def run_chunk(sp: Spins):
         m0 = State(jnp.zeros_like(sp.pd), jnp.zeros_like(sp.pd), sp.pd)
         zero_single = jnp.zeros((n_coils,), cdt)
         zero_win = jnp.zeros((n_coils, n_window), cdt)
+        # windows that repeat: spreading weights and end-state rotations, once per chunk
+        prepared = [] if cache is None else [
+            kernels.prepare_window(sp, wtab.dt[g], wtab.k[g], wtab.count[g], readout.window)
+            for g in range(cache.n_geometries)]
 
         def body_for(sp, static_kind=None):
             def body(m, step):
@@ -370,9 +393,24 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                 def do_free(m):
                     return kernels.free_step(sp, m, dt, k, c0), zero_win
 
+                def nufft_window(m):
+                    return kernels.window_step_nufft(sp, m, dt, k, count, n_window, readout.window)
+
+                def prepared_window(g):
+                    return lambda m: kernels.window_step_cached(sp, m, dt, count, n_window, readout.window,
+                                                                prepared[g])
+
                 def do_window(m):
-                    if readout is not None and readout.window is not None:
-                        m, s = kernels.window_step_nufft(sp, m, dt, k, count, n_window, readout.window)
+                    if prepared:
+                        branches = [prepared_window(g) for g in range(len(prepared))]
+                        if not cache.all_cached:
+                            branches.append(nufft_window)
+                        if len(branches) == 1:
+                            m, s = branches[0](m)
+                        else:
+                            m, s = jax.lax.switch(jnp.minimum(step[wg_pos], len(branches) - 1), branches, m)
+                    elif readout is not None and readout.window is not None:
+                        m, s = nufft_window(m)
                     else:
                         m, s = kernels.window_step(sp, m, dt, k, count, n_window)
                     if translated:
@@ -409,6 +447,8 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
             # each step's row of phases is a per-step input (not a closed-over table), so
             # that every adjoint, the reversible one included, differentiates through it
             steps = steps + (d.wcyc[d.wcidx],)
+        if cache is not None:
+            steps = steps + (wtab.step,)
         if n_slots:
             def inverse(sp_, m, step, static_kind):
                 dt, k, b1dt, kind, sample, count, spoil, c0, bstep = step[:9]

@@ -230,10 +230,32 @@ def _weights(spins: Spins, m: State, extra):
 
 def _end_state(spins: Spins, m: State, cyc_total, t_tot) -> State:
     sn, c = sincos_cycles(cyc_total)
+    return _end_state_rotated(spins, m, sn, c, t_tot)
+
+
+def _end_state_rotated(spins: Spins, m: State, sn, c, t_tot) -> State:
+    """Free precession by the phase with sine ``sn`` and cosine ``c``, relaxation over ``t_tot``."""
     e2t = jnp.exp(-spins.r2 * t_tot)
     e1t = jnp.exp(-spins.r1 * t_tot)
     return State(e2t * (m.mx * c + m.my * sn), e2t * (m.my * c - m.mx * sn),
                  m.mz * e1t + spins.pd * (1.0 - e1t))
+
+
+def _decay_terms(spins: Spins, dt, plan, cdt):
+    """(L, n) factors ``exp(-τ_l (a_j - a_c))`` of the window decay expansion (see below)."""
+    if len(plan.nodes) == 1:  # one T2: the decay is exactly exp(-n a_c)
+        return jnp.ones((1, 1), cdt)
+    nodes = jnp.asarray(plan.nodes, spins.x.dtype)  # (L,)
+    return jnp.exp(-nodes[:, None] * ((spins.r2 - plan.r2c) * dt)[None, :]).astype(cdt)
+
+
+def _window_samples(s, dt, n_window: int, plan):
+    """Samples (n_coils, n_window) from the modes ``s`` (n_coils, L, n_window + 1) of each
+    decay term: the Lagrange basis of the expansion and the centre decay ``exp(-n a_c)``."""
+    dtype = jnp.finfo(s.dtype).dtype
+    basis = jnp.asarray(plan.basis, dtype)  # (L, n_window): ℓ_l(n), n = 1..n_window
+    decay = jnp.exp(-jnp.arange(1, n_window + 1, dtype=dtype) * plan.r2c * dt)
+    return jnp.einsum("cln,ln->cn", s[:, :, 1:], basis.astype(s.dtype)) * decay[None, :].astype(s.dtype)
 
 
 def window_step_nufft(spins: Spins, m: State, dt, k, count, n_window: int, plan):
@@ -246,21 +268,50 @@ def window_step_nufft(spins: Spins, m: State, dt, k, count, n_window: int, plan)
     """
     from .nufft import nufft_periodic
 
-    dtype = spins.x.dtype
     theta = _cycles(spins, k, dt)
-    cdt = jnp.result_type(dtype, jnp.complex64)
-    if len(plan.nodes) == 1:  # one T2: the decay is exactly exp(-n a_c)
-        extra = jnp.ones((1, 1), cdt)
-    else:
-        nodes = jnp.asarray(plan.nodes, dtype)  # (L,)
-        extra = jnp.exp(-nodes[:, None] * ((spins.r2 - plan.r2c) * dt)[None, :]).astype(cdt)
-    v = _weights(spins, m, extra)
+    cdt = jnp.result_type(spins.x.dtype, jnp.complex64)
+    v = _weights(spins, m, _decay_terms(spins, dt, plan, cdt))
     nc, L, n = v.shape
     s = nufft_periodic(theta, v.reshape(nc * L, n), n_window + 1, plan.spec).reshape(nc, L, n_window + 1)
-    basis = jnp.asarray(plan.basis, dtype)  # (L, n_window): ℓ_l(n), n = 1..n_window
-    decay = jnp.exp(-jnp.arange(1, n_window + 1, dtype=dtype) * plan.r2c * dt)
-    out = jnp.einsum("cln,ln->cn", s[:, :, 1:], basis.astype(s.dtype)) * decay[None, :].astype(s.dtype)
-    return _end_state(spins, m, count * theta, count * dt), out
+    return _end_state(spins, m, count * theta, count * dt), _window_samples(s, dt, n_window, plan)
+
+
+class WindowCache(NamedTuple):
+    """Per-chunk preparation of the windows of one geometry (see `prepare_window`)."""
+
+    weights: jax.Array  # (n / block, span, block) spreading weights
+    lo: jax.Array  # (n / block,) first grid index of each block (as floats: see below)
+    sin: jax.Array  # (n,) sin and cos of the phase 2π count θ_j over the whole window
+    cos: jax.Array
+
+
+def prepare_window(spins: Spins, dt, k, count, plan) -> WindowCache:
+    """Everything of a window that depends only on the spins' positions and off-resonance
+    and on the window's gradient, dwell time and length: computed once per chunk and
+    reused by every window of that geometry (`window_step_cached`)."""
+    from .nufft import block_weights
+
+    cache = plan.cache
+    theta = _cycles(spins, k, dt)
+    weights, lo = block_weights(theta, cache.size, cache.block, cache.span, plan.spec)
+    sn, c = sincos_cycles(count * theta)
+    # (stored as floats, exact below 2^24: the reversible adjoint hoists the closed-over
+    # floating-point values of the step, and integer ones would not be hoisted)
+    return WindowCache(weights, lo.astype(theta.dtype), sn, c)
+
+
+def window_step_cached(spins: Spins, m: State, dt, count, n_window: int, plan, cache: WindowCache):
+    """`window_step_nufft` with the spreading and the end-state rotation prepared by
+    `prepare_window` (the same result, without per-window kernel evaluations or scatter)."""
+    from .nufft import periodic_modes, spread_blocks
+
+    cdt = jnp.result_type(spins.x.dtype, jnp.complex64)
+    v = _weights(spins, m, _decay_terms(spins, dt, plan, cdt))
+    nc, L, n = v.shape
+    grid = spread_blocks(cache.weights, cache.lo.astype(jnp.int32), v.reshape(nc * L, n), plan.cache.size)
+    s = periodic_modes(grid, n_window + 1, plan.spec).reshape(nc, L, n_window + 1)
+    end = _end_state_rotated(spins, m, cache.sin, cache.cos, count * dt)
+    return end, _window_samples(s, dt, n_window, plan)
 
 
 def _lagrange(nodes, t):

@@ -29,7 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["KernelSpec", "kernel_spec", "nufft_periodic", "nufft_type3", "type3_grid",
-           "chebyshev_nodes", "lagrange_basis", "expansion_order", "MIN_TOL"]
+           "chebyshev_nodes", "lagrange_basis", "expansion_order", "MIN_TOL", "periodic_grid_size",
+           "first_grid_index", "block_weights", "spread_blocks", "periodic_modes"]
 
 SIGMA = 2.0
 MAX_WIDTH = 16
@@ -182,6 +183,23 @@ def _grid_size(n: float) -> int:
     return best
 
 
+def periodic_grid_size(n_modes: int, spec: KernelSpec) -> int:
+    """Size of the oversampled periodic grid of `nufft_periodic` for ``n_modes`` modes.
+
+    Modes 0..N-1 need N / size <= 1 / (2σ) for the deconvolution to be accurate, so the
+    grid is 2σN (a larger FFT, but no per-point phase shift to centre the modes)."""
+    return _grid_size(max(2.0 * SIGMA * n_modes, 2 * spec.width))
+
+
+def periodic_modes(grid, n_modes: int, spec: KernelSpec):
+    """Modes ``0 .. n_modes - 1`` of a spread periodic grid (B, size): FFT and deconvolution."""
+    size = grid.shape[-1]
+    f = jnp.fft.fft(grid, axis=-1)[:, :n_modes]
+    real = jnp.finfo(grid.dtype).dtype
+    corr = _kernel_ft(jnp.asarray(np.arange(n_modes) / size, real), spec)
+    return f / corr[None, :].astype(f.dtype)
+
+
 def nufft_periodic(theta, v, n_modes: int, spec: KernelSpec):
     """``s[b, n] = Σ_j v[b, j] exp(-i 2π n θ_j)`` for ``n = 0 .. n_modes - 1``.
 
@@ -194,14 +212,78 @@ def nufft_periodic(theta, v, n_modes: int, spec: KernelSpec):
     Returns:
         (B, n_modes) complex.
     """
-    # Modes 0..N-1 need N / size <= 1 / (2σ) for the deconvolution to be accurate, so the
-    # grid is 2σN (a larger FFT, but no per-point phase shift to centre the modes).
     frac = theta - jnp.floor(theta)
-    size = _grid_size(max(2.0 * SIGMA * n_modes, 2 * spec.width))
+    size = periodic_grid_size(n_modes, spec)
     grid = _spread((frac * size)[None, :], v, (size,), spec)
-    f = jnp.fft.fft(grid, axis=-1)[:, :n_modes]
-    corr = _kernel_ft(jnp.asarray(np.arange(n_modes) / size, theta.dtype), spec)
-    return f / corr[None, :].astype(f.dtype)
+    return periodic_modes(grid, n_modes, spec)
+
+
+# ---- cached spreading for points that do not move (the same θ in many windows) --------
+#
+# When the points' phases θ_j are the same in many transforms (spins at fixed positions
+# read out by many windows on the same gradient, as in Cartesian imaging), the spreading
+# can be prepared once: with the points sorted by grid cell, each block of ``block``
+# consecutive points covers a short arc of ``span`` grid points, and spreading becomes one
+# dense (n, span) weighting and a sum over each block (a matrix-vector product, which
+# XLA's CPU backend runs far faster than a scatter), then a scatter of one row per block.
+
+
+def first_grid_index(theta, size: int, spec: KernelSpec):
+    """First periodic grid index (n,) of each point's stencil (NumPy or JAX, float64 or 32)."""
+    xp = jnp if isinstance(theta, jax.Array) else np
+    frac = theta - xp.floor(theta)
+    return xp.mod(xp.ceil(frac * size - 0.5 * spec.width), size).astype(xp.int32)
+
+
+def _block_offsets(first, size: int, block: int, xp):
+    """Per block of ``block`` points: its first grid index ``lo`` (nb,) and each point's
+    offset from it (nb, block), taking the shortest arc on the periodic grid."""
+    f = first.reshape(-1, block)
+    ref = f[:, :1]
+    d = xp.mod(f - ref + size // 2, size) - size // 2
+    dmin = d.min(axis=1, keepdims=True)
+    return xp.mod(ref[:, 0] + dmin[:, 0], size), d - dmin
+
+
+def block_span(theta, size: int, block: int, spec: KernelSpec) -> int:
+    """The largest number of grid points one block of points spreads onto (host, NumPy)."""
+    _, off = _block_offsets(first_grid_index(np.asarray(theta), size, spec), size, block, np)
+    return int(off.max()) + spec.width
+
+
+def block_weights(theta, size: int, block: int, span: int, spec: KernelSpec):
+    """Prepared spreading of points with phases ``theta`` (n,) [cycles] onto a periodic
+    grid of ``size``: weights (n / block, span, block) and block starts ``lo`` (n / block,).
+
+    The points should be sorted by grid cell so that every block's stencils fit in
+    ``span`` grid points (see `block_span`); if one does not, the weights are NaN (the
+    transform is never silently wrong).
+    """
+    frac = theta - jnp.floor(theta)
+    idx, ker = _spread_indices(frac * size, size, spec)  # (n, w)
+    lo, off = _block_offsets(idx[:, 0], size, block, jnp)  # (nb,), (nb, block)
+    nb = off.shape[0]
+    s = jnp.arange(span, dtype=off.dtype)[None, :, None]
+    weights = jnp.zeros((nb, span, block), theta.dtype)
+    for q in range(spec.width):
+        weights = weights + jnp.where(off[:, None, :] + q == s, ker[:, q].reshape(nb, 1, block), 0.0)
+    bad = jnp.any(off > span - spec.width)
+    return jnp.where(bad, jnp.nan, weights), lo
+
+
+def spread_blocks(weights, lo, v, size: int):
+    """Spread strengths ``v`` (B, n) with prepared `block_weights`: the grid (B, size)."""
+    nb, span, block = weights.shape
+    b = v.shape[0]
+    vv = jnp.concatenate([jnp.real(v), jnp.imag(v)], 0).reshape(2 * b, nb, 1, block)
+    ones = jnp.ones((block,), weights.dtype)
+    rows = ((weights[None] * vv).reshape(-1, block) @ ones).reshape(2 * b, nb, span)
+    g2 = jnp.zeros((size, span, 2 * b), weights.dtype).at[lo].add(
+        rows.transpose(1, 2, 0), mode="promise_in_bounds")
+    grid = g2[:, 0]
+    for q in range(1, span):
+        grid = grid + jnp.roll(g2[:, q], q, axis=0)
+    return jax.lax.complex(grid[:, :b], grid[:, b:]).T  # (B, size)
 
 
 class Type3Grid(NamedTuple):

@@ -16,7 +16,30 @@ import numpy as np
 from . import nufft
 from .methods import NUFFTReadout
 
-__all__ = ["WindowPlan", "GeneralPlan", "ReadoutPlan", "plan_readout"]
+__all__ = ["WindowPlan", "GeneralPlan", "ReadoutPlan", "WindowCacheSpec", "WindowTable", "plan_readout",
+           "plan_window_cache"]
+
+MAX_GEOMETRIES = 8  # window geometries prepared once per chunk (the most frequent ones)
+BLOCKS = (64, 128, 256)  # candidate spins per block of the prepared spreading
+
+
+class WindowCacheSpec(NamedTuple):
+    """Static shape of the prepared windows (see `plan_window_cache`)."""
+
+    size: int  # periodic grid size
+    block: int  # spins per block
+    span: int  # grid points one block spreads onto (max over blocks and geometries)
+    n_geometries: int  # prepared geometries
+    all_cached: bool  # every constant-gradient window has a prepared geometry
+
+
+class WindowTable(NamedTuple):
+    """Traced data of the prepared windows: one row per geometry, one index per step."""
+
+    k: np.ndarray  # (G, 3) moment per sample [1/m]
+    dt: np.ndarray  # (G,) dwell [s]
+    count: np.ndarray  # (G,) samples' intervals per window
+    step: np.ndarray  # (n_steps,) geometry of each step (G for any other step)
 
 
 class WindowPlan(NamedTuple):
@@ -27,6 +50,7 @@ class WindowPlan(NamedTuple):
     basis: tuple  # (L, n_window) Lagrange basis at n = 1..n_window
     r2c: float  # centre of the spins' 1/T2 [1/s]
     bound: float  # expansion error bound (relative)
+    cache: WindowCacheSpec | None = None  # prepared geometries (static spins only)
 
 
 class GeneralPlan(NamedTuple):
@@ -154,3 +178,97 @@ def _plan_general(readout, twin, dseq, r2_lo, r2_hi, tol) -> GeneralPlan:
     grid = nufft.type3_grid(x_half, s_half, spec)
     return GeneralPlan(spec, dims, x_center, s_center, grid, tuple(nodes.tolist()),
                        0.5 * (r2_lo + r2_hi), 0.5 * (f_lo + f_hi), bound)
+
+
+def best_block(thetas, size: int, spec: nufft.KernelSpec, chunk: int):
+    """The block size (among `BLOCKS` dividing ``chunk``) of the cheapest prepared spreading
+    of phases ``thetas`` (a list of (n,) arrays in spin order, n a multiple of ``chunk``),
+    and each one's span (+2 grid points for float32 rounding)."""
+    best = None
+    for block in BLOCKS:
+        if chunk % block:
+            continue
+        spans = [nufft.block_span(t, size, block, spec) + 2 for t in thetas]
+        total = thetas[0].size
+        cost = sum(spans) * (total + 16 * total // block)  # weighting + one row per block
+        if best is None or cost < best[0]:
+            best = (cost, block, spans)
+    return best[1], best[2]
+
+
+def plan_window_cache(plan: ReadoutPlan, twin, dseq, chunk: int, n_chunks: int, tol: float):
+    """Prepare the constant-gradient windows that repeat (issue 10's speed-up).
+
+    A window's spreading weights depend only on the spins' phase per sample
+    ``θ_j = k·r_j + Δf_j dt``, so windows with the same moment per sample, dwell and length
+    (every line of a Cartesian readout) share them. For the most frequent such
+    geometries (up to `MAX_GEOMETRIES`), the engine computes the weights and the window's
+    end-state rotation once per chunk (`kernels.prepare_window`), and the spins are
+    sorted by grid cell (``perm``) so that blocks of spins spread onto a few grid points.
+
+    Windows whose timing differs only by float rounding share a geometry when the phase
+    this neglects stays below ``tol / 10``.
+
+    Needs concrete positions, off-resonance and sequence timing (not traced); otherwise,
+    or when no geometry repeats, the plan is returned unchanged with no table.
+
+    Returns:
+        ``(plan, table, perm)``: the plan with ``window.cache`` set, the `WindowTable`, and
+        the (n_spins,) permutation to apply to the spins (``None`` without a cache).
+    """
+    window = plan.window
+    if window is None:
+        return plan, None, None
+    pos = _concrete(twin.position)
+    df = np.zeros(twin.n_spins) if twin.delta_f is None else _concrete(twin.delta_f)
+    arrays = [_concrete(getattr(dseq, f)) for f in ("kind", "kstep", "dt", "count")]
+    if pos is None or df is None or any(a is None for a in arrays):
+        return plan, None, None
+    kind, kstep, dt, count = arrays
+    win = np.nonzero(kind == 2)[0]
+    # windows whose moments and dwell times differ by float rounding (1e-11 relative) share
+    # a geometry; each is kept only if the phase it then misses stays within tol / 10
+    keys = np.c_[kstep[win], dt[win], count[win]]
+    scale = np.maximum(np.abs(keys).max(axis=0), 1e-300) * 1e-11
+    _, first_of, inverse, counts = np.unique(np.round(keys / scale), axis=0, return_index=True,
+                                             return_inverse=True, return_counts=True)
+    uniq = keys[first_of]
+    inverse = inverse.reshape(-1)
+    r_max = float(np.abs(pos).max(initial=0.0))
+    f_max = float(np.abs(df).max(initial=0.0))
+    rep = uniq[inverse]
+    missed = 2 * np.pi * keys[:, 4] * (np.abs(keys[:, :3] - rep[:, :3]).sum(1) * r_max
+                                       + np.abs(keys[:, 3] - rep[:, 3]) * f_max)
+    inverse = np.where(missed <= 0.1 * tol, inverse, -1)
+    counts = np.bincount(inverse[inverse >= 0], minlength=len(uniq))
+    order = [g for g in np.argsort(-counts, kind="stable") if counts[g] >= 2][:MAX_GEOMETRIES]
+    if not order:
+        return plan, None, None
+    spec = window.spec
+    size = nufft.periodic_grid_size(dseq.n_window + 1, spec)
+    total = n_chunks * chunk
+    n = twin.n_spins
+    if chunk % BLOCKS[0]:
+        return plan, None, None
+
+    def theta(row, p):  # the spins' phases per sample, padded like the engine's chunks
+        t = np.zeros(total)
+        t[:n] = (pos[p] @ row[:3] + df[p] * row[3]) if p is not None else pos @ row[:3] + df * row[3]
+        return t
+
+    first = nufft.first_grid_index(theta(uniq[order[0]], None)[:n], size, spec)
+    perm = np.argsort(first, kind="stable")
+    thetas = [theta(uniq[g], perm) for g in order]
+    block, spans = best_block(thetas, size, spec, chunk)
+    keep = [i for i, s in enumerate(spans) if s <= 4 * spec.width + 16]  # else the scatter is cheaper
+    if not keep:
+        return plan, None, None
+    geoms = [order[i] for i in keep]
+    span = max(spans[i] for i in keep)
+    step = np.full(kind.shape, len(geoms), np.int32)
+    for i, g in enumerate(geoms):
+        step[win[inverse == g]] = i
+    rows = uniq[geoms]
+    table = WindowTable(rows[:, :3], rows[:, 3], rows[:, 4].astype(np.int32), step)
+    spec_c = WindowCacheSpec(size, block, span, len(geoms), bool(np.all(step[win] < len(geoms))))
+    return plan._replace(window=window._replace(cache=spec_c)), table, perm
