@@ -22,6 +22,7 @@ from . import kernels
 from .adjoint import reversible_scan
 from .kernels import Spins, State
 from .methods import AbstractSimMethod, Bloch
+from .prepared_rf import apply_pulse, prepare_pulse
 
 __all__ = ["simulate", "trace_count", "spin_sharding"]
 
@@ -144,6 +145,19 @@ def simulate(
     if dseq.n_general and method.readout is None:
         raise ValueError("the DiscreteSequence has general ADC windows (discretize(..., general_windows=True)), "
                          "which only Bloch(readout=NUFFTReadout(...)) evaluates")
+    rftab = rf_kind = None
+    if method.prepare_pulses and not models and not method.reversible and motion is None \
+            and not method.analytic_diffusion:
+        from .prepared_rf import plan_prepared_rf
+
+        rf_kind = 2 + int(dseq.n_window > 0) + int(dseq.n_general > 0)
+        dseq, rftab = plan_prepared_rf(dseq, rf_kind)
+        if rftab is None:
+            rf_kind = None
+        else:
+            cdt = jnp.complex128 if dtype == jnp.float64 else jnp.complex64
+            rftab = rftab._replace(dt=jnp.asarray(rftab.dt, dtype), k=jnp.asarray(rftab.k, dtype),
+                                   b1dt=jnp.asarray(rftab.b1dt, cdt))
     readout = wtab = perm = None
     if method.readout is not None and not models:
         from .readout import plan_readout, plan_window_cache
@@ -169,7 +183,7 @@ def simulate(
             np.asarray(dseq.t), np.asarray(dseq.dt), dseq.n_real_steps, _reversible_segment(method, twin, dtype),
             force=np.asarray(dseq.spoil) if method.ideal_spoiling else None)
         rev_kw = {"rev": (jnp.asarray(restore), jnp.asarray(slot)), "n_slots": n_slots}
-    core = functools.partial(_core, readout=readout, wtab=wtab, **rev_kw)
+    core = functools.partial(_core, readout=readout, wtab=wtab, rftab=rftab, rf_kind=rf_kind, **rev_kw)
     if models:  # per-spin dynamics: a separate core (issue 9), see _dynamics_entry
         core = functools.partial(_dynamics_entry, models=models, twin=twin, k1=k1)
     samples, mag = core(spins, d, n_chunks=n_chunks, chunk=chunk, n_window=d.n_window,
@@ -359,9 +373,11 @@ def spin_sharding(devices=None):
 
 
 @functools.partial(jax.jit, static_argnames=("n_chunks", "chunk", "n_window", "checkpoint", "want_mag",
-                                              "spoiling", "sharding", "diffusion", "readout", "n_slots"))
+                                              "spoiling", "sharding", "diffusion", "readout", "n_slots",
+                                              "rf_kind"))
 def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, checkpoint, want_mag,
-          spoiling=False, sharding=None, diffusion=False, readout=None, rev=None, n_slots=0, wtab=None):
+          spoiling=False, sharding=None, diffusion=False, readout=None, rev=None, n_slots=0, wtab=None,
+          rftab=None, rf_kind=None):
     _TRACES["core"] += 1
     n_coils = 1 if spins.coil_re is None else spins.coil_re.shape[2]
     cdt = d.b1dt.dtype
@@ -379,6 +395,9 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
         prepared = [] if cache is None else [
             kernels.prepare_window(sp, wtab.dt[g], wtab.k[g], wtab.count[g], readout.window)
             for g in range(cache.n_geometries)]
+        # RF pulses that repeat: each one's affine map per spin, once per chunk
+        pulses = [] if rftab is None else [
+            prepare_pulse(sp, rftab.dt[p], rftab.k[p], rftab.b1dt[p]) for p in range(rftab.dt.shape[0])]
 
         def body_for(sp, static_kind=None):
             def body(m, step):
@@ -425,9 +444,18 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                     return kernels.general_window_step(sp, m, dt, k, d.wk[widx], d.wt[widx], n_window,
                                                        readout.general)
 
+                def do_pulse(m):  # a prepared RF pulse: count = which one, b1dt = its phase offset
+                    if len(pulses) == 1:
+                        return apply_pulse(m, pulses[0], b1dt), zero_win
+                    fns = [lambda m, p=p: apply_pulse(m, p, b1dt) for p in pulses]
+                    return jax.lax.switch(count, fns, m), zero_win
+
                 branches = [do_rf, do_free] + ([do_window] if n_window else [])
                 if general:
                     branches.append(do_general)
+                if pulses:
+                    assert len(branches) == rf_kind, (len(branches), rf_kind)
+                    branches.append(do_pulse)
                 if static_kind is None:
                     m, win = jax.lax.switch(kind, branches, m)
                 else:  # (the reversible adjoint's backward pass dispatches on the kind itself)

@@ -107,6 +107,12 @@ class Bloch(AbstractSimMethod):
             (default): ``T2_min · ln(A)`` from the twin's shortest T2, with an error growth
             budget ``A`` of 100 in float32 and 10⁶ in float64; 0.1 s when T2 is traced (you
             differentiate with respect to it): then give it yourself for T2 below ~20 ms.
+        prepare_pulses: an RF pulse played at least 4 times with the same shape, timing and
+            gradients (any phase offset) is stepped once per chunk of spins into a per-spin
+            affine map (`mritwin.simulate.prepared_rf`), then applied in one step wherever
+            it plays: the same result to float rounding, far fewer steps for shaped pulses.
+            Needs concrete sequence values; not used with ``reversible=True``, motion,
+            dynamics or ``analytic_diffusion``.
 
     Accuracy: free precession, relaxation between RF pulses and windows are exact for
     static spins and piecewise-linear gradients; RF steps use Strang splitting
@@ -124,6 +130,7 @@ class Bloch(AbstractSimMethod):
     readout: NUFFTReadout | None = eqx.field(default=None, static=True)
     reversible: bool = eqx.field(default=False, static=True)
     reversible_segment: float | None = eqx.field(default=None, static=True)
+    prepare_pulses: bool = eqx.field(default=True, static=True)
 
     def __check_init__(self):
         if self.reversible_segment is not None and not self.reversible_segment > 0:

@@ -1,0 +1,230 @@
+"""Prepared RF pulses: a pulse that repeats is stepped once per chunk, then applied whole.
+
+The Bloch equations are affine in the magnetization, so a whole RF pulse — its raster
+steps of rotation and relaxation — maps each spin's magnetization as ``M -> A M + b``
+with a per-spin 3 x 3 matrix ``A`` and offset ``b``. When the same pulse (same raster
+shape, durations and gradients) is played many times, as the excitation of every TR of a
+2D or 3D sequence is, the engine computes ``A`` and ``b`` once per chunk of spins by
+stepping the pulse on the three unit vectors and on the zero state, and replaces each
+occurrence by one step that applies them: 12 multiply-adds per spin instead of a rotation
+per raster sample.
+
+A pulse played with another phase offset ``α`` (RF spoiling) has its B1 rotated by ``α``
+about z, which conjugates the map by that rotation:
+``M -> Rz(α) (A Rz(-α) M + b)``. The result equals stepping the pulse to float rounding.
+
+`plan_prepared_rf` works on the host from a concrete `DiscreteSequence` and returns a
+shorter one (the repeated pulses as single steps of their own kind) and the table of
+prepared pulses; `prepare_pulse` and `apply_pulse` are the engine's per-chunk and per-step
+kernels.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..sequence.discretize import DiscreteSequence, _bucket
+from . import kernels
+from .kernels import Spins, State
+
+__all__ = ["PulseTable", "plan_prepared_rf", "prepare_pulse", "apply_pulse", "MIN_REPEATS", "MAX_PULSES"]
+
+MIN_REPEATS = 4  # a pulse is prepared when played at least this often...
+MIN_SAMPLES = 2  # ...with at least this many raster steps
+MAX_PULSES = 8  # prepared pulse shapes (the ones that save the most steps)
+
+
+class PulseTable(NamedTuple):
+    """The raster steps of each prepared pulse, zero padded (a zero step is the identity).
+
+    Attributes:
+        dt: (P, L) step durations [s].
+        k: (P, L, 3) gradient moments of the steps [1/m].
+        b1dt: (P, L) complex B1 integrals of the steps [cycles], at phase offset 0.
+    """
+
+    dt: np.ndarray
+    k: np.ndarray
+    b1dt: np.ndarray
+
+
+def _concrete(x):
+    if x is None or isinstance(x, jax.core.Tracer):
+        return None
+    return np.asarray(x)
+
+
+def _key(x, scale) -> bytes:
+    """Hashable rounded values (``+ 0.0`` turns a rounded ``-0.0`` into ``0.0``)."""
+    x = np.asarray(x)
+    if np.iscomplexobj(x):
+        return _key(x.real, scale) + _key(x.imag, scale)
+    return (np.round(x / scale) + 0.0).tobytes()
+
+
+def _runs(kind: np.ndarray):
+    """(start, stop) of each maximal run of consecutive RF steps (kind 0)."""
+    is_rf = np.r_[False, kind == 0, False].astype(np.int8)
+    edges = np.diff(is_rf)
+    return np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]
+
+
+def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int):
+    """Replace the RF pulses that repeat by one step each (host side).
+
+    Args:
+        dseq: a discretized sequence with concrete values.
+        kind_id: the step kind the engine gives the prepared pulses.
+
+    Returns:
+        ``(dseq, table)``: the sequence with each repeated pulse as one step of kind
+        ``kind_id`` (``count`` = which prepared pulse, ``b1dt`` = ``exp(iα)`` of its phase
+        offset, ``dt`` its duration), and the `PulseTable`; or ``(dseq, None)`` when no
+        pulse qualifies, or the sequence has traced values, motion, diffusion weighting or
+        RF during ADC sampling.
+    """
+    m = dseq.n_real_steps
+    fields = {f: _concrete(getattr(dseq, f)) for f in
+              ("dt", "t", "kstep", "b1dt", "kind", "sample", "count", "spoil", "cyc0", "bstep", "out_index")}
+    if any(v is None for v in fields.values()) or dseq.wcyc is not None:
+        return dseq, None
+    if np.any(fields["cyc0"][:m] != 0) or np.any(fields["bstep"][:m] != 0):
+        return dseq, None
+    kind = fields["kind"][:m]
+    starts, stops = _runs(kind)
+    if not starts.size:
+        return dseq, None
+    sample, spoil = fields["sample"][:m], fields["spoil"][:m]
+    dt, kst, b1 = fields["dt"][:m], fields["kstep"][:m], fields["b1dt"][:m]
+    # group the runs by shape: durations, moments and B1 up to a common phase, equal to
+    # 1e-10 of each field's largest value (float rounding apart); candidates are found
+    # by a coarse hash (1e-7), then compared
+    scales = [max(float(np.abs(x).max()), 1e-300) for x in (dt, kst, b1)]
+    buckets: dict = {}
+    groups = []  # [(dt, k, shape), [runs]]
+    phases = np.zeros(starts.size, complex)
+    for r, (a, b) in enumerate(zip(starts, stops)):
+        if b - a < MIN_SAMPLES or sample[a:b].any() or spoil[a + 1:b].any():
+            continue
+        ref = a + int(np.argmax(np.abs(b1[a:b])))
+        if b1[ref] == 0:
+            continue
+        ph = b1[ref] / abs(b1[ref])
+        phases[r] = ph
+        vals = (dt[a:b], kst[a:b], b1[a:b] * np.conj(ph))
+        coarse = (b - a,) + tuple(_key(v, 1e-7 * sc) for v, sc in zip(vals, scales))
+        for g in buckets.setdefault(coarse, []):
+            rep = groups[g][0]
+            if all(np.abs(v - w).max() <= 1e-10 * sc for v, w, sc in zip(vals, rep, scales)):
+                groups[g][1].append(r)
+                break
+        else:
+            buckets[coarse].append(len(groups))
+            groups.append((vals, [r]))
+    groups = {g: runs for g, (_, runs) in enumerate(groups)}
+    chosen = [runs for runs in groups.values() if len(runs) >= MIN_REPEATS]
+    chosen.sort(key=lambda runs: -len(runs) * (stops[runs[0]] - starts[runs[0]]))
+    chosen = chosen[:MAX_PULSES]
+    if not chosen:
+        return dseq, None
+
+    # the table of prepared pulses
+    length = max(int(stops[runs[0]] - starts[runs[0]]) for runs in chosen)
+    n_p = len(chosen)
+    t_dt = np.zeros((n_p, length))
+    t_k = np.zeros((n_p, length, 3))
+    t_b1 = np.zeros((n_p, length), complex)
+    pulse_of_run = np.full(starts.size, -1)
+    for p, runs in enumerate(chosen):
+        a, b = starts[runs[0]], stops[runs[0]]
+        t_dt[p, :b - a] = dt[a:b]
+        t_k[p, :b - a] = kst[a:b]
+        t_b1[p, :b - a] = b1[a:b] * np.conj(phases[runs[0]])
+        pulse_of_run[runs] = p
+
+    # the shorter step list: each prepared run becomes its first step, retyped
+    keep = np.ones(m, bool)
+    new = {f: fields[f][:m].copy() for f in ("dt", "t", "kstep", "b1dt", "kind", "sample", "count", "spoil",
+                                             "cyc0", "bstep")}
+    for r in np.nonzero(pulse_of_run >= 0)[0]:
+        a, b = starts[r], stops[r]
+        keep[a + 1:b] = False
+        new["dt"][a] = dt[a:b].sum()
+        new["kstep"][a] = kst[a:b].sum(0)
+        new["b1dt"][a] = phases[r]
+        new["kind"][a] = kind_id
+        new["count"][a] = pulse_of_run[r]
+    old_to_new = np.cumsum(keep) - 1
+    m_new = int(keep.sum())
+    n_pad_old = dseq.dt.shape[0]
+    n_pad = _bucket(m_new)
+
+    def pad(x, value=0):
+        x = x[keep]
+        widths = [(0, n_pad - m_new)] + [(0, 0)] * (x.ndim - 1)
+        return np.pad(x, widths, constant_values=value)
+
+    # ADC samples: per-step ones point at a step, window ones at (step, sample) after them
+    out = fields["out_index"].astype(np.int64)
+    single = out < n_pad_old
+    nw = max(dseq.n_window, 1)
+    win_step, win_pos = np.divmod(out - n_pad_old, nw)
+    out_new = np.where(single, old_to_new[np.minimum(out, m - 1)],
+                       n_pad + old_to_new[np.clip(win_step, 0, m - 1)] * nw + win_pos)
+    total = float(fields["t"][m - 1] + fields["dt"][m - 1])
+    extra = {}
+    for f in ("widx", "wcidx"):
+        v = _concrete(getattr(dseq, f))
+        extra[f] = None if v is None else pad(v[:m])
+    shorter = DiscreteSequence(
+        dt=pad(new["dt"]), t=pad(new["t"], total), kstep=pad(new["kstep"]), b1dt=pad(new["b1dt"]),
+        kind=pad(new["kind"], 1), sample=pad(new["sample"], False), cyc0=pad(new["cyc0"]),
+        bstep=pad(new["bstep"]), count=pad(new["count"]), spoil=pad(new["spoil"], False),
+        out_index=out_new.astype(np.int32), demod=dseq.demod, adc_time=dseq.adc_time, n_window=dseq.n_window,
+        n_real_steps=m_new, wk=dseq.wk, wt=dseq.wt, widx=extra["widx"], wcyc=None, wcidx=extra["wcidx"],
+    )
+    return shorter, PulseTable(t_dt, t_k, t_b1)
+
+
+class PreparedPulse(NamedTuple):
+    """A pulse's per-spin affine map ``M -> A M + b``: ``a[i][j]`` (n,) and ``b[i]`` (n,)."""
+
+    a: tuple
+    b: tuple
+
+
+def prepare_pulse(spins: Spins, dt, k, b1dt) -> PreparedPulse:
+    """Step one pulse (``dt`` (L,), ``k`` (L, 3), ``b1dt`` (L,)) on the unit vectors and the
+    zero state of every spin: its affine map, exact as stepping the pulse."""
+    n = spins.x.shape[0]
+    dtype = spins.x.dtype
+    one, zero = jnp.ones((n,), dtype), jnp.zeros((n,), dtype)
+    # columns: e_x, e_y, e_z without recovery (the linear part), then the zero state with it
+    m0 = State(jnp.stack([one, zero, zero, zero]), jnp.stack([zero, one, zero, zero]),
+               jnp.stack([zero, zero, one, zero]))
+    sp4 = spins._replace(pd=jnp.stack([zero, zero, zero, spins.pd]))
+
+    def body(m, step):
+        d, kk, b = step
+        return kernels.rf_step(sp4, m, d, kk, b), None
+
+    m, _ = jax.lax.scan(body, m0, (dt, k, b1dt))
+    rows = (m.mx, m.my, m.mz)
+    return PreparedPulse(tuple(tuple(r[j] for j in range(3)) for r in rows), tuple(r[3] for r in rows))
+
+
+def apply_pulse(m: State, pulse: PreparedPulse, phase) -> State:
+    """``Rz(α) (A Rz(-α) M + b)`` with ``phase = exp(iα)`` (the pulse's phase offset)."""
+    c, s = jnp.real(phase), jnp.imag(phase)
+    mx = m.mx * c + m.my * s
+    my = m.my * c - m.mx * s
+    mz = m.mz
+    a, b = pulse.a, pulse.b
+    nx = a[0][0] * mx + a[0][1] * my + a[0][2] * mz + b[0]
+    ny = a[1][0] * mx + a[1][1] * my + a[1][2] * mz + b[1]
+    nz = a[2][0] * mx + a[2][1] * my + a[2][2] * mz + b[2]
+    return State(nx * c - ny * s, ny * c + nx * s, nz)

@@ -1,0 +1,135 @@
+"""Prepared RF pulses: a pulse that repeats is stepped once per chunk into a per-spin
+affine map and applied whole. Checked against stepping every raster sample and against
+closed-form rotations."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mritwin as mt
+from mritwin.sequence.discretize import discretize
+from mritwin.simulate.prepared_rf import plan_prepared_rf
+from tests.seqkit import IDEAL
+
+jax.config.update("jax_enable_x64", True)
+
+
+def _twin(n, fov, seed=0, relax=True):
+    rng = np.random.default_rng(seed)
+    c = (np.arange(n) - n / 2) * fov / n
+    x, y = np.meshgrid(c, c, indexing="ij")
+    m = x.size
+    return mt.Twin(position=np.c_[x.ravel(), y.ravel(), rng.uniform(-3e-3, 3e-3, m)],
+                   pd=rng.uniform(0.5, 1.0, m),
+                   t1=rng.uniform(0.5, 1.5, m) if relax else np.full(m, np.inf),
+                   t2=rng.uniform(0.03, 0.2, m) if relax else np.full(m, np.inf),
+                   delta_f=rng.uniform(-50, 50, m), b1=rng.uniform(0.8, 1.2, m))
+
+
+def _sinc_gre(n, fov, flips=None):
+    """A 2D GRE with a 1 ms slice-selective sinc pulse (1000 raster steps) per TR and RF
+    spoiling; ``flips`` (per TR, degrees) default to 30."""
+    dk = 1 / fov
+    dwell = 20e-6
+    amp = dk / (dwell * IDEAL.gamma_bar)
+    blocks = []
+    phase = inc = 0.0
+    for j in range(n):
+        flip = 30.0 if flips is None else flips[j]
+        rf, gz, gzr = mt.make_sinc_pulse(np.radians(flip), 1e-3, slice_thickness=5e-3,
+                                         phase_offset=np.radians(phase), scanner=IDEAL)
+        gx = mt.make_trapezoid("x", amplitude=amp, flat_time=n * dwell, scanner=IDEAL)
+        pre = mt.make_trapezoid("x", area=-gx.area / 2, duration=0.5e-3, scanner=IDEAL)
+        gy = mt.make_trapezoid("y", area=(j - n / 2) * dk, duration=0.5e-3, scanner=IDEAL)
+        adc = mt.ADC(n, dwell, delay=gx.rise_time, phase_offset=np.radians(phase))
+        blocks += [mt.Block(rf=rf, gz=gz), mt.Block(gx=pre, gy=gy, gz=gzr), mt.Block(gx=gx, adc=adc),
+                   mt.Block(duration=3e-3)]
+        inc += 117.0
+        phase = (phase + inc) % 360.0
+    return mt.Sequence(blocks, {"FOV": [fov, fov, 0.0]})
+
+
+def test_a_repeated_pulse_becomes_one_step_per_play():
+    seq = _sinc_gre(12, 0.2)
+    d = discretize(seq)
+    short, table = plan_prepared_rf(d, 3)
+    assert table.dt.shape[0] == 1  # one pulse shape, phase offsets apart
+    steps = table.dt.shape[1]
+    assert steps > 900  # the sinc's raster
+    assert short.n_real_steps == d.n_real_steps - 12 * (steps - 1)
+    assert np.sum(np.asarray(short.kind) == 3) == 12
+
+
+def test_pulses_with_other_flip_angles_are_not_grouped():
+    flips = [10.0, 20.0, 30.0, 40.0] * 3  # each shape 3 times: below the 4 repeats needed
+    _, table = plan_prepared_rf(discretize(_sinc_gre(12, 0.2, flips=flips)), 3)
+    assert table is None
+    flips = [10.0, 20.0] * 6
+    _, table = plan_prepared_rf(discretize(_sinc_gre(12, 0.2, flips=flips)), 3)
+    assert table.dt.shape[0] == 2
+
+
+@pytest.mark.parametrize("dtype,tol", [(jnp.float64, 1e-11), (jnp.float32, 3e-4)])
+def test_prepared_pulses_equal_stepping(dtype, tol):
+    """Slice selection, off-resonance, B1 map, relaxation during the pulse, RF spoiling."""
+    twin = _twin(10, 0.2)
+    seq = _sinc_gre(10, 0.2)
+    ref = mt.simulate(twin, seq, dtype=jnp.float64, method=mt.Bloch(prepare_pulses=False),
+                      return_magnetization=True)
+    got = mt.simulate(twin, seq, dtype=dtype, method=mt.Bloch(), return_magnetization=True)
+    scale = np.max(np.abs(np.asarray(ref.samples)))
+    assert np.max(np.abs(np.asarray(got.samples) - np.asarray(ref.samples))) <= tol * scale
+    assert np.max(np.abs(np.asarray(got.magnetization) - np.asarray(ref.magnetization))) <= 10 * tol
+    # and with the NUFFT readout (windows prepared too)
+    nu = mt.simulate(twin, seq, dtype=jnp.float64, method=mt.Bloch(readout=mt.NUFFTReadout(1e-8)))
+    assert np.max(np.abs(np.asarray(nu.samples) - np.asarray(ref.samples))) <= 1e-8 * twin.pd.sum()
+
+
+def _rotation(axis_phase, angle):
+    """The engine's left-handed rotation ``M cos θ - (u × M) sin θ + u (u·M)(1 - cos θ)``
+    by ``angle`` about the axis of a B1 at phase offset φ: ``b1dt = γ̄ conj(∫B1 dt)``, so
+    ``u = (cos φ, -sin φ, 0)`` (DESIGN.md's conventions)."""
+    u = np.array([np.cos(axis_phase), -np.sin(axis_phase), 0.0])
+    cross = np.array([[0, -u[2], u[1]], [u[2], 0, -u[0]], [-u[1], u[0], 0]])  # cross @ M = u × M
+    return np.eye(3) * np.cos(angle) - cross * np.sin(angle) + np.outer(u, u) * (1 - np.cos(angle))
+
+
+def test_on_resonance_pulses_compose_to_closed_form_rotations():
+    """No relaxation, no off-resonance, spins in the slice centre: each played sinc is a
+    rotation by its flip about the axis of its phase offset; four plays with different
+    phases give the product of the four rotations."""
+    phases = np.radians([0.0, 117.0, 351.0, 225.0])
+    blocks = []
+    for ph in phases:
+        rf = mt.make_sinc_pulse(np.radians(40), 1e-3, phase_offset=ph, delay=0.0, scanner=IDEAL)
+        blocks += [mt.Block(rf=rf), mt.Block(duration=1e-3)]
+    seq = mt.Sequence(blocks)
+    twin = mt.Twin(position=np.zeros((3, 3)), pd=np.ones(3), t1=np.full(3, np.inf), t2=np.full(3, np.inf))
+    short, table = plan_prepared_rf(discretize(seq), 2)
+    assert table is not None and table.dt.shape[0] == 1
+    got = mt.simulate(twin, seq, dtype=jnp.float64, return_magnetization=True).magnetization[0]
+    m = np.array([0.0, 0.0, 1.0])
+    for ph in phases:
+        m = _rotation(ph, np.radians(40)) @ m
+    ref = mt.simulate(twin, seq, dtype=jnp.float64, method=mt.Bloch(prepare_pulses=False),
+                      return_magnetization=True).magnetization[0]
+    np.testing.assert_allclose(np.asarray(ref), m, atol=1e-9)  # the convention of _rotation
+    np.testing.assert_allclose(np.asarray(got), m, atol=1e-9)
+
+
+def test_gradients_through_prepared_pulses_agree_with_stepping():
+    twin = _twin(6, 0.2, seed=1)
+    seq = _sinc_gre(6, 0.2)
+
+    def loss(t2, b1, method):
+        tw = mt.Twin(position=twin.position, pd=twin.pd, t1=twin.t1, t2=t2, delta_f=twin.delta_f, b1=b1)
+        return jnp.sum(jnp.abs(mt.simulate(tw, seq, dtype=jnp.float64, method=method).samples) ** 2)
+
+    args = (jnp.asarray(twin.t2), jnp.asarray(twin.b1))
+    g_ref = jax.grad(loss, argnums=(0, 1))(*args, mt.Bloch(prepare_pulses=False))
+    g = jax.grad(loss, argnums=(0, 1))(*args, mt.Bloch())
+    for a, b in zip(g, g_ref):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-8, atol=1e-10 * float(jnp.abs(b).max()))
