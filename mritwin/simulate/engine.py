@@ -146,15 +146,10 @@ def simulate(
         raise ValueError("the DiscreteSequence has general ADC windows (discretize(..., general_windows=True)), "
                          "which only Bloch(readout=NUFFTReadout(...)) evaluates")
     rftab = rf_kind = None
-    if method.prepare_pulses and not models and not method.reversible and motion is None \
-            and not method.analytic_diffusion:
-        from .prepared_rf import plan_prepared_rf
-
-        rf_kind = 2 + int(dseq.n_window > 0) + int(dseq.n_general > 0)
-        dseq, rftab = plan_prepared_rf(dseq, rf_kind)
-        if rftab is None:
-            rf_kind = None
-        else:
+    if not models:
+        dseq, rftab = _prepared_pulses(seq, dseq, method, motion)
+        if rftab is not None:
+            rf_kind = 2 + int(dseq.n_window > 0) + int(dseq.n_general > 0)  # after the other kinds
             cdt = jnp.complex128 if dtype == jnp.float64 else jnp.complex64
             rftab = rftab._replace(dt=jnp.asarray(rftab.dt, dtype), k=jnp.asarray(rftab.k, dtype),
                                    b1dt=jnp.asarray(rftab.b1dt, cdt))
@@ -225,6 +220,26 @@ def _reversible_segment(method: Bloch, twin: Twin, dtype) -> float:
 
 
 _PREPARED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_PREPARED_RF: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _prepared_pulses(seq, dseq: DiscreteSequence, method: Bloch, motion):
+    """``(dseq, table)``: the RF pulses that repeat as single steps (`prepared_rf`), or
+    ``(dseq, None)``. Cached per sequence object (the grouping loops over the pulses on the
+    host)."""
+    if not method.prepare_pulses or method.reversible or motion is not None or method.analytic_diffusion:
+        return dseq, None
+    from .prepared_rf import plan_prepared_rf
+
+    rf_kind = 2 + int(dseq.n_window > 0) + int(dseq.n_general > 0)
+    key = (id(dseq), rf_kind)
+    per_seq = _PREPARED_RF.get(seq) if isinstance(seq, Sequence) else None
+    if per_seq is not None and key in per_seq and per_seq[key][0] is dseq:
+        return per_seq[key][1]
+    out = plan_prepared_rf(dseq, rf_kind)
+    if isinstance(seq, Sequence) and not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(dseq)):
+        _PREPARED_RF.setdefault(seq, {})[key] = (dseq, out)
+    return out
 
 
 def _prepare(seq: Sequence, scanner: Scanner, method: Bloch, motion=None):
