@@ -100,3 +100,23 @@ def test_gradient_wrt_rf_waveform_samples():
         return loss_of(mt.simulate(base, make_seq(shape=x.astype(jnp.complex128)), **F64))
 
     assert_grad_matches_fd(f, shape0.real, rel=1e-5)
+
+
+def test_gradient_wrt_rf_amplitude_from_zero():
+    """Pulse design often starts from a zero pulse: there the rotation's derivative is its
+    generator (not zero), so the gradient must match finite differences at 0, for spins
+    on resonance at the isocentre (no effective field at all) and off resonance."""
+    base = twin(position=np.zeros((40, 3)), delta_f=np.r_[np.zeros(20), np.full(20, 30.0)])
+    shape = np.hanning(40) + 0j
+    seq = make_seq(g=0.0)
+
+    def f(amp):
+        rf = mt.RF(amp, shape, delay=20e-6, raster=1e-5)
+        blocks = [mt.Block(rf=rf)] + list(seq.blocks[1:])
+        return loss_of(mt.simulate(base, mt.Sequence(blocks), **F64))
+
+    g = jax.grad(f)(jnp.asarray(0.0))
+    assert np.isfinite(float(g)) and abs(float(g)) > 0
+    h = 1e-10  # [T]: a flip of about 1e-5 rad
+    fd = (float(f(h)) - float(f(-h))) / (2 * h)
+    assert abs(float(g) - fd) <= 1e-6 * abs(fd)
