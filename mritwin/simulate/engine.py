@@ -237,6 +237,8 @@ def _window_plan(plan_window_cache, readout, twin, dseq, chunk, n_chunks, tol):
             _WINDOW_PLANS.pop(next(iter(_WINDOW_PLANS)))
         _WINDOW_PLANS[key] = (weakref.ref(twin), weakref.ref(dseq), out)
     return out
+
+
 _PREPARED_RF: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
