@@ -24,9 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 
 import jax
 import numpy as np
@@ -34,20 +32,13 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import mritwin as mt  # noqa: E402
-from mritwin.benchmarking import cartesian_gre, grid_twin  # noqa: E402
+from mritwin.benchmarking import cartesian_gre, grid_twin, time_call  # noqa: E402
 from mritwin.twin import dynamics as dyn  # noqa: E402
 
 
 def timed(f, repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(f())
-    first = time.perf_counter() - t0
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(f())
-        ts.append(time.perf_counter() - t0)
-    return first, statistics.median(ts)
+    first, med, _ = time_call(f, repeats)
+    return first, med
 
 
 def main(argv=None) -> int:

@@ -19,14 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import mritwin as mt
-from mritwin.benchmarking import cartesian_gre, grid_twin
+from mritwin.benchmarking import cartesian_gre, grid_twin, time_call
 from mritwin.sequence.discretize import discretize
 from mritwin.simulate import kernels
 from mritwin.simulate.nufft import first_grid_index, periodic_grid_size
@@ -39,15 +38,8 @@ def _device():
 
 
 def _time(fn, repeats):
-    t = time.perf_counter()
-    jax.block_until_ready(fn())
-    first = time.perf_counter() - t
-    runs = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn())
-        runs.append(time.perf_counter() - t)
-    med = float(np.median(runs))
+    """(compile [s], median run [s]) of ``fn``."""
+    first, med, _ = time_call(fn, repeats)
     return max(first - med, 0.0), med
 
 

@@ -86,7 +86,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import mritwin as mt  # noqa: E402
-from mritwin.benchmarking import cartesian_gre, fft_recon, grid_twin  # noqa: E402
+from mritwin.benchmarking import cartesian_gre, fft_recon, grid_twin, time_call  # noqa: E402
 
 FOV = 0.2
 
@@ -155,15 +155,7 @@ def run_mritwin(n: int, repeats: int):
         def call(method=method):
             return np.asarray(jax.block_until_ready(mt.simulate(twin, seq, method=method).samples))[0]
 
-        t0 = time.perf_counter()
-        sig = call()
-        first = time.perf_counter() - t0
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - t0)
-        run = statistics.median(times)
+        first, run, sig = time_call(call, repeats)
         if ref is None:
             ref = sig
         rec = _base(n, "mritwin", mt.__version__, label, _cores())

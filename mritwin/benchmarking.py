@@ -25,7 +25,26 @@ import mritwin as mt
 from mritwin.simulate import trace_count
 
 __all__ = ["cartesian_gre", "grid_twin", "fft_recon", "numpy_reference", "run_gre", "run_scenario", "run_case",
-           "records_to_markdown", "RECORD_FIELDS"]
+           "records_to_markdown", "RECORD_FIELDS", "time_call"]
+
+
+def time_call(fn, repeats: int):
+    """Time ``fn()`` (its result is waited for with `jax.block_until_ready`): the first call,
+    which compiles, then ``repeats`` more.
+
+    Returns:
+        ``(first_s, median_s, result)``: the first call's time [s], the median of the
+        repeats [s] and the first call's result.
+    """
+    t0 = time.perf_counter()
+    result = jax.block_until_ready(fn())
+    first = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - t0)
+    return first, statistics.median(times), result
 
 
 def readout_gradients(n, fov, dwell, t_pre, scanner):
