@@ -20,6 +20,7 @@ from ..twin.motion import AbstractMotion
 from ..twin.twin import Twin
 from . import kernels
 from .adjoint import reversible_scan
+from .fused_rf import fused_rf_steps
 from .kernels import Spins, State
 from .methods import AbstractSimMethod, Bloch
 from .prepared_rf import apply_pulse, prepare_pulse
@@ -35,13 +36,16 @@ def trace_count() -> int:
 
 
 def _default_chunk(n_spins: int) -> int:
-    """Spins per chunk: capped by platform, bucketed so similar twins share a compiled shape."""
+    """Spins per chunk: capped by platform, bucketed so similar twins share a compiled shape
+    (a power of two up to 4096 spins, then a multiple of 1/16 of the next power of two
+    below, at most 6.25 % padding: padded spins cost as much as real ones)."""
     cap = 1 << 16 if jax.default_backend() == "cpu" else 1 << 21
     if n_spins >= cap:
         return cap
     if n_spins <= 4096:
         return max(256, 1 << (max(n_spins, 1) - 1).bit_length())
-    return -(-n_spins // 4096) * 4096
+    step = 1 << (n_spins.bit_length() - 5)
+    return -(-n_spins // step) * step
 
 
 def simulate(
@@ -145,7 +149,7 @@ def simulate(
     if dseq.n_general and method.readout is None:
         raise ValueError("the DiscreteSequence has general ADC windows (discretize(..., general_windows=True)), "
                          "which only Bloch(readout=NUFFTReadout(...)) evaluates")
-    rftab = rf_kind = None
+    rftab = rf_kind = ftab = fuse_kind = None
     if not models:
         dseq, rftab = _prepared_pulses(seq, dseq, method, motion)
         if rftab is not None:
@@ -153,6 +157,14 @@ def simulate(
             cdt = jnp.complex128 if dtype == jnp.float64 else jnp.complex64
             rftab = rftab._replace(dt=jnp.asarray(rftab.dt, dtype), k=jnp.asarray(rftab.k, dtype),
                                    b1dt=jnp.asarray(rftab.b1dt, cdt))
+        fuse_kind = 2 + int(dseq.n_window > 0) + int(dseq.n_general > 0) + int(rftab is not None)
+        dseq, ftab = _fused_rf(seq, dseq, method, fuse_kind)
+        if ftab is None:
+            fuse_kind = None
+        else:
+            cdt = jnp.complex128 if dtype == jnp.float64 else jnp.complex64
+            ftab = ftab._replace(dt=jnp.asarray(ftab.dt, dtype), k=jnp.asarray(ftab.k, dtype),
+                                 b1dt=jnp.asarray(ftab.b1dt, cdt), c0=jnp.asarray(ftab.c0, dtype))
     readout = wtab = perm = None
     if method.readout is not None and not models:
         from .readout import plan_readout, plan_window_cache
@@ -178,7 +190,8 @@ def simulate(
             np.asarray(dseq.t), np.asarray(dseq.dt), dseq.n_real_steps, _reversible_segment(method, twin, dtype),
             force=np.asarray(dseq.spoil) if method.ideal_spoiling else None)
         rev_kw = {"rev": (jnp.asarray(restore), jnp.asarray(slot)), "n_slots": n_slots}
-    core = functools.partial(_core, readout=readout, wtab=wtab, rftab=rftab, rf_kind=rf_kind, **rev_kw)
+    core = functools.partial(_core, readout=readout, wtab=wtab, rftab=rftab, rf_kind=rf_kind, ftab=ftab,
+                             fuse_kind=fuse_kind, **rev_kw)
     if models:  # per-spin dynamics: a separate core (issue 9), see _dynamics_entry
         core = functools.partial(_dynamics_entry, models=models, twin=twin, k1=k1)
     samples, mag = core(spins, d, n_chunks=n_chunks, chunk=chunk, n_window=d.n_window,
@@ -258,6 +271,26 @@ def _prepared_pulses(seq, dseq: DiscreteSequence, method: Bloch, motion):
     out = plan_prepared_rf(dseq, rf_kind)
     if isinstance(seq, Sequence) and not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(dseq)):
         _PREPARED_RF.setdefault(seq, {})[key] = (dseq, out)
+    return out
+
+
+_FUSED_RF: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _fused_rf(seq, dseq: DiscreteSequence, method: Bloch, kind_id: int):
+    """``(dseq, table)``: runs of ``method.fuse_rf`` RF steps as single fused steps
+    (`fused_rf`), or ``(dseq, None)``. Cached per sequence object and discretization."""
+    if method.fuse_rf < 2 or method.reversible or method.analytic_diffusion:
+        return dseq, None
+    from .fused_rf import plan_fused_rf
+
+    key = (id(dseq), kind_id, method.fuse_rf)
+    per_seq = _FUSED_RF.get(seq) if isinstance(seq, Sequence) else None
+    if per_seq is not None and key in per_seq and per_seq[key][0] is dseq:
+        return per_seq[key][1]
+    out = plan_fused_rf(dseq, kind_id, method.fuse_rf)
+    if isinstance(seq, Sequence) and not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(dseq)):
+        _FUSED_RF.setdefault(seq, {})[key] = (dseq, out)
     return out
 
 
@@ -408,10 +441,10 @@ def spin_sharding(devices=None):
 
 @functools.partial(jax.jit, static_argnames=("n_chunks", "chunk", "n_window", "checkpoint", "want_mag",
                                               "spoiling", "sharding", "diffusion", "readout", "n_slots",
-                                              "rf_kind"))
+                                              "rf_kind", "fuse_kind"))
 def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, checkpoint, want_mag,
           spoiling=False, sharding=None, diffusion=False, readout=None, rev=None, n_slots=0, wtab=None,
-          rftab=None, rf_kind=None):
+          rftab=None, rf_kind=None, ftab=None, fuse_kind=None):
     _TRACES["core"] += 1
     n_coils = 1 if spins.coil_re is None else spins.coil_re.shape[2]
     cdt = d.b1dt.dtype
@@ -484,12 +517,19 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                     fns = [lambda m, p=p: apply_pulse(m, p, b1dt) for p in pulses]
                     return jax.lax.switch(count, fns, m), zero_win
 
+                def do_fused(m):  # RF raster steps applied S at a time: count = the table row
+                    return fused_rf_steps(sp, m, ftab.dt[count], ftab.k[count], ftab.b1dt[count],
+                                          ftab.c0[count]), zero_win
+
                 branches = [do_rf, do_free] + ([do_window] if n_window else [])
                 if general:
                     branches.append(do_general)
                 if pulses:
                     assert len(branches) == rf_kind, (len(branches), rf_kind)
                     branches.append(do_pulse)
+                if ftab is not None:
+                    assert len(branches) == fuse_kind, (len(branches), fuse_kind)
+                    branches.append(do_fused)
                 if static_kind is None:
                     m, win = jax.lax.switch(kind, branches, m)
                 else:  # (the reversible adjoint's backward pass dispatches on the kind itself)

@@ -31,11 +31,12 @@ from ..sequence.discretize import DiscreteSequence, _bucket
 from . import kernels
 from .kernels import Spins, State
 
-__all__ = ["PulseTable", "plan_prepared_rf", "prepare_pulse", "apply_pulse", "MIN_REPEATS", "MAX_PULSES"]
+__all__ = ["PulseTable", "shorten_steps", "plan_prepared_rf", "prepare_pulse", "apply_pulse", "MIN_REPEATS", "MAX_PULSES"]
 
 MIN_REPEATS = 4  # a pulse is prepared when played at least this often...
 MIN_SAMPLES = 2  # ...with at least this many raster steps
 MAX_PULSES = 8  # prepared pulse shapes (the ones that save the most steps)
+STEP_FIELDS = ("dt", "t", "kstep", "b1dt", "kind", "sample", "count", "spoil", "cyc0", "bstep")  # per-step fields of a DiscreteSequence
 
 
 class PulseTable(NamedTuple):
@@ -148,8 +149,7 @@ def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int):
 
     # the shorter step list: each prepared run becomes its first step, retyped
     keep = np.ones(m, bool)
-    new = {f: fields[f][:m].copy() for f in ("dt", "t", "kstep", "b1dt", "kind", "sample", "count", "spoil",
-                                             "cyc0", "bstep")}
+    new = {f: fields[f][:m].copy() for f in STEP_FIELDS}
     for r in np.nonzero(pulse_of_run >= 0)[0]:
         a, b = starts[r], stops[r]
         keep[a + 1:b] = False
@@ -158,36 +158,56 @@ def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int):
         new["b1dt"][a] = phases[r]
         new["kind"][a] = kind_id
         new["count"][a] = pulse_of_run[r]
+    return shorten_steps(dseq, keep, new), PulseTable(t_dt, t_k, t_b1)
+
+
+def shorten_steps(dseq: DiscreteSequence, keep: np.ndarray, new: dict) -> DiscreteSequence:
+    """The sequence with only the steps where ``keep`` is true (host side).
+
+    Args:
+        dseq: the original sequence; its structure (``t``, ``dt``, ``out_index``, ``widx``,
+            ``wcidx``) must be concrete.
+        keep: (n_real_steps,) bool, false for the steps merged into an earlier one; no
+            dropped step may carry an ADC sample.
+        new: every field of `STEP_FIELDS`, (n_real_steps, ...) arrays (NumPy or JAX, so
+            that traced values stay traced) with the merged steps' values already written
+            into the kept ones.
+
+    Returns:
+        The shorter `DiscreteSequence`, padded to its length bucket, with ``out_index``
+        remapped (per-step samples to their step's new index, window samples to their
+        window's).
+    """
+    m = dseq.n_real_steps
     old_to_new = np.cumsum(keep) - 1
     m_new = int(keep.sum())
     n_pad_old = dseq.dt.shape[0]
     n_pad = _bucket(m_new)
+    rows = np.nonzero(keep)[0]
 
     def pad(x, value=0):
-        x = x[keep]
+        xp = np if isinstance(x, np.ndarray) else jnp
+        x = x[rows]
         widths = [(0, n_pad - m_new)] + [(0, 0)] * (x.ndim - 1)
-        return np.pad(x, widths, constant_values=value)
+        return xp.pad(x, widths, constant_values=value)
 
     # ADC samples: per-step ones point at a step, window ones at (step, sample) after them
-    out = fields["out_index"].astype(np.int64)
+    out = np.asarray(dseq.out_index).astype(np.int64)
     single = out < n_pad_old
     nw = max(dseq.n_window, 1)
     win_step, win_pos = np.divmod(out - n_pad_old, nw)
     out_new = np.where(single, old_to_new[np.minimum(out, m - 1)],
                        n_pad + old_to_new[np.clip(win_step, 0, m - 1)] * nw + win_pos)
-    total = float(fields["t"][m - 1] + fields["dt"][m - 1])
-    extra = {}
-    for f in ("widx", "wcidx"):
-        v = _concrete(getattr(dseq, f))
-        extra[f] = None if v is None else pad(v[:m])
-    shorter = DiscreteSequence(
+    total = float(np.asarray(dseq.t)[m - 1] + np.asarray(dseq.dt)[m - 1])
+    extra = {f: None if getattr(dseq, f) is None else pad(np.asarray(getattr(dseq, f))[:m])
+             for f in ("widx", "wcidx")}
+    return DiscreteSequence(
         dt=pad(new["dt"]), t=pad(new["t"], total), kstep=pad(new["kstep"]), b1dt=pad(new["b1dt"]),
         kind=pad(new["kind"], 1), sample=pad(new["sample"], False), cyc0=pad(new["cyc0"]),
         bstep=pad(new["bstep"]), count=pad(new["count"]), spoil=pad(new["spoil"], False),
         out_index=out_new.astype(np.int32), demod=dseq.demod, adc_time=dseq.adc_time, n_window=dseq.n_window,
-        n_real_steps=m_new, wk=dseq.wk, wt=dseq.wt, widx=extra["widx"], wcyc=None, wcidx=extra["wcidx"],
+        n_real_steps=m_new, wk=dseq.wk, wt=dseq.wt, widx=extra["widx"], wcyc=dseq.wcyc, wcidx=extra["wcidx"],
     )
-    return shorter, PulseTable(t_dt, t_k, t_b1)
 
 
 class PreparedPulse(NamedTuple):

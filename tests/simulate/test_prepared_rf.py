@@ -77,7 +77,7 @@ def test_prepared_pulses_equal_stepping(dtype, tol):
     """Slice selection, off-resonance, B1 map, relaxation during the pulse, RF spoiling."""
     twin = _twin(10, 0.2)
     seq = _sinc_gre(10, 0.2)
-    ref = mt.simulate(twin, seq, dtype=jnp.float64, method=mt.Bloch(prepare_pulses=False),
+    ref = mt.simulate(twin, seq, dtype=jnp.float64, method=mt.Bloch(prepare_pulses=False, fuse_rf=1),
                       return_magnetization=True)
     got = mt.simulate(twin, seq, dtype=dtype, method=mt.Bloch(), return_magnetization=True)
     scale = np.max(np.abs(np.asarray(ref.samples)))
@@ -114,7 +114,7 @@ def test_on_resonance_pulses_compose_to_closed_form_rotations():
     m = np.array([0.0, 0.0, 1.0])
     for ph in phases:
         m = _rotation(ph, np.radians(40)) @ m
-    ref = mt.simulate(twin, seq, dtype=jnp.float64, method=mt.Bloch(prepare_pulses=False),
+    ref = mt.simulate(twin, seq, dtype=jnp.float64, method=mt.Bloch(prepare_pulses=False, fuse_rf=1),
                       return_magnetization=True).magnetization[0]
     np.testing.assert_allclose(np.asarray(ref), m, atol=1e-9)  # the convention of _rotation
     np.testing.assert_allclose(np.asarray(got), m, atol=1e-9)
@@ -129,7 +129,7 @@ def test_gradients_through_prepared_pulses_agree_with_stepping():
         return jnp.sum(jnp.abs(mt.simulate(tw, seq, dtype=jnp.float64, method=method).samples) ** 2)
 
     args = (jnp.asarray(twin.t2), jnp.asarray(twin.b1))
-    g_ref = jax.grad(loss, argnums=(0, 1))(*args, mt.Bloch(prepare_pulses=False))
+    g_ref = jax.grad(loss, argnums=(0, 1))(*args, mt.Bloch(prepare_pulses=False, fuse_rf=1))
     g = jax.grad(loss, argnums=(0, 1))(*args, mt.Bloch())
     for a, b in zip(g, g_ref):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-8, atol=1e-10 * float(jnp.abs(b).max()))

@@ -1,0 +1,161 @@
+"""Fused RF steps: consecutive raster steps of a pulse applied several at a time.
+
+A shaped pulse that plays only once, such as the excitation of a single-shot EPI or
+spiral, or each pulse of a fingerprinting train with its own flip angle, cannot be
+prepared (`mritwin.simulate.prepared_rf`). The engine therefore steps it raster sample by
+raster sample: 1 999 steps for a 2 ms sinc. Each step of the engine's loop pays for
+dispatch (the switch over step kinds and the ADC and spoiling conditionals) and for its
+relaxation factors, and the magnetization makes a round trip through memory.
+
+`plan_fused_rf` groups runs of ``S`` consecutive RF steps into one step of their own
+kind. The steps of a run have the same duration, and no step inside has an ADC sample or
+ideal spoiling. `fused_rf_steps` then applies the ``S`` steps in one unrolled kernel:
+
+- the relaxation factors ``exp(-dt/2T)`` are computed once per fused step;
+- the half-step relaxations of neighbouring steps are merged (relaxing for ``dt/2`` and
+  again for ``dt/2`` is relaxing for ``dt``, with the factor squared);
+- the magnetization stays in registers between the steps.
+
+The arithmetic is the same as stepping, so the result equals it to float rounding. Every
+value (B1, gradients, motion phases) stays differentiable: only the structure of the
+sequence (step kinds, durations, ADC flags) has to be concrete.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..sequence.discretize import DiscreteSequence, _bucket
+from . import kernels
+from .kernels import Spins, State
+from .prepared_rf import STEP_FIELDS, shorten_steps
+
+__all__ = ["FusedTable", "plan_fused_rf", "fused_rf_steps", "DEFAULT_FUSE"]
+
+DEFAULT_FUSE = 16  # steps per fused step: the fastest on XLA's CPU backend (8-32 tried)
+
+
+class FusedTable(NamedTuple):
+    """The steps of every fused step (rows past the last fused step are padding).
+
+    Attributes:
+        dt: (B, S) duration of each raster step [s] (equal to 1e-9 relative within a row;
+            the relaxation factors use the first).
+        k: (B, S, 3) gradient moment of each raster step [1/m].
+        b1dt: (B, S) complex B1 integral of each raster step [cycles].
+        c0: (B, S) phase common to all spins in each raster step [cycles] (rigid motion).
+    """
+
+    dt: jax.Array
+    k: jax.Array
+    b1dt: jax.Array
+    c0: jax.Array
+
+
+def _concrete(x):
+    if x is None or isinstance(x, jax.core.Tracer):
+        return None
+    return np.asarray(x)
+
+
+def fuse_starts(kind, dt, sample, spoil, size: int) -> np.ndarray:
+    """First steps of the fused steps: greedy, left to right, non-overlapping runs of
+    ``size`` RF steps (kind 0) of equal duration (to 1e-9 relative: raster times carry
+    float rounding), with no ADC sample and no ideal spoiling after their first step."""
+    m = kind.shape[0]
+    if m < size:
+        return np.zeros(0, np.int64)
+    # a step can continue a run started before it when it is RF, takes no sample (nor does
+    # the step before it), is not spoiled and lasts as long as the step before
+    cont = np.zeros(m, bool)
+    cont[1:] = ((kind[1:] == 0) & (kind[:-1] == 0) & ~sample[1:] & ~sample[:-1] & ~spoil[1:]
+                & (np.abs(dt[1:] - dt[:-1]) <= 1e-9 * np.abs(dt[:-1])))
+    # maximal segments [a, b) in which every step after the first continues the run
+    # (the first is then RF without a sample too, whenever the segment is longer than one)
+    seg_a = np.nonzero(~cont)[0]
+    seg_b = np.r_[seg_a[1:], m]
+    n_fused = (seg_b - seg_a) // size
+    seg_a, n_fused = seg_a[n_fused > 0], n_fused[n_fused > 0]
+    out = [a + size * np.arange(n) for a, n in zip(seg_a, n_fused)]
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
+def plan_fused_rf(dseq: DiscreteSequence, kind_id: int, size: int = DEFAULT_FUSE):
+    """Replace runs of ``size`` consecutive RF steps by one fused step each (host side).
+
+    Args:
+        dseq: a discretized sequence. Its structure (``kind``, ``dt``, ``t``, ``sample``,
+            ``spoil``, ``count``, ``out_index``) must be concrete; its values (B1,
+            gradients, motion phases) may be traced.
+        kind_id: the step kind the engine gives the fused steps.
+        size: raster steps per fused step (at least 2).
+
+    Returns:
+        ``(dseq, table)``: the sequence with each run as one step of kind ``kind_id``
+        (``count`` = its row in the table, ``dt`` and ``kstep`` the run's total), and the
+        `FusedTable` (its number of rows padded to a length bucket); or ``(dseq, None)``
+        when no run qualifies or the structure is traced.
+    """
+    if size < 2:
+        return dseq, None
+    m = dseq.n_real_steps
+    struct = {f: _concrete(getattr(dseq, f)) for f in ("kind", "dt", "t", "sample", "spoil", "count", "out_index")}
+    if any(v is None for v in struct.values()):
+        return dseq, None
+    kind, dt = struct["kind"][:m], struct["dt"][:m]
+    starts = fuse_starts(kind, dt, struct["sample"][:m].astype(bool), struct["spoil"][:m].astype(bool), size)
+    if not starts.size:
+        return dseq, None
+    idx = starts[:, None] + np.arange(size)[None, :]  # (B, S) steps of each fused step
+    n_rows = _bucket(starts.size)
+    idx_pad = np.concatenate([idx, np.zeros((n_rows - starts.size, size), idx.dtype)])
+
+    def values(name):  # a value field, NumPy when concrete, JAX when traced
+        v = getattr(dseq, name)
+        return np.asarray(v)[:m] if _concrete(v) is not None else jnp.asarray(v)[:m]
+
+    kst, b1, c0 = values("kstep"), values("b1dt"), values("cyc0")
+    table = FusedTable(dt=dt[idx_pad], k=kst[idx_pad], b1dt=b1[idx_pad], c0=c0[idx_pad])
+
+    keep = np.ones(m, bool)
+    keep[idx[:, 1:].ravel()] = False
+    new = {f: values(f) if f in ("kstep", "b1dt", "cyc0", "bstep") else struct.get(f, None) for f in STEP_FIELDS}
+    new = {f: (v[:m].copy() if isinstance(v, np.ndarray) else v) for f, v in new.items()}
+
+    def put(name, value):
+        v = new[name]
+        if isinstance(v, np.ndarray):
+            v[starts] = value
+        else:
+            new[name] = v.at[starts].set(value)
+
+    put("kind", kind_id)
+    put("count", np.arange(starts.size))
+    put("dt", dt[idx].sum(1))
+    put("kstep", kst[idx].sum(1))
+    put("b1dt", 0)
+    put("cyc0", 0)
+    put("bstep", new["bstep"][idx].sum(1))
+    return shorten_steps(dseq, keep, new), table
+
+
+def fused_rf_steps(spins: Spins, m: State, dt, k, b1dt, c0) -> State:
+    """``S`` RF steps (`kernels.rf_step`), unrolled: ``dt`` (S,) [s], ``k`` (S, 3) [1/m],
+    ``b1dt`` (S,) [cycles], ``c0`` (S,) [cycles]. The steps last equally long, so the
+    relaxation factors are computed once, and the half steps of neighbouring steps merged:
+    relax ``dt/2``, then rotate and relax ``dt`` for each step but the last, which relaxes
+    ``dt/2``."""
+    e2 = jnp.exp(-0.5 * spins.r2 * dt[0])
+    e1 = jnp.exp(-0.5 * spins.r1 * dt[0])
+    e2_full, e1_full = e2 * e2, e1 * e1
+    m = kernels._relax(spins, m, e1, e2)
+    size = k.shape[0]
+    for i in range(size):
+        w, a, b, c = kernels._rf_rotation(spins, dt[i], k[i], b1dt[i], c0[i])
+        m = kernels._rotate(m, w, a, b, c)
+        m = kernels._relax(spins, m, e1_full, e2_full) if i < size - 1 else kernels._relax(spins, m, e1, e2)
+    return m

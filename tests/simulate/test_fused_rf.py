@@ -1,0 +1,178 @@
+"""Fused RF steps: runs of raster steps of a pulse played once are applied 16 at a time by
+one kernel. Checked against stepping each raster sample (``Bloch(fuse_rf=1)``), against a
+closed-form rotation and against finite differences."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mritwin as mt
+from mritwin.sequence.discretize import discretize
+from mritwin.simulate.fused_rf import fuse_starts, plan_fused_rf
+from tests.seqkit import IDEAL
+
+jax.config.update("jax_enable_x64", True)
+
+STEP = mt.Bloch(fuse_rf=1, prepare_pulses=False)  # every raster step on its own: the reference
+
+
+def _twin(n, fov, seed=0):
+    rng = np.random.default_rng(seed)
+    c = (np.arange(n) - n / 2) * fov / n
+    x, y = np.meshgrid(c, c, indexing="ij")
+    m = x.size
+    return mt.Twin(position=np.c_[x.ravel(), y.ravel(), rng.uniform(-4e-3, 4e-3, m)],
+                   pd=rng.uniform(0.5, 1.0, m), t1=rng.uniform(0.3, 1.5, m), t2=rng.uniform(0.01, 0.2, m),
+                   delta_f=rng.uniform(-80, 80, m), b1=rng.uniform(0.8, 1.2, m))
+
+
+def _epi_like(n=8, fov=0.2, flip=90.0):
+    """One slice-selective 2 ms sinc (1 999 raster steps, played once), then n
+    constant-gradient readout lines of alternating polarity."""
+    rf, gz, gzr = mt.make_sinc_pulse(flip * np.pi / 180, 2e-3, slice_thickness=5e-3, scanner=IDEAL)
+    dwell = 20e-6
+    amp = (1 / fov) / (dwell * IDEAL.gamma_bar)
+    blocks = [mt.Block(rf=rf, gz=gz), mt.Block(gz=gzr)]
+    for j in range(n):
+        gx = mt.make_trapezoid("x", amplitude=amp * (-1) ** j, flat_time=n * dwell, scanner=IDEAL)
+        blocks.append(mt.Block(gx=gx, adc=mt.ADC(n, dwell, delay=gx.rise_time)))
+    return mt.Sequence(blocks, {"FOV": [fov, fov, 0.0]})
+
+
+def _max_rel(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return np.max(np.abs(a - b)) / np.max(np.abs(b))
+
+
+def test_fuse_starts_respect_samples_spoiling_durations_and_other_steps():
+    s = 4
+    kind = np.zeros(40, int)
+    kind[20] = 1  # a free step splits the run
+    dt = np.full(40, 1e-6)
+    dt[30:] = 2e-6  # another duration: a new run
+    dt[5] *= 1 + 1e-12  # float rounding of raster times does not split a run
+    sample = np.zeros(40, bool)
+    sample[11] = True  # a step with an ADC sample is in no fused step
+    spoil = np.zeros(40, bool)
+    spoil[16] = True  # spoiling may start a fused step, not sit inside one
+    starts = fuse_starts(kind, dt, sample, spoil, s)
+    np.testing.assert_array_equal(starts, [0, 4, 12, 16, 21, 25, 30, 34])
+    for a in starts:
+        assert np.all(kind[a:a + s] == 0) and not sample[a:a + s].any() and not spoil[a + 1:a + s].any()
+
+
+def test_a_pulse_played_once_becomes_fused_steps():
+    d = discretize(_epi_like(), IDEAL)
+    short, table = plan_fused_rf(d, 3, 16)
+    n_rf = int(np.sum(np.asarray(d.kind)[: d.n_real_steps] == 0))
+    n_fused = int(np.sum(np.asarray(short.kind) == 3))
+    assert n_rf >= 1999 and n_fused == n_rf // 16
+    assert short.n_real_steps == d.n_real_steps - 15 * n_fused
+    assert table.k.shape[1:] == (16, 3) and table.dt.shape[0] >= n_fused
+    # the durations and moments add up; every ADC sample keeps its place
+    np.testing.assert_allclose(np.sum(np.asarray(short.dt)[: short.n_real_steps]),
+                               np.sum(np.asarray(d.dt)[: d.n_real_steps]), rtol=1e-13)
+    np.testing.assert_allclose(np.asarray(short.kstep)[: short.n_real_steps].sum(0),
+                               np.asarray(d.kstep)[: d.n_real_steps].sum(0), atol=1e-9)
+    assert short.n_adc == d.n_adc
+
+
+@pytest.mark.parametrize("dtype,tol", [(jnp.float64, 1e-12), (jnp.float32, 3e-4)])
+def test_fused_steps_equal_stepping(dtype, tol):
+    """Slice selection, off-resonance, B1 map and relaxation during a 2 ms sinc."""
+    twin = _twin(8, 0.2)
+    seq = _epi_like()
+    ref = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64, method=STEP, return_magnetization=True)
+    got = mt.simulate(twin, seq, scanner=IDEAL, dtype=dtype, return_magnetization=True)
+    assert _max_rel(got.samples, ref.samples) <= tol
+    assert np.max(np.abs(np.asarray(got.magnetization) - np.asarray(ref.magnetization))) <= 10 * tol
+
+
+@pytest.mark.parametrize("size", [2, 5, 16])
+def test_any_fuse_size_equals_stepping(size):
+    twin = _twin(5, 0.2, seed=2)
+    seq = _epi_like(n=4)
+    ref = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64, method=STEP)
+    got = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64, method=mt.Bloch(fuse_rf=size))
+    assert _max_rel(got.samples, ref.samples) <= 1e-12
+
+
+def test_unprepared_train_with_ideal_spoiling_and_motion_equals_stepping():
+    """A train of sinc pulses with other flips each (not prepared, so fused), ideal
+    spoiling at each excitation, and a translation (a phase per raster step)."""
+    flips = [20.0, 35.0, 50.0, 65.0, 80.0]
+    blocks = []
+    for f in flips:
+        rf, gz, gzr = mt.make_sinc_pulse(np.radians(f), 1e-3, slice_thickness=5e-3, scanner=IDEAL)
+        gx = mt.make_trapezoid("x", amplitude=2e-3, flat_time=8 * 20e-6, scanner=IDEAL)
+        blocks += [mt.Block(rf=rf, gz=gz), mt.Block(gz=gzr),
+                   mt.Block(gx=gx, adc=mt.ADC(8, 20e-6, delay=gx.rise_time)), mt.Block(duration=2e-3)]
+    seq = mt.Sequence(blocks)
+    twin = _twin(5, 0.2, seed=3)
+    motion = mt.Translation(velocity=(0.02, -0.01, 0.005))
+    for kw in ({"ideal_spoiling": True}, {}):
+        ref = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64, motion=motion,
+                          method=mt.Bloch(fuse_rf=1, **kw))
+        got = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64, motion=motion, method=mt.Bloch(**kw))
+        assert _max_rel(got.samples, ref.samples) <= 1e-12
+
+
+def test_shaped_on_resonance_pulse_is_a_rotation_by_its_flip():
+    """No relaxation and no off-resonance: a shaped pulse of any raster rotates M about its
+    B1 axis by its flip angle (a Hann-windowed pulse of 999 raster steps, fused 16 at a
+    time, at phase offset 30°: u = (cos φ, -sin φ, 0))."""
+    flip, phase = np.radians(73.0), np.radians(30.0)
+    t = (np.arange(999) + 0.5) / 999
+    rf = mt.make_arbitrary_rf(np.sin(np.pi * t) ** 2, flip_angle=flip, raster=1e-6, phase_offset=phase, delay=0.0,
+                              scanner=IDEAL)
+    seq = mt.Sequence([mt.Block(rf=rf), mt.Block(duration=1e-4)])
+    assert plan_fused_rf(discretize(seq, IDEAL), 2, 16)[1] is not None
+    twin = mt.Twin(position=np.zeros((2, 3)), pd=np.ones(2), t1=np.full(2, np.inf), t2=np.full(2, np.inf))
+    m = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64, return_magnetization=True).magnetization[0]
+    u = np.array([np.cos(phase), -np.sin(phase), 0.0])
+    ez = np.array([0.0, 0.0, 1.0])
+    expect = ez * np.cos(flip) - np.cross(u, ez) * np.sin(flip) + u * (u @ ez) * (1 - np.cos(flip))
+    np.testing.assert_allclose(np.asarray(m), expect, atol=1e-10)
+
+
+def test_gradients_through_fused_steps_agree_with_stepping_and_finite_differences():
+    """With respect to the RF amplitude (traced sequence values: the fused plan needs only
+    the concrete structure) and to T2."""
+    twin = _twin(4, 0.2, seed=4)
+
+    def loss(scale, t2, method):
+        tw = mt.Twin(position=twin.position, pd=twin.pd, t1=twin.t1, t2=t2, delta_f=twin.delta_f, b1=twin.b1)
+        seq = _epi_like(n=4, flip=60.0 * scale)
+        return jnp.sum(jnp.abs(mt.simulate(tw, seq, scanner=IDEAL, dtype=jnp.float64, method=method).samples) ** 2)
+
+    args = (jnp.asarray(1.0), jnp.asarray(twin.t2))
+    g_ref = jax.grad(loss, argnums=(0, 1))(*args, STEP)
+    g = jax.grad(loss, argnums=(0, 1))(*args, mt.Bloch())
+    for a, b in zip(g, g_ref):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-12 * float(jnp.abs(b).max()))
+    h = 1e-6
+    fd = (loss(1.0 + h, args[1], mt.Bloch()) - loss(1.0 - h, args[1], mt.Bloch())) / (2 * h)
+    np.testing.assert_allclose(float(g[0]), float(fd), rtol=1e-6)
+
+
+def test_fuse_rf_is_validated():
+    for bad in (0, -3, 2.5, True, "16", 17):
+        with pytest.raises(ValueError, match="fuse_rf"):
+            mt.Bloch(fuse_rf=bad)
+
+
+def test_plan_keeps_traced_values_traced():
+    """Only the structure must be concrete: with a traced flip angle the fused table holds
+    the traced B1, whose derivative with respect to the flip scale is the B1 itself."""
+
+    def total_b1(scale):
+        short, table = plan_fused_rf(discretize(_epi_like(n=2, flip=60.0 * scale), IDEAL), 3, 16)
+        assert table is not None and isinstance(table.b1dt, jax.core.Tracer)
+        return jnp.sum(jnp.abs(table.b1dt))
+
+    value, slope = jax.jvp(total_b1, (1.0,), (1.0,))
+    assert float(value) > 0
+    np.testing.assert_allclose(float(slope), float(value), rtol=1e-12)
