@@ -20,7 +20,7 @@ from ..twin.motion import AbstractMotion
 from ..twin.twin import Twin
 from . import kernels
 from .adjoint import reversible_scan
-from .fused_rf import fused_rf_steps
+from .fused_rf import fused_free_steps, fused_rf_steps
 from .kernels import Spins, State
 from .methods import AbstractSimMethod, Bloch
 from .prepared_rf import apply_pulse, prepare_pulse
@@ -149,7 +149,7 @@ def simulate(
     if dseq.n_general and method.readout is None:
         raise ValueError("the DiscreteSequence has general ADC windows (discretize(..., general_windows=True)), "
                          "which only Bloch(readout=NUFFTReadout(...)) evaluates")
-    rftab = rf_kind = ftab = fuse_kind = None
+    rftab = rf_kind = ftab = fuse_kind = fftab = free_kind = None
     if not models:
         dseq, rftab = _prepared_pulses(seq, dseq, method, motion)
         if rftab is not None:
@@ -157,14 +157,23 @@ def simulate(
             cdt = jnp.complex128 if dtype == jnp.float64 else jnp.complex64
             rftab = rftab._replace(dt=jnp.asarray(rftab.dt, dtype), k=jnp.asarray(rftab.k, dtype),
                                    b1dt=jnp.asarray(rftab.b1dt, cdt))
+        # stepped RF pulses, then stepped free precession (spiral ADC samples), S at a time
+        cdt = jnp.complex128 if dtype == jnp.float64 else jnp.complex64
         fuse_kind = 2 + int(dseq.n_window > 0) + int(dseq.n_general > 0) + int(rftab is not None)
-        dseq, ftab = _fused_rf(seq, dseq, method, fuse_kind)
+        dseq, ftab = _fused_steps(seq, dseq, method, fuse_kind, 0)
         if ftab is None:
             fuse_kind = None
         else:
-            cdt = jnp.complex128 if dtype == jnp.float64 else jnp.complex64
             ftab = ftab._replace(dt=jnp.asarray(ftab.dt, dtype), k=jnp.asarray(ftab.k, dtype),
                                  b1dt=jnp.asarray(ftab.b1dt, cdt), c0=jnp.asarray(ftab.c0, dtype))
+        free_kind = 2 + int(dseq.n_window > 0) + int(dseq.n_general > 0) + int(rftab is not None) + int(
+            ftab is not None)
+        dseq, fftab = _fused_steps(seq, dseq, method, free_kind, 1)
+        if fftab is None:
+            free_kind = None
+        else:
+            fftab = fftab._replace(dt=jnp.asarray(fftab.dt, dtype), k=jnp.asarray(fftab.k, dtype), b1dt=None,
+                                   c0=jnp.asarray(fftab.c0, dtype))
     readout = wtab = perm = None
     if method.readout is not None and not models:
         from .readout import plan_readout, plan_window_cache
@@ -191,7 +200,7 @@ def simulate(
             force=np.asarray(dseq.spoil) if method.ideal_spoiling else None)
         rev_kw = {"rev": (jnp.asarray(restore), jnp.asarray(slot)), "n_slots": n_slots}
     core = functools.partial(_core, readout=readout, wtab=wtab, rftab=rftab, rf_kind=rf_kind, ftab=ftab,
-                             fuse_kind=fuse_kind, **rev_kw)
+                             fuse_kind=fuse_kind, fftab=fftab, free_kind=free_kind, **rev_kw)
     if models:  # per-spin dynamics: a separate core (issue 9), see _dynamics_entry
         core = functools.partial(_dynamics_entry, models=models, twin=twin, k1=k1)
     samples, mag = core(spins, d, n_chunks=n_chunks, chunk=chunk, n_window=d.n_window,
@@ -277,18 +286,19 @@ def _prepared_pulses(seq, dseq: DiscreteSequence, method: Bloch, motion):
 _FUSED_RF: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _fused_rf(seq, dseq: DiscreteSequence, method: Bloch, kind_id: int):
-    """``(dseq, table)``: runs of ``method.fuse_rf`` RF steps as single fused steps
-    (`fused_rf`), or ``(dseq, None)``. Cached per sequence object and discretization."""
+def _fused_steps(seq, dseq: DiscreteSequence, method: Bloch, kind_id: int, step_kind: int):
+    """``(dseq, table)``: runs of ``method.fuse_rf`` RF (``step_kind`` 0) or free
+    precession steps (1) as single fused steps (`fused_rf`), or ``(dseq, None)``. Cached
+    per sequence object and discretization."""
     if method.fuse_rf < 2 or method.reversible or method.analytic_diffusion:
         return dseq, None
     from .fused_rf import plan_fused_rf
 
-    key = (id(dseq), kind_id, method.fuse_rf)
+    key = (id(dseq), kind_id, method.fuse_rf, step_kind)
     per_seq = _FUSED_RF.get(seq) if isinstance(seq, Sequence) else None
     if per_seq is not None and key in per_seq and per_seq[key][0] is dseq:
         return per_seq[key][1]
-    out = plan_fused_rf(dseq, kind_id, method.fuse_rf)
+    out = plan_fused_rf(dseq, kind_id, method.fuse_rf, step_kind)
     if isinstance(seq, Sequence) and not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(dseq)):
         _FUSED_RF.setdefault(seq, {})[key] = (dseq, out)
     return out
@@ -441,10 +451,10 @@ def spin_sharding(devices=None):
 
 @functools.partial(jax.jit, static_argnames=("n_chunks", "chunk", "n_window", "checkpoint", "want_mag",
                                               "spoiling", "sharding", "diffusion", "readout", "n_slots",
-                                              "rf_kind", "fuse_kind"))
+                                              "rf_kind", "fuse_kind", "free_kind"))
 def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, checkpoint, want_mag,
           spoiling=False, sharding=None, diffusion=False, readout=None, rev=None, n_slots=0, wtab=None,
-          rftab=None, rf_kind=None, ftab=None, fuse_kind=None):
+          rftab=None, rf_kind=None, ftab=None, fuse_kind=None, fftab=None, free_kind=None):
     _TRACES["core"] += 1
     n_coils = 1 if spins.coil_re is None else spins.coil_re.shape[2]
     cdt = d.b1dt.dtype
@@ -530,6 +540,22 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                 if ftab is not None:
                     assert len(branches) == fuse_kind, (len(branches), fuse_kind)
                     branches.append(do_fused)
+                if fftab is not None:  # a third output: the samples of fused free steps
+                    zero_fz = jnp.zeros((n_coils, fftab.dt.shape[1]), cdt)
+
+                    def with_fz(f):
+                        def g(m):
+                            m, w = f(m)
+                            return m, (w, zero_fz)
+                        return g
+
+                    def do_free_fused(m):  # free steps with samples S at a time: count = the row
+                        m, fz = fused_free_steps(sp, m, fftab.dt[count], fftab.k[count], fftab.c0[count])
+                        return m, (zero_win, fz)
+
+                    branches = [with_fz(f) for f in branches]
+                    assert len(branches) == free_kind, (len(branches), free_kind)
+                    branches.append(do_free_fused)
                 if static_kind is None:
                     m, win = jax.lax.switch(kind, branches, m)
                 else:  # (the reversible adjoint's backward pass dispatches on the kind itself)
@@ -589,10 +615,12 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
 
     def map_body(carry, sp):
         (single, win), mag = chunk_fn(sp)
-        return (carry[0] + single, carry[1] + win), mag
+        return (carry[0] + single, jax.tree_util.tree_map(jnp.add, carry[1], win)), mag
 
     n_steps = d.dt.shape[0]
     init = (jnp.zeros((n_steps, n_coils), cdt), jnp.zeros((n_steps, n_coils, n_window), cdt))
+    if fftab is not None:  # (window samples, samples of fused free steps)
+        init = (init[0], (init[1], jnp.zeros((n_steps, n_coils, fftab.dt.shape[1]), cdt)))
 
     def per_device(sp_dev):
         if sp_dev.x.shape[0] == 1:  # one chunk: no chunk-level remat needed
@@ -607,8 +635,10 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
         (single, win), mags = per_device(jax.tree_util.tree_map(lambda x: x[0], spins))
     else:
         (single, win), mags = jax.vmap(per_device)(spins)  # leading axis: devices
-        single, win = single.sum(0), win.sum(0)  # an all-reduce across devices when sharded
-    flat = jnp.concatenate([single.T, win.transpose(1, 0, 2).reshape(n_coils, -1)], axis=1)
+        # an all-reduce across devices when sharded
+        single, win = single.sum(0), jax.tree_util.tree_map(lambda x: x.sum(0), win)
+    blocks = win if isinstance(win, tuple) else (win,)  # per step: (n_steps, n_coils, width)
+    flat = jnp.concatenate([single.T] + [w.transpose(1, 0, 2).reshape(n_coils, -1) for w in blocks], axis=1)
     samples = flat[:, d.out_index] * d.demod[None, :]
     mag = mags.reshape(n_chunks * chunk, 3) if want_mag else None
     return samples, mag

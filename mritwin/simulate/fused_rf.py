@@ -1,20 +1,25 @@
-"""Fused RF steps: consecutive raster steps of a pulse applied several at a time.
+"""Fused steps: runs of RF raster steps, or of sampled free-precession steps, several at a time.
 
 A shaped pulse that plays only once, such as the excitation of a single-shot EPI or
 spiral, or each pulse of a fingerprinting train with its own flip angle, cannot be
 prepared (`mritwin.simulate.prepared_rf`). The engine therefore steps it raster sample by
-raster sample: 1 999 steps for a 2 ms sinc. Each step of the engine's loop pays for
-dispatch (the switch over step kinds and the ADC and spoiling conditionals) and for its
-relaxation factors, and the magnetization makes a round trip through memory.
+raster sample: 1 999 steps for a 2 ms sinc. Likewise, ADC samples on a time-varying
+gradient (a spiral, ramp sampling) are one free-precession step each. Each step of the
+engine's loop pays for dispatch (the switch over step kinds, the ADC and spoiling
+conditionals, and a copy of the magnetization out of the switch) and for its relaxation
+factors.
 
-`plan_fused_rf` groups runs of ``S`` consecutive RF steps into one step of their own
-kind. The steps of a run have the same duration, and no step inside has an ADC sample or
-ideal spoiling. `fused_rf_steps` then applies the ``S`` steps in one unrolled kernel:
+`plan_fused_rf` groups runs of ``S`` consecutive steps of one kind into one step of their
+own kind. The steps of a run have the same duration and no ideal spoiling inside; RF runs
+take no ADC sample, free-precession runs may sample after every step.
 
-- the relaxation factors ``exp(-dt/2T)`` are computed once per fused step;
-- the half-step relaxations of neighbouring steps are merged (relaxing for ``dt/2`` and
-  again for ``dt/2`` is relaxing for ``dt``, with the factor squared);
-- the magnetization stays in registers between the steps.
+- `fused_rf_steps` applies ``S`` RF steps in one unrolled kernel: the relaxation factors
+  ``exp(-dt/2T)`` are computed once, the half-step relaxations of neighbouring steps
+  merged (relaxing for ``dt/2`` and again for ``dt/2`` is relaxing for ``dt``, with the
+  factor squared), and the magnetization stays in registers between the steps.
+- `fused_free_steps` applies ``S`` free-precession steps in a loop without dispatch, each
+  followed by its ADC sample, with the relaxation factors computed once; the samples
+  leave the engine as a third output block (see `prepared_rf.shorten_steps`).
 
 The arithmetic is the same as stepping, so the result equals it to float rounding. Every
 value (B1, gradients, motion phases) stays differentiable: only the structure of the
@@ -34,7 +39,7 @@ from . import kernels
 from .kernels import Spins, State
 from .prepared_rf import STEP_FIELDS, shorten_steps
 
-__all__ = ["FusedTable", "plan_fused_rf", "fused_rf_steps", "DEFAULT_FUSE"]
+__all__ = ["FusedTable", "plan_fused_rf", "fused_rf_steps", "fused_free_steps", "DEFAULT_FUSE"]
 
 DEFAULT_FUSE = 16  # steps per fused step: the fastest on XLA's CPU backend (8-32 tried)
 
@@ -62,17 +67,21 @@ def _concrete(x):
     return np.asarray(x)
 
 
-def fuse_starts(kind, dt, sample, spoil, size: int) -> np.ndarray:
+def fuse_starts(kind, dt, sample, spoil, size: int, step_kind: int = 0) -> np.ndarray:
     """First steps of the fused steps: greedy, left to right, non-overlapping runs of
-    ``size`` RF steps (kind 0) of equal duration (to 1e-9 relative: raster times carry
-    float rounding), with no ADC sample and no ideal spoiling after their first step."""
+    ``size`` steps of kind ``step_kind`` of equal duration (to 1e-9 relative: raster times
+    carry float rounding), with no ideal spoiling after their first step. RF runs (kind 0)
+    take no ADC sample; free-precession runs (kind 1) may sample after any step."""
+    if step_kind == 1:
+        sample = np.zeros_like(sample)
     m = kind.shape[0]
     if m < size:
         return np.zeros(0, np.int64)
-    # a step can continue a run started before it when it is RF, takes no sample (nor does
-    # the step before it), is not spoiled and lasts as long as the step before
+    # a step can continue a run started before it when it has the run's kind, takes no
+    # sample (nor does the step before it; RF only), is not spoiled and lasts as long as
+    # the step before
     cont = np.zeros(m, bool)
-    cont[1:] = ((kind[1:] == 0) & (kind[:-1] == 0) & ~sample[1:] & ~sample[:-1] & ~spoil[1:]
+    cont[1:] = ((kind[1:] == step_kind) & (kind[:-1] == step_kind) & ~sample[1:] & ~sample[:-1] & ~spoil[1:]
                 & (np.abs(dt[1:] - dt[:-1]) <= 1e-9 * np.abs(dt[:-1])))
     # maximal segments [a, b) in which every step after the first continues the run
     # (the first is then RF without a sample too, whenever the segment is longer than one)
@@ -84,8 +93,9 @@ def fuse_starts(kind, dt, sample, spoil, size: int) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
-def plan_fused_rf(dseq: DiscreteSequence, kind_id: int, size: int = DEFAULT_FUSE):
-    """Replace runs of ``size`` consecutive RF steps by one fused step each (host side).
+def plan_fused_rf(dseq: DiscreteSequence, kind_id: int, size: int = DEFAULT_FUSE, step_kind: int = 0):
+    """Replace runs of ``size`` consecutive RF (or free-precession) steps by one fused step
+    each (host side).
 
     Args:
         dseq: a discretized sequence. Its structure (``kind``, ``dt``, ``t``, ``sample``,
@@ -93,6 +103,10 @@ def plan_fused_rf(dseq: DiscreteSequence, kind_id: int, size: int = DEFAULT_FUSE
             gradients, motion phases) may be traced.
         kind_id: the step kind the engine gives the fused steps.
         size: raster steps per fused step (at least 2).
+        step_kind: 0 to fuse RF steps (`fused_rf_steps`), 1 free-precession steps
+            (`fused_free_steps`), whose ADC samples then come out of the fused step: the
+            ``out_index`` of a sample taken after step ``i`` of a fused step points at the
+            fused outputs (see `shorten_steps`).
 
     Returns:
         ``(dseq, table)``: the sequence with each run as one step of kind ``kind_id``
@@ -107,7 +121,8 @@ def plan_fused_rf(dseq: DiscreteSequence, kind_id: int, size: int = DEFAULT_FUSE
     if any(v is None for v in struct.values()):
         return dseq, None
     kind, dt = struct["kind"][:m], struct["dt"][:m]
-    starts = fuse_starts(kind, dt, struct["sample"][:m].astype(bool), struct["spoil"][:m].astype(bool), size)
+    starts = fuse_starts(kind, dt, struct["sample"][:m].astype(bool), struct["spoil"][:m].astype(bool), size,
+                         step_kind)
     if not starts.size:
         return dseq, None
     idx = starts[:, None] + np.arange(size)[None, :]  # (B, S) steps of each fused step
@@ -140,7 +155,14 @@ def plan_fused_rf(dseq: DiscreteSequence, kind_id: int, size: int = DEFAULT_FUSE
     put("b1dt", 0)
     put("cyc0", 0)
     put("bstep", new["bstep"][idx].sum(1))
-    return shorten_steps(dseq, keep, new), table
+    if step_kind == 0:
+        return shorten_steps(dseq, keep, new), table
+    put("sample", False)
+    start_of = np.full(m, -1)
+    start_of[idx.ravel()] = np.repeat(starts, size)
+    pos = np.full(m, -1)
+    pos[idx.ravel()] = np.tile(np.arange(size), starts.size)
+    return shorten_steps(dseq, keep, new, fused=(start_of, pos, size)), table
 
 
 def fused_rf_steps(spins: Spins, m: State, dt, k, b1dt, c0) -> State:
@@ -159,3 +181,26 @@ def fused_rf_steps(spins: Spins, m: State, dt, k, b1dt, c0) -> State:
         m = kernels._rotate(m, w, a, b, c)
         m = kernels._relax(spins, m, e1_full, e2_full) if i < size - 1 else kernels._relax(spins, m, e1, e2)
     return m
+
+
+def fused_free_steps(spins: Spins, m: State, dt, k, c0):
+    """``S`` free-precession steps of equal duration, each followed by an ADC sample:
+    ``dt`` (S,) [s], ``k`` (S, 3) [1/m], ``c0`` (S,) [cycles]. Returns the state and the
+    (n_coils, S) samples after each step (`kernels.free_step`, `kernels.receive`).
+
+    A loop without dispatch (its body is one fused pass over the spins and the signal
+    sum), with the relaxation factors computed once; the longitudinal magnetization
+    relaxes once over the whole run (exact: relaxation commutes with precession).
+    """
+    e2 = jnp.exp(-spins.r2 * dt[0])
+
+    def body(mxy, step):
+        dti, ki, ci = step
+        sn, c = kernels.sincos_cycles(kernels._cycles(spins, ki, dti, ci))
+        mx, my = mxy
+        mx, my = e2 * (mx * c + my * sn), e2 * (my * c - mx * sn)
+        return (mx, my), kernels.receive(spins, State(mx, my, None))
+
+    (mx, my), sig = jax.lax.scan(body, (m.mx, m.my), (dt, k, c0))
+    e1 = jnp.exp(-spins.r1 * jnp.sum(dt))
+    return State(mx, my, m.mz * e1 + spins.pd * (1.0 - e1)), sig.T

@@ -161,7 +161,7 @@ def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int):
     return shorten_steps(dseq, keep, new), PulseTable(t_dt, t_k, t_b1)
 
 
-def shorten_steps(dseq: DiscreteSequence, keep: np.ndarray, new: dict) -> DiscreteSequence:
+def shorten_steps(dseq: DiscreteSequence, keep: np.ndarray, new: dict, fused=None) -> DiscreteSequence:
     """The sequence with only the steps where ``keep`` is true (host side).
 
     Args:
@@ -172,11 +172,15 @@ def shorten_steps(dseq: DiscreteSequence, keep: np.ndarray, new: dict) -> Discre
         new: every field of `STEP_FIELDS`, (n_real_steps, ...) arrays (NumPy or JAX, so
             that traced values stay traced) with the merged steps' values already written
             into the kept ones.
+        fused: ``(start_of, pos, size)`` when merged steps keep their ADC samples as
+            outputs of their fused step (`mritwin.simulate.fused_rf`): per old step, the
+            old index of its fused step's first step and its position in it (-1 outside).
 
     Returns:
         The shorter `DiscreteSequence`, padded to its length bucket, with ``out_index``
-        remapped (per-step samples to their step's new index, window samples to their
-        window's).
+        remapped: per-step samples to their step's new index, window samples to their
+        window's, and samples inside fused steps to the engine's third output block
+        (``n_pad + n_pad * n_window + new_step * size + pos``).
     """
     m = dseq.n_real_steps
     old_to_new = np.cumsum(keep) - 1
@@ -198,6 +202,12 @@ def shorten_steps(dseq: DiscreteSequence, keep: np.ndarray, new: dict) -> Discre
     win_step, win_pos = np.divmod(out - n_pad_old, nw)
     out_new = np.where(single, old_to_new[np.minimum(out, m - 1)],
                        n_pad + old_to_new[np.clip(win_step, 0, m - 1)] * nw + win_pos)
+    if fused is not None:
+        start_of, pos, size = fused
+        step = np.minimum(out, m - 1)
+        inside = single & (pos[step] >= 0)
+        out_new = np.where(inside, n_pad * (1 + dseq.n_window) + old_to_new[np.maximum(start_of[step], 0)] * size
+                           + pos[step], out_new)
     total = float(np.asarray(dseq.t)[m - 1] + np.asarray(dseq.dt)[m - 1])
     extra = {f: None if getattr(dseq, f) is None else pad(np.asarray(getattr(dseq, f))[:m])
              for f in ("widx", "wcidx")}

@@ -176,3 +176,82 @@ def test_plan_keeps_traced_values_traced():
     value, slope = jax.jvp(total_b1, (1.0,), (1.0,))
     assert float(value) > 0
     np.testing.assert_allclose(float(slope), float(value), rtol=1e-12)
+
+
+# ---- fused free precession: ADC samples on a time-varying gradient ---------------------
+
+
+def _spiral_like(n_read=200, dwell=4e-6, with_window=False):
+    """A 1 ms sinc, then an ADC on an arbitrary (spiral-like) gradient: every sample is a
+    free step; optionally followed by a constant-gradient window (so the fused samples
+    sit after the window samples in the engine's output)."""
+    rf, gz, gzr = mt.make_sinc_pulse(np.radians(50), 1e-3, slice_thickness=5e-3, scanner=IDEAL)
+    raster = 1e-5
+    t = np.arange(int(n_read * dwell / raster) + 2) * raster
+    wx = 8e-3 * np.sin(2 * np.pi * 900 * t) * t / t[-1]
+    wy = 8e-3 * np.cos(2 * np.pi * 900 * t) * t / t[-1]
+    wx[0] = wy[0] = wx[-1] = wy[-1] = 0.0
+    gx = mt.make_arbitrary_grad("x", wx, raster=raster, scanner=IDEAL)
+    gy = mt.make_arbitrary_grad("y", wy, raster=raster, scanner=IDEAL)
+    blocks = [mt.Block(rf=rf, gz=gz), mt.Block(gz=gzr),
+              mt.Block(gx=gx, gy=gy, adc=mt.ADC(n_read, dwell, delay=raster))]
+    if with_window:
+        g = mt.make_trapezoid("x", amplitude=3e-3, flat_time=16 * 10e-6, scanner=IDEAL)
+        blocks.append(mt.Block(gx=g, adc=mt.ADC(16, 10e-6, delay=g.rise_time)))
+    return mt.Sequence(blocks, {"FOV": [0.2, 0.2, 0.0]})
+
+
+def test_sampled_free_steps_are_fused_with_their_samples():
+    d = discretize(_spiral_like(), IDEAL)
+    short, table = plan_fused_rf(d, 3, 16, step_kind=1)
+    m = d.n_real_steps
+    n_free = int(np.sum((np.asarray(d.kind)[:m] == 1) & np.asarray(d.sample)[:m]))
+    assert n_free >= 200 and table is not None
+    n_fused = int(np.sum(np.asarray(short.kind) == 3))
+    assert n_fused >= 200 // 16 - 1 and short.n_adc == d.n_adc
+    # every sample now reads from the fused outputs or from a step that still samples
+    out = np.asarray(short.out_index)
+    n_pad = short.dt.shape[0]
+    per_step = out < n_pad
+    assert np.all(np.asarray(short.sample)[out[per_step]])
+    assert np.sum(~per_step) >= 16 * n_fused - 16
+
+
+@pytest.mark.parametrize("with_window", [False, True])
+def test_fused_free_steps_equal_stepping(with_window):
+    """Off-resonance, relaxation, three coils, and (optionally) a window in the same run."""
+    twin = _twin(6, 0.2, seed=5)
+    rng = np.random.default_rng(0)
+    coils = rng.standard_normal((3, twin.n_spins)) + 1j * rng.standard_normal((3, twin.n_spins))
+    seq = _spiral_like(with_window=with_window)
+    ref = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64, coils=coils, method=STEP,
+                      return_magnetization=True)
+    got = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64, coils=coils, return_magnetization=True)
+    assert _max_rel(got.samples, ref.samples) <= 1e-12
+    np.testing.assert_allclose(np.asarray(got.magnetization), np.asarray(ref.magnetization), atol=1e-12)
+    f32 = mt.simulate(twin, seq, scanner=IDEAL, coils=coils)
+    assert _max_rel(f32.samples, ref.samples) <= 3e-4
+
+
+def test_fused_free_steps_with_motion_and_chunks_equal_stepping():
+    twin = _twin(7, 0.2, seed=6)
+    seq = _spiral_like(n_read=120)
+    motion = mt.Translation(velocity=(0.05, 0.02, 0.0))
+    ref = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64, motion=motion, method=mt.Bloch(fuse_rf=1))
+    got = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64, motion=motion, method=mt.Bloch(chunk_size=16))
+    assert _max_rel(got.samples, ref.samples) <= 1e-12
+
+
+def test_gradients_through_fused_free_steps_agree_with_stepping():
+    twin = _twin(4, 0.2, seed=7)
+    seq = _spiral_like(n_read=64)
+
+    def loss(t2, df, method):
+        tw = mt.Twin(position=twin.position, pd=twin.pd, t1=twin.t1, t2=t2, delta_f=df, b1=twin.b1)
+        return jnp.sum(jnp.abs(mt.simulate(tw, seq, scanner=IDEAL, dtype=jnp.float64, method=method).samples) ** 2)
+
+    args = (jnp.asarray(twin.t2), jnp.asarray(twin.delta_f))
+    g_ref = jax.grad(loss, argnums=(0, 1))(*args, STEP)
+    g = jax.grad(loss, argnums=(0, 1))(*args, mt.Bloch())
+    for a, b in zip(g, g_ref):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-12 * float(jnp.abs(b).max()))
