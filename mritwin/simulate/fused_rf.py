@@ -37,7 +37,7 @@ import numpy as np
 from ..sequence.discretize import DiscreteSequence, _bucket
 from . import kernels
 from .kernels import Spins, State
-from .prepared_rf import STEP_FIELDS, shorten_steps
+from .prepared_rf import STEP_FIELDS, _concrete, shorten_steps
 
 __all__ = ["FusedTable", "plan_fused_rf", "fused_rf_steps", "fused_free_steps", "DEFAULT_FUSE"]
 
@@ -59,12 +59,6 @@ class FusedTable(NamedTuple):
     k: jax.Array
     b1dt: jax.Array
     c0: jax.Array
-
-
-def _concrete(x):
-    if x is None or isinstance(x, jax.core.Tracer):
-        return None
-    return np.asarray(x)
 
 
 def fuse_starts(kind, dt, sample, spoil, size: int, step_kind: int = 0) -> np.ndarray:
