@@ -159,19 +159,15 @@ def simulate(
                                    b1dt=jnp.asarray(rftab.b1dt, cdt))
         # stepped RF pulses, then stepped free precession (spiral ADC samples), S at a time
         cdt = jnp.complex128 if dtype == jnp.float64 else jnp.complex64
-        fuse_kind = 2 + int(dseq.n_window > 0) + int(dseq.n_general > 0) + int(rftab is not None)
-        dseq, ftab = _fused_steps(seq, dseq, method, fuse_kind, 0)
-        if ftab is None:
-            fuse_kind = None
-        else:
+        kind_id = 2 + int(dseq.n_window > 0) + int(dseq.n_general > 0) + int(rftab is not None)
+        dseq, ftab = _fused_steps(seq, dseq, method, kind_id, 0)
+        if ftab is not None:
+            fuse_kind, kind_id = kind_id, kind_id + 1
             ftab = ftab._replace(dt=jnp.asarray(ftab.dt, dtype), k=jnp.asarray(ftab.k, dtype),
                                  b1dt=jnp.asarray(ftab.b1dt, cdt), c0=jnp.asarray(ftab.c0, dtype))
-        free_kind = 2 + int(dseq.n_window > 0) + int(dseq.n_general > 0) + int(rftab is not None) + int(
-            ftab is not None)
-        dseq, fftab = _fused_steps(seq, dseq, method, free_kind, 1)
-        if fftab is None:
-            free_kind = None
-        else:
+        dseq, fftab = _fused_steps(seq, dseq, method, kind_id, 1)
+        if fftab is not None:
+            free_kind = kind_id
             fftab = fftab._replace(dt=jnp.asarray(fftab.dt, dtype), k=jnp.asarray(fftab.k, dtype), b1dt=None,
                                    c0=jnp.asarray(fftab.c0, dtype))
     readout = wtab = perm = None
