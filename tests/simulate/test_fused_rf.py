@@ -138,26 +138,6 @@ def test_shaped_on_resonance_pulse_is_a_rotation_by_its_flip():
     np.testing.assert_allclose(np.asarray(m), expect, atol=1e-10)
 
 
-def test_gradients_through_fused_steps_agree_with_stepping_and_finite_differences():
-    """With respect to the RF amplitude (traced sequence values: the fused plan needs only
-    the concrete structure) and to T2."""
-    twin = _twin(4, 0.2, seed=4)
-
-    def loss(scale, t2, method):
-        tw = mt.Twin(position=twin.position, pd=twin.pd, t1=twin.t1, t2=t2, delta_f=twin.delta_f, b1=twin.b1)
-        seq = _epi_like(n=4, flip=60.0 * scale)
-        return jnp.sum(jnp.abs(mt.simulate(tw, seq, scanner=IDEAL, dtype=jnp.float64, method=method).samples) ** 2)
-
-    args = (jnp.asarray(1.0), jnp.asarray(twin.t2))
-    g_ref = jax.grad(loss, argnums=(0, 1))(*args, STEP)
-    g = jax.grad(loss, argnums=(0, 1))(*args, mt.Bloch())
-    for a, b in zip(g, g_ref):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-12 * float(jnp.abs(b).max()))
-    h = 1e-6
-    fd = (loss(1.0 + h, args[1], mt.Bloch()) - loss(1.0 - h, args[1], mt.Bloch())) / (2 * h)
-    np.testing.assert_allclose(float(g[0]), float(fd), rtol=1e-6)
-
-
 def test_fuse_rf_is_validated():
     for bad in (0, -3, 2.5, True, "16", 17):
         with pytest.raises(ValueError, match="fuse_rf"):
@@ -181,11 +161,11 @@ def test_plan_keeps_traced_values_traced():
 # ---- fused free precession: ADC samples on a time-varying gradient ---------------------
 
 
-def _spiral_like(n_read=200, dwell=4e-6, with_window=False):
+def _spiral_like(n_read=200, dwell=4e-6, with_window=False, flip=50.0):
     """A 1 ms sinc, then an ADC on an arbitrary (spiral-like) gradient: every sample is a
     free step; optionally followed by a constant-gradient window (so the fused samples
     sit after the window samples in the engine's output)."""
-    rf, gz, gzr = mt.make_sinc_pulse(np.radians(50), 1e-3, slice_thickness=5e-3, scanner=IDEAL)
+    rf, gz, gzr = mt.make_sinc_pulse(flip * np.pi / 180, 1e-3, slice_thickness=5e-3, scanner=IDEAL)
     raster = 1e-5
     t = np.arange(int(n_read * dwell / raster) + 2) * raster
     wx = 8e-3 * np.sin(2 * np.pi * 900 * t) * t / t[-1]
@@ -242,16 +222,22 @@ def test_fused_free_steps_with_motion_and_chunks_equal_stepping():
     assert _max_rel(got.samples, ref.samples) <= 1e-12
 
 
-def test_gradients_through_fused_free_steps_agree_with_stepping():
+def test_gradients_through_fused_steps_agree_with_stepping_and_finite_differences():
+    """With respect to the RF amplitude (traced sequence values: the fused plan needs only
+    the concrete structure), T2 and the off-resonance, through a fused sinc and a fused
+    spiral-like readout."""
     twin = _twin(4, 0.2, seed=7)
-    seq = _spiral_like(n_read=64)
 
-    def loss(t2, df, method):
+    def loss(scale, t2, df, method):
         tw = mt.Twin(position=twin.position, pd=twin.pd, t1=twin.t1, t2=t2, delta_f=df, b1=twin.b1)
+        seq = _spiral_like(n_read=64, flip=50.0 * scale)
         return jnp.sum(jnp.abs(mt.simulate(tw, seq, scanner=IDEAL, dtype=jnp.float64, method=method).samples) ** 2)
 
-    args = (jnp.asarray(twin.t2), jnp.asarray(twin.delta_f))
-    g_ref = jax.grad(loss, argnums=(0, 1))(*args, STEP)
-    g = jax.grad(loss, argnums=(0, 1))(*args, mt.Bloch())
+    args = (jnp.asarray(1.0), jnp.asarray(twin.t2), jnp.asarray(twin.delta_f))
+    g_ref = jax.grad(loss, argnums=(0, 1, 2))(*args, STEP)
+    g = jax.grad(loss, argnums=(0, 1, 2))(*args, mt.Bloch())
     for a, b in zip(g, g_ref):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-12 * float(jnp.abs(b).max()))
+    h = 1e-6
+    fd = (loss(1.0 + h, *args[1:], mt.Bloch()) - loss(1.0 - h, *args[1:], mt.Bloch())) / (2 * h)
+    np.testing.assert_allclose(float(g[0]), float(fd), rtol=1e-6)
