@@ -151,15 +151,14 @@ def simulate(
                          "which only Bloch(readout=NUFFTReadout(...)) evaluates")
     rftab = rf_kind = ftab = fuse_kind = fftab = free_kind = None
     if not models:
+        cdt = jnp.complex128 if dtype == jnp.float64 else jnp.complex64
+        kind_id = 2 + int(dseq.n_window > 0) + int(dseq.n_general > 0)  # after the other kinds
         dseq, rftab = _prepared_pulses(seq, dseq, method, motion)
         if rftab is not None:
-            rf_kind = 2 + int(dseq.n_window > 0) + int(dseq.n_general > 0)  # after the other kinds
-            cdt = jnp.complex128 if dtype == jnp.float64 else jnp.complex64
+            rf_kind, kind_id = kind_id, kind_id + 1
             rftab = rftab._replace(dt=jnp.asarray(rftab.dt, dtype), k=jnp.asarray(rftab.k, dtype),
                                    b1dt=jnp.asarray(rftab.b1dt, cdt))
         # stepped RF pulses, then stepped free precession (spiral ADC samples), S at a time
-        cdt = jnp.complex128 if dtype == jnp.float64 else jnp.complex64
-        kind_id = 2 + int(dseq.n_window > 0) + int(dseq.n_general > 0) + int(rftab is not None)
         dseq, ftab = _fused_steps(seq, dseq, method, kind_id, 0)
         if ftab is not None:
             fuse_kind, kind_id = kind_id, kind_id + 1
