@@ -288,6 +288,36 @@ _fused_rf_remat = jax.checkpoint(fused_rf_steps)
 _fused_free_remat = jax.checkpoint(fused_free_steps)
 
 
+# The scan carry: (mx + i my, mz). XLA's CPU backend fuses elementwise work into each
+# output array separately, so a step that returns mx, my and mz as three arrays computes
+# the rotation shared by them three times; with mx and my as one complex array it does so
+# twice (an RF step) or once (free precession). Each step kind still works on a State:
+# it is unpacked at the start of the kind's branch and packed at its end.
+
+def _pack(m: State):
+    return jax.lax.complex(m.mx, m.my), m.mz
+
+
+def _unpack(c) -> State:
+    return State(jnp.real(c[0]), jnp.imag(c[0]), c[1])
+
+
+def _identity(x):
+    return x
+
+
+def _spoiled(m: State) -> State:
+    return State(jnp.zeros_like(m.mx), jnp.zeros_like(m.my), m.mz)
+
+
+def _packed_branch(f):
+    """A step kind's branch ``State -> (State, out)`` on the packed carry."""
+    def g(c):
+        m, out = f(_unpack(c))
+        return _pack(m), out
+    return g
+
+
 def _fused_steps(seq, dseq: DiscreteSequence, method: Bloch, kind_id: int, step_kind: int):
     """``(dseq, table)``: runs of ``method.fuse_rf`` RF (``step_kind`` 0) or free
     precession steps (1) as single fused steps (`fused_rf`), or ``(dseq, None)``. Cached
@@ -478,12 +508,14 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
         pulses = [] if rftab is None else [
             prepare_pulse(sp, rftab.dt[p], rftab.k[p], rftab.b1dt[p]) for p in range(rftab.dt.shape[0])]
 
-        def body_for(sp, static_kind=None):
-            def body(m, step):
+        def body_for(sp, static_kind=None, packed=False):
+            # packed: the carry is (mx + i my, mz) instead of a State (see _pack)
+            pack, unpack = (_pack, _unpack) if packed else (_identity, _identity)
+
+            def body(carry, step):
                 dt, k, b1dt, kind, sample, count, spoil, c0, bstep = step[:9]
                 if spoiling:
-                    m = jax.lax.cond(spoil, lambda m: State(jnp.zeros_like(m.mx), jnp.zeros_like(m.my), m.mz),
-                                     lambda m: m, m)
+                    carry = jax.lax.cond(spoil, lambda c: pack(_spoiled(unpack(c))), lambda c: c, carry)
 
                 def do_rf(m):
                     return kernels.rf_step(sp, m, dt, k, b1dt, c0), zero_win
@@ -558,17 +590,19 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                     branches = [with_fz(f) for f in branches]
                     assert len(branches) == free_kind, (len(branches), free_kind)
                     branches.append(do_free_fused)
+                if packed:
+                    branches = [_packed_branch(f) for f in branches]
                 if static_kind is None:
-                    m, win = jax.lax.switch(kind, branches, m)
+                    carry, win = jax.lax.switch(kind, branches, carry)
                 else:  # (the reversible adjoint's backward pass dispatches on the kind itself)
-                    m, win = branches[static_kind](m)
+                    carry, win = branches[static_kind](carry)
                 if diffusion:
-                    m = kernels.diffuse(sp, m, bstep)
-                single = jax.lax.cond(sample, lambda: kernels.receive(sp, m), lambda: zero_single)
-                return m, (single, win)
+                    carry = pack(kernels.diffuse(sp, unpack(carry), bstep))
+                single = jax.lax.cond(sample, lambda: kernels.receive(sp, unpack(carry)), lambda: zero_single)
+                return carry, (single, win)
             return body
 
-        body = body_for(sp)
+        body = body_for(sp, packed=True)
 
         steps = (d.dt, d.kstep, d.b1dt, d.kind, d.sample, d.count, d.spoil, d.cyc0, d.bstep)
         if general:
@@ -602,9 +636,11 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                                                m0_of=lambda sp_: State(sp_.pd, sp_.pd, sp_.pd),
                                                drift_tol=1e-3 if cdt == jnp.complex64 else 1e-8)
         elif checkpoint:
-            m, (single, win) = _segmented_scan(body, m0, steps)
+            m, (single, win) = _segmented_scan(body, _pack(m0), steps)
+            m = _unpack(m)
         else:
-            m, (single, win) = jax.lax.scan(body, m0, steps)
+            m, (single, win) = jax.lax.scan(body, _pack(m0), steps)
+            m = _unpack(m)
         return (single, win), (jnp.stack([m.mx, m.my, m.mz], -1) if want_mag else None)
 
     # Each chunk is rematerialized in reverse mode: the chunk scan then stores only its
