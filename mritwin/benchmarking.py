@@ -131,9 +131,11 @@ def numpy_reference(twin: mt.Twin, dseq) -> np.ndarray:
     mxy = np.zeros(pd.size, np.complex64)
     mz = pd.copy()
     n = dseq.n_real_steps
-    dt = np.asarray(dseq.dt)[:n]
-    k = np.asarray(dseq.kstep)[:n]
-    b1 = np.asarray(dseq.b1dt)[:n]
+    # every per-step value in float32 as well: a float64 step value would promote the
+    # per-spin arithmetic to float64 (NumPy 2) and slow the reference down
+    dt = np.asarray(dseq.dt, np.float32)[:n]
+    k = np.asarray(dseq.kstep, np.float32)[:n]
+    b1 = np.asarray(dseq.b1dt, np.complex64)[:n]
     kind = np.asarray(dseq.kind)[:n]
     sample = np.asarray(dseq.sample)[:n]
     cyc0 = np.asarray(dseq.cyc0)[:n].astype(np.float32)  # rigid-motion phase per step [cycles]
