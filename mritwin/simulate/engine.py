@@ -808,8 +808,7 @@ def _core_dynamics(spins: Spins, dyn, chunk_ids, models, d: DiscreteSequence, k1
                 r = eff.reset
                 m = State(jnp.where(r, 0.0, m.mx), jnp.where(r, 0.0, m.my), jnp.where(r, sp.pd, m.mz))
             if spoiling:
-                m = jax.lax.cond(spoil, lambda m: State(jnp.zeros_like(m.mx), jnp.zeros_like(m.my), m.mz),
-                                 lambda m: m, m)
+                m = jax.lax.cond(spoil, _spoiled, lambda m: m, m)
             m = jax.lax.cond(kind == 0, lambda m: kernels.rf_step(spm, m, dt, k, b1dt, cyc),
                              lambda m: kernels.free_step(spm, m, dt, k, cyc), m)
             if diffusion:
