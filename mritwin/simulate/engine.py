@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import warnings
 import weakref
@@ -117,10 +118,17 @@ def simulate(
     if motion is not None and not isinstance(motion, AbstractMotion):
         raise TypeError(f"motion must be a mritwin motion model (e.g. mritwin.Translation), got {motion!r}")
     models = _dynamics_models(dynamics)
+    pallas = method.kernel == "pallas"
+    if pallas and models:
+        raise NotImplementedError("Bloch(kernel='pallas') does not simulate dynamics=...; use kernel='xla'")
+    if pallas and dtype == jnp.float64:
+        raise ValueError("Bloch(kernel='pallas') runs in float32; use kernel='xla' for dtype=float64")
     if models:
         dseq, kspace, adc_event, k1 = _prepare_dynamics(seq, scanner, method, motion, models)
     elif isinstance(seq, Sequence):
-        dseq, kspace, adc_event = _prepare(seq, scanner, method, motion)
+        # the fused kernel steps every ADC sample
+        dseq, kspace, adc_event = _prepare(seq, scanner, dataclasses.replace(method, windows=False) if pallas
+                                           else method, motion)
     elif isinstance(seq, DiscreteSequence):
         dseq, adc_event = seq, None
         kspace = np.full((seq.n_adc, 3), np.nan)
@@ -144,6 +152,10 @@ def simulate(
     devices = jax.local_devices() if method.shard else jax.local_devices()[:1]
     n_dev = len(devices)
     chunk = method.chunk_size or _default_chunk(-(-twin.n_spins // n_dev))
+    if pallas:
+        samples, mag = _run_pallas(twin, sens, dseq, chunk, devices, return_magnetization,
+                                   method.ideal_spoiling)
+        return _signal_out(samples, mag, kspace, dseq, adc_event, noise, key, seq, dtype)
     if method.analytic_diffusion and twin.diffusion is None:
         raise ValueError("Bloch(analytic_diffusion=True) needs twin.diffusion [m^2/s]")
     if dseq.n_general and method.readout is None:
@@ -206,6 +218,11 @@ def simulate(
         mag = mag[: twin.n_spins]
         if perm is not None:  # back to the twin's spin order
             mag = mag[np.argsort(perm)]
+    return _signal_out(samples, mag, kspace, dseq, adc_event, noise, key, seq, dtype)
+
+
+def _signal_out(samples, mag, kspace, dseq, adc_event, noise, key, seq, dtype) -> Signal:
+    """The `Signal` of a simulation, with receiver noise when asked."""
     sig = Signal(
         samples=samples,
         kspace=kspace if isinstance(kspace, np.ndarray) else jnp.asarray(kspace, dtype),
@@ -217,6 +234,31 @@ def simulate(
         dwell = sample_dwell(seq) if isinstance(seq, Sequence) else None
         sig = noise(sig, key=key, dwell=dwell)
     return sig
+
+
+def _run_pallas(twin: Twin, sens, dseq: DiscreteSequence, chunk: int, devices, want_mag: bool, spoiling: bool):
+    """`simulate` with ``Bloch(kernel="pallas")``: ``(samples, magnetization)``."""
+    from .pallas_kernel import DEFAULT_BLOCK, _step_arrays, pallas_chunk, pallas_core, step_slots
+
+    kind = np.asarray(dseq.kind)[: dseq.n_real_steps]
+    if dseq.n_window or dseq.n_general or kind.max(initial=0) > 1:
+        raise ValueError("Bloch(kernel='pallas') needs a stepped sequence (one step per ADC sample); this "
+                         "DiscreteSequence has ADC windows: discretize(..., windows=False)")
+    if not isinstance(dseq.bstep, jax.core.Tracer) and np.any(np.asarray(dseq.bstep) != 0):
+        raise ValueError("Bloch(kernel='pallas') does not simulate analytic diffusion; this DiscreteSequence "
+                         "carries diffusion weighting (discretize(..., diffusion=True))")
+    slot, slot_of_sample, n_slots = step_slots(np.asarray(dseq.sample), np.asarray(dseq.out_index))
+    n_coils = 1 if sens is None else int(sens.shape[0])
+    n_dev = len(devices)
+    chunk = pallas_chunk(chunk, n_coils, n_slots)
+    spins, n_chunks = _pack_spins(twin, sens, chunk, jnp.float32, n_dev)
+    spoil = dseq.spoil if spoiling else np.zeros(dseq.dt.shape, bool)
+    steps = _step_arrays(dseq.dt, dseq.kstep, dseq.b1dt, dseq.kind, slot, spoil, dseq.cyc0)
+    mesh = spin_sharding(devices).mesh if n_dev > 1 else None
+    samples, mag = pallas_core(spins, steps, jnp.asarray(slot_of_sample), jnp.asarray(dseq.demod, jnp.complex64),
+                               n_slots=n_slots, block=DEFAULT_BLOCK, interpret=jax.default_backend() == "cpu",
+                               want_mag=want_mag, mesh=mesh)
+    return samples, (None if mag is None else mag[: twin.n_spins])
 
 
 def _reversible_segment(method: Bloch, twin: Twin, dtype) -> float:

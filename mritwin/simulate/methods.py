@@ -125,6 +125,15 @@ class Bloch(AbstractSimMethod):
             every sample on its own; at most 16 (XLA's compile time grows steeply with the
             unrolled length: 32 RF steps take minutes in float64). Not used with
             ``reversible=True``, dynamics or ``analytic_diffusion``.
+        kernel: ``"xla"`` (default): the engine as XLA programs, every option above.
+            ``"pallas"``: one fused Pallas (Triton) kernel per chunk of spins that keeps the
+            magnetization in registers through all steps and reduces each ADC sample per
+            block of spins (`mritwin.simulate.pallas_kernel`), the design of GPU Bloch
+            simulators. It steps every ADC sample (``windows``, ``prepare_pulses`` and
+            ``fuse_rf`` do not apply) and runs float32 only; not with ``reversible``,
+            ``analytic_diffusion``, a NUFFT ``readout`` or dynamics. On the CPU it runs in
+            Pallas's interpreter (slow: for testing). Derivatives come from the XLA engine's
+            steps. Not yet the default on GPUs: its GPU speed has not been measured.
 
     Accuracy: free precession, relaxation between RF pulses and windows are exact for
     static spins and piecewise-linear gradients; RF steps use Strang splitting
@@ -144,6 +153,7 @@ class Bloch(AbstractSimMethod):
     reversible_segment: float | None = eqx.field(default=None, static=True)
     prepare_pulses: bool = eqx.field(default=True, static=True)
     fuse_rf: int = eqx.field(default=16, static=True)
+    kernel: str = eqx.field(default="xla", static=True)
 
     def __check_init__(self):
         if self.reversible_segment is not None and not self.reversible_segment > 0:
@@ -157,6 +167,13 @@ class Bloch(AbstractSimMethod):
         if isinstance(self.fuse_rf, bool) or not isinstance(self.fuse_rf, (int, np.integer)) or not 1 <= self.fuse_rf <= 16:
             raise ValueError(f"Bloch.fuse_rf must be an integer from 1 to 16 (RF steps per fused step), "
                              f"got {self.fuse_rf!r}")
+        if self.kernel not in ("xla", "pallas"):
+            raise ValueError(f"Bloch.kernel must be 'xla' or 'pallas', got {self.kernel!r}")
+        if self.kernel == "pallas":
+            for name, bad in (("reversible", self.reversible), ("analytic_diffusion", self.analytic_diffusion),
+                              ("readout", self.readout is not None)):
+                if bad:
+                    raise ValueError(f"Bloch(kernel='pallas') does not support {name}; use kernel='xla'")
         if self.chunk_size is not None and (int(self.chunk_size) != self.chunk_size or self.chunk_size < 1):
             raise ValueError(f"Bloch.chunk_size must be a positive integer, got {self.chunk_size}")
 
@@ -164,4 +181,6 @@ class Bloch(AbstractSimMethod):
         rf = "RF raster" if self.rf_dt is None else f"RF steps >= {self.rf_dt * 1e6:g} us"
         spoil = ", ideal spoiling" if self.ideal_spoiling else ""
         ro = "" if self.readout is None else f", NUFFT readout tol={self.readout.tol:g}"
+        if self.kernel == "pallas":
+            return f"Bloch ({rf}, fused Pallas kernel, stepped ADC{spoil})"
         return f"Bloch ({rf}, windows={'on' if self.windows else 'off'}{spoil}{ro})"

@@ -1,0 +1,307 @@
+"""A fused Pallas kernel for stepped simulation: the state stays on chip for every step.
+
+`Bloch(kernel="pallas")` runs the sequence as one kernel launch per chunk of spins. Each
+program of the launch owns a block of ``block`` spins (256 by default): it loads their
+parameters once, keeps ``(mx, my, mz)`` in registers through *all* steps of the sequence
+(a loop inside the kernel, reading each step's scalars ``dt, k, B1, phase`` from memory
+shared by every program), and at every ADC sample reduces its block's transverse
+magnetization to one complex number per coil. Nothing per spin goes back to memory
+until the end (the final magnetization), and the launch writes one partial signal per
+block, ``(n_blocks, n_coils, n_samples)``, which XLA sums.
+
+This is the design of GPU Bloch simulators (KomaMRI.jl's kernels, MRiLab): arithmetic
+bound, about 50 floating-point operations per spin and step. On the CPU the same kernel
+runs in Pallas's interpreter, which is slow; it is there so that the kernel is tested
+everywhere (`tests/test_pallas.py` compares it with the XLA engine and lowers it for
+CUDA).
+
+What it covers: the stepped discretization (``windows=False``: one free-precession step
+per ADC sample, RF raster steps), any B1, gradient and ADC phase, B1+ maps, coil
+sensitivities, rigid motion, ideal spoiling, several devices (`jax.shard_map` over the
+spin axis). Not covered (`simulate` raises, naming the option): dynamics, analytic
+diffusion, the reversible adjoint and the NUFFT readout.
+
+Derivatives: a `jax.custom_jvp` whose tangent rule differentiates the XLA reference
+implementation of the same steps (`stepped_xla`, with segment checkpointing in reverse
+mode), so `jax.grad` and `jax.jvp` through ``kernel="pallas"`` give the XLA engine's
+derivatives while the forward pass uses the kernel.
+
+Precision: float32 only (the GPU kernel's arithmetic); ``dtype=float64`` uses the XLA
+engine.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import kernels
+from .kernels import Spins, State
+
+__all__ = ["pallas_signal", "stepped_xla", "DEFAULT_BLOCK"]
+
+DEFAULT_BLOCK = 256
+_TWO_PI = float(2.0 * np.pi)
+_SPIN_FIELDS = ("x", "y", "z", "pd", "r1", "r2", "df", "b1")
+
+
+def _step_arrays(dt, kstep, b1dt, kind, slot, spoil, cyc0):
+    """The per-step inputs of the kernel: (dt, kx, ky, kz, b1 re, b1 im, c0) float32 and
+    (kind, slot, spoil) int32, each (n_steps,)."""
+    f = jnp.float32
+    return (jnp.asarray(dt, f), jnp.asarray(kstep[:, 0], f), jnp.asarray(kstep[:, 1], f),
+            jnp.asarray(kstep[:, 2], f), jnp.real(b1dt).astype(f), jnp.imag(b1dt).astype(f),
+            jnp.asarray(cyc0, f), jnp.asarray(kind, jnp.int32), jnp.asarray(slot, jnp.int32),
+            jnp.asarray(spoil, jnp.int32))
+
+
+def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int):
+    """One program: ``block`` spins through all steps. ``refs``: the 8 spin fields, the
+    2 n_coils coil rows (re, im) when ``coils``, the 10 step arrays; outputs: the block's
+    signal (re, im) of ``n_coils * width`` values, then mx, my, mz."""
+    nc = 2 * n_coils if coils else 0
+    x, y, z, pd, r1, r2, df, b1 = (r[...] for r in refs[:8])
+    crefs = refs[8:8 + nc]
+    dt_r, kx_r, ky_r, kz_r, bre_r, bim_r, c0_r, kind_r, slot_r, spoil_r = refs[8 + nc:18 + nc]
+    sre_r, sim_r, mx_o, my_o, mz_o = refs[18 + nc:]
+    cre = [crefs[2 * c][...] for c in range(n_coils)] if coils else None
+    cim = [crefs[2 * c + 1][...] for c in range(n_coils)] if coils else None
+
+    # (the output rows are not initialized: every slot below n_slots is written by exactly
+    # one step, and the padding up to ``width`` is cut off afterwards)
+
+    def rf(dt, kx, ky, kz, bre, bim, c0, m):
+        mx, my, mz = m
+        wx = b1 * bre
+        wy = b1 * bim
+        wz = kx * x + ky * y + kz * z + df * dt + c0  # cycles
+        e2 = jnp.exp(-0.5 * dt * r2)
+        e1 = jnp.exp(-0.5 * dt * r1)
+        mx, my, mz = mx * e2, my * e2, mz * e1 + pd * (1.0 - e1)
+        n2 = wx * wx + wy * wy + wz * wz
+        big = n2 > 1e-6
+        inv = jnp.where(big, jax.lax.rsqrt(jnp.where(big, n2, 1.0)), 0.0)
+        th = n2 * inv  # |w| [cycles]
+        th = th - jnp.floor(th + 0.5)
+        s = jnp.sin(_TWO_PI * th)
+        cs = jnp.cos(_TWO_PI * th)
+        q = (_TWO_PI * _TWO_PI) * n2
+        a = jnp.where(big, s * inv, _TWO_PI * (1.0 - q / 6.0 * (1.0 - q / 20.0)))
+        b = jnp.where(big, (1.0 - cs) * (inv * inv), 0.5 * (_TWO_PI * _TWO_PI) * (1.0 - q / 12.0 * (1.0 - q / 30.0)))
+        cs = jnp.where(big, cs, 1.0 - 0.5 * q * (1.0 - q / 12.0 * (1.0 - q / 30.0)))
+        wdm = (wx * mx + wy * my + wz * mz) * b
+        cx = wy * mz - wz * my
+        cy = wz * mx - wx * mz
+        cz = wx * my - wy * mx
+        mx, my, mz = mx * cs - cx * a + wx * wdm, my * cs - cy * a + wy * wdm, mz * cs - cz * a + wz * wdm
+        return mx * e2, my * e2, mz * e1 + pd * (1.0 - e1)
+
+    def free(dt, kx, ky, kz, c0, m):
+        mx, my, mz = m
+        ph = kx * x + ky * y + kz * z + df * dt + c0  # cycles
+        ph = ph - jnp.floor(ph + 0.5)
+        s = jnp.sin(_TWO_PI * ph)
+        cs = jnp.cos(_TWO_PI * ph)
+        e2 = jnp.exp(-dt * r2)
+        e1 = jnp.exp(-dt * r1)
+        return e2 * (mx * cs + my * s), e2 * (my * cs - mx * s), mz * e1 + pd * (1.0 - e1)
+
+    def body(i, m):
+        dt, kx, ky, kz, c0 = dt_r[i], kx_r[i], ky_r[i], kz_r[i], c0_r[i]
+        bre, bim = bre_r[i], bim_r[i]
+        keep = 1.0 - spoil_r[i].astype(jnp.float32)  # spoil is 0 or 1
+        m = (m[0] * keep, m[1] * keep, m[2])
+        m = jax.lax.cond(kind_r[i] == 0, lambda m: rf(dt, kx, ky, kz, bre, bim, c0, m),
+                         lambda m: free(dt, kx, ky, kz, c0, m), m)
+        slot = slot_r[i]
+
+        def record(m):
+            mx, my, _ = m
+            for c in range(n_coils):
+                if coils:
+                    re = jnp.sum(cre[c] * mx - cim[c] * my)
+                    im = jnp.sum(cre[c] * my + cim[c] * mx)
+                else:
+                    re, im = jnp.sum(mx), jnp.sum(my)
+                sre_r[c * width + slot] = re
+                sim_r[c * width + slot] = im
+            return 0
+
+        jax.lax.cond(slot >= 0, record, lambda m: 0, m)
+        return m
+
+    m0 = (jnp.zeros_like(pd), jnp.zeros_like(pd), pd)
+    mx, my, mz = jax.lax.fori_loop(0, n_steps, body, m0)
+    mx_o[...] = mx
+    my_o[...] = my
+    mz_o[...] = mz
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, int(n) - 1).bit_length()
+
+
+def _pallas_forward(spins: Spins, steps: tuple, *, n_slots: int, block: int, interpret: bool, num_warps: int = 4):
+    """The kernel on one chunk: ``spins`` fields (n,), ``steps`` from `_step_arrays`.
+    Returns ((n_coils, n_slots) complex64 signal, (n, 3) final magnetization)."""
+    from jax.experimental import pallas as pl
+    from jax.experimental.pallas import triton as pl_triton
+
+    n = spins.x.shape[0]
+    if n % block:
+        raise ValueError(f"pallas kernel: {n} spins is not a multiple of the block of {block}")
+    coils = spins.coil_re is not None
+    n_coils = spins.coil_re.shape[0] if coils else 1
+    width = _next_pow2(max(n_slots, 1))  # Triton blocks are powers of two
+    n_blocks = n // block
+    n_steps = steps[0].shape[0]
+    spin_in = [getattr(spins, f).astype(jnp.float32) for f in _SPIN_FIELDS]
+    if coils:
+        for c in range(n_coils):
+            spin_in += [spins.coil_re[c].astype(jnp.float32), spins.coil_im[c].astype(jnp.float32)]
+    per_spin = pl.BlockSpec((block,), lambda i: (i,))
+    # step arrays: padded to a power of two (Triton block shapes), read one scalar at a time
+    s_pad = _next_pow2(n_steps)
+    steps = tuple(jnp.pad(s, (0, s_pad - n_steps)) for s in steps)
+    whole = pl.BlockSpec((s_pad,), lambda i: (0,))
+    row = pl.BlockSpec((None, n_coils * width), lambda i: (i, 0))
+    out_shape = (jax.ShapeDtypeStruct((n_blocks, n_coils * width), jnp.float32),) * 2 + \
+        (jax.ShapeDtypeStruct((n,), jnp.float32),) * 3
+    kern = functools.partial(_kernel, n_steps=n_steps, n_coils=n_coils, coils=coils, width=width)
+    sre, sim, mx, my, mz = pl.pallas_call(
+        kern,
+        grid=(n_blocks,),
+        in_specs=[per_spin] * len(spin_in) + [whole] * len(steps),
+        out_specs=[row, row, per_spin, per_spin, per_spin],
+        out_shape=out_shape,
+        interpret=interpret,
+        # the Triton backend (JAX's other GPU backend, Mosaic GPU, targets Hopper TMA
+        # pipelines; this kernel is a plain loop over registers)
+        compiler_params=pl_triton.CompilerParams(num_warps=num_warps),
+        name="mritwin_bloch_steps",
+    )(*spin_in, *steps)
+    sig = jax.lax.complex(sre.sum(0), sim.sum(0)).reshape(n_coils, width)[:, :n_slots]
+    return sig, jnp.stack([mx, my, mz], -1)
+
+
+def stepped_xla(spins: Spins, steps: tuple, *, n_slots: int):
+    """The XLA reference of the kernel (same inputs and outputs), built from the engine's
+    step kernels; reverse mode is segment-checkpointed. Used for the kernel's derivatives
+    and in tests."""
+    from .engine import _segmented_scan
+
+    dt, kx, ky, kz, bre, bim, c0, kind, slot, spoil = steps
+    n_coils = 1 if spins.coil_re is None else spins.coil_re.shape[0]
+
+    def body(m, st):
+        dt, slot, spoil, kind, kx, ky, kz, bre, bim, c0 = st
+        k = (kx, ky, kz)
+        keep = spoil == 0
+        m = State(jnp.where(keep, m.mx, 0.0), jnp.where(keep, m.my, 0.0), m.mz)
+        m = jax.lax.cond(kind == 0, lambda m: kernels.rf_step(spins, m, dt, k, jax.lax.complex(bre, bim), c0),
+                         lambda m: kernels.free_step(spins, m, dt, k, c0), m)
+        sig = jnp.where(slot >= 0, kernels.receive(spins, m), jnp.zeros((n_coils,), jnp.complex64))
+        return m, sig
+
+    m0 = State(jnp.zeros_like(spins.pd), jnp.zeros_like(spins.pd), spins.pd)
+    # (the kind third: `_segmented_scan` pads with free steps of 0 s)
+    m, per_step = _segmented_scan(body, m0, (dt, slot, spoil, kind, kx, ky, kz, bre, bim, c0))
+    # per-step signal -> slots (steps without a sample carry zeros and are dropped)
+    sig = jnp.zeros((n_slots + 1, n_coils), per_step.dtype).at[jnp.where(slot >= 0, slot, n_slots)].add(per_step)
+    return sig[:n_slots].T, jnp.stack([m.mx, m.my, m.mz], -1)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
+def _signal(spins, steps, n_slots, block, interpret):
+    return _pallas_forward(spins, steps, n_slots=n_slots, block=block, interpret=interpret)
+
+
+@_signal.defjvp
+def _signal_jvp(n_slots, block, interpret, primals, tangents):
+    return jax.jvp(functools.partial(stepped_xla, n_slots=n_slots), primals, tangents)
+
+
+def pallas_signal(spins: Spins, steps: tuple, *, n_slots: int, block: int = DEFAULT_BLOCK,
+                  interpret: bool | None = None):
+    """Run the fused kernel on one chunk of spins.
+
+    Args:
+        spins: one chunk's `Spins` (fields (n,), coils (n_coils, n)); ``n`` a multiple of
+            ``block``; float32.
+        steps: the 10 per-step arrays of `_step_arrays` (n_steps,).
+        n_slots: number of ADC samples (``slot`` values run over ``0 .. n_slots - 1``, -1
+            for steps without a sample).
+        block: spins per program (a power of two).
+        interpret: run in Pallas's interpreter; default: on the CPU.
+
+    Returns:
+        ``(signal, magnetization)``: (n_coils, n_slots) complex64 and (n, 3).
+    """
+    if interpret is None:
+        interpret = jax.default_backend() == "cpu"
+    return _signal(spins, steps, int(n_slots), int(block), bool(interpret))
+
+
+# ---- the engine's entry: chunks, devices ---------------------------------------------
+
+_OUT_BYTES = 1 << 28  # at most 256 MB of per-block partial signals per chunk
+
+
+def pallas_chunk(chunk: int, n_coils: int, n_slots: int, block: int = DEFAULT_BLOCK) -> int:
+    """Spins per chunk for the kernel: ``chunk`` rounded up to a multiple of ``block``,
+    capped so that the per-block partial signals, ``(chunk / block) · n_coils ·
+    width · 8`` bytes, stay under 256 MB."""
+    width = _next_pow2(max(n_slots, 1))
+    cap = max(1, _OUT_BYTES // (8 * n_coils * width)) * block
+    return min(-(-chunk // block) * block, cap)
+
+
+def step_slots(sample: np.ndarray, out_index: np.ndarray):
+    """Host side: ``(slot, slot_of_sample, n_slots)``: each step's ADC slot (-1 without a
+    sample) and, for each ADC sample of the engine's output, its slot."""
+    sample = np.asarray(sample, bool)
+    slot = np.where(sample, np.cumsum(sample) - 1, -1).astype(np.int32)
+    out_index = np.asarray(out_index)
+    if out_index.size and (out_index.max() >= sample.size or np.any(slot[out_index] < 0)):
+        raise ValueError("kernel='pallas' needs a stepped sequence (one step per ADC sample); this "
+                         "DiscreteSequence has ADC windows: discretize(..., windows=False)")
+    return slot, slot[out_index].astype(np.int32), int(sample.sum())
+
+
+@functools.partial(jax.jit, static_argnames=("n_slots", "block", "interpret", "want_mag", "mesh"))
+def pallas_core(spins: Spins, steps: tuple, slot_of_sample, demod, *, n_slots: int, block: int,
+                interpret: bool, want_mag: bool, mesh=None):
+    """All chunks on all devices: ``spins`` fields (n_dev, chunks per device, chunk).
+    Returns ((n_coils, n_adc) samples, (n_dev · n_chunks · chunk, 3) magnetization or None)."""
+    from .engine import _TRACES
+
+    _TRACES["core"] += 1
+    n_coils = 1 if spins.coil_re is None else spins.coil_re.shape[2]
+
+    def per_device(sp_dev):  # fields (chunks, chunk)
+        def body(acc, sp):
+            sig, mag = pallas_signal(sp, steps, n_slots=n_slots, block=block, interpret=interpret)
+            return acc + sig, (mag if want_mag else None)
+
+        return jax.lax.scan(body, jnp.zeros((n_coils, n_slots), jnp.complex64), sp_dev)
+
+    if mesh is None:
+        sig, mags = per_device(jax.tree_util.tree_map(lambda v: v[0], spins))
+        mags = None if mags is None else mags[None]
+    else:  # one program per device, the signal summed across them
+        P = jax.sharding.PartitionSpec
+
+        def local(sp):
+            sig, mags = per_device(jax.tree_util.tree_map(lambda v: v[0], sp))
+            sig = jax.lax.psum(sig, "spins")
+            return (sig, mags[None]) if want_mag else sig
+
+        out = jax.shard_map(local, mesh=mesh, in_specs=(P("spins"),), check_vma=False,
+                            out_specs=(P(), P("spins")) if want_mag else P())(spins)
+        sig, mags = out if want_mag else (out, None)
+    samples = sig[:, slot_of_sample] * demod[None, :]
+    mag = None if mags is None else mags.reshape(-1, 3)
+    return samples, mag

@@ -1,0 +1,212 @@
+"""The fused Pallas kernel (``Bloch(kernel="pallas")``): checked against closed forms
+(Ernst, FID decay and precession), against the XLA engine and the kernel's own XLA
+reference, for derivatives, and lowered for CUDA (Triton). On the CPU the kernel runs in
+Pallas's interpreter, which executes the same kernel program."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mritwin as mt
+from mritwin.benchmarking import cartesian_gre
+from mritwin.simulate import pallas_kernel as pk
+from mritwin.simulate.kernels import Spins
+from tests.seqkit import IDEAL, adc_at, build, hard, rf_at
+
+PALLAS = mt.Bloch(kernel="pallas")
+
+
+def _rel(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+def _twin(n=300, seed=0, coils=False):
+    rng = np.random.default_rng(seed)
+    kw = {}
+    if coils:
+        kw["coil_sensitivity"] = rng.normal(size=(3, n)) + 1j * rng.normal(size=(3, n))
+    return mt.Twin(position=rng.uniform(-0.1, 0.1, (n, 3)) * [1, 1, 0.02], pd=rng.uniform(0.5, 1, n),
+                   t1=rng.uniform(0.3, 2, n), t2=rng.uniform(0.02, 0.2, n), delta_f=rng.normal(0, 30, n),
+                   b1=rng.uniform(0.8, 1.2, n), **kw)
+
+
+def _random_steps(n_steps=300, seed=1):
+    rng = np.random.default_rng(seed)
+    kind = np.ones(n_steps, np.int32)
+    kind[:20] = 0
+    kind[150:160] = 0
+    dt = np.full(n_steps, 1e-5, np.float32)
+    k = rng.normal(0, 5, (n_steps, 3)).astype(np.float32)
+    b1dt = np.where(kind == 0, 0.0125 * np.exp(1j * rng.uniform(0, 6, n_steps)), 0).astype(np.complex64)
+    sample = (kind == 1) & (np.arange(n_steps) % 3 == 0)
+    slot = np.where(sample, np.cumsum(sample) - 1, -1)
+    spoil = np.zeros(n_steps, np.int32)
+    spoil[150] = 1
+    c0 = rng.normal(0, 0.1, n_steps).astype(np.float32)
+    return pk._step_arrays(dt, k, b1dt, kind, slot, spoil, c0), int(sample.sum())
+
+
+def _spins(n=512, seed=0, n_coils=0):
+    rng = np.random.default_rng(seed)
+
+    def f(a):
+        return jnp.asarray(a, jnp.float32)
+
+    cre = cim = None
+    if n_coils:
+        cre, cim = f(rng.normal(size=(n_coils, n))), f(rng.normal(size=(n_coils, n)))
+    return Spins(x=f(rng.uniform(-0.1, 0.1, n)), y=f(rng.uniform(-0.1, 0.1, n)), z=f(rng.uniform(-0.01, 0.01, n)),
+                 pd=f(rng.uniform(0, 1, n)), r1=f(1 / rng.uniform(0.3, 2, n)), r2=f(1 / rng.uniform(0.02, 0.2, n)),
+                 df=f(rng.normal(0, 20, n)), b1=f(rng.uniform(0.8, 1.2, n)), coil_re=cre, coil_im=cim)
+
+
+@pytest.mark.parametrize("n_coils", [0, 2])
+def test_kernel_matches_its_xla_reference(n_coils):
+    # random RF and free steps with B1 phases, gradients, a spoiling step and a common
+    # phase per step; several blocks of spins
+    steps, n_slots = _random_steps()
+    sp = _spins(n_coils=n_coils)
+    sig, mag = pk.pallas_signal(sp, steps, n_slots=n_slots, block=128, interpret=True)
+    ref, mag_ref = pk.stepped_xla(sp, steps, n_slots=n_slots)
+    assert sig.shape == ref.shape == (max(n_coils, 1), n_slots)
+    assert _rel(sig, ref) < 1e-5
+    assert float(jnp.max(jnp.abs(mag - mag_ref))) < 1e-5
+
+
+def test_ernst_steady_state_with_ideal_spoiling():
+    # PHYSICS.md 5: S = sin a (1 - E1) / (1 - cos a E1) exp(-TE/T2), exact with ideal spoiling
+    t1, t2, tr, te, a = 1.0, 0.1, 0.02, 0.003, np.radians(20)
+    one_tr = build([rf_at(1e-6, hard(a, 2e-6)), adc_at(1e-6 + te)], total=tr)
+    seq = one_tr
+    for _ in range(199):
+        seq = seq + one_tr
+    twin = mt.Twin(position=np.zeros((1, 3)), pd=[1.0], t1=[t1], t2=[t2])
+    sig = mt.simulate(twin, seq, scanner=IDEAL, method=mt.Bloch(kernel="pallas", ideal_spoiling=True))
+    e1 = np.exp(-tr / t1)
+    ernst = np.sin(a) * (1 - e1) / (1 - np.cos(a) * e1) * np.exp(-te / t2)
+    np.testing.assert_allclose(abs(complex(sig.samples[0, -1])), ernst, rtol=1e-4)
+
+
+def test_fid_decays_and_precesses_in_closed_form():
+    # a 90 deg hard pulse, then an FID: |s(t)| = pd exp(-t/T2), phase advancing by
+    # -2 pi df dwell per sample (left-handed frame, kernels.py)
+    t2, df, dwell, n = 0.05, 40.0, 1e-4, 64
+    twin = mt.Twin(position=np.zeros((1, 3)), pd=[0.7], t1=[1.0], t2=[t2], delta_f=[df])
+    seq = mt.Sequence([mt.Block(rf=hard(np.pi / 2, 1e-6)), mt.Block(adc=mt.ADC(n, dwell))])
+    sig = mt.simulate(twin, seq, scanner=IDEAL, method=PALLAS)
+    s = np.asarray(sig.samples[0])
+    t = np.asarray(sig.time) - 0.5e-6  # from the centre of the pulse
+    np.testing.assert_allclose(np.abs(s), 0.7 * np.exp(-t / t2), rtol=1e-5)
+    dphi = np.angle(s[1:] / s[:-1])
+    np.testing.assert_allclose(dphi, -2 * np.pi * df * dwell, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["coils-b1", "motion", "shaped-rf"])
+def test_simulate_matches_the_xla_engine(case):
+    twin = _twin(coils=case == "coils-b1")
+    motion = None
+    if case == "shaped-rf":  # a slice-selective sinc stepped raster sample by raster sample
+        rf, gz, gzr = mt.make_sinc_pulse(np.pi / 2, 2e-3, slice_thickness=5e-3, scanner=IDEAL)
+        gx = mt.make_trapezoid("x", area=32 / 0.2, flat_time=32 * 20e-6, scanner=IDEAL)
+        seq = mt.Sequence([mt.Block(rf=rf, gz=gz), mt.Block(gz=gzr),
+                           mt.Block(gx=gx, adc=mt.ADC(32, 20e-6, delay=gx.rise_time))])
+        scanner = IDEAL
+    else:
+        seq = cartesian_gre(16, 0.2, tr=8e-3, te=3e-3)
+        scanner = mt.Scanner()
+        if case == "motion":
+            motion = mt.Translation(velocity=(0.02, -0.01, 0.0))
+    kw = dict(scanner=scanner, motion=motion, return_magnetization=True)
+    ref = mt.simulate(twin, seq, **kw)
+    out = mt.simulate(twin, seq, method=PALLAS, **kw)
+    assert out.samples.shape == ref.samples.shape
+    assert _rel(out.samples, ref.samples) < 1e-4
+    assert float(np.max(np.abs(np.asarray(out.magnetization) - np.asarray(ref.magnetization)))) < 1e-4
+    np.testing.assert_array_equal(out.time, ref.time)
+
+
+def test_several_chunks_and_padding():
+    # 1000 spins in chunks of 256: four kernel launches, the last one padded
+    twin = _twin(n=1000)
+    seq = cartesian_gre(8, 0.2, tr=8e-3, te=3e-3)
+    ref = mt.simulate(twin, seq)
+    out = mt.simulate(twin, seq, method=mt.Bloch(kernel="pallas", chunk_size=256), return_magnetization=True)
+    assert _rel(out.samples, ref.samples) < 1e-4
+    assert out.magnetization.shape == (1000, 3)
+
+
+def test_derivatives_are_the_xla_engines():
+    # the kernel's tangents come from its XLA reference: grad through kernel='pallas'
+    # equals grad through the XLA engine (both float32), and float64 central differences
+    twin = _twin(n=256)
+    seq = cartesian_gre(8, 0.2, tr=8e-3, te=3e-3)
+
+    def loss(t2, method, dtype=jnp.float32):
+        return jnp.sum(jnp.abs(mt.simulate(twin.replace(t2=t2), seq, method=method, dtype=dtype).samples) ** 2)
+
+    t2 = jnp.asarray(twin.t2, jnp.float32)
+    g_pallas = jax.grad(loss)(t2, PALLAS)
+    g_xla = jax.grad(loss)(t2, mt.Bloch(windows=False))
+    assert _rel(g_pallas, g_xla) < 1e-3
+    t2_64 = jnp.asarray(twin.t2, jnp.float64)
+    e = jnp.zeros_like(t2_64).at[7].set(1e-5)
+    stepped = mt.Bloch(windows=False)
+    fd = (loss(t2_64 + e, stepped, jnp.float64) - loss(t2_64 - e, stepped, jnp.float64)) / 2e-5
+    np.testing.assert_allclose(float(g_pallas[7]), float(fd), rtol=1e-3)
+
+
+def test_lowers_to_a_triton_kernel_for_cuda():
+    # the GPU program: lowered here without a GPU (jaxlib carries the Triton dialect);
+    # compiling it to PTX needs the CUDA plugin, so that part is checked on a GPU only
+    steps, n_slots = _random_steps(200)
+    sp = _spins(n=512, n_coils=2)
+    fn = jax.jit(lambda sp, st: pk._pallas_forward(sp, st, n_slots=n_slots, block=256, interpret=False))
+    try:
+        text = fn.trace(sp, steps).lower(lowering_platforms=("cuda",)).as_text()
+    except Exception as e:  # noqa: BLE001 - which jaxlib builds can lower for CUDA varies
+        if "triton" in str(e).lower() or "cuda" in str(e).lower() and "not" in str(e).lower():
+            pytest.skip(f"this jaxlib cannot lower Pallas for CUDA here: {e}")
+        raise
+    assert "triton" in text  # one custom call holding the Triton module
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(ValueError, match="kernel must be"):
+        mt.Bloch(kernel="cuda")
+    with pytest.raises(ValueError, match="reversible"):
+        mt.Bloch(kernel="pallas", reversible=True)
+    with pytest.raises(ValueError, match="readout"):
+        mt.Bloch(kernel="pallas", readout=mt.NUFFTReadout(1e-4))
+    twin = _twin(n=16)
+    seq = cartesian_gre(4, 0.2)
+    with pytest.raises(ValueError, match="float32"):
+        mt.simulate(twin, seq, method=PALLAS, dtype=jnp.float64)
+    windowed = mt.discretize(seq, mt.Scanner())  # ADC windows: not a stepped sequence
+    with pytest.raises(ValueError, match="stepped sequence"):
+        mt.simulate(twin, windowed, method=PALLAS)
+    flow = mt.twin.dynamics.Flow(velocity=np.zeros((16, 3)))
+    with pytest.raises(NotImplementedError, match="dynamics"):
+        mt.simulate(twin, seq, method=PALLAS, dynamics=flow)
+
+
+def test_sharded_over_four_devices_equals_one():
+    script = pathlib.Path(__file__).with_name("_pallas_sharding_check.py")
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    root = pathlib.Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=root,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = dict(line.split("=", 1) for line in r.stdout.split())
+    assert float(out["rel_diff"]) < 1e-5
+    assert float(out["mag_diff"]) < 1e-5
+    assert out["all_reduce"] == "True"  # the signal is summed across the devices
+    assert out["n_devices"] == "4"
