@@ -86,7 +86,8 @@ def _horner_coefficients(spec: KernelSpec) -> np.ndarray:
         z = (x + i - 0.5 * w) / (0.5 * w)
         ker = np.where(np.abs(z) < 1, np.exp(spec.beta * (np.sqrt(np.clip(1 - z * z, 0, None)) - 1)), 0.0)
         cheb = np.polynomial.chebyshev.Chebyshev.fit(xp, ker, degree, domain=[-1, 1])
-        coef[:, i] = cheb.convert(kind=np.polynomial.Polynomial).coef[::-1]
+        c = cheb.convert(kind=np.polynomial.Polynomial).coef  # (newer NumPy trims trailing zeros)
+        coef[:, i] = np.pad(c, (0, degree + 1 - c.size))[::-1]
     return coef
 
 
