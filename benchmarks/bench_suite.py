@@ -36,6 +36,8 @@ def main(argv=None) -> int:
     p.add_argument("--no-numpy", action="store_true", help="skip the plain-NumPy reference")
     p.add_argument("--nufft", type=float, default=None, metavar="TOL", help="NUFFT readout at this tolerance")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--kernel", choices=("xla", "pallas"), default="xla",
+                   help="the XLA engine or the fused Pallas kernel (interpreted on a CPU: checking only)")
     p.add_argument("--out", help="also append the JSON lines to this file")
     p.add_argument("--markdown", action="store_true", help="print the RESULTS.md table at the end")
     p.add_argument("--from", dest="from_file", help="read JSON lines from this file instead of running")
@@ -60,7 +62,7 @@ def main(argv=None) -> int:
     for i, name in enumerate(names, 1):
         print(f"[{i}/{len(names)}] {name}", file=sys.stderr, flush=True)
         rec = run_scenario(name, quick=a.quick, repeats=repeats, dtype=a.dtype, with_numpy=not a.no_numpy,
-                           nufft=a.nufft)
+                           nufft=a.nufft, kernel=a.kernel)
         records.append(rec)
         line = json.dumps(rec)
         print(line, flush=True)

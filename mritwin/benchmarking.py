@@ -289,7 +289,7 @@ def _peak_device_mb():
 
 
 def run_scenario(name: str, *, quick: bool = False, repeats: int = 3, dtype: str = "float32",
-                 with_numpy: bool = True, nufft: float | None = None) -> dict:
+                 with_numpy: bool = True, nufft: float | None = None, kernel: str = "xla") -> dict:
     """Time one named scenario (`mritwin.bench_scenarios.SCENARIOS`) and return its record.
 
     The sequence is discretized once (``discretize_s``; with the scenario's method and
@@ -310,6 +310,10 @@ def run_scenario(name: str, *, quick: bool = False, repeats: int = 3, dtype: str
         nufft: run with the NUFFT readout at this tolerance
             (``Bloch(readout=NUFFTReadout(nufft))``) instead of the scenario's method's
             exact windows; ``None``: the scenario's method as it is.
+        kernel: ``"xla"`` (the scenario's method) or ``"pallas"``: the fused kernel
+            (``Bloch(kernel="pallas")``, every ADC sample a step, so ``n_steps`` counts the
+            stepped sequence). On the CPU it runs in Pallas's interpreter: a correctness
+            check, its times mean nothing.
 
     Returns:
         A JSON-ready dict with the `RECORD_FIELDS` (times in s, memory in MB,
@@ -325,7 +329,13 @@ def run_scenario(name: str, *, quick: bool = False, repeats: int = 3, dtype: str
         raise ValueError(f"repeats must be a positive integer, got {repeats}")
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    if kernel not in ("xla", "pallas"):
+        raise ValueError(f"kernel must be 'xla' or 'pallas', got {kernel!r}")
     case = build_case(name, quick)
+    if kernel == "pallas":
+        if nufft is not None:
+            raise ValueError("the NUFFT readout is not available with kernel='pallas'")
+        case = dataclasses.replace(case, method=dataclasses.replace(case.method, kernel="pallas", windows=False))
     if nufft is not None:
         case = dataclasses.replace(case, method=dataclasses.replace(case.method, readout=mt.NUFFTReadout(nufft)))
     return run_case(name, case, quick=quick, repeats=repeats, dtype=dtype, with_numpy=with_numpy)
@@ -375,6 +385,7 @@ def run_case(name: str, case, *, quick: bool = False, repeats: int = 3, dtype: s
         "cpu_count": os.cpu_count(),
         "precision": dtype,
         "readout": "exact" if m.readout is None else f"nufft tol={m.readout.tol:g}",
+        "kernel": m.kernel + ("-interpret" if m.kernel == "pallas" and jax.default_backend() == "cpu" else ""),
         "n_spins": int(twin.n_spins),
         "n_steps": n_steps,
         "n_steps_padded": int(dseq.n_steps),

@@ -26,6 +26,9 @@ def add_parser(sub):
     p.add_argument("--no-numpy", action="store_true", help="skip the plain-NumPy reference")
     p.add_argument("--nufft", type=float, default=None, metavar="TOL",
                    help="use the NUFFT readout (mritwin.NUFFTReadout) at this tolerance")
+    p.add_argument("--kernel", choices=("xla", "pallas"), default="xla",
+                   help="the engine's XLA programs (default) or the fused Pallas kernel (GPU; on a CPU it runs "
+                        "in Pallas's interpreter, for checking only)")
     p.add_argument("--repeats", type=int, default=None,
                    help="timed runs per scenario after the compiling one (default 2 quick, 3 full)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
@@ -59,6 +62,6 @@ def run(args) -> int:
     for i, name in enumerate(names, 1):
         print(f"[{i}/{len(names)}] {name}{' (quick)' if args.quick else ''}", file=sys.stderr, flush=True)
         rec = run_scenario(name, quick=args.quick, repeats=repeats, dtype=args.dtype,
-                           with_numpy=not args.no_numpy, nufft=args.nufft)
+                           with_numpy=not args.no_numpy, nufft=args.nufft, kernel=args.kernel)
         print(json.dumps(rec), flush=True)
     return 0

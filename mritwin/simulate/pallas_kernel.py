@@ -41,9 +41,10 @@ import numpy as np
 from . import kernels
 from .kernels import Spins, State
 
-__all__ = ["pallas_signal", "stepped_xla", "DEFAULT_BLOCK"]
+__all__ = ["pallas_signal", "pallas_core", "stepped_xla", "DEFAULT_BLOCK", "DEFAULT_WARPS"]
 
 DEFAULT_BLOCK = 256
+DEFAULT_WARPS = 4
 _TWO_PI = float(2.0 * np.pi)
 _SPIN_FIELDS = ("x", "y", "z", "pd", "r1", "r2", "df", "b1")
 
@@ -144,7 +145,8 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-def _pallas_forward(spins: Spins, steps: tuple, *, n_slots: int, block: int, interpret: bool, num_warps: int = 4):
+def _pallas_forward(spins: Spins, steps: tuple, *, n_slots: int, block: int, interpret: bool,
+                    num_warps: int = DEFAULT_WARPS):
     """The kernel on one chunk: ``spins`` fields (n,), ``steps`` from `_step_arrays`.
     Returns ((n_coils, n_slots) complex64 signal, (n, 3) final magnetization)."""
     from jax.experimental import pallas as pl
@@ -214,18 +216,18 @@ def stepped_xla(spins: Spins, steps: tuple, *, n_slots: int):
     return sig[:n_slots].T, jnp.stack([m.mx, m.my, m.mz], -1)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4))
-def _signal(spins, steps, n_slots, block, interpret):
-    return _pallas_forward(spins, steps, n_slots=n_slots, block=block, interpret=interpret)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5))
+def _signal(spins, steps, n_slots, block, interpret, num_warps):
+    return _pallas_forward(spins, steps, n_slots=n_slots, block=block, interpret=interpret, num_warps=num_warps)
 
 
 @_signal.defjvp
-def _signal_jvp(n_slots, block, interpret, primals, tangents):
+def _signal_jvp(n_slots, block, interpret, num_warps, primals, tangents):
     return jax.jvp(functools.partial(stepped_xla, n_slots=n_slots), primals, tangents)
 
 
 def pallas_signal(spins: Spins, steps: tuple, *, n_slots: int, block: int = DEFAULT_BLOCK,
-                  interpret: bool | None = None):
+                  interpret: bool | None = None, num_warps: int = DEFAULT_WARPS):
     """Run the fused kernel on one chunk of spins.
 
     Args:
@@ -236,13 +238,16 @@ def pallas_signal(spins: Spins, steps: tuple, *, n_slots: int, block: int = DEFA
             for steps without a sample).
         block: spins per program (a power of two).
         interpret: run in Pallas's interpreter; default: on the CPU.
+        num_warps: GPU warps per program (Triton).
 
     Returns:
         ``(signal, magnetization)``: (n_coils, n_slots) complex64 and (n, 3).
     """
     if interpret is None:
         interpret = jax.default_backend() == "cpu"
-    return _signal(spins, steps, int(n_slots), int(block), bool(interpret))
+    if block < 32 or block & (block - 1):
+        raise ValueError(f"pallas kernel: block must be a power of two >= 32, got {block}")
+    return _signal(spins, steps, int(n_slots), int(block), bool(interpret), int(num_warps))
 
 
 # ---- the engine's entry: chunks, devices ---------------------------------------------
@@ -271,9 +276,9 @@ def step_slots(sample: np.ndarray, out_index: np.ndarray):
     return slot, slot[out_index].astype(np.int32), int(sample.sum())
 
 
-@functools.partial(jax.jit, static_argnames=("n_slots", "block", "interpret", "want_mag", "mesh"))
+@functools.partial(jax.jit, static_argnames=("n_slots", "block", "interpret", "want_mag", "mesh", "num_warps"))
 def pallas_core(spins: Spins, steps: tuple, slot_of_sample, demod, *, n_slots: int, block: int,
-                interpret: bool, want_mag: bool, mesh=None):
+                interpret: bool, want_mag: bool, mesh=None, num_warps: int = DEFAULT_WARPS):
     """All chunks on all devices: ``spins`` fields (n_dev, chunks per device, chunk).
     Returns ((n_coils, n_adc) samples, (n_dev · n_chunks · chunk, 3) magnetization or None)."""
     from .engine import _TRACES
@@ -283,7 +288,8 @@ def pallas_core(spins: Spins, steps: tuple, slot_of_sample, demod, *, n_slots: i
 
     def per_device(sp_dev):  # fields (chunks, chunk)
         def body(acc, sp):
-            sig, mag = pallas_signal(sp, steps, n_slots=n_slots, block=block, interpret=interpret)
+            sig, mag = pallas_signal(sp, steps, n_slots=n_slots, block=block, interpret=interpret,
+                                     num_warps=num_warps)
             return acc + sig, (mag if want_mag else None)
 
         return jax.lax.scan(body, jnp.zeros((n_coils, n_slots), jnp.complex64), sp_dev)

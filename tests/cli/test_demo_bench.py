@@ -42,3 +42,15 @@ def test_bench_prints_json_lines():
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert [row["scenario"] for row in rows] == ["gre-64", "gre-128"]
     assert all(row["spin_steps_per_s"] > 0 and row["run_s"] > 0 for row in rows)
+
+
+def test_bench_with_the_pallas_kernel_agrees_with_numpy():
+    # on a CPU the kernel runs in Pallas's interpreter: the record says so, and its signal
+    # matches the plain-NumPy reference on the same stepped sequence
+    from mritwin.benchmarking import run_scenario
+
+    rec = run_scenario("gre-64", quick=True, repeats=1, kernel="pallas")
+    assert rec["kernel"] == "pallas-interpret"
+    assert rec["n_steps"] == rec["numpy_n_steps"]  # every ADC sample a step
+    assert rec["max_rel_diff_vs_numpy"] < 1e-4
+    assert main(["bench", "--quick", "--kernel", "cuda"]) == 2

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Issue 8's GPU checks as one prepared script, sized for one short GPU session (< 9 min on
+# an H100/H200 after the machine starts). Run from the repository root:
+#   OUT=gpu-out bash benchmarks/gpu_check.sh
+# It needs jax with CUDA, equinox, optax, h5py and matplotlib (no install: the repo is put
+# on PYTHONPATH; the IO libraries are imported lazily). Everything lands under $OUT:
+#   devices.txt   the card, driver, JAX version, commit
+#   suite.jsonl   the benchmark suite on the GPU (XLA engine; `--markdown` table in suite.md)
+#   pallas.jsonl  the fused Pallas kernel vs the XLA engine, blocks x warps sweep
+#   log.txt       everything printed
+set -uo pipefail
+OUT=${OUT:-gpu-out}
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+exec > >(tee -a "$OUT/log.txt") 2>&1
+{
+  date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  git rev-parse HEAD 2>/dev/null || echo "commit: unknown"
+  python -c "import jax, jaxlib; print('jax', jax.__version__, 'jaxlib', jaxlib.__version__, jax.devices())"
+} | tee "$OUT/devices.txt"
+# 1. the kernel compiled for the GPU against the XLA engine on small cases (correctness first)
+timeout 120 python benchmarks/bench_pallas.py --quick --repeats 3 --out "$OUT/pallas.jsonl" \
+  --scenario koma-column gre-64 koma-brain-motion koma-brain-spiral || echo "pallas quick: failed ($?)"
+# 2. the suite on the GPU, full sizes, the XLA engine (no NumPy reference: it is a CPU number)
+timeout 240 python benchmarks/bench_suite.py --no-numpy --repeats 5 --out "$OUT/suite.jsonl" \
+  --scenario koma-column koma-sphere-cs koma-brain-suscept koma-brain-motion koma-brain-spiral koma-epi \
+  mrilab-spiral gre-64 gre-128 gre-256 brain3d-gre mrf-train || echo "suite: failed or timed out ($?)"
+python benchmarks/bench_suite.py --from "$OUT/suite.jsonl" > "$OUT/suite.md" 2>/dev/null || true
+# 3. the kernel sweep at full size
+timeout 150 python benchmarks/bench_pallas.py --sweep --repeats 5 --out "$OUT/pallas.jsonl" \
+  --scenario koma-brain-spiral brain3d-gre koma-epi || echo "pallas sweep: failed or timed out ($?)"
+echo "done"; date -u
