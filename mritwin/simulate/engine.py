@@ -188,8 +188,16 @@ def simulate(
         readout = plan_readout(method.readout, twin, dseq, dtype)
         readout, wtab, perm = _window_plan(plan_window_cache, readout, twin, dseq, chunk,
                                            _n_chunks(twin.n_spins, chunk, n_dev), method.readout.tol)
+    groups = None
+    if (method.group_windows and method.readout is None and dseq.n_window and motion is None
+            and not method.reversible and not method.analytic_diffusion and not models):
+        groups = _group_plan(twin, dseq, chunk, _n_chunks(twin.n_spins, chunk, n_dev), dtype)
+        if groups is not None:
+            perm = groups[0]
     spins, n_chunks = _pack_spins(twin, sens, chunk, dtype, n_dev,
                                   diffusion=method.analytic_diffusion, perm=perm)
+    if groups is not None:
+        spins = _with_groups(spins, groups[1], groups[2])
     sharding = spin_sharding(devices) if n_dev > 1 else None
     d = dseq.astype(dtype)
     if wtab is not None:
@@ -296,6 +304,70 @@ def _window_plan(plan_window_cache, readout, twin, dseq, chunk, n_chunks, tol):
             _WINDOW_PLANS.pop(next(iter(_WINDOW_PLANS)))
         _WINDOW_PLANS[key] = (weakref.ref(twin), weakref.ref(dseq), out)
     return out
+
+
+_GROUP_PLANS: dict = {}  # (ids, layout) -> (twin ref, dseq ref, result); a few entries
+
+
+def _group_plan(twin: Twin, dseq: DiscreteSequence, chunk: int, n_chunks: int, dtype):
+    """Window groups (`Bloch.group_windows`): ``(perm, group, first)`` or None.
+
+    Spins are sorted (``perm``, (n_spins,)) by their key: the coordinates along the axes
+    that the windows' gradients touch, Δf and T2, as the engine will see them (cast to
+    ``dtype``). ``group`` (n_chunks, chunk) int32 is each spin's group within its chunk
+    (sorted, padding spins join the chunk's last group) and ``first`` (n_chunks, G) int32
+    a member of each group (its values are the group's). None when a value is traced or
+    the groups would not quarter the work. Remembered for the last few (twin, sequence)
+    objects: the sort costs O(n log n) on the host."""
+    fields = (twin.position, twin.delta_f, twin.t2, dseq.kstep, dseq.kind)
+    if any(isinstance(f, jax.core.Tracer) for f in fields):
+        return None
+    key = (id(twin), id(dseq), chunk, n_chunks, jnp.dtype(dtype).name)
+    hit = _GROUP_PLANS.get(key)
+    if hit is not None and hit[0]() is twin and hit[1]() is dseq:
+        return hit[2]
+    out = _group_plan_compute(twin, dseq, chunk, n_chunks, np.dtype(jnp.dtype(dtype).name))
+    while len(_GROUP_PLANS) >= 4:
+        _GROUP_PLANS.pop(next(iter(_GROUP_PLANS)))
+    _GROUP_PLANS[key] = (weakref.ref(twin), weakref.ref(dseq), out)
+    return out
+
+
+def _group_plan_compute(twin: Twin, dseq: DiscreteSequence, chunk: int, n_chunks: int, npd):
+    n_real = dseq.n_real_steps
+    windows = np.asarray(dseq.kind)[:n_real] == 2
+    axes = np.any(np.asarray(dseq.kstep)[:n_real][windows] != 0, axis=0)  # (3,)
+    n = twin.n_spins
+    pos = np.asarray(twin.position).astype(npd)
+    df = np.zeros(n, npd) if twin.delta_f is None else np.broadcast_to(np.asarray(twin.delta_f), (n,)).astype(npd)
+    t2 = np.broadcast_to(np.asarray(twin.t2), (n,)).astype(npd)
+    cols = [pos[:, i] for i in range(3) if axes[i]] + [df, t2]
+    perm = np.lexsort(cols[::-1])
+    keys = np.stack([c[perm] for c in cols], 1)
+    new = np.ones(n, bool)
+    new[1:] = np.any(keys[1:] != keys[:-1], axis=1)
+    gid = np.cumsum(new) - 1  # sorted global group ids
+    total = n_chunks * chunk
+    gid = np.concatenate([gid, np.full(total - n, gid[-1] if n else 0)]).reshape(n_chunks, chunk)
+    local = gid - gid[:, :1]
+    n_groups = int(local[:, -1].max()) + 1
+    if n_groups * 4 > chunk:
+        return None
+    first = np.zeros((n_chunks, n_groups), np.int32)
+    for c in range(n_chunks):
+        starts = np.flatnonzero(np.r_[True, local[c, 1:] != local[c, :-1]])
+        first[c, : starts.size] = starts
+    return perm, local.astype(np.int32), first
+
+
+def _with_groups(spins: Spins, group, first) -> Spins:
+    """``spins`` (n_dev, chunks per device, chunk) with the window groups attached."""
+    shape = spins.x.shape
+    group = jnp.asarray(group).reshape(shape)
+    first = jnp.asarray(first).reshape(shape[:2] + (first.shape[-1],))
+    params = jnp.stack([jnp.take_along_axis(v, first, axis=2) for v in (spins.x, spins.y, spins.z, spins.df,
+                                                                       spins.r2)], axis=2)
+    return spins._replace(group=group, group_params=params)
 
 
 _PREPARED_RF: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -583,6 +655,8 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                             m, s = jax.lax.switch(jnp.minimum(step[wg_pos], len(branches) - 1), branches, m)
                     elif readout is not None and readout.window is not None:
                         m, s = nufft_window(m)
+                    elif sp.group is not None:
+                        m, s = kernels.window_step_grouped(sp, m, dt, k, count, n_window)
                     else:
                         m, s = kernels.window_step(sp, m, dt, k, count, n_window)
                     if translated:

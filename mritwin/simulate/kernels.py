@@ -43,6 +43,10 @@ class Spins(NamedTuple):
     coil_re: jax.Array | None  # (n_coils, n) or None for a single uniform coil
     coil_im: jax.Array | None
     diffusion: jax.Array | None = None  # D [m^2/s] when the analytic diffusion option is on
+    # window groups (`window_step_grouped`): each spin's group (n,) int32, and the groups'
+    # (x, y, z, Δf, R2) (5, G)
+    group: jax.Array | None = None
+    group_params: jax.Array | None = None
 
 
 class State(NamedTuple):
@@ -202,19 +206,11 @@ def window_step(spins: Spins, m: State, dt, k, count, n_window: int):
     e2 = jnp.exp(-spins.r2 * dt)
     z = jax.lax.complex(e2 * cs1, -e2 * sn1)  # (n,)
     m0 = jax.lax.complex(m.mx, m.my)
-    nb = max(1, int(round((n_window + 1) ** 0.5)))
-    na = -(-(n_window + 1) // nb)
-    # Powers by a short scan: each power is materialized once (an unrolled chain would be
-    # re-fused by XLA into every consumer, recomputing the chain and its transcendentals).
-    qm = _powers(jnp.ones_like(z), z, nb)  # (nb, n): z^0 .. z^(nb-1)
-    zb = qm[-1] * z
     if spins.coil_re is None:
         p0 = m0[None, :]
     else:
         p0 = jax.lax.complex(spins.coil_re, spins.coil_im) * m0[None, :]  # (n_coils, n)
-    pm = _powers(p0, zb[None, :], na)  # (na, n_coils, n)
-    s = jnp.einsum("acn,bn->cab", pm, qm)  # (n_coils, na, nb)
-    s = s.reshape(s.shape[0], na * nb)[:, 1:n_window + 1]
+    s = _power_sums(z, p0, n_window)
     # state after `count` intervals, in closed form
     sn, c = sincos_cycles(count * cyc)
     t_tot = count * dt
@@ -224,6 +220,46 @@ def window_step(spins: Spins, m: State, dt, k, count, n_window: int):
     my = e2t * (m.my * c - m.mx * sn)
     mz = m.mz * e1t + spins.pd * (1.0 - e1t)
     return State(mx, my, mz), s
+
+
+def _power_sums(z, p0, n_window: int):
+    """(n_coils, n_window) sums ``s[c, n] = Σ_j p0[c, j] z_j^n``, n = 1..n_window, by
+    baby-step giant-step powers and one complex GEMM (see `window_step`)."""
+    nb = max(1, int(round((n_window + 1) ** 0.5)))
+    na = -(-(n_window + 1) // nb)
+    # Powers by a short scan: each power is materialized once (an unrolled chain would be
+    # re-fused by XLA into every consumer, recomputing the chain and its transcendentals).
+    qm = _powers(jnp.ones_like(z), z, nb)  # (nb, n): z^0 .. z^(nb-1)
+    zb = qm[-1] * z
+    pm = _powers(p0, zb[None, :], na)  # (na, n_coils, n)
+    s = jnp.einsum("acn,bn->cab", pm, qm)  # (n_coils, na, nb)
+    return s.reshape(s.shape[0], na * nb)[:, 1:n_window + 1]
+
+
+def window_step_grouped(spins: Spins, m: State, dt, k, count, n_window: int):
+    """`window_step` for spins that fall into groups sharing their per-interval factor
+    ``z`` (the same position along the window's gradients, Δf and T2; ``spins.group``,
+    ``spins.group_params``): each group's ``Σ c_j m_j`` is summed first, the samples are
+    power sums over the G groups instead of the n spins, and each spin's end state takes its
+    group's factors. Exact: the same arithmetic on equal values, summed in another order."""
+    gx, gy, gz, gdf, gr2 = (spins.group_params[i] for i in range(5))
+    n_groups = gx.shape[0]
+    cyc = k[0] * gx + k[1] * gy + k[2] * gz + gdf * dt  # (G,)
+    sn1, cs1 = sincos_cycles(cyc)
+    e2 = jnp.exp(-gr2 * dt)
+    z = jax.lax.complex(e2 * cs1, -e2 * sn1)
+    m0 = jax.lax.complex(m.mx, m.my)
+    w = m0[None, :] if spins.coil_re is None else jax.lax.complex(spins.coil_re, spins.coil_im) * m0[None, :]
+    p0 = jax.vmap(lambda v: jax.ops.segment_sum(v, spins.group, n_groups, indices_are_sorted=True))(w)
+    s = _power_sums(z, p0, n_window)
+    # end state: each group's rotation and relaxation over the whole window, per spin
+    sn, c = sincos_cycles(count * cyc)
+    t_tot = count * dt
+    e2t = jnp.exp(-gr2 * t_tot)
+    rot = jax.lax.complex(e2t * c, -e2t * sn)[spins.group]
+    mxy = m0 * rot
+    e1 = jnp.exp(-spins.r1 * t_tot)
+    return State(jnp.real(mxy), jnp.imag(mxy), m.mz * e1 + spins.pd * (1.0 - e1)), s
 
 
 # ---- NUFFT readout (see `mritwin.simulate.methods.NUFFTReadout`) ----------------------

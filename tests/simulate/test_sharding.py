@@ -22,6 +22,7 @@ def test_sharded_simulation_equals_single_device():
     # the NUFFT readout shards the same way
     assert out["nufft_diff"] <= 1e-12 * out["scale"]
     assert out["stepped_fused_diff"] <= 1e-12 * out["scale"]  # fused free steps, sharded
+    assert out["grouped_diff"] <= 1e-12  # window groups, sharded, against per-spin windows on one device
     # NUFFTReadout's tolerance is relative to Σ_j |c_j m_j| <= Σ_j |c_j| pd_j
     assert out["nufft_vs_exact"] <= 1e-8 * out["coherent"]
     assert out["grad_rel_diff"] <= 1e-10
