@@ -24,7 +24,7 @@ from .adjoint import reversible_scan
 from .fused_rf import fused_free_steps, fused_rf_steps
 from .kernels import Spins, State
 from .methods import AbstractSimMethod, Bloch
-from .prepared_rf import apply_pulse, prepare_pulse
+from .prepared_rf import apply_pulse, prepare_pulse, prepare_pulse_grouped
 
 __all__ = ["simulate", "trace_count", "spin_sharding"]
 
@@ -161,11 +161,14 @@ def simulate(
     if dseq.n_general and method.readout is None:
         raise ValueError("the DiscreteSequence has general ADC windows (discretize(..., general_windows=True)), "
                          "which only Bloch(readout=NUFFTReadout(...)) evaluates")
-    rftab = rf_kind = ftab = fuse_kind = fftab = free_kind = None
+    rftab = rf_kind = ftab = fuse_kind = fftab = free_kind = rf_axes = None
     if not models:
         cdt = jnp.complex128 if dtype == jnp.float64 else jnp.complex64
         kind_id = 2 + int(dseq.n_window > 0) + int(dseq.n_general > 0)  # after the other kinds
-        dseq, rftab = _prepared_pulses(seq, dseq, method, motion)
+        rf_axes = _rf_group_axes(twin, dseq, method, motion, chunk, dtype)
+        dseq, rftab = _prepared_pulses(seq, dseq, method, motion, grouped=rf_axes is not None)
+        if rftab is None:
+            rf_axes = None
         if rftab is not None:
             rf_kind, kind_id = kind_id, kind_id + 1
             rftab = rftab._replace(dt=jnp.asarray(rftab.dt, dtype), k=jnp.asarray(rftab.k, dtype),
@@ -189,7 +192,7 @@ def simulate(
         readout, wtab, perm = _window_plan(plan_window_cache, readout, twin, dseq, chunk,
                                            _n_chunks(twin.n_spins, chunk, n_dev), method.readout.tol)
     groups = None
-    if (method.group_windows and method.readout is None and dseq.n_window and motion is None
+    if (method.group_spins and method.readout is None and dseq.n_window and motion is None
             and not method.reversible and not method.analytic_diffusion and not models):
         groups = _group_plan(twin, dseq, chunk, _n_chunks(twin.n_spins, chunk, n_dev), dtype)
         if groups is not None:
@@ -198,6 +201,8 @@ def simulate(
                                   diffusion=method.analytic_diffusion, perm=perm)
     if groups is not None:
         spins = _with_groups(spins, groups[1], groups[2])
+    if rf_axes is not None:
+        spins = _with_rf_groups(spins, *_rf_groups(twin, rf_axes, perm, chunk, n_chunks, dtype))
     sharding = spin_sharding(devices) if n_dev > 1 else None
     d = dseq.astype(dtype)
     if wtab is not None:
@@ -310,7 +315,7 @@ _GROUP_PLANS: dict = {}  # (ids, layout) -> (twin ref, dseq ref, result); a few 
 
 
 def _group_plan(twin: Twin, dseq: DiscreteSequence, chunk: int, n_chunks: int, dtype):
-    """Window groups (`Bloch.group_windows`): ``(perm, group, first)`` or None.
+    """Window groups (`Bloch.group_spins`): ``(perm, group, first)`` or None.
 
     Spins are sorted (``perm``, (n_spins,)) by their key: the coordinates along the axes
     that the windows' gradients touch, Δf and T2, as the engine will see them (cast to
@@ -327,7 +332,7 @@ def _group_plan(twin: Twin, dseq: DiscreteSequence, chunk: int, n_chunks: int, d
     if hit is not None and hit[0]() is twin and hit[1]() is dseq:
         return hit[2]
     out = _group_plan_compute(twin, dseq, chunk, n_chunks, np.dtype(jnp.dtype(dtype).name))
-    while len(_GROUP_PLANS) >= 4:
+    while len(_GROUP_PLANS) >= 8:
         _GROUP_PLANS.pop(next(iter(_GROUP_PLANS)))
     _GROUP_PLANS[key] = (weakref.ref(twin), weakref.ref(dseq), out)
     return out
@@ -370,23 +375,97 @@ def _with_groups(spins: Spins, group, first) -> Spins:
     return spins._replace(group=group, group_params=params)
 
 
+def _rf_keys(twin: Twin, axes, npd):
+    """(n, k) per-spin values that an RF pulse sees: positions along ``axes``, Δf, B1+, T1,
+    T2 (as the engine will, cast to ``npd``)."""
+    n = twin.n_spins
+
+    def col(v, default):
+        return np.full(n, default, npd) if v is None else np.broadcast_to(np.asarray(v), (n,)).astype(npd)
+
+    pos = np.asarray(twin.position).astype(npd)
+    cols = [pos[:, i] for i in range(3) if axes[i]]
+    cols += [col(twin.delta_f, 0.0), col(twin.b1, 1.0), col(twin.t1, np.inf), col(twin.t2, np.inf)]
+    return np.stack(cols, 1)
+
+
+def _rf_group_axes(twin: Twin, dseq: DiscreteSequence, method: Bloch, motion, chunk: int, dtype):
+    """The gradient axes of the RF steps when RF pulses should be prepared on groups of
+    spins (`Bloch.group_spins`): the twin's values and the RF steps are concrete, and the
+    spins form at most ``chunk / 4`` groups; else None."""
+    if (not method.group_spins or not method.prepare_pulses or method.reversible or motion is not None
+            or method.analytic_diffusion or method.readout is not None):
+        return None
+    fields = (twin.position, twin.delta_f, twin.b1, twin.t1, twin.t2, dseq.kstep, dseq.kind)
+    if any(isinstance(f, jax.core.Tracer) for f in fields):
+        return None
+    n_real = dseq.n_real_steps
+    rf = np.asarray(dseq.kind)[:n_real] == 0
+    if not rf.any():
+        return None
+    axes = tuple(bool(a) for a in np.any(np.asarray(dseq.kstep)[:n_real][rf] != 0, axis=0))
+    key = ("rf", id(twin), axes, chunk, jnp.dtype(dtype).name)
+    hit = _GROUP_PLANS.get(key)
+    if hit is not None and hit[0]() is twin:
+        return hit[2]
+    keys = _rf_keys(twin, axes, np.dtype(jnp.dtype(dtype).name))
+    n_groups = len(np.unique(keys, axis=0)) if keys.size else 0
+    out = axes if 0 < n_groups * 4 <= min(chunk, twin.n_spins) else None
+    while len(_GROUP_PLANS) >= 8:
+        _GROUP_PLANS.pop(next(iter(_GROUP_PLANS)))
+    _GROUP_PLANS[key] = (weakref.ref(twin), None, out)
+    return out
+
+
+def _rf_groups(twin: Twin, axes, perm, chunk: int, n_chunks: int, dtype):
+    """Per chunk (spins in the engine's order ``perm``): each spin's RF group
+    (n_chunks, chunk) int32 and a member of each group (n_chunks, G) int32."""
+    keys = _rf_keys(twin, axes, np.dtype(jnp.dtype(dtype).name))
+    if perm is not None:
+        keys = keys[perm]
+    total = n_chunks * chunk
+    keys = np.concatenate([keys, np.zeros((total - keys.shape[0], keys.shape[1]), keys.dtype)])
+    keys = keys.reshape(n_chunks, chunk, -1)
+    ids = np.zeros((n_chunks, chunk), np.int32)
+    firsts = []
+    for c in range(n_chunks):
+        _, first, inv = np.unique(keys[c], axis=0, return_index=True, return_inverse=True)
+        ids[c] = inv.reshape(-1)
+        firsts.append(first)
+    first = np.zeros((n_chunks, max(f.size for f in firsts)), np.int32)
+    for c, f in enumerate(firsts):
+        first[c, : f.size] = f
+    return ids, first
+
+
+def _with_rf_groups(spins: Spins, group, first) -> Spins:
+    """``spins`` (n_dev, chunks per device, chunk) with the RF groups attached."""
+    shape = spins.x.shape
+    group = jnp.asarray(group).reshape(shape)
+    first = jnp.asarray(first).reshape(shape[:2] + (first.shape[-1],))
+    params = jnp.stack([jnp.take_along_axis(v, first, axis=2) for v in (spins.x, spins.y, spins.z, spins.df,
+                                                                       spins.b1, spins.r1, spins.r2)], axis=2)
+    return spins._replace(rf_group=group, rf_group_params=params)
+
+
 _PREPARED_RF: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _prepared_pulses(seq, dseq: DiscreteSequence, method: Bloch, motion):
-    """``(dseq, table)``: the RF pulses that repeat as single steps (`prepared_rf`), or
-    ``(dseq, None)``. Cached per sequence object (the grouping loops over the pulses on the
-    host)."""
+def _prepared_pulses(seq, dseq: DiscreteSequence, method: Bloch, motion, grouped: bool = False):
+    """``(dseq, table)``: the RF pulses that repeat (every pulse when ``grouped``: they
+    are prepared on groups of spins) as single steps (`prepared_rf`), or ``(dseq, None)``.
+    Cached per sequence object (the grouping loops over the pulses on the host)."""
     if not method.prepare_pulses or method.reversible or motion is not None or method.analytic_diffusion:
         return dseq, None
-    from .prepared_rf import plan_prepared_rf
+    from .prepared_rf import MIN_REPEATS, plan_prepared_rf
 
     rf_kind = 2 + int(dseq.n_window > 0) + int(dseq.n_general > 0)
-    key = (id(dseq), rf_kind)
+    min_repeats = 1 if grouped else MIN_REPEATS
+    key = (id(dseq), rf_kind, min_repeats)
     per_seq = _PREPARED_RF.get(seq) if isinstance(seq, Sequence) else None
     if per_seq is not None and key in per_seq and per_seq[key][0] is dseq:
         return per_seq[key][1]
-    out = plan_prepared_rf(dseq, rf_kind)
+    out = plan_prepared_rf(dseq, rf_kind, min_repeats)
     if isinstance(seq, Sequence) and not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(dseq)):
         _PREPARED_RF.setdefault(seq, {})[key] = (dseq, out)
     return out
@@ -620,7 +699,9 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
             for g in range(cache.n_geometries)]
         # RF pulses that repeat: each one's affine map per spin, once per chunk
         pulses = [] if rftab is None else [
-            prepare_pulse(sp, rftab.dt[p], rftab.k[p], rftab.b1dt[p]) for p in range(rftab.dt.shape[0])]
+            (prepare_pulse if sp.rf_group is None else prepare_pulse_grouped)(sp, rftab.dt[p], rftab.k[p],
+                                                                              rftab.b1dt[p])
+            for p in range(rftab.dt.shape[0])]
 
         def body_for(sp, static_kind=None, packed=False):
             # packed: the carry is (mx + i my, mz) instead of a State (see _pack)

@@ -47,6 +47,10 @@ class Spins(NamedTuple):
     # (x, y, z, Δf, R2) (5, G)
     group: jax.Array | None = None
     group_params: jax.Array | None = None
+    # RF groups (`prepared_rf.prepare_pulse_grouped`): each spin's group (n,) int32, and the
+    # groups' (x, y, z, Δf, B1, R1, R2) (7, G)
+    rf_group: jax.Array | None = None
+    rf_group_params: jax.Array | None = None
 
 
 class State(NamedTuple):

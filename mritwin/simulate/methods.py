@@ -125,15 +125,19 @@ class Bloch(AbstractSimMethod):
             every sample on its own; at most 16 (XLA's compile time grows steeply with the
             unrolled length: 32 RF steps take minutes in float64). Not used with
             ``reversible=True``, dynamics or ``analytic_diffusion``.
-        group_windows: evaluate exact ADC windows on groups of spins that share their
-            per-sample factor: the same position along the windows' gradient axes, the same
-            Δf and T2 (voxel-grid twins without a field map: a readout along x sees one
-            group per column and tissue). The samples cost ``O(groups × samples)`` instead
-            of ``O(spins × samples)``; the result is the same to float rounding (sums in
-            another order). Planned on the host when the twin's positions, Δf and T2 and
-            the windows' gradients are concrete, and used when it at least quarters the
-            work; never with a NUFFT ``readout``, motion, the reversible adjoint or analytic
-            diffusion.
+        group_spins: evaluate exact ADC windows, and RF pulses, on groups of spins that
+            evolve identically under them. Windows: spins with the same position along the
+            windows' gradient axes, the same Δf and T2 share their per-sample factor
+            (voxel-grid twins without a field map: a readout along x sees one group per
+            column and tissue), so the samples cost ``O(groups × samples)`` instead of
+            ``O(spins × samples)``. RF: spins with the same position along the pulses'
+            gradient axes, Δf, B1+, T1 and T2 see the same pulse (a 2D slice: one group per
+            tissue), so pulses played once (the excitation of a single-shot EPI or spiral)
+            are prepared on the groups (see ``prepare_pulses``) instead of stepped for
+            every spin. The same result to float rounding. Planned on the host when the
+            twin's values and the sequence's gradients are concrete, and used when the
+            groups at least quarter the work; never with a NUFFT ``readout``, motion, the
+            reversible adjoint or analytic diffusion.
         kernel: ``"xla"`` (default): the engine as XLA programs, every option above.
             ``"pallas"``: one fused Pallas (Triton) kernel per chunk of spins that keeps the
             magnetization in registers through all steps and reduces each ADC sample per
@@ -163,7 +167,7 @@ class Bloch(AbstractSimMethod):
     prepare_pulses: bool = eqx.field(default=True, static=True)
     fuse_rf: int = eqx.field(default=16, static=True)
     kernel: str = eqx.field(default="xla", static=True)
-    group_windows: bool = eqx.field(default=True, static=True)
+    group_spins: bool = eqx.field(default=True, static=True)
 
     def __check_init__(self):
         if self.reversible_segment is not None and not self.reversible_segment > 0:

@@ -31,7 +31,8 @@ from ..sequence.discretize import DiscreteSequence, _bucket
 from . import kernels
 from .kernels import Spins, State
 
-__all__ = ["PulseTable", "shorten_steps", "plan_prepared_rf", "prepare_pulse", "apply_pulse", "MIN_REPEATS", "MAX_PULSES"]
+__all__ = ["PulseTable", "shorten_steps", "plan_prepared_rf", "prepare_pulse", "prepare_pulse_grouped", "apply_pulse",
+           "MIN_REPEATS", "MAX_PULSES"]
 
 MIN_REPEATS = 4  # a pulse is prepared when played at least this often...
 MIN_SAMPLES = 2  # ...with at least this many raster steps
@@ -74,12 +75,14 @@ def _runs(kind: np.ndarray):
     return np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]
 
 
-def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int):
+def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int, min_repeats: int = MIN_REPEATS):
     """Replace the RF pulses that repeat by one step each (host side).
 
     Args:
         dseq: a discretized sequence with concrete values.
         kind_id: the step kind the engine gives the prepared pulses.
+        min_repeats: prepare a pulse played at least this often (1 when the engine
+            prepares pulses on groups of spins, where preparing costs little).
 
     Returns:
         ``(dseq, table)``: the sequence with each repeated pulse as one step of kind
@@ -127,7 +130,7 @@ def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int):
             buckets[coarse].append(len(groups))
             groups.append((vals, [r]))
     groups = {g: runs for g, (_, runs) in enumerate(groups)}
-    chosen = [runs for runs in groups.values() if len(runs) >= MIN_REPEATS]
+    chosen = [runs for runs in groups.values() if len(runs) >= min_repeats]
     chosen.sort(key=lambda runs: -len(runs) * (stops[runs[0]] - starts[runs[0]]))
     chosen = chosen[:MAX_PULSES]
     if not chosen:
@@ -245,6 +248,21 @@ def prepare_pulse(spins: Spins, dt, k, b1dt) -> PreparedPulse:
     m, _ = jax.lax.scan(body, m0, (dt, k, b1dt))
     rows = (m.mx, m.my, m.mz)
     return PreparedPulse(tuple(tuple(r[j] for j in range(3)) for r in rows), tuple(r[3] for r in rows))
+
+
+def prepare_pulse_grouped(spins: Spins, dt, k, b1dt) -> PreparedPulse:
+    """`prepare_pulse` on the spins' RF groups (``spins.rf_group`` (n,), the groups'
+    (x, y, z, Δf, B1, R1, R2) in ``spins.rf_group_params`` (7, G)): stepped for one member
+    of each group with unit PD, then each spin takes its group's map (the offset ``b`` is
+    proportional to PD)."""
+    gp = spins.rf_group_params
+    ones = jnp.ones_like(gp[0])
+    reps = Spins(x=gp[0], y=gp[1], z=gp[2], pd=ones, r1=gp[5], r2=gp[6], df=gp[3], b1=gp[4],
+                 coil_re=None, coil_im=None)
+    p = prepare_pulse(reps, dt, k, b1dt)
+    g = spins.rf_group
+    return PreparedPulse(tuple(tuple(p.a[i][j][g] for j in range(3)) for i in range(3)),
+                         tuple(p.b[i][g] * spins.pd for i in range(3)))
 
 
 def apply_pulse(m: State, pulse: PreparedPulse, phase) -> State:

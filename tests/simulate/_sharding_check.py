@@ -31,12 +31,12 @@ nufft_single = mt.simulate(twin, seq, dtype=jnp.float64, method=mt.Bloch(readout
 # every ADC sample a step: free steps fused 16 at a time, against one device stepping each
 stepped_sharded = mt.simulate(twin, seq, dtype=jnp.float64, method=mt.Bloch(windows=False)).samples
 stepped_single = mt.simulate(twin, seq, dtype=jnp.float64, method=mt.Bloch(windows=False, shard=False, fuse_rf=1)).samples
-# a voxel grid: windows evaluated on groups of spins (Bloch.group_windows), sharded
+# a voxel grid: windows evaluated on groups of spins (Bloch.group_spins), sharded
 grid = mt.Twin(position=np.c_[np.repeat(np.linspace(-0.1, 0.1, 32), 32), np.tile(np.linspace(-0.1, 0.1, 32), 32),
                               np.zeros(1024)], pd=rng.uniform(0.5, 1, 1024), t1=np.full(1024, 1.0),
                t2=np.where(rng.uniform(size=1024) < 0.5, 0.05, 0.1))
 grouped_sharded = mt.simulate(grid, seq, dtype=jnp.float64).samples
-grouped_single = mt.simulate(grid, seq, dtype=jnp.float64, method=mt.Bloch(shard=False, group_windows=False)).samples
+grouped_single = mt.simulate(grid, seq, dtype=jnp.float64, method=mt.Bloch(shard=False, group_spins=False)).samples
 spins, _ = _pack_spins(twin, None, 256, jnp.float64, 4)
 placed = jax.device_put(spins.x, spin_sharding())
 print(json.dumps({

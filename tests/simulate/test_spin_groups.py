@@ -1,7 +1,8 @@
-"""Window groups (`Bloch(group_windows=True)`, the default): exact ADC windows evaluated
-on groups of spins that share their per-sample factor. Checked against the per-spin
-windows (``group_windows=False``) in float64, for the samples, the final magnetization,
-coils, several chunks, derivatives and the cases where no grouping applies."""
+"""Spin groups (`Bloch(group_spins=True)`, the default): exact ADC windows evaluated on
+groups of spins that share their per-sample factor, and RF pulses (also those played once)
+prepared on groups of spins that see the same pulse. Checked against per-spin windows and
+stepped pulses (``group_spins=False``) in float64, for the samples, the final
+magnetization, coils, several chunks, derivatives and the cases where no grouping applies."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from mritwin.simulate import engine
 
 jax.config.update("jax_enable_x64", True)
 
-PLAIN = mt.Bloch(group_windows=False)
+PLAIN = mt.Bloch(group_spins=False)
 
 
 def _grid_twin(n=24, fov=0.2, coils=0, seed=0):
@@ -49,7 +50,7 @@ def test_grouped_windows_equal_per_spin_windows(coils, chunk):
     n_chunks = engine._n_chunks(twin.n_spins, chunk or engine._default_chunk(twin.n_spins), 1)
     assert engine._group_plan(twin, dseq, chunk or engine._default_chunk(twin.n_spins), n_chunks,
                               jnp.float64) is not None  # the groups do apply here
-    ref = mt.simulate(twin, seq, method=mt.Bloch(group_windows=False, chunk_size=chunk), **kw)
+    ref = mt.simulate(twin, seq, method=mt.Bloch(group_spins=False, chunk_size=chunk), **kw)
     out = mt.simulate(twin, seq, method=mt.Bloch(chunk_size=chunk), **kw)
     assert _rel(out.samples, ref.samples) < 1e-12
     # the final magnetization comes back in the twin's spin order
@@ -91,3 +92,53 @@ def test_derivatives_through_grouped_windows():
     assert _rel(g[1], g_ref[1]) < 1e-10
     gp = jax.grad(lambda pd: loss(pd, t2, mt.Bloch()))(pd)
     assert _rel(gp, g_ref[0]) < 1e-10
+
+
+def _single_shot(n=8, fov=0.2):
+    """A slice-selective 2 ms sinc played once, then n readout lines of alternating
+    polarity (a single-shot EPI without blips)."""
+    from tests.seqkit import IDEAL
+
+    rf, gz, gzr = mt.make_sinc_pulse(np.pi / 2, 2e-3, slice_thickness=5e-3, scanner=IDEAL)
+    dwell = 20e-6
+    amp = (1 / fov) / (dwell * IDEAL.gamma_bar)
+    blocks = [mt.Block(rf=rf, gz=gz), mt.Block(gz=gzr)]
+    for j in range(n):
+        gx = mt.make_trapezoid("x", amplitude=amp * (-1) ** j, flat_time=n * dwell, scanner=IDEAL)
+        blocks.append(mt.Block(gx=gx, adc=mt.ADC(n, dwell, delay=gx.rise_time)))
+    return mt.Sequence(blocks, {"FOV": [fov, fov, 0.0]}), IDEAL
+
+
+@pytest.mark.parametrize("coils", [0, 2])
+def test_a_pulse_played_once_is_prepared_on_rf_groups(coils):
+    # three slices' worth of z, three tissues, a B1 map of two values and a fat species:
+    # few (z, Δf, B1, T1, T2) groups, so the sinc is prepared on them instead of stepped
+    seq, scanner = _single_shot()
+    rng = np.random.default_rng(3)
+    base = _grid_twin(n=20, coils=coils)
+    z = rng.choice([-2e-3, 0.0, 1.5e-3], base.n_spins)
+    twin = base.replace(position=np.c_[np.asarray(base.position)[:, :2], z],
+                        b1=rng.choice([0.9, 1.05], base.n_spins))
+    dseq = mt.discretize(seq, scanner)
+    assert engine._rf_group_axes(twin, dseq, mt.Bloch(), None, 512, jnp.float64) == (False, False, True)
+    kw = dict(scanner=scanner, dtype=jnp.float64, return_magnetization=True)
+    ref = mt.simulate(twin, seq, method=mt.Bloch(group_spins=False, chunk_size=512), **kw)
+    out = mt.simulate(twin, seq, method=mt.Bloch(chunk_size=512), **kw)
+    assert _rel(out.samples, ref.samples) < 1e-11
+    np.testing.assert_allclose(np.asarray(out.magnetization), np.asarray(ref.magnetization), atol=1e-11)
+    # a B1 map that differs per spin: a group per spin, so the pulse is stepped as before
+    mapped = twin.replace(b1=rng.uniform(0.8, 1.2, twin.n_spins))
+    assert engine._rf_group_axes(mapped, dseq, mt.Bloch(), None, 512, jnp.float64) is None
+
+
+def test_gradient_through_a_pulse_prepared_on_rf_groups():
+    # w.r.t. PD the RF groups apply; the RF amplitude stays concrete
+    seq, scanner = _single_shot()
+    twin = _grid_twin(n=12)
+
+    def loss(pd, method):
+        out = mt.simulate(twin.replace(pd=pd), seq, scanner=scanner, method=method, dtype=jnp.float64)
+        return jnp.sum(jnp.abs(out.samples) ** 2)
+
+    pd = jnp.asarray(twin.pd)
+    assert _rel(jax.grad(loss)(pd, mt.Bloch()), jax.grad(loss)(pd, PLAIN)) < 1e-10
