@@ -165,10 +165,14 @@ def simulate(
     if not models:
         cdt = jnp.complex128 if dtype == jnp.float64 else jnp.complex64
         kind_id = 2 + int(dseq.n_window > 0) + int(dseq.n_general > 0)  # after the other kinds
-        rf_axes = _rf_group_axes(twin, dseq, method, motion, chunk, dtype)
-        dseq, rftab = _prepared_pulses(seq, dseq, method, motion, grouped=rf_axes is not None)
-        if rftab is None:
-            rf_axes = None
+        plain = _prepared_pulses(seq, dseq, method, motion)
+        # RF groups only where they let pulses be prepared that would be stepped (played
+        # fewer than MIN_REPEATS times): the plans are cached per sequence, the groups cost
+        # a sort of the twin on the host
+        grouped = _prepared_pulses(seq, dseq, method, motion, grouped=True) if method.group_spins else plain
+        if grouped[0].n_real_steps < plain[0].n_real_steps:
+            rf_axes = _rf_group_axes(twin, dseq, method, motion, chunk, dtype)
+        dseq, rftab = plain if rf_axes is None else grouped
         if rftab is not None:
             rf_kind, kind_id = kind_id, kind_id + 1
             rftab = rftab._replace(dt=jnp.asarray(rftab.dt, dtype), k=jnp.asarray(rftab.k, dtype),
