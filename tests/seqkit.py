@@ -49,6 +49,29 @@ def adc_at(t, phase=0.0):
     return (t - dwell / 2, mt.Block(adc=mt.ADC(1, dwell, phase_offset=phase)))
 
 
+def epi_like(n=8, fov=0.2, flip=90.0):
+    """One slice-selective 2 ms sinc of ``flip`` degrees (1 999 raster steps, played once),
+    then ``n`` constant-gradient readout lines of ``n`` samples and alternating polarity
+    (a single-shot EPI without blips), on the `IDEAL` system."""
+    rf, gz, gzr = mt.make_sinc_pulse(flip * np.pi / 180, 2e-3, slice_thickness=5e-3, scanner=IDEAL)
+    dwell = 20e-6
+    amp = (1 / fov) / (dwell * IDEAL.gamma_bar)
+    blocks = [mt.Block(rf=rf, gz=gz), mt.Block(gz=gzr)]
+    for j in range(n):
+        gx = mt.make_trapezoid("x", amplitude=amp * (-1) ** j, flat_time=n * dwell, scanner=IDEAL)
+        blocks.append(mt.Block(gx=gx, adc=mt.ADC(n, dwell, delay=gx.rise_time)))
+    return mt.Sequence(blocks, {"FOV": [fov, fov, 0.0]})
+
+
+def random_twin(n=1001, seed=0, n_coils=2):
+    """``n`` spins at random positions in a 20 cm square (z = 0) with random PD, T1, T2,
+    off-resonance and ``n_coils`` random complex coil sensitivities."""
+    rng = np.random.default_rng(seed)
+    return mt.Twin(position=rng.uniform(-0.1, 0.1, (n, 3)) * [1, 1, 0], pd=rng.uniform(0.5, 1, n),
+                   t1=rng.uniform(0.3, 2, n), t2=rng.uniform(0.02, 0.2, n), delta_f=rng.normal(0, 30, n),
+                   coil_sensitivity=rng.normal(size=(n_coils, n)) + 1j * rng.normal(size=(n_coils, n)))
+
+
 def sample_times(sig):
     return np.asarray(sig.time)
 

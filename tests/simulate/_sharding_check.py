@@ -1,6 +1,7 @@
 """Run in a subprocess with 4 emulated CPU devices (see test_sharding.py)."""
 
 import json
+import pathlib
 import sys
 
 import jax
@@ -13,12 +14,12 @@ import mritwin as mt  # noqa: E402
 from mritwin.benchmarking import cartesian_gre  # noqa: E402
 from mritwin.simulate.engine import _pack_spins, spin_sharding  # noqa: E402
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # the checkout, for tests.seqkit
+from tests.seqkit import random_twin  # noqa: E402
+
 assert jax.device_count() == 4, jax.devices()
 rng = np.random.default_rng(0)
-n = 1001
-twin = mt.Twin(position=rng.uniform(-0.1, 0.1, (n, 3)) * [1, 1, 0], pd=rng.uniform(0.5, 1, n),
-               t1=rng.uniform(0.3, 2, n), t2=rng.uniform(0.02, 0.2, n), delta_f=rng.normal(0, 30, n),
-               coil_sensitivity=rng.normal(size=(2, n)) + 1j * rng.normal(size=(2, n)))
+twin = random_twin(1001, seed=0, n_coils=2)
 seq = cartesian_gre(8, 0.2, tr=8e-3, te=3e-3)
 sharded = mt.simulate(twin, seq, dtype=jnp.float64, return_magnetization=True)
 single = mt.simulate(twin, seq, dtype=jnp.float64, return_magnetization=True, method=mt.Bloch(shard=False))

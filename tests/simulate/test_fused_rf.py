@@ -12,7 +12,7 @@ import pytest
 import mritwin as mt
 from mritwin.sequence.discretize import discretize
 from mritwin.simulate.fused_rf import fuse_starts, plan_fused_rf
-from tests.seqkit import IDEAL
+from tests.seqkit import IDEAL, epi_like
 
 jax.config.update("jax_enable_x64", True)
 
@@ -27,19 +27,6 @@ def _twin(n, fov, seed=0):
     return mt.Twin(position=np.c_[x.ravel(), y.ravel(), rng.uniform(-4e-3, 4e-3, m)],
                    pd=rng.uniform(0.5, 1.0, m), t1=rng.uniform(0.3, 1.5, m), t2=rng.uniform(0.01, 0.2, m),
                    delta_f=rng.uniform(-80, 80, m), b1=rng.uniform(0.8, 1.2, m))
-
-
-def _epi_like(n=8, fov=0.2, flip=90.0):
-    """One slice-selective 2 ms sinc (1 999 raster steps, played once), then n
-    constant-gradient readout lines of alternating polarity."""
-    rf, gz, gzr = mt.make_sinc_pulse(flip * np.pi / 180, 2e-3, slice_thickness=5e-3, scanner=IDEAL)
-    dwell = 20e-6
-    amp = (1 / fov) / (dwell * IDEAL.gamma_bar)
-    blocks = [mt.Block(rf=rf, gz=gz), mt.Block(gz=gzr)]
-    for j in range(n):
-        gx = mt.make_trapezoid("x", amplitude=amp * (-1) ** j, flat_time=n * dwell, scanner=IDEAL)
-        blocks.append(mt.Block(gx=gx, adc=mt.ADC(n, dwell, delay=gx.rise_time)))
-    return mt.Sequence(blocks, {"FOV": [fov, fov, 0.0]})
 
 
 def _max_rel(a, b):
@@ -65,7 +52,7 @@ def test_fuse_starts_respect_samples_spoiling_durations_and_other_steps():
 
 
 def test_a_pulse_played_once_becomes_fused_steps():
-    d = discretize(_epi_like(), IDEAL)
+    d = discretize(epi_like(), IDEAL)
     short, table = plan_fused_rf(d, 3, 16)
     n_rf = int(np.sum(np.asarray(d.kind)[: d.n_real_steps] == 0))
     n_fused = int(np.sum(np.asarray(short.kind) == 3))
@@ -84,7 +71,7 @@ def test_a_pulse_played_once_becomes_fused_steps():
 def test_fused_steps_equal_stepping(dtype, tol):
     """Slice selection, off-resonance, B1 map and relaxation during a 2 ms sinc."""
     twin = _twin(8, 0.2)
-    seq = _epi_like()
+    seq = epi_like()
     ref = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64, method=STEP, return_magnetization=True)
     got = mt.simulate(twin, seq, scanner=IDEAL, dtype=dtype, return_magnetization=True)
     assert _max_rel(got.samples, ref.samples) <= tol
@@ -94,7 +81,7 @@ def test_fused_steps_equal_stepping(dtype, tol):
 @pytest.mark.parametrize("size", [2, 5, 16])
 def test_any_fuse_size_equals_stepping(size):
     twin = _twin(5, 0.2, seed=2)
-    seq = _epi_like(n=4)
+    seq = epi_like(n=4)
     ref = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64, method=STEP)
     got = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64, method=mt.Bloch(fuse_rf=size))
     assert _max_rel(got.samples, ref.samples) <= 1e-12
@@ -149,7 +136,7 @@ def test_plan_keeps_traced_values_traced():
     the traced B1, whose derivative with respect to the flip scale is the B1 itself."""
 
     def total_b1(scale):
-        short, table = plan_fused_rf(discretize(_epi_like(n=2, flip=60.0 * scale), IDEAL), 3, 16)
+        short, table = plan_fused_rf(discretize(epi_like(n=2, flip=60.0 * scale), IDEAL), 3, 16)
         assert table is not None and isinstance(table.b1dt, jax.core.Tracer)
         return jnp.sum(jnp.abs(table.b1dt))
 

@@ -14,6 +14,7 @@ import pytest
 import mritwin as mt
 from mritwin.benchmarking import cartesian_gre
 from mritwin.simulate import engine
+from tests.seqkit import IDEAL, epi_like
 
 jax.config.update("jax_enable_x64", True)
 
@@ -94,26 +95,11 @@ def test_derivatives_through_grouped_windows():
     assert _rel(gp, g_ref[0]) < 1e-10
 
 
-def _single_shot(n=8, fov=0.2):
-    """A slice-selective 2 ms sinc played once, then n readout lines of alternating
-    polarity (a single-shot EPI without blips)."""
-    from tests.seqkit import IDEAL
-
-    rf, gz, gzr = mt.make_sinc_pulse(np.pi / 2, 2e-3, slice_thickness=5e-3, scanner=IDEAL)
-    dwell = 20e-6
-    amp = (1 / fov) / (dwell * IDEAL.gamma_bar)
-    blocks = [mt.Block(rf=rf, gz=gz), mt.Block(gz=gzr)]
-    for j in range(n):
-        gx = mt.make_trapezoid("x", amplitude=amp * (-1) ** j, flat_time=n * dwell, scanner=IDEAL)
-        blocks.append(mt.Block(gx=gx, adc=mt.ADC(n, dwell, delay=gx.rise_time)))
-    return mt.Sequence(blocks, {"FOV": [fov, fov, 0.0]}), IDEAL
-
-
 @pytest.mark.parametrize("coils", [0, 2])
 def test_a_pulse_played_once_is_prepared_on_rf_groups(coils):
     # three slices' worth of z, three tissues, a B1 map of two values and a fat species:
     # few (z, Δf, B1, T1, T2) groups, so the sinc is prepared on them instead of stepped
-    seq, scanner = _single_shot()
+    seq, scanner = epi_like(), IDEAL
     rng = np.random.default_rng(3)
     base = _grid_twin(n=20, coils=coils)
     z = rng.choice([-2e-3, 0.0, 1.5e-3], base.n_spins)
@@ -133,7 +119,7 @@ def test_a_pulse_played_once_is_prepared_on_rf_groups(coils):
 
 def test_gradient_through_a_pulse_prepared_on_rf_groups():
     # w.r.t. PD the RF groups apply; the RF amplitude stays concrete
-    seq, scanner = _single_shot()
+    seq, scanner = epi_like(), IDEAL
     twin = _grid_twin(n=12)
 
     def loss(pd, method):
