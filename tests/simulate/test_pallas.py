@@ -172,10 +172,8 @@ def test_lowers_to_a_triton_kernel_for_cuda():
     fn = jax.jit(lambda sp, st: pk._pallas_forward(sp, st, n_slots=n_slots, block=256, interpret=False))
     try:
         text = fn.trace(sp, steps).lower(lowering_platforms=("cuda",)).as_text()
-    except Exception as e:  # noqa: BLE001 - which jaxlib builds can lower for CUDA varies
-        if "triton" in str(e).lower() or "cuda" in str(e).lower() and "not" in str(e).lower():
-            pytest.skip(f"this jaxlib cannot lower Pallas for CUDA here: {e}")
-        raise
+    except ImportError as e:  # a jaxlib build without the Triton dialect; any other error fails
+        pytest.skip(f"this jaxlib has no Triton dialect to lower Pallas for CUDA: {e}")
     assert "triton" in text  # one custom call holding the Triton module
 
 
