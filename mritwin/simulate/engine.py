@@ -507,6 +507,11 @@ def _spoiled(m: State) -> State:
     return State(jnp.zeros_like(m.mx), jnp.zeros_like(m.my), m.mz)
 
 
+def _packed_step(f):
+    """A step ``State -> State`` on the packed carry."""
+    return lambda c: _pack(f(_unpack(c)))
+
+
 def _packed_branch(f):
     """A step kind's branch ``State -> (State, out)`` on the packed carry."""
     def g(c):
@@ -992,8 +997,8 @@ def _core_dynamics(spins: Spins, dyn, chunk_ids, models, d: DiscreteSequence, k1
         s0 = tuple(mod.init_state(a, fdt) for mod, a in zip(models, dyn_sp))
         zero_single = jnp.zeros((n_coils,), cdt)
 
-        def body(carry, step):
-            m, st = carry
+        def body(carry, step):  # the carry holds (mx + i my, mz) (see _pack)
+            c, st = carry
             dt, k, b1dt, kind, sample, spoil, c0, bstep, t0, k1s, idx = step
             eff, st = combine_effects(models, dyn_sp, st, t0 + 0.5 * dt, dt, idx, cid)
             spm = sp
@@ -1007,20 +1012,21 @@ def _core_dynamics(spins: Spins, dyn, chunk_ids, models, d: DiscreteSequence, k1
             cyc = c0 if eff.velocity is None else c0 + eff.velocity @ k1s  # k1·v [cycles]
             if eff.reset is not None:  # inflow: fresh equilibrium magnetization
                 r = eff.reset
-                m = State(jnp.where(r, 0.0, m.mx), jnp.where(r, 0.0, m.my), jnp.where(r, sp.pd, m.mz))
+                c = (jnp.where(r, jnp.zeros_like(c[0]), c[0]), jnp.where(r, sp.pd, c[1]))
             if spoiling:
-                m = jax.lax.cond(spoil, _spoiled, lambda m: m, m)
-            m = jax.lax.cond(kind == 0, lambda m: kernels.rf_step(spm, m, dt, k, b1dt, cyc),
-                             lambda m: kernels.free_step(spm, m, dt, k, cyc), m)
+                c = jax.lax.cond(spoil, lambda c: (jnp.zeros_like(c[0]), c[1]), _identity, c)
+            c = jax.lax.cond(kind == 0, _packed_step(lambda m: kernels.rf_step(spm, m, dt, k, b1dt, cyc)),
+                             _packed_step(lambda m: kernels.free_step(spm, m, dt, k, cyc)), c)
             if diffusion:
-                m = kernels.diffuse(spm, m, bstep)
-            single = jax.lax.cond(sample, lambda: kernels.receive(spm, m), lambda: zero_single)
-            return (m, st), single
+                c = _pack(kernels.diffuse(spm, _unpack(c), bstep))
+            single = jax.lax.cond(sample, lambda: kernels.receive(spm, _unpack(c)), lambda: zero_single)
+            return (c, st), single
 
         steps = (d.dt, d.kstep, d.b1dt, d.kind, d.sample, d.spoil, d.cyc0, d.bstep, d.t, k1,
                  jnp.arange(n_steps, dtype=jnp.int32))
         scan = _segmented_scan if checkpoint else jax.lax.scan
-        (m, _), single = scan(body, (m0, s0), steps)
+        (c, _), single = scan(body, (_pack(m0), s0), steps)
+        m = _unpack(c)
         return single, (jnp.stack([m.mx, m.my, m.mz], -1) if want_mag else None)
 
     chunk_fn = jax.checkpoint(run_chunk, policy=jax.checkpoint_policies.nothing_saveable) if checkpoint else run_chunk
