@@ -206,7 +206,8 @@ def simulate(
     if groups is not None:
         spins = _with_groups(spins, groups[1], groups[2])
     if rf_axes is not None:
-        spins = _with_rf_groups(spins, *_rf_groups(twin, rf_axes, perm, chunk, n_chunks, dtype))
+        spins = _with_groups(spins, *_rf_groups(twin, rf_axes, perm, chunk, n_chunks, dtype),
+                             fields=("x", "y", "z", "df", "b1", "r1", "r2"), prefix="rf_")
     sharding = spin_sharding(devices) if n_dev > 1 else None
     d = dseq.astype(dtype)
     if wtab is not None:
@@ -369,14 +370,15 @@ def _group_plan_compute(twin: Twin, dseq: DiscreteSequence, chunk: int, n_chunks
     return perm, local.astype(np.int32), first
 
 
-def _with_groups(spins: Spins, group, first) -> Spins:
-    """``spins`` (n_dev, chunks per device, chunk) with the window groups attached."""
+def _with_groups(spins: Spins, group, first, fields=("x", "y", "z", "df", "r2"), prefix="") -> Spins:
+    """``spins`` (n_dev, chunks per device, chunk) with groups attached: ``group``
+    (n_chunks, chunk) as ``<prefix>group`` and the ``fields`` of each group's member
+    ``first`` (n_chunks, G) as ``<prefix>group_params`` (len(fields), G) per chunk."""
     shape = spins.x.shape
     group = jnp.asarray(group).reshape(shape)
     first = jnp.asarray(first).reshape(shape[:2] + (first.shape[-1],))
-    params = jnp.stack([jnp.take_along_axis(v, first, axis=2) for v in (spins.x, spins.y, spins.z, spins.df,
-                                                                       spins.r2)], axis=2)
-    return spins._replace(group=group, group_params=params)
+    params = jnp.stack([jnp.take_along_axis(getattr(spins, f), first, axis=2) for f in fields], axis=2)
+    return spins._replace(**{prefix + "group": group, prefix + "group_params": params})
 
 
 def _rf_keys(twin: Twin, axes, npd):
@@ -440,16 +442,6 @@ def _rf_groups(twin: Twin, axes, perm, chunk: int, n_chunks: int, dtype):
     for c, f in enumerate(firsts):
         first[c, : f.size] = f
     return ids, first
-
-
-def _with_rf_groups(spins: Spins, group, first) -> Spins:
-    """``spins`` (n_dev, chunks per device, chunk) with the RF groups attached."""
-    shape = spins.x.shape
-    group = jnp.asarray(group).reshape(shape)
-    first = jnp.asarray(first).reshape(shape[:2] + (first.shape[-1],))
-    params = jnp.stack([jnp.take_along_axis(v, first, axis=2) for v in (spins.x, spins.y, spins.z, spins.df,
-                                                                       spins.b1, spins.r1, spins.r2)], axis=2)
-    return spins._replace(rf_group=group, rf_group_params=params)
 
 
 _PREPARED_RF: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
