@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import warnings
 import weakref
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -25,6 +26,7 @@ from .fused_rf import fused_free_steps, fused_rf_steps
 from .kernels import Spins, State
 from .methods import AbstractSimMethod, Bloch
 from .prepared_rf import apply_pulse, prepare_pulse, prepare_pulse_grouped
+from .seqgroups import expand_magnetization, group_weights, plan_sequence_groups
 
 __all__ = ["simulate", "trace_count", "spin_sharding"]
 
@@ -38,12 +40,12 @@ def trace_count() -> int:
 
 def _default_chunk(n_spins: int) -> int:
     """Spins per chunk: capped by platform, bucketed so similar twins share a compiled shape
-    (a power of two up to 4096 spins, then a multiple of 1/16 of the next power of two
+    (a power of two up to 1024 spins, then a multiple of 1/16 of the next power of two
     below, at most 6.25 % padding: padded spins cost as much as real ones)."""
     cap = 1 << 16 if jax.default_backend() == "cpu" else 1 << 21
     if n_spins >= cap:
         return cap
-    if n_spins <= 4096:
+    if n_spins <= 1024:
         return max(256, 1 << (max(n_spins, 1) - 1).bit_length())
     step = 1 << (n_spins.bit_length() - 5)
     return -(-n_spins // step) * step
@@ -149,12 +151,20 @@ def simulate(
             f"coil sensitivities must have shape (n_coils, n_spins) = (n_coils, {twin.n_spins}), "
             f"got {tuple(sens.shape)}"
         )
+    seq_groups, pd0 = None, twin.pd
+    if method.group_spins and not models and motion is None:
+        # spins that no gradient of the sequence tells apart run once (seqgroups)
+        seq_groups = plan_sequence_groups(twin, dseq, diffusion=method.analytic_diffusion, dtype=dtype)
+        if seq_groups is not None:
+            sens, twin = group_weights(seq_groups, twin.pd, sens), seq_groups.twin
     devices = jax.local_devices() if method.shard else jax.local_devices()[:1]
     n_dev = len(devices)
     chunk = method.chunk_size or _default_chunk(-(-twin.n_spins // n_dev))
     if pallas:
         samples, mag = _run_pallas(twin, sens, dseq, chunk, devices, return_magnetization,
                                    method.ideal_spoiling)
+        if mag is not None and seq_groups is not None:
+            mag = expand_magnetization(seq_groups, mag, pd0)
         return _signal_out(samples, mag, kspace, dseq, adc_event, noise, key, seq, dtype)
     if method.analytic_diffusion and twin.diffusion is None:
         raise ValueError("Bloch(analytic_diffusion=True) needs twin.diffusion [m^2/s]")
@@ -209,6 +219,13 @@ def simulate(
         spins = _with_groups(spins, *_rf_groups(twin, rf_axes, perm, chunk, n_chunks, dtype),
                              fields=("x", "y", "z", "df", "b1", "r1", "r2"), prefix="rf_")
     sharding = spin_sharding(devices) if n_dev > 1 else None
+    etab, etab_all = None, False
+    if readout is None and not method.reversible and not models:
+        width = chunk if groups is None else groups[2].shape[1]
+        etab, etab_all = _exact_window_table(dseq, width, chunk, dtype)
+        if etab is not None:
+            etab = etab._replace(k=jnp.asarray(etab.k, dtype), dt=jnp.asarray(etab.dt, dtype),
+                                 count=jnp.asarray(etab.count), step=jnp.asarray(etab.step))
     d = dseq.astype(dtype)
     if wtab is not None:
         wtab = wtab._replace(k=jnp.asarray(wtab.k, dtype), dt=jnp.asarray(wtab.dt, dtype),
@@ -225,7 +242,8 @@ def simulate(
             force=np.asarray(dseq.spoil) if method.ideal_spoiling else None)
         rev_kw = {"rev": (jnp.asarray(restore), jnp.asarray(slot)), "n_slots": n_slots}
     core = functools.partial(_core, readout=readout, wtab=wtab, rftab=rftab, rf_kind=rf_kind, ftab=ftab,
-                             fuse_kind=fuse_kind, fftab=fftab, free_kind=free_kind, **rev_kw)
+                             fuse_kind=fuse_kind, fftab=fftab, free_kind=free_kind, etab=etab,
+                             etab_all=etab_all, **rev_kw)
     if models:  # per-spin dynamics: a separate core (issue 9), see _dynamics_entry
         core = functools.partial(_dynamics_entry, models=models, twin=twin, k1=k1)
     samples, mag = core(spins, d, n_chunks=n_chunks, chunk=chunk, n_window=d.n_window,
@@ -236,6 +254,8 @@ def simulate(
         mag = mag[: twin.n_spins]
         if perm is not None:  # back to the twin's spin order
             mag = mag[np.argsort(perm)]
+        if seq_groups is not None:
+            mag = expand_magnetization(seq_groups, mag, pd0)
     return _signal_out(samples, mag, kspace, dseq, adc_event, noise, key, seq, dtype)
 
 
@@ -368,6 +388,52 @@ def _group_plan_compute(twin: Twin, dseq: DiscreteSequence, chunk: int, n_chunks
         starts = np.flatnonzero(np.r_[True, local[c, 1:] != local[c, :-1]])
         first[c, : starts.size] = starts
     return perm, local.astype(np.int32), first
+
+
+class ExactWindowTable(NamedTuple):
+    """Repeated exact windows (`_exact_window_table`): one row per geometry, one index per
+    step (G for a step that is not one of them)."""
+
+    k: np.ndarray  # (G, 3) moment per interval [1/m]
+    dt: np.ndarray  # (G,) interval [s]
+    count: np.ndarray  # (G,) intervals per window
+    step: np.ndarray  # (n_steps,) int32
+
+
+MAX_EXACT_GEOMETRIES = 8
+EXACT_TABLE_BYTES = 256 * 2 ** 20  # per chunk, all geometries together
+
+
+def _exact_window_table(dseq: DiscreteSequence, width: int, chunk: int, dtype):
+    """The exact windows that repeat with the same moment, interval and length (every line
+    of a Cartesian readout, the two directions of an EPI): their factors are computed once
+    per chunk (`kernels.prepare_exact_window`) instead of once per window. At most
+    `MAX_EXACT_GEOMETRIES`, the most frequent first, and as many as fit in
+    `EXACT_TABLE_BYTES` (``width`` spins or groups per chunk). ``(table, all_cached)``, or
+    ``(None, False)`` when the sequence is traced or no window repeats."""
+    fields = (dseq.kind, dseq.kstep, dseq.dt, dseq.count)
+    if dseq.n_window == 0 or any(isinstance(f, jax.core.Tracer) for f in fields):
+        return None, False
+    kind, kstep, dt, count = (np.asarray(f) for f in fields)
+    win = np.flatnonzero(kind[: dseq.n_real_steps] == 2)
+    npd = np.dtype(jnp.dtype(dtype).name)
+    # as the engine sees them: windows equal after the cast to ``dtype`` are the same window
+    keys = np.c_[kstep[win].astype(npd), dt[win].astype(npd), count[win]]
+    uniq, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
+    na, nb = kernels._bsgs(dseq.n_window)
+    csize = 2 * npd.itemsize
+    per_geometry = ((na + nb) * width + 2 * chunk) * csize
+    fit = min(MAX_EXACT_GEOMETRIES, EXACT_TABLE_BYTES // per_geometry)
+    order = [g for g in np.argsort(-counts, kind="stable") if counts[g] >= 2][:fit]
+    if not order:
+        return None, False
+    remap = np.full(len(uniq), len(order), np.int32)
+    remap[order] = np.arange(len(order))
+    step = np.full(dseq.dt.shape[0], len(order), np.int32)
+    step[win] = remap[inverse.reshape(-1)]
+    rows = uniq[order]
+    table = ExactWindowTable(rows[:, :3], rows[:, 3], rows[:, 4].astype(np.int32), step)
+    return table, bool(np.all(step[win] < len(order)))
 
 
 def _with_groups(spins: Spins, group, first, fields=("x", "y", "z", "df", "r2"), prefix="") -> Spins:
@@ -677,10 +743,11 @@ def spin_sharding(devices=None):
 
 @functools.partial(jax.jit, static_argnames=("n_chunks", "chunk", "n_window", "checkpoint", "want_mag",
                                               "spoiling", "sharding", "diffusion", "readout", "n_slots",
-                                              "rf_kind", "fuse_kind", "free_kind"))
+                                              "rf_kind", "fuse_kind", "free_kind", "etab_all"))
 def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, checkpoint, want_mag,
           spoiling=False, sharding=None, diffusion=False, readout=None, rev=None, n_slots=0, wtab=None,
-          rftab=None, rf_kind=None, ftab=None, fuse_kind=None, fftab=None, free_kind=None):
+          rftab=None, rf_kind=None, ftab=None, fuse_kind=None, fftab=None, free_kind=None, etab=None,
+          etab_all=False):
     _TRACES["core"] += 1
     n_coils = 1 if spins.coil_re is None else spins.coil_re.shape[2]
     cdt = d.b1dt.dtype
@@ -698,6 +765,9 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
         prepared = [] if cache is None else [
             kernels.prepare_window(sp, wtab.dt[g], wtab.k[g], wtab.count[g], readout.window)
             for g in range(cache.n_geometries)]
+        # exact windows that repeat: their per-spin factors, once per chunk (G, ...)
+        wpow = None if etab is None else jax.vmap(
+            lambda dt, k, c: kernels.prepare_exact_window(sp, dt, k, c, n_window))(etab.dt, etab.k, etab.count)
         # RF pulses that repeat: each one's affine map per spin, once per chunk
         pulses = [] if rftab is None else [
             (prepare_pulse if sp.rf_group is None else prepare_pulse_grouped)(sp, rftab.dt[p], rftab.k[p],
@@ -726,6 +796,11 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                     return lambda m: kernels.window_step_cached(sp, m, dt, count, n_window, readout.window,
                                                                 prepared[g])
 
+                def exact_window(m):
+                    if sp.group is not None:
+                        return kernels.window_step_grouped(sp, m, dt, k, count, n_window)
+                    return kernels.window_step(sp, m, dt, k, count, n_window)
+
                 def do_window(m):
                     if prepared:
                         branches = [prepared_window(g) for g in range(len(prepared))]
@@ -737,10 +812,19 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                             m, s = jax.lax.switch(jnp.minimum(step[wg_pos], len(branches) - 1), branches, m)
                     elif readout is not None and readout.window is not None:
                         m, s = nufft_window(m)
-                    elif sp.group is not None:
-                        m, s = kernels.window_step_grouped(sp, m, dt, k, count, n_window)
+                    elif wpow is not None:
+                        g = step[wg_pos]
+
+                        def repeated(m):
+                            n_geo = etab.dt.shape[0]  # (one geometry: a static index, no slice copy)
+                            tab = jax.tree_util.tree_map(lambda a: a[0] if n_geo == 1 else a[jnp.minimum(g, n_geo - 1)],
+                                                         wpow)
+                            return kernels.window_step_prepared(sp, m, n_window, tab)
+
+                        m, s = repeated(m) if etab_all else jax.lax.cond(g < etab.dt.shape[0], repeated,
+                                                                         exact_window, m)
                     else:
-                        m, s = kernels.window_step(sp, m, dt, k, count, n_window)
+                        m, s = exact_window(m)
                     if translated:
                         ph = step[wc_pos]
                         sn, cs = kernels.sincos_cycles(ph)
@@ -811,6 +895,8 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
             steps = steps + (d.wcyc[d.wcidx],)
         if cache is not None:
             steps = steps + (wtab.step,)
+        elif etab is not None:
+            steps = steps + (etab.step,)
         if n_slots:
             def inverse(sp_, m, step, static_kind):
                 dt, k, b1dt, kind, sample, count, spoil, c0, bstep = step[:9]

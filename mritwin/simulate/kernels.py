@@ -226,11 +226,16 @@ def window_step(spins: Spins, m: State, dt, k, count, n_window: int):
     return State(mx, my, mz), s
 
 
+def _bsgs(n_window: int) -> tuple[int, int]:
+    """Giant and baby steps ``(na, nb)`` of the power sums over samples 0..n_window."""
+    nb = max(1, int(round((n_window + 1) ** 0.5)))
+    return -(-(n_window + 1) // nb), nb
+
+
 def _power_sums(z, p0, n_window: int):
     """(n_coils, n_window) sums ``s[c, n] = Σ_j p0[c, j] z_j^n``, n = 1..n_window, by
     baby-step giant-step powers and one complex GEMM (see `window_step`)."""
-    nb = max(1, int(round((n_window + 1) ** 0.5)))
-    na = -(-(n_window + 1) // nb)
+    na, nb = _bsgs(n_window)
     # Powers by a short scan: each power is materialized once (an unrolled chain would be
     # re-fused by XLA into every consumer, recomputing the chain and its transcendentals).
     qm = _powers(jnp.ones_like(z), z, nb)  # (nb, n): z^0 .. z^(nb-1)
@@ -264,6 +269,58 @@ def window_step_grouped(spins: Spins, m: State, dt, k, count, n_window: int):
     mxy = m0 * rot
     e1 = jnp.exp(-spins.r1 * t_tot)
     return State(jnp.real(mxy), jnp.imag(mxy), m.mz * e1 + spins.pd * (1.0 - e1)), s
+
+
+class WindowPowers(NamedTuple):
+    """A repeated exact window's per-spin factors, computed once per chunk
+    (`prepare_exact_window`): ``qm`` (nb, G) ``z^b``, ``zbp`` (na, G) ``z^(a nb)`` over the
+    spins, or over the window groups (``G`` groups) when ``spins.group`` is set; ``rot`` (n,)
+    the transverse rotation and decay over the whole window and ``e1`` (n,) its longitudinal
+    relaxation, per spin."""
+
+    qm: jax.Array
+    zbp: jax.Array
+    rot: jax.Array
+    e1: jax.Array
+
+
+def prepare_exact_window(spins: Spins, dt, k, count, n_window: int) -> WindowPowers:
+    """The factors of a window of ``count`` intervals of ``dt`` with moment ``k`` each, for
+    `window_step_prepared`: the same arithmetic as `window_step` (or `window_step_grouped`),
+    done once for all the windows that share this geometry."""
+    if spins.group is not None:
+        x, y, z_, df, r2 = (spins.group_params[i] for i in range(5))
+    else:
+        x, y, z_, df, r2 = spins.x, spins.y, spins.z, spins.df, spins.r2
+    cyc = k[0] * x + k[1] * y + k[2] * z_ + df * dt
+    sn1, cs1 = sincos_cycles(cyc)
+    e2 = jnp.exp(-r2 * dt)
+    z = jax.lax.complex(e2 * cs1, -e2 * sn1)
+    na, nb = _bsgs(n_window)
+    qm = _powers(jnp.ones_like(z), z, nb)
+    zbp = _powers(jnp.ones_like(z), qm[-1] * z, na)
+    sn, c = sincos_cycles(count * cyc)
+    t_tot = count * dt
+    e2t = jnp.exp(-r2 * t_tot)
+    rot = jax.lax.complex(e2t * c, -e2t * sn)
+    if spins.group is not None:
+        rot = rot[spins.group]
+    return WindowPowers(qm, zbp, rot, jnp.exp(-spins.r1 * t_tot))
+
+
+def window_step_prepared(spins: Spins, m: State, n_window: int, tab: WindowPowers):
+    """`window_step` with the window's factors from `prepare_exact_window`: the end state
+    and the (n_coils, n_window) samples, without transcendentals or power loops."""
+    m0 = jax.lax.complex(m.mx, m.my)
+    w = m0[None, :] if spins.coil_re is None else jax.lax.complex(spins.coil_re, spins.coil_im) * m0[None, :]
+    if spins.group is not None:
+        n_groups = tab.qm.shape[1]
+        w = jax.vmap(lambda v: jax.ops.segment_sum(v, spins.group, n_groups, indices_are_sorted=True))(w)
+    pm = w[:, None, :] * tab.zbp[None]  # (n_coils, na, G)
+    s = jnp.einsum("can,bn->cab", pm, tab.qm)
+    s = s.reshape(s.shape[0], -1)[:, 1:n_window + 1]
+    mxy = m0 * tab.rot
+    return State(jnp.real(mxy), jnp.imag(mxy), m.mz * tab.e1 + spins.pd * (1.0 - tab.e1)), s
 
 
 # ---- NUFFT readout (see `mritwin.simulate.methods.NUFFTReadout`) ----------------------

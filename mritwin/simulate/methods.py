@@ -137,7 +137,11 @@ class Bloch(AbstractSimMethod):
             every spin. The same result to float rounding. Planned on the host when the
             twin's values and the sequence's gradients are concrete, and used when the
             groups at least quarter the work; never with a NUFFT ``readout``, motion, the
-            reversible adjoint or analytic diffusion.
+            reversible adjoint or analytic diffusion. Whole sequence: spins that no
+            gradient of the sequence tells apart (a sequence without gradients, or with
+            gradients on one or two axes only) run once per group with receive weights
+            ``Σ PD_j c_j`` (`mritwin.simulate.seqgroups`), when that at least halves the
+            spins; not with motion or dynamics.
         kernel: ``"xla"`` (default): the engine as XLA programs, every option above.
             ``"pallas"``: one fused Pallas (Triton) kernel per chunk of spins that keeps the
             magnetization in registers through all steps and reduces each ADC sample per

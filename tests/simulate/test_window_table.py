@@ -1,0 +1,96 @@
+"""Repeated exact windows (`engine._exact_window_table`, `kernels.prepare_exact_window`):
+windows with the same moment, interval and length share per-spin factors computed once
+per chunk. Checked against the engine that computes every window anew (no table) in
+float64: samples, magnetization, coils, window groups, a translation, a partial table and
+derivatives."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mritwin as mt
+from mritwin.benchmarking import cartesian_gre
+from mritwin.simulate import engine
+from tests.seqkit import IDEAL, epi_like, random_twin
+
+jax.config.update("jax_enable_x64", True)
+
+
+def _rel(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
+
+
+def _no_table(monkeypatch):
+    monkeypatch.setattr(engine, "MAX_EXACT_GEOMETRIES", 0)
+
+
+def test_the_table_finds_the_repeated_geometries():
+    gre = mt.discretize(cartesian_gre(16, 0.2), mt.Scanner())
+    tab, all_cached = engine._exact_window_table(gre, 1024, 1024, jnp.float32)
+    kind = np.asarray(gre.kind)[: gre.n_real_steps]
+    assert tab.dt.shape == (1,) and all_cached  # every line of a Cartesian readout alike
+    np.testing.assert_array_equal(tab.step[: gre.n_real_steps][kind == 2], 0)
+    assert np.all(tab.step[: gre.n_real_steps][kind != 2] == 1)
+    # in float64 the lines' timing differs by rounding (~1e-13): windows alike only bit for bit
+    tab, all_cached = engine._exact_window_table(gre, 1024, 1024, jnp.float64)
+    assert 1 < tab.dt.shape[0] <= 4  # (a window that occurs once is computed anew)
+    assert np.unique(tab.dt).size == tab.dt.shape[0]
+    epi = mt.discretize(epi_like(), IDEAL)
+    tab, all_cached = engine._exact_window_table(epi, 1024, 1024, jnp.float64)
+    assert tab.dt.shape == (2,) and all_cached  # the two read directions
+    np.testing.assert_allclose(tab.k[0, 0], -tab.k[1, 0])
+    # the memory budget bounds the geometries kept
+    per = ((engine.kernels._bsgs(epi.n_window)[0] + engine.kernels._bsgs(epi.n_window)[1]) * 1024 + 2048) * 16
+    old = engine.EXACT_TABLE_BYTES
+    try:
+        engine.EXACT_TABLE_BYTES = per
+        tab, all_cached = engine._exact_window_table(epi, 1024, 1024, jnp.float64)
+        assert tab.dt.shape == (1,) and not all_cached
+        engine.EXACT_TABLE_BYTES = per - 1
+        assert engine._exact_window_table(epi, 1024, 1024, jnp.float64) == (None, False)
+    finally:
+        engine.EXACT_TABLE_BYTES = old
+
+
+@pytest.mark.parametrize("case", ["coils", "groups", "partial", "translation"])
+def test_tabled_windows_equal_windows_computed_anew(case, monkeypatch):
+    seq, scanner, motion = epi_like(), IDEAL, None
+    twin = random_twin(n=700, n_coils=2)
+    if case == "groups":  # one spin per voxel, no field map: windows on (x, tissue) groups
+        seq, scanner = cartesian_gre(20, 0.2, tr=8e-3, te=3e-3), mt.Scanner()
+        c = (np.arange(20) - 10) * 0.01
+        x, y = np.meshgrid(c, c, indexing="ij")
+        tissue = np.arange(400) % 3
+        twin = mt.Twin(position=np.c_[x.ravel(), y.ravel(), np.zeros(400)], pd=np.linspace(0.5, 1, 400),
+                       t1=np.array([0.8, 1.2, 2.0])[tissue], t2=np.array([0.05, 0.08, 0.2])[tissue])
+    if case == "partial":  # one geometry tabled, the other computed anew (a cond per window)
+        monkeypatch.setattr(engine, "MAX_EXACT_GEOMETRIES", 1)
+    if case == "translation":
+        motion = mt.Translation(velocity=(0.02, -0.01, 0.0))
+    kw = dict(scanner=scanner, dtype=jnp.float64, return_magnetization=True, motion=motion)
+    out = mt.simulate(twin, seq, **kw)
+    with monkeypatch.context() as mp:
+        _no_table(mp)
+        ref = mt.simulate(twin, seq, **kw)
+    assert _rel(out.samples, ref.samples) < 1e-12
+    np.testing.assert_allclose(np.asarray(out.magnetization), np.asarray(ref.magnetization), atol=1e-12)
+
+
+def test_derivatives_through_tabled_windows(monkeypatch):
+    twin = random_twin(n=300, n_coils=1)
+    seq = epi_like(n=6)
+
+    def loss(t2, pos):
+        tw = twin.replace(t2=t2, position=pos)
+        return jnp.sum(jnp.abs(mt.simulate(tw, seq, scanner=IDEAL, dtype=jnp.float64).samples) ** 2)
+
+    args = (jnp.asarray(twin.t2), jnp.asarray(twin.position))
+    g = jax.grad(loss, argnums=(0, 1))(*args)
+    _no_table(monkeypatch)
+    g_ref = jax.grad(loss, argnums=(0, 1))(*args)
+    assert _rel(g[0], g_ref[0]) < 1e-10
+    assert _rel(g[1], g_ref[1]) < 1e-10
