@@ -655,12 +655,22 @@ def _n_chunks(n_spins: int, chunk: int, n_dev: int) -> int:
 
 def _pack_spins(twin: Twin, sens, chunk: int, dtype, n_dev: int = 1, diffusion: bool = False, perm=None):
     """Per-spin arrays shaped (n_dev, n_chunks per device, chunk), zero-PD padded; in the
-    order ``perm`` (n_spins,) when given (the signal does not depend on the order)."""
-    n = twin.n_spins
-    n_chunks = _n_chunks(n, chunk, n_dev)
+    order ``perm`` (n_spins,) when given (the signal does not depend on the order).
+
+    One jitted call: done op by op, the permutation's gathers and the padding cost
+    milliseconds of dispatch per call, as much as a small simulation itself."""
+    n_chunks = _n_chunks(twin.n_spins, chunk, n_dev)
+    fields = (twin.position, twin.pd, twin.t1, twin.t2, twin.delta_f, twin.b1,
+              twin.diffusion if diffusion else None, None if sens is None else jnp.asarray(sens),
+              None if perm is None else jnp.asarray(perm, jnp.int32))
+    return _pack_arrays(*fields, n_chunks=n_chunks, chunk=chunk, dtype=jnp.dtype(dtype), n_dev=n_dev), n_chunks
+
+
+@functools.partial(jax.jit, static_argnames=("n_chunks", "chunk", "dtype", "n_dev"))
+def _pack_arrays(position, pd, t1, t2, delta_f, b1, diffusion, sens, perm, *, n_chunks, chunk, dtype, n_dev):
+    n = position.shape[0]
     per_dev = n_chunks // n_dev
-    total = n_chunks * chunk
-    pad = total - n
+    pad = n_chunks * chunk - n
 
     def prep(v, fill=0.0):
         v = jnp.asarray(v, dtype)
@@ -670,30 +680,27 @@ def _pack_spins(twin: Twin, sens, chunk: int, dtype, n_dev: int = 1, diffusion: 
             v = jnp.concatenate([v, jnp.full((pad,) + v.shape[1:], fill, dtype)])
         return v.reshape((n_dev, per_dev, chunk) + v.shape[1:])
 
-    pos = jnp.asarray(twin.position, dtype)
-    zeros = jnp.zeros(n, dtype)
+    pos = jnp.asarray(position, dtype)
     coil_re = coil_im = None
     if sens is not None:
-        s = jnp.asarray(sens)
         cdt = jnp.complex128 if dtype == jnp.float64 else jnp.complex64
-        s = s.astype(cdt)
+        s = sens.astype(cdt)
         if perm is not None:
             s = s[:, perm]
         if pad:
             s = jnp.concatenate([s, jnp.zeros((s.shape[0], pad), cdt)], axis=1)
         s = s.reshape(s.shape[0], n_dev, per_dev, chunk).transpose(1, 2, 0, 3)
         coil_re, coil_im = jnp.real(s), jnp.imag(s)
-    spins = Spins(
+    return Spins(
         x=prep(pos[:, 0]), y=prep(pos[:, 1]), z=prep(pos[:, 2]),
-        pd=prep(twin.pd),
-        r1=prep(_rate(jnp.asarray(twin.t1, dtype))),
-        r2=prep(_rate(jnp.asarray(twin.t2, dtype))),
-        df=prep(zeros if twin.delta_f is None else twin.delta_f),
-        b1=prep(jnp.ones(n, dtype) if twin.b1 is None else twin.b1, 1.0),
+        pd=prep(pd),
+        r1=prep(_rate(jnp.asarray(t1, dtype))),
+        r2=prep(_rate(jnp.asarray(t2, dtype))),
+        df=prep(jnp.zeros(n, dtype) if delta_f is None else delta_f),
+        b1=prep(jnp.ones(n, dtype) if b1 is None else b1, 1.0),
         coil_re=coil_re, coil_im=coil_im,
-        diffusion=prep(twin.diffusion) if diffusion else None,
+        diffusion=prep(diffusion) if diffusion is not None else None,
     )
-    return spins, n_chunks
 
 
 _KIND_FIELD = 3  # position of the step kind in the per-step tuple scanned by `_core`
