@@ -226,7 +226,7 @@ def simulate(
         if etab is not None:
             etab = etab._replace(k=jnp.asarray(etab.k, dtype), dt=jnp.asarray(etab.dt, dtype),
                                  count=jnp.asarray(etab.count), step=jnp.asarray(etab.step))
-    d = dseq.astype(dtype)
+    d = _astype(dseq, dtype)
     if wtab is not None:
         wtab = wtab._replace(k=jnp.asarray(wtab.k, dtype), dt=jnp.asarray(wtab.dt, dtype),
                              count=jnp.asarray(wtab.count), step=jnp.asarray(wtab.step))
@@ -414,6 +414,18 @@ def _exact_window_table(dseq: DiscreteSequence, width: int, chunk: int, dtype):
     fields = (dseq.kind, dseq.kstep, dseq.dt, dseq.count)
     if dseq.n_window == 0 or any(isinstance(f, jax.core.Tracer) for f in fields):
         return None, False
+    key = ("exact-windows", id(dseq), width, chunk, jnp.dtype(dtype).name, MAX_EXACT_GEOMETRIES, EXACT_TABLE_BYTES)
+    hit = _GROUP_PLANS.get(key)
+    if hit is not None and hit[1]() is dseq:
+        return hit[2]
+    out = _exact_window_table_compute(dseq, width, chunk, dtype, fields)
+    while len(_GROUP_PLANS) >= 8:
+        _GROUP_PLANS.pop(next(iter(_GROUP_PLANS)))
+    _GROUP_PLANS[key] = (None, weakref.ref(dseq), out)
+    return out
+
+
+def _exact_window_table_compute(dseq: DiscreteSequence, width: int, chunk: int, dtype, fields):
     kind, kstep, dt, count = (np.asarray(f) for f in fields)
     win = np.flatnonzero(kind[: dseq.n_real_steps] == 2)
     npd = np.dtype(jnp.dtype(dtype).name)
@@ -436,15 +448,40 @@ def _exact_window_table(dseq: DiscreteSequence, width: int, chunk: int, dtype):
     return table, bool(np.all(step[win] < len(order)))
 
 
+_CAST: dict = {}  # (id(dseq), dtype) -> (dseq ref, cast dseq); a few entries
+
+
+def _astype(dseq: DiscreteSequence, dtype) -> DiscreteSequence:
+    """``dseq.astype(dtype)``, remembered for the last few sequence objects (the cast is a
+    dozen eager conversions, a few milliseconds of dispatch per call)."""
+    if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(dseq)):
+        return dseq.astype(dtype)
+    key = (id(dseq), jnp.dtype(dtype).name)
+    hit = _CAST.get(key)
+    if hit is not None and hit[0]() is dseq:
+        return hit[1]
+    out = dseq.astype(dtype)
+    while len(_CAST) >= 8:
+        _CAST.pop(next(iter(_CAST)))
+    _CAST[key] = (weakref.ref(dseq), out)
+    return out
+
+
 def _with_groups(spins: Spins, group, first, fields=("x", "y", "z", "df", "r2"), prefix="") -> Spins:
     """``spins`` (n_dev, chunks per device, chunk) with groups attached: ``group``
     (n_chunks, chunk) as ``<prefix>group`` and the ``fields`` of each group's member
     ``first`` (n_chunks, G) as ``<prefix>group_params`` (len(fields), G) per chunk."""
-    shape = spins.x.shape
-    group = jnp.asarray(group).reshape(shape)
-    first = jnp.asarray(first).reshape(shape[:2] + (first.shape[-1],))
-    params = jnp.stack([jnp.take_along_axis(getattr(spins, f), first, axis=2) for f in fields], axis=2)
+    group, params = _group_params(tuple(getattr(spins, f) for f in fields), jnp.asarray(group), jnp.asarray(first))
     return spins._replace(**{prefix + "group": group, prefix + "group_params": params})
+
+
+@jax.jit
+def _group_params(values, group, first):
+    """`_with_groups` in one jitted call (eager gathers cost milliseconds of dispatch)."""
+    shape = values[0].shape
+    first = first.reshape(shape[:2] + (first.shape[-1],))
+    params = jnp.stack([jnp.take_along_axis(v, first, axis=2) for v in values], axis=2)
+    return group.reshape(shape), params
 
 
 def _rf_keys(twin: Twin, axes, npd):
