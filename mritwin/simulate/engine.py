@@ -840,9 +840,7 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                     return lambda m: kernels.window_step_cached(sp, m, dt, count, n_window, readout.window,
                                                                 prepared[g])
 
-                def exact_window(m):
-                    if sp.group is not None:
-                        return kernels.window_step_grouped(sp, m, dt, k, count, n_window)
+                def exact_window(m):  # (on window groups when sp.group is set)
                     return kernels.window_step(sp, m, dt, k, count, n_window)
 
                 def do_window(m):

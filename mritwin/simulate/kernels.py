@@ -43,7 +43,7 @@ class Spins(NamedTuple):
     coil_re: jax.Array | None  # (n_coils, n) or None for a single uniform coil
     coil_im: jax.Array | None
     diffusion: jax.Array | None = None  # D [m^2/s] when the analytic diffusion option is on
-    # window groups (`window_step_grouped`): each spin's group (n,) int32, and the groups'
+    # window groups (`window_step`): each spin's group (n,) int32, and the groups'
     # (x, y, z, Δf, R2) (5, G)
     group: jax.Array | None = None
     group_params: jax.Array | None = None
@@ -203,72 +203,20 @@ def window_step(spins: Spins, m: State, dt, k, count, n_window: int):
     ``Σ_j c_j m_j z_j^n`` with the per-interval factor ``z_j = exp(-dt/T2 - i 2π(k·r + Δf dt))``,
     evaluated as a matrix product ``P @ Q`` with ``Q[j, b] = z_j^b`` and
     ``P[a, j] = c_j m_j z_j^(aB)`` (baby-step giant-step powers): exact, and
-    ``O(n_spins (A + B))`` transcendental-free work plus one complex GEMM.
+    ``O(n_spins (A + B))`` transcendental-free work plus one complex GEMM; the end state in
+    closed form. With window groups (``spins.group``, ``spins.group_params``: spins with the
+    same position along the window's gradients, Δf and T2 share ``z``) each group's
+    ``Σ c_j m_j`` is summed first and the powers run over the G groups instead of the n spins:
+    the same arithmetic on equal values, summed in another order. (`prepare_exact_window`
+    then `window_step_prepared`; the engine prepares windows that repeat once per chunk.)
     """
-    cyc = _cycles(spins, k, dt)
-    sn1, cs1 = sincos_cycles(cyc)
-    e2 = jnp.exp(-spins.r2 * dt)
-    z = jax.lax.complex(e2 * cs1, -e2 * sn1)  # (n,)
-    m0 = jax.lax.complex(m.mx, m.my)
-    if spins.coil_re is None:
-        p0 = m0[None, :]
-    else:
-        p0 = jax.lax.complex(spins.coil_re, spins.coil_im) * m0[None, :]  # (n_coils, n)
-    s = _power_sums(z, p0, n_window)
-    # state after `count` intervals, in closed form
-    sn, c = sincos_cycles(count * cyc)
-    t_tot = count * dt
-    e2t = jnp.exp(-spins.r2 * t_tot)
-    e1t = jnp.exp(-spins.r1 * t_tot)
-    mx = e2t * (m.mx * c + m.my * sn)
-    my = e2t * (m.my * c - m.mx * sn)
-    mz = m.mz * e1t + spins.pd * (1.0 - e1t)
-    return State(mx, my, mz), s
+    return window_step_prepared(spins, m, n_window, prepare_exact_window(spins, dt, k, count, n_window))
 
 
 def _bsgs(n_window: int) -> tuple[int, int]:
     """Giant and baby steps ``(na, nb)`` of the power sums over samples 0..n_window."""
     nb = max(1, int(round((n_window + 1) ** 0.5)))
     return -(-(n_window + 1) // nb), nb
-
-
-def _power_sums(z, p0, n_window: int):
-    """(n_coils, n_window) sums ``s[c, n] = Σ_j p0[c, j] z_j^n``, n = 1..n_window, by
-    baby-step giant-step powers and one complex GEMM (see `window_step`)."""
-    na, nb = _bsgs(n_window)
-    # Powers by a short scan: each power is materialized once (an unrolled chain would be
-    # re-fused by XLA into every consumer, recomputing the chain and its transcendentals).
-    qm = _powers(jnp.ones_like(z), z, nb)  # (nb, n): z^0 .. z^(nb-1)
-    zb = qm[-1] * z
-    pm = _powers(p0, zb[None, :], na)  # (na, n_coils, n)
-    s = jnp.einsum("acn,bn->cab", pm, qm)  # (n_coils, na, nb)
-    return s.reshape(s.shape[0], na * nb)[:, 1:n_window + 1]
-
-
-def window_step_grouped(spins: Spins, m: State, dt, k, count, n_window: int):
-    """`window_step` for spins that fall into groups sharing their per-interval factor
-    ``z`` (the same position along the window's gradients, Δf and T2; ``spins.group``,
-    ``spins.group_params``): each group's ``Σ c_j m_j`` is summed first, the samples are
-    power sums over the G groups instead of the n spins, and each spin's end state takes its
-    group's factors. Exact: the same arithmetic on equal values, summed in another order."""
-    gx, gy, gz, gdf, gr2 = (spins.group_params[i] for i in range(5))
-    n_groups = gx.shape[0]
-    cyc = k[0] * gx + k[1] * gy + k[2] * gz + gdf * dt  # (G,)
-    sn1, cs1 = sincos_cycles(cyc)
-    e2 = jnp.exp(-gr2 * dt)
-    z = jax.lax.complex(e2 * cs1, -e2 * sn1)
-    m0 = jax.lax.complex(m.mx, m.my)
-    w = m0[None, :] if spins.coil_re is None else jax.lax.complex(spins.coil_re, spins.coil_im) * m0[None, :]
-    p0 = jax.vmap(lambda v: jax.ops.segment_sum(v, spins.group, n_groups, indices_are_sorted=True))(w)
-    s = _power_sums(z, p0, n_window)
-    # end state: each group's rotation and relaxation over the whole window, per spin
-    sn, c = sincos_cycles(count * cyc)
-    t_tot = count * dt
-    e2t = jnp.exp(-gr2 * t_tot)
-    rot = jax.lax.complex(e2t * c, -e2t * sn)[spins.group]
-    mxy = m0 * rot
-    e1 = jnp.exp(-spins.r1 * t_tot)
-    return State(jnp.real(mxy), jnp.imag(mxy), m.mz * e1 + spins.pd * (1.0 - e1)), s
 
 
 class WindowPowers(NamedTuple):
@@ -286,7 +234,7 @@ class WindowPowers(NamedTuple):
 
 def prepare_exact_window(spins: Spins, dt, k, count, n_window: int) -> WindowPowers:
     """The factors of a window of ``count`` intervals of ``dt`` with moment ``k`` each, for
-    `window_step_prepared`: the same arithmetic as `window_step` (or `window_step_grouped`),
+    `window_step_prepared`: the per-spin (or per-group) factors of `window_step`,
     done once for all the windows that share this geometry."""
     if spins.group is not None:
         x, y, z_, df, r2 = (spins.group_params[i] for i in range(5))
