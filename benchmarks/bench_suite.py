@@ -35,6 +35,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=None, help="timed runs (default 2 quick, 3 full)")
     p.add_argument("--no-numpy", action="store_true", help="skip the plain-NumPy reference")
     p.add_argument("--nufft", type=float, default=None, metavar="TOL", help="NUFFT readout at this tolerance")
+    p.add_argument("--rf-interp", type=float, default=None, metavar="TOL",
+                   help="interpolated RF pulses at this tolerance (Bloch(rf_interpolation=TOL))")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     p.add_argument("--kernel", choices=("xla", "pallas"), default="xla",
                    help="the XLA engine or the fused Pallas kernel (interpreted on a CPU: checking only)")
@@ -62,7 +64,7 @@ def main(argv=None) -> int:
     for i, name in enumerate(names, 1):
         print(f"[{i}/{len(names)}] {name}", file=sys.stderr, flush=True)
         rec = run_scenario(name, quick=a.quick, repeats=repeats, dtype=a.dtype, with_numpy=not a.no_numpy,
-                           nufft=a.nufft, kernel=a.kernel)
+                           nufft=a.nufft, kernel=a.kernel, rf_interpolation=a.rf_interp)
         records.append(rec)
         line = json.dumps(rec)
         print(line, flush=True)

@@ -257,7 +257,7 @@ def run_gre(n: int, repeats: int = 3, with_numpy: bool = True) -> dict:
 
 #: fields every `run_scenario` record has (values may be None where noted)
 RECORD_FIELDS = (
-    "scenario", "quick", "device", "platform", "cpu_count", "precision", "readout", "n_spins", "n_steps",
+    "scenario", "quick", "device", "platform", "cpu_count", "precision", "readout", "rf", "n_spins", "n_steps",
     "n_steps_padded", "n_samples", "discretize_s", "compile_s", "first_call_s", "run_s", "run_s_all",
     "repeats", "spin_steps_per_s", "compiled_on_first_call", "recompiled_on_new_values", "peak_host_mb", "peak_device_mb",
     "anchor", "note", "params",
@@ -289,7 +289,8 @@ def _peak_device_mb():
 
 
 def run_scenario(name: str, *, quick: bool = False, repeats: int = 3, dtype: str = "float32",
-                 with_numpy: bool = True, nufft: float | None = None, kernel: str = "xla") -> dict:
+                 with_numpy: bool = True, nufft: float | None = None, kernel: str = "xla",
+                 rf_interpolation: float | None = None) -> dict:
     """Time one named scenario (`mritwin.bench_scenarios.SCENARIOS`) and return its record.
 
     The sequence is discretized once (``discretize_s``; with the scenario's method and
@@ -314,6 +315,9 @@ def run_scenario(name: str, *, quick: bool = False, repeats: int = 3, dtype: str
             (``Bloch(kernel="pallas")``, every ADC sample a step, so ``n_steps`` counts the
             stepped sequence). On the CPU it runs in Pallas's interpreter: a correctness
             check, its times mean nothing.
+        rf_interpolation: run with interpolated RF pulses at this tolerance
+            (``Bloch(rf_interpolation=...)``, `mritwin.simulate.interp_rf`), an
+            approximation; ``None``: the scenario's method as it is.
 
     Returns:
         A JSON-ready dict with the `RECORD_FIELDS` (times in s, memory in MB,
@@ -338,6 +342,10 @@ def run_scenario(name: str, *, quick: bool = False, repeats: int = 3, dtype: str
         case = dataclasses.replace(case, method=dataclasses.replace(case.method, kernel="pallas", windows=False))
     if nufft is not None:
         case = dataclasses.replace(case, method=dataclasses.replace(case.method, readout=mt.NUFFTReadout(nufft)))
+    if rf_interpolation is not None:
+        if kernel == "pallas":
+            raise ValueError("interpolated RF pulses are not available with kernel='pallas'")
+        case = dataclasses.replace(case, method=dataclasses.replace(case.method, rf_interpolation=rf_interpolation))
     return run_case(name, case, quick=quick, repeats=repeats, dtype=dtype, with_numpy=with_numpy)
 
 
@@ -385,6 +393,7 @@ def run_case(name: str, case, *, quick: bool = False, repeats: int = 3, dtype: s
         "cpu_count": os.cpu_count(),
         "precision": dtype,
         "readout": "exact" if m.readout is None else f"nufft tol={m.readout.tol:g}",
+        "rf": "exact" if m.rf_interpolation is None else f"interpolated tol={m.rf_interpolation:g}",
         "kernel": m.kernel + ("-interpret" if m.kernel == "pallas" and jax.default_backend() == "cpu" else ""),
         "n_spins": int(twin.n_spins),
         "n_steps": n_steps,
@@ -451,8 +460,12 @@ def records_to_markdown(records) -> str:
         gpu = _fmt(r["run_s"], ".4g") if r.get("platform") == "gpu" else "not measured"
         cpu_run = _fmt(r["run_s"], ".4g") if r.get("platform") != "gpu" else "–"
         sp = r.get("speedup_vs_numpy")
+        label = r["scenario"] + (" (quick)" if r.get("quick") else "")
+        extras = [x for x in (r.get("readout"), r.get("rf")) if x and not x.startswith("exact")]
+        if extras:
+            label += f" ({'; '.join(('RF ' + x) if x.startswith('interp') else x for x in extras)})"
         rows.append(
-            f"| {r['scenario']}{' (quick)' if r.get('quick') else ''} | {r['n_spins']:,} | {r['n_steps']:,} | {r['n_samples']:,} | "
+            f"| {label} | {r['n_spins']:,} | {r['n_steps']:,} | {r['n_samples']:,} | "
             f"{_fmt(r['compile_s'], '.3g')} | {cpu_run} | {r['spin_steps_per_s']:.3g} | "
             f"{_fmt(r.get('numpy_run_s'), '.4g')} | {'–' if sp is None else f'{sp:.3g}×'} | "
             f"{_fmt(r['peak_host_mb'], '.0f')} | {gpu} | {a} |")

@@ -26,6 +26,9 @@ def add_parser(sub):
     p.add_argument("--no-numpy", action="store_true", help="skip the plain-NumPy reference")
     p.add_argument("--nufft", type=float, default=None, metavar="TOL",
                    help="use the NUFFT readout (mritwin.NUFFTReadout) at this tolerance")
+    p.add_argument("--rf-interp", type=float, default=None, metavar="TOL",
+                   help="interpolate RF pulses in the spins' offsets at this tolerance (Bloch(rf_interpolation=TOL)): "
+                        "an approximation, much faster for twins with a field map")
     p.add_argument("--kernel", choices=("xla", "pallas"), default="xla",
                    help="the engine's XLA programs (default) or the fused Pallas kernel (GPU; on a CPU it runs "
                         "in Pallas's interpreter, for checking only)")
@@ -55,6 +58,8 @@ def run(args) -> int:
         raise ValueError(f"--repeats must be >= 1, got {repeats}")
     if args.nufft is not None and not 0 < args.nufft < 1:
         raise ValueError(f"--nufft tolerance must be in (0, 1), got {args.nufft:g}")
+    if args.rf_interp is not None and not 0 < args.rf_interp < 0.1:
+        raise ValueError(f"--rf-interp tolerance must be in (0, 0.1), got {args.rf_interp:g}")
     if args.dtype == "float64":
         import jax
 
@@ -62,6 +67,7 @@ def run(args) -> int:
     for i, name in enumerate(names, 1):
         print(f"[{i}/{len(names)}] {name}{' (quick)' if args.quick else ''}", file=sys.stderr, flush=True)
         rec = run_scenario(name, quick=args.quick, repeats=repeats, dtype=args.dtype,
-                           with_numpy=not args.no_numpy, nufft=args.nufft, kernel=args.kernel)
+                           with_numpy=not args.no_numpy, nufft=args.nufft, kernel=args.kernel,
+                           rf_interpolation=args.rf_interp)
         print(json.dumps(rec), flush=True)
     return 0

@@ -23,10 +23,11 @@ from ..twin.twin import Twin
 from . import kernels
 from .adjoint import reversible_scan
 from .fused_rf import fused_free_steps, fused_rf_steps
+from .interp_rf import interpolated_pulse
 from .kernels import Spins, State
 from .methods import AbstractSimMethod, Bloch
 from .prepared_rf import apply_pulse, prepare_pulse, prepare_pulse_grouped
-from .seqgroups import expand_magnetization, group_weights, plan_sequence_groups
+from .seqgroups import expand_magnetization, group_weights, plan_sequence_groups, unique_rows
 
 __all__ = ["simulate", "trace_count", "spin_sharding"]
 
@@ -171,7 +172,7 @@ def simulate(
     if dseq.n_general and method.readout is None:
         raise ValueError("the DiscreteSequence has general ADC windows (discretize(..., general_windows=True)), "
                          "which only Bloch(readout=NUFFTReadout(...)) evaluates")
-    rftab = rf_kind = ftab = fuse_kind = fftab = free_kind = rf_axes = None
+    rftab = rf_kind = ftab = fuse_kind = fftab = free_kind = rf_axes = rfint = None
     if not models:
         cdt = jnp.complex128 if dtype == jnp.float64 else jnp.complex64
         kind_id = 2 + int(dseq.n_window > 0) + int(dseq.n_general > 0)  # after the other kinds
@@ -179,10 +180,13 @@ def simulate(
         # RF groups only where they let pulses be prepared that would be stepped (played
         # fewer than MIN_REPEATS times): the plans are cached per sequence, the groups cost
         # a sort of the twin on the host
-        grouped = _prepared_pulses(seq, dseq, method, motion, grouped=True) if method.group_spins else plain
-        if grouped[0].n_real_steps < plain[0].n_real_steps:
+        grouped = (_prepared_pulses(seq, dseq, method, motion, grouped=True)
+                   if method.group_spins or method.rf_interpolation is not None else plain)
+        if method.group_spins and grouped[0].n_real_steps < plain[0].n_real_steps:
             rf_axes = _rf_group_axes(twin, dseq, method, motion, chunk, dtype)
-        dseq, rftab = plain if rf_axes is None else grouped
+        if rf_axes is None and method.rf_interpolation is not None:
+            rfint = _interpolation_plan(twin, grouped, rf_kind_id(dseq), method.rf_interpolation, dtype)
+        dseq, rftab = plain if rf_axes is None and rfint is None else grouped
         if rftab is not None:
             rf_kind, kind_id = kind_id, kind_id + 1
             rftab = rftab._replace(dt=jnp.asarray(rftab.dt, dtype), k=jnp.asarray(rftab.k, dtype),
@@ -218,6 +222,11 @@ def simulate(
     if rf_axes is not None:
         spins = _with_groups(spins, *_rf_groups(twin, rf_axes, perm, chunk, n_chunks, dtype),
                              fields=("x", "y", "z", "df", "b1", "r1", "r2"), prefix="rf_")
+    rfint_use = None
+    if rfint is not None:  # interpolated pulses: each spin's tissue, the tables in the engine's dtype
+        spins = spins._replace(tissue=_pack_ids(rfint.tissue, perm, n_chunks, chunk, n_dev))
+        rfint_use = tuple(bool(u) for u in rfint.use)
+        rfint = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), rfint.tables)
     sharding = spin_sharding(devices) if n_dev > 1 else None
     etab, etab_all = None, False
     if readout is None and not method.reversible and not models:
@@ -243,7 +252,7 @@ def simulate(
         rev_kw = {"rev": (jnp.asarray(restore), jnp.asarray(slot)), "n_slots": n_slots}
     core = functools.partial(_core, readout=readout, wtab=wtab, rftab=rftab, rf_kind=rf_kind, ftab=ftab,
                              fuse_kind=fuse_kind, fftab=fftab, free_kind=free_kind, etab=etab,
-                             etab_all=etab_all, **rev_kw)
+                             etab_all=etab_all, rfint=rfint, rfint_use=rfint_use, **rev_kw)
     if models:  # per-spin dynamics: a separate core (issue 9), see _dynamics_entry
         core = functools.partial(_dynamics_entry, models=models, twin=twin, k1=k1)
     samples, mag = core(spins, d, n_chunks=n_chunks, chunk=chunk, n_window=d.n_window,
@@ -518,8 +527,8 @@ def _rf_group_axes(twin: Twin, dseq: DiscreteSequence, method: Bloch, motion, ch
     if hit is not None and hit[0]() is twin:
         return hit[2]
     keys = _rf_keys(twin, axes, np.dtype(jnp.dtype(dtype).name))
-    n_groups = len(np.unique(keys, axis=0)) if keys.size else 0
-    out = axes if 0 < n_groups * 4 <= min(chunk, twin.n_spins) else None
+    rows = unique_rows(keys.T, limit=min(chunk, twin.n_spins) // 4) if keys.size else None
+    out = axes if rows is not None else None
     while len(_GROUP_PLANS) >= 8:
         _GROUP_PLANS.pop(next(iter(_GROUP_PLANS)))
     _GROUP_PLANS[key] = (weakref.ref(twin), None, out)
@@ -538,13 +547,47 @@ def _rf_groups(twin: Twin, axes, perm, chunk: int, n_chunks: int, dtype):
     ids = np.zeros((n_chunks, chunk), np.int32)
     firsts = []
     for c in range(n_chunks):
-        _, first, inv = np.unique(keys[c], axis=0, return_index=True, return_inverse=True)
-        ids[c] = inv.reshape(-1)
+        inv, first = unique_rows(keys[c].T)
+        ids[c] = inv
         firsts.append(first)
     first = np.zeros((n_chunks, max(f.size for f in firsts)), np.int32)
     for c, f in enumerate(firsts):
         first[c, : f.size] = f
     return ids, first
+
+
+def rf_kind_id(dseq: DiscreteSequence) -> int:
+    """The step kind the engine gives prepared pulses (after RF, free, window, general)."""
+    return 2 + int(dseq.n_window > 0) + int(dseq.n_general > 0)
+
+
+def _interpolation_plan(twin: Twin, grouped, rf_kind: int, tol: float, dtype):
+    """The `interp_rf.InterpolationPlan` for the pulses of the plan ``grouped`` = (dseq,
+    table) (every pulse prepared), or None when the twin does not allow one or a pulse
+    played fewer than `MIN_REPEATS` times could not be interpolated (preparing it exactly
+    would cost four times stepping it)."""
+    from .interp_rf import plan_pulse_interpolation
+    from .prepared_rf import MIN_REPEATS
+
+    gseq, table = grouped
+    if table is None:
+        return None
+    m = gseq.n_real_steps
+    kind, count = np.asarray(gseq.kind)[:m], np.asarray(gseq.count)[:m]
+    repeats = np.bincount(count[kind == rf_kind], minlength=table.dt.shape[0])
+    plan = plan_pulse_interpolation(twin, table, tol, dtype, repeats)
+    if plan is None or not plan.use.any() or not plan.use[repeats < MIN_REPEATS].all():
+        return None
+    return plan
+
+
+def _pack_ids(ids, perm, n_chunks: int, chunk: int, n_dev: int):
+    """Per-spin int32 ``ids`` (n,) laid out as the spins: (n_dev, chunks per device, chunk)."""
+    ids = np.asarray(ids, np.int32)
+    if perm is not None:
+        ids = ids[np.asarray(perm)]
+    ids = np.concatenate([ids, np.zeros(n_chunks * chunk - ids.size, np.int32)])
+    return jnp.asarray(ids.reshape(n_dev, n_chunks // n_dev, chunk))
 
 
 _PREPARED_RF: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -558,7 +601,7 @@ def _prepared_pulses(seq, dseq: DiscreteSequence, method: Bloch, motion, grouped
         return dseq, None
     from .prepared_rf import MIN_REPEATS, plan_prepared_rf
 
-    rf_kind = 2 + int(dseq.n_window > 0) + int(dseq.n_general > 0)
+    rf_kind = rf_kind_id(dseq)
     min_repeats = 1 if grouped else MIN_REPEATS
     key = (id(dseq), rf_kind, min_repeats)
     per_seq = _PREPARED_RF.get(seq) if isinstance(seq, Sequence) else None
@@ -787,11 +830,11 @@ def spin_sharding(devices=None):
 
 @functools.partial(jax.jit, static_argnames=("n_chunks", "chunk", "n_window", "checkpoint", "want_mag",
                                               "spoiling", "sharding", "diffusion", "readout", "n_slots",
-                                              "rf_kind", "fuse_kind", "free_kind", "etab_all"))
+                                              "rf_kind", "fuse_kind", "free_kind", "etab_all", "rfint_use"))
 def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, checkpoint, want_mag,
           spoiling=False, sharding=None, diffusion=False, readout=None, rev=None, n_slots=0, wtab=None,
           rftab=None, rf_kind=None, ftab=None, fuse_kind=None, fftab=None, free_kind=None, etab=None,
-          etab_all=False):
+          etab_all=False, rfint=None, rfint_use=None):
     _TRACES["core"] += 1
     n_coils = 1 if spins.coil_re is None else spins.coil_re.shape[2]
     cdt = d.b1dt.dtype
@@ -812,11 +855,15 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
         # exact windows that repeat: their per-spin factors, once per chunk (G, ...)
         wpow = None if etab is None else jax.vmap(
             lambda dt, k, c: kernels.prepare_exact_window(sp, dt, k, c, n_window))(etab.dt, etab.k, etab.count)
-        # RF pulses that repeat: each one's affine map per spin, once per chunk
-        pulses = [] if rftab is None else [
-            (prepare_pulse if sp.rf_group is None else prepare_pulse_grouped)(sp, rftab.dt[p], rftab.k[p],
-                                                                              rftab.b1dt[p])
-            for p in range(rftab.dt.shape[0])]
+        # RF pulses that repeat: each one's affine map per spin, once per chunk (from its
+        # Chebyshev series in the spins' offsets when interpolated)
+        pulses = []
+        for p in range(0 if rftab is None else rftab.dt.shape[0]):
+            if rfint_use is not None and rfint_use[p]:
+                pulses.append(interpolated_pulse(sp, rfint.coef[p], rfint.rate[p], rfint.centre[p], rfint.half[p]))
+            else:
+                prep = prepare_pulse if sp.rf_group is None else prepare_pulse_grouped
+                pulses.append(prep(sp, rftab.dt[p], rftab.k[p], rftab.b1dt[p]))
 
         def body_for(sp, static_kind=None, packed=False):
             # packed: the carry is (mx + i my, mz) instead of a State (see _pack)

@@ -51,6 +51,8 @@ class Spins(NamedTuple):
     # groups' (x, y, z, Δf, B1, R1, R2) (7, G)
     rf_group: jax.Array | None = None
     rf_group_params: jax.Array | None = None
+    # interpolated RF pulses (`interp_rf.interpolated_pulse`): each spin's tissue (n,) int32
+    tissue: jax.Array | None = None
 
 
 class State(NamedTuple):

@@ -142,6 +142,18 @@ class Bloch(AbstractSimMethod):
             gradients on one or two axes only) run once per group with receive weights
             ``Σ PD_j c_j`` (`mritwin.simulate.seqgroups`), when that at least halves the
             spins; not with motion or dynamics.
+        rf_interpolation: ``None`` (default: RF pulses are stepped, or prepared exactly as
+            above) or a tolerance such as ``1e-6``: an approximation, opt-in like the NUFFT
+            ``readout``. A pulse on a constant gradient acts on a spin only through its
+            offset ``v = γ̄G·r + Δf`` and its tissue (B1+, T1, T2), so its affine map is
+            stepped (in float64) only at Chebyshev nodes of ``v`` per tissue and
+            interpolated for every spin (`mritwin.simulate.interp_rf`), the number of
+            terms chosen so that the map's entries (relative to M0) stay within the
+            tolerance at check points between the nodes. For twins with a field map, where
+            no two spins see a pulse alike. Used when the twin has at most 32 tissues and
+            its values are concrete, and per pulse where the gradient is constant during it
+            and the series is cheaper than stepping; other pulses are stepped. Not with
+            motion, dynamics, analytic diffusion or the reversible adjoint.
         kernel: ``"xla"`` (default): the engine as XLA programs, every option above.
             ``"pallas"``: one fused Pallas (Triton) kernel per chunk of spins that keeps the
             magnetization in registers through all steps and reduces each ADC sample per
@@ -172,6 +184,7 @@ class Bloch(AbstractSimMethod):
     fuse_rf: int = eqx.field(default=16, static=True)
     kernel: str = eqx.field(default="xla", static=True)
     group_spins: bool = eqx.field(default=True, static=True)
+    rf_interpolation: float | None = eqx.field(default=None, static=True)
 
     def __check_init__(self):
         if self.reversible_segment is not None and not self.reversible_segment > 0:
@@ -192,6 +205,10 @@ class Bloch(AbstractSimMethod):
                               ("readout", self.readout is not None)):
                 if bad:
                     raise ValueError(f"Bloch(kernel='pallas') does not support {name}; use kernel='xla'")
+        if self.rf_interpolation is not None and not (isinstance(self.rf_interpolation, (float, int))
+                                                      and 0 < self.rf_interpolation < 0.1):
+            raise ValueError(f"Bloch.rf_interpolation must be None or a tolerance between 0 and 0.1 (e.g. 1e-6), "
+                             f"got {self.rf_interpolation!r}")
         if self.chunk_size is not None and (int(self.chunk_size) != self.chunk_size or self.chunk_size < 1):
             raise ValueError(f"Bloch.chunk_size must be a positive integer, got {self.chunk_size}")
 

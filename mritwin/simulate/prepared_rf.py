@@ -230,9 +230,10 @@ class PreparedPulse(NamedTuple):
     b: tuple
 
 
-def prepare_pulse(spins: Spins, dt, k, b1dt) -> PreparedPulse:
+def prepare_pulse(spins: Spins, dt, k, b1dt, unroll: int = 1) -> PreparedPulse:
     """Step one pulse (``dt`` (L,), ``k`` (L, 3), ``b1dt`` (L,)) on the unit vectors and the
-    zero state of every spin: its affine map, exact as stepping the pulse."""
+    zero state of every spin: its affine map, exact as stepping the pulse (``unroll`` steps
+    per loop iteration)."""
     n = spins.x.shape[0]
     dtype = spins.x.dtype
     one, zero = jnp.ones((n,), dtype), jnp.zeros((n,), dtype)
@@ -245,7 +246,7 @@ def prepare_pulse(spins: Spins, dt, k, b1dt) -> PreparedPulse:
         d, kk, b = step
         return kernels.rf_step(sp4, m, d, kk, b), None
 
-    m, _ = jax.lax.scan(body, m0, (dt, k, b1dt))
+    m, _ = jax.lax.scan(body, m0, (dt, k, b1dt), unroll=unroll)
     rows = (m.mx, m.my, m.mz)
     return PreparedPulse(tuple(tuple(r[j] for j in range(3)) for r in rows), tuple(r[3] for r in rows))
 

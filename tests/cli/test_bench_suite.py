@@ -7,7 +7,7 @@ import pytest
 
 import mritwin as mt
 from mritwin.bench_scenarios import SCENARIOS, build_case, mrf_train, scenario_names
-from mritwin.benchmarking import RECORD_FIELDS, numpy_reference
+from mritwin.benchmarking import RECORD_FIELDS, numpy_reference, records_to_markdown
 from mritwin.cli.main import main
 
 
@@ -72,6 +72,20 @@ def test_nufft_readout_option_matches_numpy_reference(capsys):
     assert main(["bench", "--quick", "--scenario", "koma-column", "--nufft", "2"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--nufft tolerance must be in (0, 1)" in err
+
+
+def test_rf_interpolation_option_matches_numpy_reference(capsys):
+    """``--rf-interp TOL`` interpolates the pulse of the susceptibility case (a field map: no
+    two spins see the pulse alike); its signal still matches the independent NumPy stepping."""
+    assert main(["bench", "--quick", "--scenario", "koma-brain-suscept", "--repeats", "1",
+                 "--rf-interp", "1e-6"]) == 0
+    rec = json.loads(capsys.readouterr().out.strip().splitlines()[0])
+    assert rec["rf"] == "interpolated tol=1e-06" and rec["readout"] == "exact"
+    assert rec["max_rel_diff_vs_numpy"] < 1e-3
+    assert "RF interpolated tol=1e-06" in records_to_markdown([rec])
+    assert main(["bench", "--quick", "--scenario", "koma-column", "--rf-interp", "0.5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--rf-interp tolerance must be in (0, 0.1)" in err
 
 
 def test_motion_scenario_matches_numpy_reference():
