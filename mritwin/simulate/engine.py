@@ -228,13 +228,15 @@ def simulate(
         rfint_use = tuple(bool(u) for u in rfint.use)
         rfint = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), rfint.tables)
     sharding = spin_sharding(devices) if n_dev > 1 else None
-    etab, etab_all = None, False
+    etab, etab_all, defer_k = None, False, 0
     if readout is None and not method.reversible and not models:
         width = chunk if groups is None else groups[2].shape[1]
         etab, etab_all = _exact_window_table(dseq, width, chunk, dtype)
+        if etab is not None and method.checkpoint and dseq.wcyc is None:
+            etab, defer_k = _defer_windows(etab, dseq.n_window, 1 if sens is None else sens.shape[0], width, dtype)
         if etab is not None:
-            etab = etab._replace(k=jnp.asarray(etab.k, dtype), dt=jnp.asarray(etab.dt, dtype),
-                                 count=jnp.asarray(etab.count), step=jnp.asarray(etab.step))
+            etab = jax.tree_util.tree_map(jnp.asarray, etab)._replace(k=jnp.asarray(etab.k, dtype),
+                                                                      dt=jnp.asarray(etab.dt, dtype))
     d = _astype(dseq, dtype)
     if wtab is not None:
         wtab = wtab._replace(k=jnp.asarray(wtab.k, dtype), dt=jnp.asarray(wtab.dt, dtype),
@@ -252,7 +254,8 @@ def simulate(
         rev_kw = {"rev": (jnp.asarray(restore), jnp.asarray(slot)), "n_slots": n_slots}
     core = functools.partial(_core, readout=readout, wtab=wtab, rftab=rftab, rf_kind=rf_kind, ftab=ftab,
                              fuse_kind=fuse_kind, fftab=fftab, free_kind=free_kind, etab=etab,
-                             etab_all=etab_all, rfint=rfint, rfint_use=rfint_use, **rev_kw)
+                             etab_all=etab_all, rfint=rfint, rfint_use=rfint_use, defer_k=defer_k,
+                             **rev_kw)
     if models:  # per-spin dynamics: a separate core (issue 9), see _dynamics_entry
         core = functools.partial(_dynamics_entry, models=models, twin=twin, k1=k1)
     samples, mag = core(spins, d, n_chunks=n_chunks, chunk=chunk, n_window=d.n_window,
@@ -407,10 +410,56 @@ class ExactWindowTable(NamedTuple):
     dt: np.ndarray  # (G,) interval [s]
     count: np.ndarray  # (G,) intervals per window
     step: np.ndarray  # (n_steps,) int32
+    # deferred windows (`_defer_windows`): per step its slot in its segment's buffer (K for
+    # none); per geometry its windows' slots in the flattened buffers and their steps
+    slot: np.ndarray | None = None  # (n_steps,) int32
+    slot_idx: np.ndarray | None = None  # (G, M) int32 (S K: unused)
+    slot_step: np.ndarray | None = None  # (G, M) int32 (n_steps: unused)
 
 
 MAX_EXACT_GEOMETRIES = 8
 EXACT_TABLE_BYTES = 256 * 2 ** 20  # per chunk, all geometries together
+DEFER_BYTES = 256 * 2 ** 20  # per chunk: the deferred windows' weights and power tables
+
+
+def _defer_windows(table: ExactWindowTable, n_window: int, n_coils: int, width: int, dtype):
+    """Plan the deferral of the tabled windows' samples (host side): the scan only keeps
+    each window's start weights ``c_j m_j`` (n_coils, width) in a per-segment buffer, and
+    after the scan one matrix product per geometry gives all their samples (a GEMM over all
+    windows at once runs several times faster than one skinny GEMM per window).
+
+    Returns:
+        ``(table with slot, slot_idx and slot_step, K)`` with K the buffer's slots per
+        segment, or ``(table, 0)`` when the buffers and power tables would pass
+        `DEFER_BYTES`.
+    """
+    step = np.asarray(table.step)
+    n_steps = step.shape[0]
+    n_geo = table.dt.shape[0]
+    seg, n_seg = _segments(n_steps)
+    deferred = np.flatnonzero(step < n_geo)
+    if not deferred.size:
+        return table, 0
+    seg_of = deferred // seg
+    counts = np.bincount(seg_of, minlength=n_seg)
+    k = int(counts.max())
+    csize = 2 * np.dtype(jnp.dtype(dtype).name).itemsize
+    if (n_seg * k * n_coils + n_geo * n_window) * width * csize > DEFER_BYTES:
+        return table, 0
+    first = np.r_[0, np.cumsum(counts)[:-1]]
+    pos = np.arange(deferred.size) - first[seg_of]
+    slot = np.full(n_steps, k, np.int32)
+    slot[deferred] = pos
+    flat = seg_of * k + pos
+    geo = step[deferred]
+    per_geo = np.bincount(geo, minlength=n_geo)
+    slot_idx = np.full((n_geo, int(per_geo.max())), n_seg * k, np.int32)
+    slot_step = np.full((n_geo, int(per_geo.max())), n_steps, np.int32)
+    for g in range(n_geo):
+        sel = geo == g
+        slot_idx[g, : per_geo[g]] = flat[sel]
+        slot_step[g, : per_geo[g]] = deferred[sel]
+    return table._replace(slot=slot, slot_idx=slot_idx, slot_step=slot_step), k
 
 
 def _exact_window_table(dseq: DiscreteSequence, width: int, chunk: int, dtype):
@@ -786,21 +835,32 @@ def _pack_arrays(position, pd, t1, t2, delta_f, b1, diffusion, sens, perm, *, n_
 _KIND_FIELD = 3  # position of the step kind in the per-step tuple scanned by `_core`
 
 
-def _segmented_scan(body, init, xs):
+def _segments(n: int) -> tuple[int, int]:
+    """Steps per segment and number of segments of `_segmented_scan` for ``n`` steps."""
+    seg = max(1, int(round(n ** 0.5)))
+    return seg, -(-n // seg)
+
+
+def _segmented_scan(body, init, xs, fresh=None, fills=None):
     """``lax.scan(body, init, xs)`` with memory-bounded reverse mode.
 
     The steps are split into ``S ≈ sqrt(n)`` segments of ``L`` steps; each segment is a
     rematerialized (`jax.checkpoint`) inner scan, so reverse mode stores one state per
     segment plus one segment's intermediates: ``O(sqrt(n_steps))`` states instead of
     ``O(n_steps)``, for about one extra forward pass of compute. The forward pass is
-    unchanged. Steps past ``n`` are padded with no-op steps (free precession of 0 s).
+    unchanged. Steps past ``n`` are padded with no-op steps (free precession of 0 s; the
+    field ``i`` of ``xs`` with ``fills[i]`` instead of 0).
+
+    With ``fresh``, the body's carry is ``(state, buffer)``: each segment starts its buffer
+    from ``fresh`` and the buffers of all segments are returned, stacked, after the
+    outputs: ``state, (ys, buffers)``. (Deferred windows: a buffer in the carry of the
+    whole scan would be stored at every segment boundary in reverse mode.)
     """
     n = xs[0].shape[0]
-    seg = max(1, int(round(n ** 0.5)))
-    n_seg = -(-n // seg)
+    seg, n_seg = _segments(n)
     pad = n_seg * seg - n
     # padding steps are free precession of 0 s (kind 1): a no-op for any step kind table
-    fills = tuple(1 if i == _KIND_FIELD else 0 for i in range(len(xs)))
+    fills = tuple((fills or {}).get(i, 1 if i == _KIND_FIELD else 0) for i in range(len(xs)))
     if pad:
         xs = tuple(jnp.concatenate([x, jnp.full((pad,) + x.shape[1:], f, x.dtype)])
                    for x, f in zip(xs, fills))
@@ -808,11 +868,32 @@ def _segmented_scan(body, init, xs):
 
     @functools.partial(jax.checkpoint, policy=jax.checkpoint_policies.nothing_saveable)
     def segment(m, seg_xs):
-        return jax.lax.scan(body, m, seg_xs)
+        if fresh is None:
+            return jax.lax.scan(body, m, seg_xs)
+        (m, buf), ys = jax.lax.scan(body, (m, fresh), seg_xs)
+        return m, (ys, buf)
 
     m, ys = jax.lax.scan(segment, init, xs)
+    bufs = None
+    if fresh is not None:
+        ys, bufs = ys
     ys = jax.tree_util.tree_map(lambda y: y.reshape((n_seg * seg,) + y.shape[2:])[:n], ys)
-    return m, ys
+    return m, (ys if fresh is None else (ys, bufs))
+
+
+def _deferred_samples(win, bufs, wpow, etab, n_window: int, fused_free: bool):
+    """The samples of the deferred windows, added to the per-step window outputs ``win``
+    (n_steps, n_coils, n_window) (or ``(win, fused free samples)``): per geometry, the
+    weights of its windows (from the segments' buffers ``bufs`` (S, K, n_coils, width)) times
+    its power table ``z^s``, one matrix product for all its windows."""
+    w_all = win[0] if fused_free else win
+    flat = bufs.reshape((-1,) + bufs.shape[2:])
+    flat = jnp.concatenate([flat, jnp.zeros_like(flat[:1])])  # the row of unused slots
+    for g in range(etab.slot_idx.shape[0]):
+        table = kernels.window_power_table(jax.tree_util.tree_map(lambda a, g=g: a[g], wpow), n_window)
+        s = jnp.einsum("kcw,sw->kcs", flat[etab.slot_idx[g]], table)
+        w_all = w_all.at[etab.slot_step[g]].add(s, mode="drop")
+    return (w_all, win[1]) if fused_free else w_all
 
 
 def spin_sharding(devices=None):
@@ -830,11 +911,12 @@ def spin_sharding(devices=None):
 
 @functools.partial(jax.jit, static_argnames=("n_chunks", "chunk", "n_window", "checkpoint", "want_mag",
                                               "spoiling", "sharding", "diffusion", "readout", "n_slots",
-                                              "rf_kind", "fuse_kind", "free_kind", "etab_all", "rfint_use"))
+                                              "rf_kind", "fuse_kind", "free_kind", "etab_all", "rfint_use",
+                                              "defer_k"))
 def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, checkpoint, want_mag,
           spoiling=False, sharding=None, diffusion=False, readout=None, rev=None, n_slots=0, wtab=None,
           rftab=None, rf_kind=None, ftab=None, fuse_kind=None, fftab=None, free_kind=None, etab=None,
-          etab_all=False, rfint=None, rfint_use=None):
+          etab_all=False, rfint=None, rfint_use=None, defer_k=0):
     _TRACES["core"] += 1
     n_coils = 1 if spins.coil_re is None else spins.coil_re.shape[2]
     cdt = d.b1dt.dtype
@@ -871,8 +953,14 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
 
             def body(carry, step):
                 dt, k, b1dt, kind, sample, count, spoil, c0, bstep = step[:9]
+                if defer_k:
+                    carry, buf = carry
                 if spoiling:
                     carry = jax.lax.cond(spoil, lambda c: pack(_spoiled(unpack(c))), lambda c: c, carry)
+                if defer_k:  # a deferred window: keep its start weights, sampled after the scan
+                    slot = step[wg_pos + 1]
+                    buf = jax.lax.cond(slot < defer_k, lambda b: jax.lax.dynamic_update_index_in_dim(
+                        b, kernels.window_weights(sp, unpack(carry), b.shape[-1]), slot, 0), lambda b: b, buf)
 
                 def do_rf(m):
                     return kernels.rf_step(sp, m, dt, k, b1dt, c0), zero_win
@@ -908,6 +996,8 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                             n_geo = etab.dt.shape[0]  # (one geometry: a static index, no slice copy)
                             tab = jax.tree_util.tree_map(lambda a: a[0] if n_geo == 1 else a[jnp.minimum(g, n_geo - 1)],
                                                          wpow)
+                            if defer_k:
+                                return kernels.window_end_prepared(sp, m, tab), zero_win
                             return kernels.window_step_prepared(sp, m, n_window, tab)
 
                         m, s = repeated(m) if etab_all else jax.lax.cond(g < etab.dt.shape[0], repeated,
@@ -970,7 +1060,7 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                 if diffusion:
                     carry = pack(kernels.diffuse(sp, unpack(carry), bstep))
                 single = jax.lax.cond(sample, lambda: kernels.receive(sp, unpack(carry)), lambda: zero_single)
-                return carry, (single, win)
+                return ((carry, buf) if defer_k else carry), (single, win)
             return body
 
         body = body_for(sp, packed=True)
@@ -986,6 +1076,8 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
             steps = steps + (wtab.step,)
         elif etab is not None:
             steps = steps + (etab.step,)
+            if defer_k:
+                steps = steps + (etab.slot,)
         if n_slots:
             def inverse(sp_, m, step, static_kind):
                 dt, k, b1dt, kind, sample, count, spoil, c0, bstep = step[:9]
@@ -1008,6 +1100,13 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                                                steps, rev[0], rev[1], n_slots, kinds=(_KIND_FIELD, n_kinds),
                                                m0_of=lambda sp_: State(sp_.pd, sp_.pd, sp_.pd),
                                                drift_tol=1e-3 if cdt == jnp.complex64 else 1e-8)
+        elif checkpoint and defer_k:
+            width = wpow.qm.shape[-1]
+            fresh = jnp.zeros((defer_k, n_coils, width), cdt)
+            m, ((single, win), bufs) = _segmented_scan(body, _pack(m0), steps, fresh=fresh,
+                                                       fills={len(steps) - 1: defer_k})
+            m = _unpack(m)
+            win = _deferred_samples(win, bufs, wpow, etab, n_window, fftab is not None)
         elif checkpoint:
             m, (single, win) = _segmented_scan(body, _pack(m0), steps)
             m = _unpack(m)

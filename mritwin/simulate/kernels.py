@@ -258,19 +258,37 @@ def prepare_exact_window(spins: Spins, dt, k, count, n_window: int) -> WindowPow
     return WindowPowers(qm, zbp, rot, jnp.exp(-spins.r1 * t_tot))
 
 
-def window_step_prepared(spins: Spins, m: State, n_window: int, tab: WindowPowers):
-    """`window_step` with the window's factors from `prepare_exact_window`: the end state
-    and the (n_coils, n_window) samples, without transcendentals or power loops."""
+def window_weights(spins: Spins, m: State, width: int) -> jax.Array:
+    """(n_coils, width) complex ``c_j m_j`` at a window's start, summed over each window
+    group when ``spins.group`` is set (``width`` groups), else per spin: a window's samples
+    are ``Σ_j weights_j z_j^s``."""
     m0 = jax.lax.complex(m.mx, m.my)
     w = m0[None, :] if spins.coil_re is None else jax.lax.complex(spins.coil_re, spins.coil_im) * m0[None, :]
     if spins.group is not None:
-        n_groups = tab.qm.shape[1]
-        w = jax.vmap(lambda v: jax.ops.segment_sum(v, spins.group, n_groups, indices_are_sorted=True))(w)
+        w = jax.vmap(lambda v: jax.ops.segment_sum(v, spins.group, width, indices_are_sorted=True))(w)
+    return w
+
+
+def window_end_prepared(spins: Spins, m: State, tab: WindowPowers) -> State:
+    """The state at the end of a prepared window (its samples are taken elsewhere)."""
+    mxy = jax.lax.complex(m.mx, m.my) * tab.rot
+    return State(jnp.real(mxy), jnp.imag(mxy), m.mz * tab.e1 + spins.pd * (1.0 - tab.e1))
+
+
+def window_power_table(tab: WindowPowers, n_window: int) -> jax.Array:
+    """(n_window, G) ``z^s`` for s = 1..n_window from the baby and giant steps."""
+    full = (tab.zbp[:, None, :] * tab.qm[None, :, :]).reshape(-1, tab.qm.shape[1])
+    return full[1:n_window + 1]
+
+
+def window_step_prepared(spins: Spins, m: State, n_window: int, tab: WindowPowers):
+    """`window_step` with the window's factors from `prepare_exact_window`: the end state
+    and the (n_coils, n_window) samples, without transcendentals or power loops."""
+    w = window_weights(spins, m, tab.qm.shape[1])
     pm = w[:, None, :] * tab.zbp[None]  # (n_coils, na, G)
     s = jnp.einsum("can,bn->cab", pm, tab.qm)
     s = s.reshape(s.shape[0], -1)[:, 1:n_window + 1]
-    mxy = m0 * tab.rot
-    return State(jnp.real(mxy), jnp.imag(mxy), m.mz * tab.e1 + spins.pd * (1.0 - tab.e1)), s
+    return window_end_prepared(spins, m, tab), s
 
 
 # ---- NUFFT readout (see `mritwin.simulate.methods.NUFFTReadout`) ----------------------

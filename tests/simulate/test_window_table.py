@@ -56,6 +56,63 @@ def test_the_table_finds_the_repeated_geometries():
         engine.EXACT_TABLE_BYTES = old
 
 
+def test_deferred_windows_get_one_slot_each():
+    """Each tabled window keeps its start weights in one slot of its segment's buffer; the
+    samples come from one product per geometry after the scan."""
+    epi = mt.discretize(epi_like(n=40), IDEAL)
+    tab, _ = engine._exact_window_table(epi, 512, 512, jnp.float32)
+    out, k = engine._defer_windows(tab, epi.n_window, 2, 512, jnp.float32)
+    n_steps = epi.dt.shape[0]
+    seg, n_seg = engine._segments(n_steps)
+    windows = np.flatnonzero(np.asarray(tab.step) < 2)
+    assert windows.size == 40 and k >= 1
+    # slots: distinct within a segment, K (none) elsewhere
+    assert np.all(out.slot[np.asarray(tab.step) >= 2] == k)
+    pairs = {(w // seg, int(out.slot[w])) for w in windows}
+    assert len(pairs) == 40 and max(p[1] for p in pairs) == k - 1
+    # per geometry: every window once, with its step; the padding points nowhere
+    idx, steps = out.slot_idx[out.slot_idx < n_seg * k], out.slot_step[out.slot_step < n_steps]
+    np.testing.assert_array_equal(np.sort(steps), windows)
+    np.testing.assert_array_equal(np.sort(idx), np.sort([(w // seg) * k + out.slot[w] for w in windows]))
+    for g in range(2):
+        live = out.slot_step[g] < n_steps
+        assert np.all(np.asarray(tab.step)[out.slot_step[g][live]] == g)
+    # over the memory budget: not deferred
+    old = engine.DEFER_BYTES
+    try:
+        engine.DEFER_BYTES = 1000
+        assert engine._defer_windows(tab, epi.n_window, 2, 512, jnp.float32)[1] == 0
+    finally:
+        engine.DEFER_BYTES = old
+
+
+@pytest.mark.parametrize("chunk", [None, 256])
+def test_deferred_samples_equal_samples_in_the_scan(chunk, monkeypatch):
+    """Windows sampled after the scan (default, with checkpointing) against windows sampled
+    in it (``checkpoint=False`` keeps them in the scan); coils, two read directions, three
+    chunks; and the derivatives."""
+    twin = random_twin(n=700, n_coils=2)
+    seq = epi_like(n=10)
+    kw = dict(scanner=IDEAL, dtype=jnp.float64, return_magnetization=True)
+    traced = []
+    original = engine._deferred_samples
+    monkeypatch.setattr(engine, "_deferred_samples", lambda *a: traced.append(1) or original(*a))
+    out = mt.simulate(twin, seq, method=mt.Bloch(chunk_size=chunk), **kw)
+    assert traced  # (the deferred path was compiled: this is not the in-scan path twice)
+    ref = mt.simulate(twin, seq, method=mt.Bloch(chunk_size=chunk, checkpoint=False), **kw)
+    assert _rel(out.samples, ref.samples) < 1e-12
+    np.testing.assert_allclose(np.asarray(out.magnetization), np.asarray(ref.magnetization), atol=1e-12)
+
+    def loss(t2, method):
+        s = mt.simulate(twin.replace(t2=t2), seq, scanner=IDEAL, dtype=jnp.float64, method=method).samples
+        return jnp.sum(jnp.abs(s) ** 2)
+
+    t2 = jnp.asarray(twin.t2)
+    g = jax.grad(loss)(t2, mt.Bloch(chunk_size=chunk))
+    g_ref = jax.grad(loss)(t2, mt.Bloch(chunk_size=chunk, checkpoint=False))
+    assert _rel(g, g_ref) < 1e-10
+
+
 @pytest.mark.parametrize("case", ["coils", "groups", "partial", "translation"])
 def test_tabled_windows_equal_windows_computed_anew(case, monkeypatch):
     seq, scanner, motion = epi_like(), IDEAL, None
