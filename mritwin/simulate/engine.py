@@ -176,21 +176,21 @@ def simulate(
     if not models:
         cdt = jnp.complex128 if dtype == jnp.float64 else jnp.complex64
         kind_id = 2 + int(dseq.n_window > 0) + int(dseq.n_general > 0)  # after the other kinds
-        plain = _prepared_pulses(seq, dseq, method, motion)
+        plain = _prepared_pulses(seq, dseq, method)
         # RF groups only where they let pulses be prepared that would be stepped (played
         # fewer than MIN_REPEATS times): the plans are cached per sequence, the groups cost
         # a sort of the twin on the host
-        grouped = (_prepared_pulses(seq, dseq, method, motion, grouped=True)
+        grouped = (_prepared_pulses(seq, dseq, method, grouped=True)
                    if method.group_spins or method.rf_interpolation is not None else plain)
         if method.group_spins and grouped[0].n_real_steps < plain[0].n_real_steps:
-            rf_axes = _rf_group_axes(twin, dseq, method, motion, chunk, dtype)
+            rf_axes = _rf_group_axes(twin, dseq, method, chunk, dtype)
         if rf_axes is None and method.rf_interpolation is not None:
             rfint = _interpolation_plan(twin, grouped, rf_kind_id(dseq), method.rf_interpolation, dtype)
         dseq, rftab = plain if rf_axes is None and rfint is None else grouped
         if rftab is not None:
             rf_kind, kind_id = kind_id, kind_id + 1
             rftab = rftab._replace(dt=jnp.asarray(rftab.dt, dtype), k=jnp.asarray(rftab.k, dtype),
-                                   b1dt=jnp.asarray(rftab.b1dt, cdt))
+                                   b1dt=jnp.asarray(rftab.b1dt, cdt), c0=jnp.asarray(rftab.c0, dtype))
         # stepped RF pulses, then stepped free precession (spiral ADC samples), S at a time
         dseq, ftab = _fused_steps(seq, dseq, method, kind_id, 0)
         if ftab is not None:
@@ -556,11 +556,11 @@ def _rf_keys(twin: Twin, axes, npd):
     return np.stack(cols, 1)
 
 
-def _rf_group_axes(twin: Twin, dseq: DiscreteSequence, method: Bloch, motion, chunk: int, dtype):
+def _rf_group_axes(twin: Twin, dseq: DiscreteSequence, method: Bloch, chunk: int, dtype):
     """The gradient axes of the RF steps when RF pulses should be prepared on groups of
     spins (`Bloch.group_spins`): the twin's values and the RF steps are concrete, and the
     spins form at most ``chunk / 4`` groups; else None."""
-    if (not method.group_spins or not method.prepare_pulses or method.reversible or motion is not None
+    if (not method.group_spins or not method.prepare_pulses or method.reversible
             or method.analytic_diffusion or method.readout is not None):
         return None
     fields = (twin.position, twin.delta_f, twin.b1, twin.t1, twin.t2, dseq.kstep, dseq.kind)
@@ -642,11 +642,13 @@ def _pack_ids(ids, perm, n_chunks: int, chunk: int, n_dev: int):
 _PREPARED_RF: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _prepared_pulses(seq, dseq: DiscreteSequence, method: Bloch, motion, grouped: bool = False):
+def _prepared_pulses(seq, dseq: DiscreteSequence, method: Bloch, grouped: bool = False):
     """``(dseq, table)``: the RF pulses that repeat (every pulse when ``grouped``: they
     are prepared on groups of spins) as single steps (`prepared_rf`), or ``(dseq, None)``.
-    Cached per sequence object (the grouping loops over the pulses on the host)."""
-    if not method.prepare_pulses or method.reversible or motion is not None or method.analytic_diffusion:
+    Cached per sequence object (the grouping loops over the pulses on the host). Rigid
+    motion is in the steps already (their k-vectors and common phases ``cyc0``), so a
+    pulse of a moving twin is prepared from the same steps it would be stepped with."""
+    if not method.prepare_pulses or method.reversible or method.analytic_diffusion:
         return dseq, None
     from .prepared_rf import MIN_REPEATS, plan_prepared_rf
 
@@ -945,7 +947,7 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                 pulses.append(interpolated_pulse(sp, rfint.coef[p], rfint.rate[p], rfint.centre[p], rfint.half[p]))
             else:
                 prep = prepare_pulse if sp.rf_group is None else prepare_pulse_grouped
-                pulses.append(prep(sp, rftab.dt[p], rftab.k[p], rftab.b1dt[p]))
+                pulses.append(prep(sp, rftab.dt[p], rftab.k[p], rftab.b1dt[p], rftab.c0[p]))
 
         def body_for(sp, static_kind=None, packed=False):
             # packed: the carry is (mx + i my, mz) instead of a State (see _pack)

@@ -121,11 +121,11 @@ def _evaluate(c: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 @jax.jit
-def _step_nodes(spins: Spins, dt, k, b1dt):
-    return prepare_pulse(spins, dt, k, b1dt, unroll=4)  # (few spins: loop overhead matters)
+def _step_nodes(spins: Spins, dt, k, b1dt, c0):
+    return prepare_pulse(spins, dt, k, b1dt, c0, unroll=4)  # (few spins: loop overhead matters)
 
 
-def _node_maps(v: np.ndarray, tissues: np.ndarray, dt, b1dt) -> np.ndarray:
+def _node_maps(v: np.ndarray, tissues: np.ndarray, dt, b1dt, c0) -> np.ndarray:
     """(len(v), Q, 12) pulse maps stepped in float64 at offsets ``v`` [Hz] for the tissue
     rows ``tissues`` (Q, 3) = (B1+, R1, R2): the engine's own RF steps at the origin."""
     n_v, n_q = v.size, tissues.shape[0]
@@ -140,18 +140,18 @@ def _node_maps(v: np.ndarray, tissues: np.ndarray, dt, b1dt) -> np.ndarray:
         zero = f(np.zeros(size))
         sp = Spins(x=zero, y=zero, z=zero, pd=f(np.ones(size)), r1=f(tq[:, 1]), r2=f(tq[:, 2]), df=f(vv),
                    b1=f(tq[:, 0]), coil_re=None, coil_im=None)
-        p = _step_nodes(sp, f(dt), f(np.zeros((dt.size, 3))), jnp.asarray(b1dt, jnp.complex128))
+        p = _step_nodes(sp, f(dt), f(np.zeros((dt.size, 3))), jnp.asarray(b1dt, jnp.complex128), f(c0))
         out = np.stack([np.asarray(p.a[i][j]) for i in range(3) for j in range(3)]
                        + [np.asarray(p.b[i]) for i in range(3)], -1)
     return out[:n].reshape(n_v, n_q, 12)
 
 
-def _fit(dt, b1dt, tissues, centre, half, tol, max_terms):
+def _fit(dt, b1dt, c0, tissues, centre, half, tol, max_terms):
     """Coefficients (N, Q, 12), the coarser series' error at the check points, or a reason."""
     n = 4
     for m in LEVELS:
         x = _lobatto(m)
-        vals = _node_maps(centre + half * x, tissues, dt, b1dt)
+        vals = _node_maps(centre + half * x, tissues, dt, b1dt, c0)
         while 2 * n <= m:
             if 2 * n > max_terms:
                 return None, np.nan, f"needs more than {max_terms} terms to be cheaper than stepping"
@@ -193,11 +193,11 @@ def plan_pulse_interpolation(twin, table: PulseTable, tol: float, dtype, repeats
                        1).astype(np.float64)
     pos = np.asarray(twin.position, np.float64)
     df = _col(twin.delta_f, n, 0.0)
-    dts, ks, b1s = (np.asarray(a) for a in table)
+    dts, ks, b1s, c0s = (np.asarray(a) for a in table)
     n_p = dts.shape[0]
     repeats = np.ones(n_p) if repeats is None else np.asarray(repeats, np.float64)
     digest = hashlib.sha1()
-    for a in (dts, ks, b1s, tissues, np.float64(tol), repeats):
+    for a in (dts, ks, b1s, c0s, tissues, np.float64(tol), repeats):
         digest.update(np.ascontiguousarray(a).tobytes())
     rates, centres, halves = np.zeros((n_p, 3)), np.zeros(n_p), np.ones(n_p)
     for p in range(n_p):
@@ -229,7 +229,7 @@ def plan_pulse_interpolation(twin, table: PulseTable, tol: float, dtype, repeats
                 fits.append(None)
                 reasons.append("the gradient changes during the pulse")
                 continue
-            c, err, why = _fit(dts[p], b1s[p], tissues, centres[p], halves[p], tol, budget)
+            c, err, why = _fit(dts[p], b1s[p], c0s[p], tissues, centres[p], halves[p], tol, budget)
             fits.append(c)
             errors[p] = err
             reasons.append(why)

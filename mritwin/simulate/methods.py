@@ -112,8 +112,10 @@ class Bloch(AbstractSimMethod):
             gradients (any phase offset) is stepped once per chunk of spins into a per-spin
             affine map (`mritwin.simulate.prepared_rf`), then applied in one step wherever
             it plays: the same result to float rounding, far fewer steps for shaped pulses.
-            Needs concrete sequence values; not used with ``reversible=True``, motion,
-            dynamics or ``analytic_diffusion``.
+            Needs concrete sequence values; not used with ``reversible=True``, dynamics or
+            ``analytic_diffusion``. With rigid motion a pulse is prepared from the steps it
+            would be stepped with (their k-vectors and the motion's phase common to all
+            spins), so plays at different times of a moving twin are different pulses.
         fuse_rf: steps applied per engine step where a pulse is stepped (a pulse played
             once, or with traced values) and where ADC samples are steps (time-varying
             readout gradients; ``windows=False``): runs of this many RF steps of equal
@@ -136,8 +138,9 @@ class Bloch(AbstractSimMethod):
             are prepared on the groups (see ``prepare_pulses``) instead of stepped for
             every spin. The same result to float rounding. Planned on the host when the
             twin's values and the sequence's gradients are concrete, and used when the
-            groups at least quarter the work; never with a NUFFT ``readout``, motion, the
-            reversible adjoint or analytic diffusion. Whole sequence: spins that no
+            groups at least quarter the work; never with a NUFFT ``readout``, the
+            reversible adjoint or analytic diffusion (windows: nor with motion). Whole
+            sequence: spins that no
             gradient of the sequence tells apart (a sequence without gradients, or with
             gradients on one or two axes only) run once per group with receive weights
             ``Σ PD_j c_j`` (`mritwin.simulate.seqgroups`), when that at least halves the
@@ -152,8 +155,10 @@ class Bloch(AbstractSimMethod):
             tolerance at check points between the nodes. For twins with a field map, where
             no two spins see a pulse alike. Used when the twin has at most 32 tissues and
             its values are concrete, and per pulse where the gradient is constant during it
-            and the series is cheaper than stepping; other pulses are stepped. Not with
-            motion, dynamics, analytic diffusion or the reversible adjoint.
+            and the series is cheaper than stepping; other pulses are stepped. With a
+            rigid translation its phase common to all spins is part of the pulse (a
+            rotation changes the gradient in the twin's frame: stepped). Not with
+            dynamics, analytic diffusion or the reversible adjoint.
         kernel: ``"xla"`` (default): the engine as XLA programs, every option above.
             ``"pallas"``: one fused Pallas (Triton) kernel per chunk of spins that keeps the
             magnetization in registers through all steps and reduces each ADC sample per

@@ -47,11 +47,14 @@ class PulseTable(NamedTuple):
         dt: (P, L) step durations [s].
         k: (P, L, 3) gradient moments of the steps [1/m].
         b1dt: (P, L) complex B1 integrals of the steps [cycles], at phase offset 0.
+        c0: (P, L) phase common to all spins in each step [cycles] (a rigid translation's
+            ``cyc0``; zeros without motion).
     """
 
     dt: np.ndarray
     k: np.ndarray
     b1dt: np.ndarray
+    c0: np.ndarray
 
 
 def _concrete(x):
@@ -88,26 +91,27 @@ def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int, min_repeats: int = MI
         ``(dseq, table)``: the sequence with each repeated pulse as one step of kind
         ``kind_id`` (``count`` = which prepared pulse, ``b1dt`` = ``exp(iα)`` of its phase
         offset, ``dt`` its duration), and the `PulseTable`; or ``(dseq, None)`` when no
-        pulse qualifies, or the sequence has traced values, motion, diffusion weighting or
-        RF during ADC sampling.
+        pulse qualifies, or the sequence has traced values, diffusion weighting or RF
+        during ADC sampling. A translation's common phase per step (``cyc0``) belongs to
+        the pulse: plays at other times of a moving twin are other pulses.
     """
     m = dseq.n_real_steps
     fields = {f: _concrete(getattr(dseq, f)) for f in
               ("dt", "t", "kstep", "b1dt", "kind", "sample", "count", "spoil", "cyc0", "bstep", "out_index")}
-    if any(v is None for v in fields.values()) or dseq.wcyc is not None:
+    if any(v is None for v in fields.values()):
         return dseq, None
-    if np.any(fields["cyc0"][:m] != 0) or np.any(fields["bstep"][:m] != 0):
+    if np.any(fields["bstep"][:m] != 0):
         return dseq, None
     kind = fields["kind"][:m]
     starts, stops = _runs(kind)
     if not starts.size:
         return dseq, None
     sample, spoil = fields["sample"][:m], fields["spoil"][:m]
-    dt, kst, b1 = fields["dt"][:m], fields["kstep"][:m], fields["b1dt"][:m]
-    # group the runs by shape: durations, moments and B1 up to a common phase, equal to
-    # 1e-10 of each field's largest value (float rounding apart); candidates are found
-    # by a coarse hash (1e-7), then compared
-    scales = [max(float(np.abs(x).max()), 1e-300) for x in (dt, kst, b1)]
+    dt, kst, b1, cyc = fields["dt"][:m], fields["kstep"][:m], fields["b1dt"][:m], fields["cyc0"][:m]
+    # group the runs by shape: durations, moments, B1 up to a common phase and the common
+    # phases, equal to 1e-10 of each field's largest value (float rounding apart);
+    # candidates are found by a coarse hash (1e-7), then compared
+    scales = [max(float(np.abs(x).max()), 1e-300) for x in (dt, kst, b1, cyc)]
     buckets: dict = {}
     groups = []  # [(dt, k, shape), [runs]]
     phases = np.zeros(starts.size, complex)
@@ -119,7 +123,7 @@ def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int, min_repeats: int = MI
             continue
         ph = b1[ref] / abs(b1[ref])
         phases[r] = ph
-        vals = (dt[a:b], kst[a:b], b1[a:b] * np.conj(ph))
+        vals = (dt[a:b], kst[a:b], b1[a:b] * np.conj(ph), cyc[a:b])
         coarse = (b - a,) + tuple(_key(v, 1e-7 * sc) for v, sc in zip(vals, scales))
         for g in buckets.setdefault(coarse, []):
             rep = groups[g][0]
@@ -142,12 +146,14 @@ def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int, min_repeats: int = MI
     t_dt = np.zeros((n_p, length))
     t_k = np.zeros((n_p, length, 3))
     t_b1 = np.zeros((n_p, length), complex)
+    t_c0 = np.zeros((n_p, length))
     pulse_of_run = np.full(starts.size, -1)
     for p, runs in enumerate(chosen):
         a, b = starts[runs[0]], stops[runs[0]]
         t_dt[p, :b - a] = dt[a:b]
         t_k[p, :b - a] = kst[a:b]
         t_b1[p, :b - a] = b1[a:b] * np.conj(phases[runs[0]])
+        t_c0[p, :b - a] = cyc[a:b]
         pulse_of_run[runs] = p
 
     # the shorter step list: each prepared run becomes its first step, retyped
@@ -159,9 +165,10 @@ def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int, min_repeats: int = MI
         new["dt"][a] = dt[a:b].sum()
         new["kstep"][a] = kst[a:b].sum(0)
         new["b1dt"][a] = phases[r]
+        new["cyc0"][a] = 0.0  # (in the table)
         new["kind"][a] = kind_id
         new["count"][a] = pulse_of_run[r]
-    return shorten_steps(dseq, keep, new), PulseTable(t_dt, t_k, t_b1)
+    return shorten_steps(dseq, keep, new), PulseTable(t_dt, t_k, t_b1, t_c0)
 
 
 def shorten_steps(dseq: DiscreteSequence, keep: np.ndarray, new: dict, fused=None) -> DiscreteSequence:
@@ -230,10 +237,10 @@ class PreparedPulse(NamedTuple):
     b: tuple
 
 
-def prepare_pulse(spins: Spins, dt, k, b1dt, unroll: int = 1) -> PreparedPulse:
-    """Step one pulse (``dt`` (L,), ``k`` (L, 3), ``b1dt`` (L,)) on the unit vectors and the
-    zero state of every spin: its affine map, exact as stepping the pulse (``unroll`` steps
-    per loop iteration)."""
+def prepare_pulse(spins: Spins, dt, k, b1dt, c0=None, unroll: int = 1) -> PreparedPulse:
+    """Step one pulse (``dt`` (L,), ``k`` (L, 3), ``b1dt`` (L,), common phases ``c0`` (L,)
+    or None) on the unit vectors and the zero state of every spin: its affine map, exact as
+    stepping the pulse (``unroll`` steps per loop iteration)."""
     n = spins.x.shape[0]
     dtype = spins.x.dtype
     one, zero = jnp.ones((n,), dtype), jnp.zeros((n,), dtype)
@@ -243,15 +250,15 @@ def prepare_pulse(spins: Spins, dt, k, b1dt, unroll: int = 1) -> PreparedPulse:
     sp4 = spins._replace(pd=jnp.stack([zero, zero, zero, spins.pd]))
 
     def body(m, step):
-        d, kk, b = step
-        return kernels.rf_step(sp4, m, d, kk, b), None
+        d, kk, b, c = step
+        return kernels.rf_step(sp4, m, d, kk, b, c), None
 
-    m, _ = jax.lax.scan(body, m0, (dt, k, b1dt), unroll=unroll)
+    m, _ = jax.lax.scan(body, m0, (dt, k, b1dt, jnp.zeros_like(dt) if c0 is None else c0), unroll=unroll)
     rows = (m.mx, m.my, m.mz)
     return PreparedPulse(tuple(tuple(r[j] for j in range(3)) for r in rows), tuple(r[3] for r in rows))
 
 
-def prepare_pulse_grouped(spins: Spins, dt, k, b1dt) -> PreparedPulse:
+def prepare_pulse_grouped(spins: Spins, dt, k, b1dt, c0=None) -> PreparedPulse:
     """`prepare_pulse` on the spins' RF groups (``spins.rf_group`` (n,), the groups'
     (x, y, z, Δf, B1, R1, R2) in ``spins.rf_group_params`` (7, G)): stepped for one member
     of each group with unit PD, then each spin takes its group's map (the offset ``b`` is
@@ -260,7 +267,7 @@ def prepare_pulse_grouped(spins: Spins, dt, k, b1dt) -> PreparedPulse:
     ones = jnp.ones_like(gp[0])
     reps = Spins(x=gp[0], y=gp[1], z=gp[2], pd=ones, r1=gp[5], r2=gp[6], df=gp[3], b1=gp[4],
                  coil_re=None, coil_im=None)
-    p = prepare_pulse(reps, dt, k, b1dt)
+    p = prepare_pulse(reps, dt, k, b1dt, c0)
     g = spins.rf_group
     return PreparedPulse(tuple(tuple(p.a[i][j][g] for j in range(3)) for i in range(3)),
                          tuple(p.b[i][g] * spins.pd for i in range(3)))

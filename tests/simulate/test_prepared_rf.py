@@ -133,3 +133,35 @@ def test_gradients_through_prepared_pulses_agree_with_stepping():
     g = jax.grad(loss, argnums=(0, 1))(*args, mt.Bloch())
     for a, b in zip(g, g_ref):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-8, atol=1e-10 * float(jnp.abs(b).max()))
+
+
+@pytest.mark.parametrize("velocity", [(0.03, -0.02, 0.0), (0.02, 0.0, 0.01)])
+def test_pulses_of_a_translating_twin_equal_stepping(velocity):
+    """A translation puts a phase common to all spins into every step (``cyc0``); it is part
+    of the prepared pulse. In-plane motion leaves the slice pulses alike (prepared once);
+    through-plane motion makes each play another pulse (prepared on RF groups: a voxel grid
+    in one slice with three tissues and no field map)."""
+    n = 8
+    c = (np.arange(n) - n / 2) * 0.2 / n
+    x, y = np.meshgrid(c, c, indexing="ij")
+    tissue = np.arange(n * n) % 3
+    twin = mt.Twin(position=np.c_[x.ravel(), y.ravel(), np.zeros(n * n)], pd=np.linspace(0.5, 1, n * n),
+                   t1=np.array([0.8, 1.2, 2.0])[tissue], t2=np.array([0.05, 0.08, 0.2])[tissue])
+    seq = _sinc_gre(n, 0.2)
+    motion = mt.Translation(velocity=velocity)
+    d = discretize(seq, IDEAL, motion=motion)
+    kind = np.asarray(d.kind)[: d.n_real_steps]
+    moving = np.abs(np.asarray(d.cyc0)[: d.n_real_steps][kind == 0]).max() > 0
+    assert moving == (velocity[2] != 0)
+    ref = mt.simulate(twin, seq, scanner=IDEAL, motion=motion, dtype=jnp.float64, return_magnetization=True,
+                      method=mt.Bloch(prepare_pulses=False, fuse_rf=1, group_spins=False))
+    for method in (mt.Bloch(), mt.Bloch(group_spins=False)):
+        got = mt.simulate(twin, seq, scanner=IDEAL, motion=motion, dtype=jnp.float64, return_magnetization=True,
+                          method=method)
+        scale = np.abs(np.asarray(ref.samples)).max()
+        assert np.abs(np.asarray(got.samples) - np.asarray(ref.samples)).max() <= 1e-11 * scale
+        assert np.abs(np.asarray(got.magnetization) - np.asarray(ref.magnetization)).max() <= 1e-11
+    # the pulses were prepared: one shape in-plane (phase offsets apart), one per play through-plane
+    short, table = plan_prepared_rf(d, 3, min_repeats=1)
+    assert table.dt.shape[0] == (min(n, 8) if moving else 1)
+    assert np.abs(table.c0).max() > 0 if moving else np.all(table.c0 == 0)
