@@ -106,7 +106,7 @@ def test_a_pulse_played_once_is_prepared_on_rf_groups(coils):
     twin = base.replace(position=np.c_[np.asarray(base.position)[:, :2], z],
                         b1=rng.choice([0.9, 1.05], base.n_spins))
     dseq = mt.discretize(seq, scanner)
-    assert engine._rf_group_axes(twin, dseq, mt.Bloch(), None, 512, jnp.float64) == (False, False, True)
+    assert engine._rf_group_axes(twin, dseq, mt.Bloch(), 512, jnp.float64) == (False, False, True)
     kw = dict(scanner=scanner, dtype=jnp.float64, return_magnetization=True)
     ref = mt.simulate(twin, seq, method=mt.Bloch(group_spins=False, chunk_size=512), **kw)
     out = mt.simulate(twin, seq, method=mt.Bloch(chunk_size=512), **kw)
@@ -114,7 +114,7 @@ def test_a_pulse_played_once_is_prepared_on_rf_groups(coils):
     np.testing.assert_allclose(np.asarray(out.magnetization), np.asarray(ref.magnetization), atol=1e-11)
     # a B1 map that differs per spin: a group per spin, so the pulse is stepped as before
     mapped = twin.replace(b1=rng.uniform(0.8, 1.2, twin.n_spins))
-    assert engine._rf_group_axes(mapped, dseq, mt.Bloch(), None, 512, jnp.float64) is None
+    assert engine._rf_group_axes(mapped, dseq, mt.Bloch(), 512, jnp.float64) is None
 
 
 def test_gradient_through_a_pulse_prepared_on_rf_groups():
