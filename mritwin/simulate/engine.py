@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import warnings
 import weakref
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -126,6 +127,47 @@ def simulate(
         raise NotImplementedError("Bloch(kernel='pallas') does not simulate dynamics=...; use kernel='xla'")
     if pallas and dtype == jnp.float64:
         raise ValueError("Bloch(kernel='pallas') runs in float32; use kernel='xla' for dtype=float64")
+    run_key = _run_key(twin, seq, coils, scanner, method, dtype, return_magnetization, motion, models)
+    run = _cached_run(run_key, twin, seq)
+    if run is None:
+        run = _plan(twin, seq, scanner, coils, method, dtype, return_magnetization, motion, models)
+        _remember_run(run_key, twin, seq, run)
+    if twin.t2_prime is not None and _any_finite(twin.t2_prime):
+        warnings.warn(
+            "twin.t2_prime is set but each spin is one isochromat, so reversible T2' "
+            "dephasing is not simulated; spread spins with mritwin.with_isochromats(twin, n, "
+            "voxel_size) to model T2*",
+            stacklevel=2,
+        )
+    samples, mag = run.call()
+    if mag is not None:
+        mag = mag[: run.n_spins]
+        if run.perm is not None:  # back to the twin's spin order
+            mag = mag[np.argsort(run.perm)]
+        if run.seq_groups is not None:
+            mag = expand_magnetization(run.seq_groups, mag, run.pd0)
+    return _signal_out(samples, mag, run.kspace, run.dseq, run.adc_event, noise, key, seq, dtype)
+
+
+class _Run(NamedTuple):
+    """A planned simulation: ``call()`` runs it, returning ``(samples, magnetization)``;
+    the rest maps its result back to the twin and the sequence (see `simulate`)."""
+
+    call: Callable[[], tuple]
+    n_spins: int  # spins simulated (after grouping)
+    perm: np.ndarray | None  # the spins' order in the engine
+    seq_groups: object  # the sequence groups (seqgroups) or None
+    pd0: jax.Array  # the twin's proton density (to expand the groups' magnetization)
+    kspace: np.ndarray | jax.Array
+    dseq: DiscreteSequence
+    adc_event: np.ndarray | None
+
+
+def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return_magnetization: bool, motion,
+          models) -> _Run:
+    """Everything `simulate` does before it runs the compiled core: discretize, group, pack
+    the spins, table the windows and pulses (host work: milliseconds for small twins)."""
+    pallas = method.kernel == "pallas"
     if models:
         dseq, kspace, adc_event, k1 = _prepare_dynamics(seq, scanner, method, motion, models)
     elif isinstance(seq, Sequence):
@@ -139,13 +181,6 @@ def simulate(
         raise TypeError(f"seq must be a mritwin.Sequence or DiscreteSequence, got {type(seq).__name__}")
     if dseq.n_adc == 0 and not return_magnetization:
         raise ValueError("the sequence has no ADC samples: nothing to simulate")
-    if twin.t2_prime is not None and _any_finite(twin.t2_prime):
-        warnings.warn(
-            "twin.t2_prime is set but each spin is one isochromat, so reversible T2' "
-            "dephasing is not simulated; spread spins with mritwin.with_isochromats(twin, n, "
-            "voxel_size) to model T2*",
-            stacklevel=2,
-        )
     sens = twin.coil_sensitivity if coils is None else jnp.asarray(coils)
     if sens is not None and (sens.ndim != 2 or sens.shape[1] != twin.n_spins):
         raise ValueError(
@@ -162,11 +197,9 @@ def simulate(
     n_dev = len(devices)
     chunk = method.chunk_size or _default_chunk(-(-twin.n_spins // n_dev))
     if pallas:
-        samples, mag = _run_pallas(twin, sens, dseq, chunk, devices, return_magnetization,
-                                   method.ideal_spoiling)
-        if mag is not None and seq_groups is not None:
-            mag = expand_magnetization(seq_groups, mag, pd0)
-        return _signal_out(samples, mag, kspace, dseq, adc_event, noise, key, seq, dtype)
+        call = functools.partial(_run_pallas, twin, sens, dseq, chunk, devices, return_magnetization,
+                                 method.ideal_spoiling)
+        return _Run(call, twin.n_spins, None, seq_groups, pd0, kspace, dseq, adc_event)
     if method.analytic_diffusion and twin.diffusion is None:
         raise ValueError("Bloch(analytic_diffusion=True) needs twin.diffusion [m^2/s]")
     if dseq.n_general and method.readout is None:
@@ -258,17 +291,63 @@ def simulate(
                              **rev_kw)
     if models:  # per-spin dynamics: a separate core (issue 9), see _dynamics_entry
         core = functools.partial(_dynamics_entry, models=models, twin=twin, k1=k1)
-    samples, mag = core(spins, d, n_chunks=n_chunks, chunk=chunk, n_window=d.n_window,
-                         checkpoint=method.checkpoint, want_mag=return_magnetization,
-                         spoiling=method.ideal_spoiling, sharding=sharding,
-                         diffusion=method.analytic_diffusion)
-    if mag is not None:
-        mag = mag[: twin.n_spins]
-        if perm is not None:  # back to the twin's spin order
-            mag = mag[np.argsort(perm)]
-        if seq_groups is not None:
-            mag = expand_magnetization(seq_groups, mag, pd0)
-    return _signal_out(samples, mag, kspace, dseq, adc_event, noise, key, seq, dtype)
+    call = functools.partial(core, spins, d, n_chunks=n_chunks, chunk=chunk, n_window=d.n_window,
+                             checkpoint=method.checkpoint, want_mag=return_magnetization,
+                             spoiling=method.ideal_spoiling, sharding=sharding,
+                             diffusion=method.analytic_diffusion)
+    return _Run(call, twin.n_spins, perm, seq_groups, pd0, kspace, dseq, adc_event)
+
+
+RUN_CACHE_SPINS = 1 << 20  # twins up to this size keep their planned run (see _run_key)
+_RUNS: dict = {}  # run key -> (twin ref, sequence ref, _Run); the last two
+
+
+def _knobs() -> tuple:
+    """The module's planning limits (tests change them): part of the run key."""
+    return MAX_EXACT_GEOMETRIES, EXACT_TABLE_BYTES, DEFER_BYTES
+
+
+def _run_key(twin: Twin, seq, coils, scanner, method, dtype, want_mag: bool, motion, models):
+    """The key under which a call's planned run is remembered, or None.
+
+    Repeated calls with the same twin and sequence objects (both immutable) skip the host
+    planning (packing, grouping, window and pulse tables: 2-3 ms, as much as a 4k-spin
+    simulation itself). Not with explicit ``coils``, motion or dynamics, for twins above
+    `RUN_CACHE_SPINS` spins (the packed copy would hold device memory, and the planning is
+    negligible there) or traced values (checked when a run is stored)."""
+    if coils is not None or motion is not None or models or twin.n_spins > RUN_CACHE_SPINS:
+        return None
+    key = (id(twin), id(seq), scanner, method, jnp.dtype(dtype).name, bool(want_mag), _knobs())
+    try:
+        hash(key)
+    except TypeError:  # a method or scanner with unhashable fields
+        return None
+    return key
+
+
+def _cached_run(key, twin: Twin, seq) -> _Run | None:
+    hit = None if key is None else _RUNS.get(key)
+    if hit is not None and hit[0]() is twin and hit[1]() is seq:
+        return hit[2]
+    return None
+
+
+def _remember_run(key, twin: Twin, seq, run: _Run) -> None:
+    # (planned inside a jit trace, the run's arrays are tracers of that trace: not kept)
+    parts = (twin, seq, run.call.args, run.call.keywords, run.kspace, run.dseq, run.pd0)
+    if key is None or _has_tracer(parts):
+        return
+    while len(_RUNS) >= 2:
+        _RUNS.pop(next(iter(_RUNS)))
+
+    def forget(_, key=key):  # the twin or the sequence is gone: release the packed spins
+        _RUNS.pop(key, None)
+
+    try:
+        _RUNS[key] = (weakref.ref(twin, forget), weakref.ref(seq, forget), run)
+    except TypeError:  # not weakly referenceable
+        pass
+
 
 
 def _signal_out(samples, mag, kspace, dseq, adc_event, noise, key, seq, dtype) -> Signal:
@@ -341,7 +420,7 @@ def _window_plan(plan_window_cache, readout, twin, dseq, chunk, n_chunks, tol):
     if hit is not None and hit[0]() is twin and hit[1]() is dseq:
         return hit[2]
     out = plan_window_cache(readout, twin, dseq, chunk, n_chunks, tol)
-    if out[1] is not None:
+    if out[1] is not None and not _has_tracer(out):
         while len(_WINDOW_PLANS) >= 4:
             _WINDOW_PLANS.pop(next(iter(_WINDOW_PLANS)))
         _WINDOW_PLANS[key] = (weakref.ref(twin), weakref.ref(dseq), out)
@@ -369,6 +448,8 @@ def _group_plan(twin: Twin, dseq: DiscreteSequence, chunk: int, n_chunks: int, d
     if hit is not None and hit[0]() is twin and hit[1]() is dseq:
         return hit[2]
     out = _group_plan_compute(twin, dseq, chunk, n_chunks, np.dtype(jnp.dtype(dtype).name))
+    if _has_tracer(out):
+        return out
     while len(_GROUP_PLANS) >= 8:
         _GROUP_PLANS.pop(next(iter(_GROUP_PLANS)))
     _GROUP_PLANS[key] = (weakref.ref(twin), weakref.ref(dseq), out)
@@ -477,6 +558,8 @@ def _exact_window_table(dseq: DiscreteSequence, width: int, chunk: int, dtype):
     if hit is not None and hit[1]() is dseq:
         return hit[2]
     out = _exact_window_table_compute(dseq, width, chunk, dtype, fields)
+    if _has_tracer(out):
+        return out
     while len(_GROUP_PLANS) >= 8:
         _GROUP_PLANS.pop(next(iter(_GROUP_PLANS)))
     _GROUP_PLANS[key] = (None, weakref.ref(dseq), out)
@@ -519,6 +602,8 @@ def _astype(dseq: DiscreteSequence, dtype) -> DiscreteSequence:
     if hit is not None and hit[0]() is dseq:
         return hit[1]
     out = dseq.astype(dtype)
+    if _has_tracer(out):  # (cast inside a jit trace: the trace's values)
+        return out
     while len(_CAST) >= 8:
         _CAST.pop(next(iter(_CAST)))
     _CAST[key] = (weakref.ref(dseq), out)
@@ -578,6 +663,8 @@ def _rf_group_axes(twin: Twin, dseq: DiscreteSequence, method: Bloch, chunk: int
     keys = _rf_keys(twin, axes, np.dtype(jnp.dtype(dtype).name))
     rows = unique_rows(keys.T, limit=min(chunk, twin.n_spins) // 4) if keys.size else None
     out = axes if rows is not None else None
+    if _has_tracer(out):
+        return out
     while len(_GROUP_PLANS) >= 8:
         _GROUP_PLANS.pop(next(iter(_GROUP_PLANS)))
     _GROUP_PLANS[key] = (weakref.ref(twin), None, out)
@@ -659,7 +746,7 @@ def _prepared_pulses(seq, dseq: DiscreteSequence, method: Bloch, grouped: bool =
     if per_seq is not None and key in per_seq and per_seq[key][0] is dseq:
         return per_seq[key][1]
     out = plan_prepared_rf(dseq, rf_kind, min_repeats)
-    if isinstance(seq, Sequence) and not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(dseq)):
+    if isinstance(seq, Sequence) and not _has_tracer((dseq, out)):
         _PREPARED_RF.setdefault(seq, {})[key] = (dseq, out)
     return out
 
@@ -722,7 +809,7 @@ def _fused_steps(seq, dseq: DiscreteSequence, method: Bloch, kind_id: int, step_
     if per_seq is not None and key in per_seq and per_seq[key][0] is dseq:
         return per_seq[key][1]
     out = plan_fused_rf(dseq, kind_id, method.fuse_rf, step_kind)
-    if isinstance(seq, Sequence) and not any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(dseq)):
+    if isinstance(seq, Sequence) and not _has_tracer((dseq, out)):
         _FUSED_RF.setdefault(seq, {})[key] = (dseq, out)
     return out
 
@@ -750,6 +837,12 @@ def _prepare(seq: Sequence, scanner: Scanner, method: Bloch, motion=None):
     if not traced and motion is None:
         _PREPARED.setdefault(seq, {})[key] = out
     return out
+
+
+def _has_tracer(tree) -> bool:
+    """Whether ``tree`` holds a tracer: a plan computed inside a jit trace (even from concrete
+    inputs) holds that trace's values and must not be remembered beyond it."""
+    return any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(tree))
 
 
 def _any_finite(x) -> bool:

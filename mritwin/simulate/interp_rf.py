@@ -135,7 +135,8 @@ def _node_maps(v: np.ndarray, tissues: np.ndarray, dt, b1dt, c0) -> np.ndarray:
     vv[:n] = np.repeat(v, n_q)
     tq = np.ones((size, 3))
     tq[:n] = np.tile(tissues, (n_v, 1))
-    with jax.enable_x64(True):
+    # host work on concrete values: eager even when simulate is called inside a jit trace
+    with jax.ensure_compile_time_eval(), jax.enable_x64(True):
         f = lambda a: jnp.asarray(a, jnp.float64)  # noqa: E731
         zero = f(np.zeros(size))
         sp = Spins(x=zero, y=zero, z=zero, pd=f(np.ones(size)), r1=f(tq[:, 1]), r2=f(tq[:, 2]), df=f(vv),

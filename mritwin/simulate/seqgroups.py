@@ -118,6 +118,8 @@ def plan_sequence_groups(twin: Twin, dseq: DiscreteSequence, *, diffusion: bool,
     if hit is not None and hit[0]() is twin:
         return hit[1]
     out = _compute(twin, axes, extra, npd)
+    if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(out)):
+        return out  # (planned inside a jit trace: not remembered beyond it)
     while len(_PLANS) >= _MAX_PLANS:
         _PLANS.pop(next(iter(_PLANS)))
     _PLANS[key] = (weakref.ref(twin), out)

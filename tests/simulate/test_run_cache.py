@@ -1,0 +1,80 @@
+"""Planned runs remembered per (twin, sequence) object, and plans made inside jit traces."""
+
+import gc
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mritwin as mt
+from mritwin.benchmarking import cartesian_gre, grid_twin
+from mritwin.simulate import engine
+
+
+@pytest.fixture
+def gre():
+    return cartesian_gre(12, 0.2, tr=8e-3, te=3e-3), grid_twin(12, 0.2, t1=0.9, t2=0.07)
+
+
+def _entry(twin, seq):
+    return [v for v in engine._RUNS.values() if v[0]() is twin and v[1]() is seq]
+
+
+def test_a_repeated_call_reuses_its_plan_and_gives_the_same_signal(gre):
+    seq, twin = gre
+    first = mt.simulate(twin, seq).samples
+    (entry,) = _entry(twin, seq)
+    again = mt.simulate(twin, seq).samples
+    assert _entry(twin, seq)[0][2] is entry[2]  # the same planned run
+    np.testing.assert_array_equal(np.asarray(first), np.asarray(again))
+    # another twin object with other values: planned anew, and the signal follows the values
+    half = mt.simulate(twin.replace(pd=twin.pd * 0.5), seq).samples
+    np.testing.assert_allclose(np.asarray(half), 0.5 * np.asarray(first), rtol=1e-5, atol=1e-6)
+
+
+def test_the_plan_goes_when_the_twin_goes():
+    seq, twin = cartesian_gre(12, 0.2, tr=8e-3, te=3e-3), grid_twin(12, 0.2, t1=0.9, t2=0.07)
+    mt.simulate(twin, seq)
+    assert _entry(twin, seq)
+    n = len(engine._RUNS)
+    del twin
+    gc.collect()
+    assert len(engine._RUNS) == n - 1  # (the packed spins are released with it)
+
+
+def test_planning_limits_are_part_of_the_key(gre, monkeypatch):
+    seq, twin = gre
+    tabled = mt.simulate(twin, seq, return_magnetization=True)
+    monkeypatch.setattr(engine, "MAX_EXACT_GEOMETRIES", 0)  # windows computed anew
+    anew = mt.simulate(twin, seq, return_magnetization=True)
+    assert len(_entry(twin, seq)) == 2
+    np.testing.assert_allclose(np.asarray(anew.samples), np.asarray(tabled.samples), rtol=1e-4, atol=1e-5)
+
+
+def test_traced_values_and_explicit_coils_are_not_remembered(gre):
+    seq, twin = gre
+    engine._RUNS.clear()
+
+    def loss(pd):
+        return jnp.sum(jnp.abs(mt.simulate(twin.replace(pd=pd), seq).samples) ** 2)
+
+    g = jax.grad(loss)(twin.pd)
+    assert np.all(np.isfinite(np.asarray(g))) and not engine._RUNS
+    coils = jnp.ones((1, twin.n_spins), jnp.complex64)
+    mt.simulate(twin, seq, coils=coils)
+    assert not engine._RUNS
+
+
+@pytest.mark.parametrize("method", [mt.Bloch(), mt.Bloch(rf_interpolation=1e-6)])
+def test_a_simulation_inside_jit_then_outside(method):
+    """Called inside ``jax.jit`` with the twin and sequence closed over, the host plans are
+    made inside the trace: none of them may be remembered (they hold the trace's values),
+    and the call outside gives the same signal."""
+    seq = mt.sequences.gre(scanner=mt.Scanner(), fov=0.2, matrix=8, flip_angle_deg=20, slice_thickness=5e-3,
+                           dims=2)
+    twin = mt.phantoms.brain(2, matrix=16, fov=0.2, t2_prime=False)
+    inside = jax.jit(lambda: mt.simulate(twin, seq, method=method).samples)()
+    outside = mt.simulate(twin, seq, method=method).samples
+    scale = float(jnp.abs(outside).max())
+    assert float(jnp.abs(inside - outside).max()) < 1e-5 * scale
