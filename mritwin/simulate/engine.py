@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import warnings
 import weakref
 from collections.abc import Callable
@@ -207,7 +208,6 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
                          "which only Bloch(readout=NUFFTReadout(...)) evaluates")
     rftab = rf_kind = ftab = fuse_kind = fftab = free_kind = rf_axes = rfint = None
     if not models:
-        cdt = jnp.complex128 if dtype == jnp.float64 else jnp.complex64
         kind_id = 2 + int(dseq.n_window > 0) + int(dseq.n_general > 0)  # after the other kinds
         plain = _prepared_pulses(seq, dseq, method)
         # RF groups only where they let pulses be prepared that would be stepped (played
@@ -222,19 +222,16 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
         dseq, rftab = plain if rf_axes is None and rfint is None else grouped
         if rftab is not None:
             rf_kind, kind_id = kind_id, kind_id + 1
-            rftab = rftab._replace(dt=jnp.asarray(rftab.dt, dtype), k=jnp.asarray(rftab.k, dtype),
-                                   b1dt=jnp.asarray(rftab.b1dt, cdt), c0=jnp.asarray(rftab.c0, dtype))
+            rftab = _device_table(dseq, "rf", rftab, dtype)
         # stepped RF pulses, then stepped free precession (spiral ADC samples), S at a time
         dseq, ftab = _fused_steps(seq, dseq, method, kind_id, 0)
         if ftab is not None:
             fuse_kind, kind_id = kind_id, kind_id + 1
-            ftab = ftab._replace(dt=jnp.asarray(ftab.dt, dtype), k=jnp.asarray(ftab.k, dtype),
-                                 b1dt=jnp.asarray(ftab.b1dt, cdt), c0=jnp.asarray(ftab.c0, dtype))
+            ftab = _device_table(dseq, "fused-rf", ftab, dtype)
         dseq, fftab = _fused_steps(seq, dseq, method, kind_id, 1)
         if fftab is not None:
             free_kind = kind_id
-            fftab = fftab._replace(dt=jnp.asarray(fftab.dt, dtype), k=jnp.asarray(fftab.k, dtype), b1dt=None,
-                                   c0=jnp.asarray(fftab.c0, dtype))
+            fftab = _device_table(dseq, "fused-free", fftab, dtype)
     readout = wtab = perm = None
     if method.readout is not None and not models:
         from .readout import plan_readout, plan_window_cache
@@ -251,7 +248,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
     spins, n_chunks = _pack_spins(twin, sens, chunk, dtype, n_dev,
                                   diffusion=method.analytic_diffusion, perm=perm)
     if groups is not None:
-        spins = _with_groups(spins, groups[1], groups[2])
+        spins = _with_groups(spins, groups[1], groups[2], members=groups[3])
     if rf_axes is not None:
         spins = _with_groups(spins, *_rf_groups(twin, rf_axes, perm, chunk, n_chunks, dtype),
                              fields=("x", "y", "z", "df", "b1", "r1", "r2"), prefix="rf_")
@@ -264,12 +261,10 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
     etab, etab_all, defer_k = None, False, 0
     if readout is None and not method.reversible and not models:
         width = chunk if groups is None else groups[2].shape[1]
-        etab, etab_all = _exact_window_table(dseq, width, chunk, dtype)
-        if etab is not None and method.checkpoint and dseq.wcyc is None:
-            etab, defer_k = _defer_windows(etab, dseq.n_window, 1 if sens is None else sens.shape[0], width, dtype)
-        if etab is not None:
-            etab = jax.tree_util.tree_map(jnp.asarray, etab)._replace(k=jnp.asarray(etab.k, dtype),
-                                                                      dt=jnp.asarray(etab.dt, dtype))
+        n_coils = 1 if sens is None else sens.shape[0]
+        etab, etab_all, defer_k = _remembered(
+            dseq, ("exact-windows-device", width, chunk, jnp.dtype(dtype).name, n_coils, method.checkpoint, _knobs()),
+            lambda: _exact_window_device(dseq, width, chunk, dtype, n_coils, method.checkpoint))
     d = _astype(dseq, dtype)
     if wtab is not None:
         wtab = wtab._replace(k=jnp.asarray(wtab.k, dtype), dt=jnp.asarray(wtab.dt, dtype),
@@ -427,7 +422,10 @@ def _window_plan(plan_window_cache, readout, twin, dseq, chunk, n_chunks, tol):
     return out
 
 
-_GROUP_PLANS: dict = {}  # (ids, layout) -> (twin ref, dseq ref, result); a few entries
+_GROUP_PLANS: dict = {}  # window groups by content; RF group axes by twin (with a twin ref); a few
+
+
+GROUP_GATHER_PADDING = 2  # window groups summed by gathers while G * (largest group) <= this * chunk
 
 
 def _group_plan(twin: Twin, dseq: DiscreteSequence, chunk: int, n_chunks: int, dtype):
@@ -443,28 +441,37 @@ def _group_plan(twin: Twin, dseq: DiscreteSequence, chunk: int, n_chunks: int, d
     fields = (twin.position, twin.delta_f, twin.t2, dseq.kstep, dseq.kind)
     if any(isinstance(f, jax.core.Tracer) for f in fields):
         return None
-    key = (id(twin), id(dseq), chunk, n_chunks, jnp.dtype(dtype).name)
-    hit = _GROUP_PLANS.get(key)
-    if hit is not None and hit[0]() is twin and hit[1]() is dseq:
-        return hit[2]
-    out = _group_plan_compute(twin, dseq, chunk, n_chunks, np.dtype(jnp.dtype(dtype).name))
-    if _has_tracer(out):
-        return out
-    while len(_GROUP_PLANS) >= 8:
-        _GROUP_PLANS.pop(next(iter(_GROUP_PLANS)))
-    _GROUP_PLANS[key] = (weakref.ref(twin), weakref.ref(dseq), out)
-    return out
-
-
-def _group_plan_compute(twin: Twin, dseq: DiscreteSequence, chunk: int, n_chunks: int, npd):
-    n_real = dseq.n_real_steps
-    windows = np.asarray(dseq.kind)[:n_real] == 2
-    axes = np.any(np.asarray(dseq.kstep)[:n_real][windows] != 0, axis=0)  # (3,)
+    npd = np.dtype(jnp.dtype(dtype).name)
+    axes = _remembered(dseq, "window-axes", lambda: _window_axes(dseq))
     n = twin.n_spins
     pos = np.asarray(twin.position).astype(npd)
     df = np.zeros(n, npd) if twin.delta_f is None else np.broadcast_to(np.asarray(twin.delta_f), (n,)).astype(npd)
     t2 = np.broadcast_to(np.asarray(twin.t2), (n,)).astype(npd)
     cols = [pos[:, i] for i in range(3) if axes[i]] + [df, t2]
+    # remembered by content: a twin with other T1, PD or B1 (a fit, the benchmarks' new
+    # values) has the same groups; hashing is O(n), the sort O(n log n)
+    digest = hashlib.blake2b(digest_size=16)
+    for c in cols:
+        digest.update(np.ascontiguousarray(c).view(np.uint8))
+    key = ("window-groups", digest.hexdigest(), n, chunk, n_chunks, npd.name, GROUP_GATHER_PADDING)
+    hit = _GROUP_PLANS.get(key)
+    if hit is not None:
+        return hit
+    out = _group_plan_compute(cols, n, chunk, n_chunks)
+    while len(_GROUP_PLANS) >= 8:
+        _GROUP_PLANS.pop(next(iter(_GROUP_PLANS)))
+    _GROUP_PLANS[key] = out
+    return out
+
+
+def _window_axes(dseq: DiscreteSequence) -> np.ndarray:
+    """(3,) bool: the axes on which any ADC window plays a gradient."""
+    n_real = dseq.n_real_steps
+    windows = np.asarray(dseq.kind)[:n_real] == 2
+    return np.any(np.asarray(dseq.kstep)[:n_real][windows] != 0, axis=0)
+
+
+def _group_plan_compute(cols, n: int, chunk: int, n_chunks: int):
     perm = np.lexsort(cols[::-1])
     keys = np.stack([c[perm] for c in cols], 1)
     new = np.ones(n, bool)
@@ -477,10 +484,20 @@ def _group_plan_compute(twin: Twin, dseq: DiscreteSequence, chunk: int, n_chunks
     if n_groups * 4 > chunk:
         return None
     first = np.zeros((n_chunks, n_groups), np.int32)
+    sizes = np.zeros((n_chunks, n_groups), np.int64)
     for c in range(n_chunks):
         starts = np.flatnonzero(np.r_[True, local[c, 1:] != local[c, :-1]])
         first[c, : starts.size] = starts
-    return perm, local.astype(np.int32), first
+        sizes[c, : starts.size] = np.diff(np.r_[starts, chunk])
+    # each group's members padded to the largest group (index ``chunk``: a zero): a group's
+    # sum is then a gather and a row sum, several times faster than a scatter (segment_sum)
+    # on XLA's CPU backend; only where the padding at most doubles the work
+    width = int(sizes.max())
+    members = None
+    if n_groups * width <= GROUP_GATHER_PADDING * chunk:
+        j = np.arange(width)
+        members = np.where(j < sizes[..., None], first[..., None] + j, chunk).astype(np.int32)
+    return perm, local.astype(np.int32), first, members
 
 
 class ExactWindowTable(NamedTuple):
@@ -543,6 +560,32 @@ def _defer_windows(table: ExactWindowTable, n_window: int, n_coils: int, width: 
     return table._replace(slot=slot, slot_idx=slot_idx, slot_step=slot_step), k
 
 
+def _exact_window_device(dseq: DiscreteSequence, width: int, chunk: int, dtype, n_coils: int, checkpoint: bool):
+    """``(table, all_cached, K)``: the exact window table (`_exact_window_table`), deferred
+    when checkpointing without a translation (`_defer_windows`), as device arrays."""
+    etab, etab_all = _exact_window_table(dseq, width, chunk, dtype)
+    defer_k = 0
+    if etab is not None and checkpoint and dseq.wcyc is None:
+        etab, defer_k = _defer_windows(etab, dseq.n_window, n_coils, width, dtype)
+    if etab is not None:
+        etab = jax.tree_util.tree_map(jnp.asarray, etab)._replace(k=jnp.asarray(etab.k, dtype),
+                                                                  dt=jnp.asarray(etab.dt, dtype))
+    return etab, etab_all, defer_k
+
+
+def _device_table(dseq: DiscreteSequence, tag: str, table, dtype):
+    """A pulse or fused-step table (`prepared_rf.PulseTable`) as device arrays in ``dtype``,
+    remembered with the sequence ``dseq`` it belongs to."""
+    cdt = jnp.complex128 if dtype == jnp.float64 else jnp.complex64
+
+    def convert():
+        return table._replace(dt=jnp.asarray(table.dt, dtype), k=jnp.asarray(table.k, dtype),
+                              b1dt=None if table.b1dt is None else jnp.asarray(table.b1dt, cdt),
+                              c0=jnp.asarray(table.c0, dtype))
+
+    return _remembered(dseq, ("device-table", tag, jnp.dtype(dtype).name), convert)
+
+
 def _exact_window_table(dseq: DiscreteSequence, width: int, chunk: int, dtype):
     """The exact windows that repeat with the same moment, interval and length (every line
     of a Cartesian readout, the two directions of an EPI): their factors are computed once
@@ -553,17 +596,8 @@ def _exact_window_table(dseq: DiscreteSequence, width: int, chunk: int, dtype):
     fields = (dseq.kind, dseq.kstep, dseq.dt, dseq.count)
     if dseq.n_window == 0 or any(isinstance(f, jax.core.Tracer) for f in fields):
         return None, False
-    key = ("exact-windows", id(dseq), width, chunk, jnp.dtype(dtype).name, MAX_EXACT_GEOMETRIES, EXACT_TABLE_BYTES)
-    hit = _GROUP_PLANS.get(key)
-    if hit is not None and hit[1]() is dseq:
-        return hit[2]
-    out = _exact_window_table_compute(dseq, width, chunk, dtype, fields)
-    if _has_tracer(out):
-        return out
-    while len(_GROUP_PLANS) >= 8:
-        _GROUP_PLANS.pop(next(iter(_GROUP_PLANS)))
-    _GROUP_PLANS[key] = (None, weakref.ref(dseq), out)
-    return out
+    key = ("exact-windows", width, chunk, jnp.dtype(dtype).name, MAX_EXACT_GEOMETRIES, EXACT_TABLE_BYTES)
+    return _remembered(dseq, key, lambda: _exact_window_table_compute(dseq, width, chunk, dtype, fields))
 
 
 def _exact_window_table_compute(dseq: DiscreteSequence, width: int, chunk: int, dtype, fields):
@@ -589,42 +623,34 @@ def _exact_window_table_compute(dseq: DiscreteSequence, width: int, chunk: int, 
     return table, bool(np.all(step[win] < len(order)))
 
 
-_CAST: dict = {}  # (id(dseq), dtype) -> (dseq ref, cast dseq); a few entries
 
 
 def _astype(dseq: DiscreteSequence, dtype) -> DiscreteSequence:
     """``dseq.astype(dtype)``, remembered for the last few sequence objects (the cast is a
     dozen eager conversions, a few milliseconds of dispatch per call)."""
-    if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(dseq)):
-        return dseq.astype(dtype)
-    key = (id(dseq), jnp.dtype(dtype).name)
-    hit = _CAST.get(key)
-    if hit is not None and hit[0]() is dseq:
-        return hit[1]
-    out = dseq.astype(dtype)
-    if _has_tracer(out):  # (cast inside a jit trace: the trace's values)
-        return out
-    while len(_CAST) >= 8:
-        _CAST.pop(next(iter(_CAST)))
-    _CAST[key] = (weakref.ref(dseq), out)
-    return out
+    return _remembered(dseq, ("cast", jnp.dtype(dtype).name), lambda: dseq.astype(dtype))
 
 
-def _with_groups(spins: Spins, group, first, fields=("x", "y", "z", "df", "r2"), prefix="") -> Spins:
+def _with_groups(spins: Spins, group, first, fields=("x", "y", "z", "df", "r2"), prefix="", members=None) -> Spins:
     """``spins`` (n_dev, chunks per device, chunk) with groups attached: ``group``
     (n_chunks, chunk) as ``<prefix>group`` and the ``fields`` of each group's member
-    ``first`` (n_chunks, G) as ``<prefix>group_params`` (len(fields), G) per chunk."""
-    group, params = _group_params(tuple(getattr(spins, f) for f in fields), jnp.asarray(group), jnp.asarray(first))
-    return spins._replace(**{prefix + "group": group, prefix + "group_params": params})
+    ``first`` (n_chunks, G) as ``<prefix>group_params`` (len(fields), G) per chunk; the
+    window groups' padded member lists ``members`` (n_chunks, G, M) as ``group_members``."""
+    group, params, members = _group_params(tuple(getattr(spins, f) for f in fields), jnp.asarray(group),
+                                           jnp.asarray(first), None if members is None else jnp.asarray(members))
+    out = spins._replace(**{prefix + "group": group, prefix + "group_params": params})
+    return out if members is None else out._replace(group_members=members)
 
 
 @jax.jit
-def _group_params(values, group, first):
+def _group_params(values, group, first, members):
     """`_with_groups` in one jitted call (eager gathers cost milliseconds of dispatch)."""
     shape = values[0].shape
     first = first.reshape(shape[:2] + (first.shape[-1],))
     params = jnp.stack([jnp.take_along_axis(v, first, axis=2) for v in values], axis=2)
-    return group.reshape(shape), params
+    if members is not None:
+        members = members.reshape(shape[:2] + members.shape[1:])
+    return group.reshape(shape), params, members
 
 
 def _rf_keys(twin: Twin, axes, npd):
@@ -726,7 +752,6 @@ def _pack_ids(ids, perm, n_chunks: int, chunk: int, n_dev: int):
     return jnp.asarray(ids.reshape(n_dev, n_chunks // n_dev, chunk))
 
 
-_PREPARED_RF: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _prepared_pulses(seq, dseq: DiscreteSequence, method: Bloch, grouped: bool = False):
@@ -741,17 +766,10 @@ def _prepared_pulses(seq, dseq: DiscreteSequence, method: Bloch, grouped: bool =
 
     rf_kind = rf_kind_id(dseq)
     min_repeats = 1 if grouped else MIN_REPEATS
-    key = (id(dseq), rf_kind, min_repeats)
-    per_seq = _PREPARED_RF.get(seq) if isinstance(seq, Sequence) else None
-    if per_seq is not None and key in per_seq and per_seq[key][0] is dseq:
-        return per_seq[key][1]
-    out = plan_prepared_rf(dseq, rf_kind, min_repeats)
-    if isinstance(seq, Sequence) and not _has_tracer((dseq, out)):
-        _PREPARED_RF.setdefault(seq, {})[key] = (dseq, out)
-    return out
+    return _remembered(dseq, ("prepared-rf", rf_kind, min_repeats),
+                       lambda: plan_prepared_rf(dseq, rf_kind, min_repeats))
 
 
-_FUSED_RF: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 # In reverse mode a fused step keeps only its inputs and recomputes its 16 unrolled
 # rotations in the backward pass: the residuals of a switch branch are carried by every
@@ -804,14 +822,8 @@ def _fused_steps(seq, dseq: DiscreteSequence, method: Bloch, kind_id: int, step_
         return dseq, None
     from .fused_rf import plan_fused_rf
 
-    key = (id(dseq), kind_id, method.fuse_rf, step_kind)
-    per_seq = _FUSED_RF.get(seq) if isinstance(seq, Sequence) else None
-    if per_seq is not None and key in per_seq and per_seq[key][0] is dseq:
-        return per_seq[key][1]
-    out = plan_fused_rf(dseq, kind_id, method.fuse_rf, step_kind)
-    if isinstance(seq, Sequence) and not _has_tracer((dseq, out)):
-        _FUSED_RF.setdefault(seq, {})[key] = (dseq, out)
-    return out
+    return _remembered(dseq, ("fused", kind_id, method.fuse_rf, step_kind),
+                       lambda: plan_fused_rf(dseq, kind_id, method.fuse_rf, step_kind))
 
 
 def _prepare(seq: Sequence, scanner: Scanner, method: Bloch, motion=None):
@@ -836,6 +848,32 @@ def _prepare(seq: Sequence, scanner: Scanner, method: Bloch, motion=None):
     out = (dseq, kspace, adc_event)
     if not traced and motion is None:
         _PREPARED.setdefault(seq, {})[key] = out
+    return out
+
+
+_BY_OBJECT: dict = {}  # (id(obj), key) -> (weak reference to obj, result)
+_BY_OBJECT_SIZE = 64
+
+
+def _remembered(obj, key, compute: Callable[[], object]):
+    """``compute()``, remembered with the object ``obj`` (by identity, weakly: the entry
+    goes with it) under ``key``. For the host plans of immutable inputs (sequences,
+    discretized sequences): they cost milliseconds per call, as much as a small simulation.
+    Results that hold tracers (computed inside a jit trace) are not remembered."""
+    k = (id(obj), key)
+    hit = _BY_OBJECT.get(k)
+    if hit is not None and hit[0]() is obj:
+        return hit[1]
+    out = compute()
+    if _has_tracer((obj, out)):
+        return out
+    try:
+        ref = weakref.ref(obj, lambda _, k=k: _BY_OBJECT.pop(k, None))
+    except TypeError:  # not weakly referenceable: not remembered
+        return out
+    while len(_BY_OBJECT) >= _BY_OBJECT_SIZE:
+        _BY_OBJECT.pop(next(iter(_BY_OBJECT)))
+    _BY_OBJECT[k] = (ref, out)
     return out
 
 

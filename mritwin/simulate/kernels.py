@@ -49,6 +49,9 @@ class Spins(NamedTuple):
     group_params: jax.Array | None = None
     # RF groups (`prepared_rf.prepare_pulse_grouped`): each spin's group (n,) int32, and the
     # groups' (x, y, z, Δf, B1, R1, R2) (7, G)
+    # (G, M) int32: each window group's members, padded with the index n (a zero); the
+    # groups' sums are then gathers (`window_weights`), else a segment sum over ``group``
+    group_members: jax.Array | None = None
     rf_group: jax.Array | None = None
     rf_group_params: jax.Array | None = None
     # interpolated RF pulses (`interp_rf.interpolated_pulse`): each spin's tissue (n,) int32
@@ -264,7 +267,10 @@ def window_weights(spins: Spins, m: State, width: int) -> jax.Array:
     are ``Σ_j weights_j z_j^s``."""
     m0 = jax.lax.complex(m.mx, m.my)
     w = m0[None, :] if spins.coil_re is None else jax.lax.complex(spins.coil_re, spins.coil_im) * m0[None, :]
-    if spins.group is not None:
+    if spins.group_members is not None:
+        wz = jnp.concatenate([w, jnp.zeros((w.shape[0], 1), w.dtype)], axis=1)
+        w = wz[:, spins.group_members].sum(-1)
+    elif spins.group is not None:
         w = jax.vmap(lambda v: jax.ops.segment_sum(v, spins.group, width, indices_are_sorted=True))(w)
     return w
 

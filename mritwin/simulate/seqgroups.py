@@ -112,6 +112,11 @@ def plan_sequence_groups(twin: Twin, dseq: DiscreteSequence, *, diffusion: bool,
     axes = gradient_axes(dseq)
     if all(axes) or twin.n_spins < 2:
         return None
+    pos = np.asarray(twin.position)
+    if all(np.ptp(pos[:, i]) == 0 for i in range(3) if not axes[i]):
+        # the spins do not spread along the axes without gradients (a 2D slice): only exact
+        # duplicates would group, never half of the spins in a real twin; skip the sort
+        return None
     npd = np.dtype(jnp.dtype(dtype).name)
     key = (id(twin), axes, bool(diffusion), npd.name)
     hit = _PLANS.get(key)

@@ -42,15 +42,19 @@ def _rel(a, b):
     return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
 
 
-@pytest.mark.parametrize("coils,chunk", [(0, None), (3, 256)])
-def test_grouped_windows_equal_per_spin_windows(coils, chunk):
+@pytest.mark.parametrize("coils,chunk,gather", [(0, None, True), (3, 256, True), (0, None, False)])
+def test_grouped_windows_equal_per_spin_windows(coils, chunk, gather, monkeypatch):
+    """Groups summed by gathers of their padded member lists, or by a segment sum."""
+    # (the padding limit decides which; here both are forced)
+    monkeypatch.setattr(engine, "GROUP_GATHER_PADDING", 10 ** 6 if gather else 0)
     twin = _grid_twin(coils=coils)
     seq = cartesian_gre(24, 0.2, tr=8e-3, te=3e-3)
     kw = dict(dtype=jnp.float64, return_magnetization=True)
     dseq = mt.discretize(seq, mt.Scanner())
     n_chunks = engine._n_chunks(twin.n_spins, chunk or engine._default_chunk(twin.n_spins), 1)
-    assert engine._group_plan(twin, dseq, chunk or engine._default_chunk(twin.n_spins), n_chunks,
-                              jnp.float64) is not None  # the groups do apply here
+    plan = engine._group_plan(twin, dseq, chunk or engine._default_chunk(twin.n_spins), n_chunks, jnp.float64)
+    assert plan is not None  # the groups do apply here
+    assert (plan[3] is not None) == gather
     ref = mt.simulate(twin, seq, method=mt.Bloch(group_spins=False, chunk_size=chunk), **kw)
     out = mt.simulate(twin, seq, method=mt.Bloch(chunk_size=chunk), **kw)
     assert _rel(out.samples, ref.samples) < 1e-12
@@ -58,20 +62,25 @@ def test_grouped_windows_equal_per_spin_windows(coils, chunk):
     np.testing.assert_allclose(np.asarray(out.magnetization), np.asarray(ref.magnetization), atol=1e-12)
 
 
-def test_the_plan_groups_a_grid_and_declines_a_field_map():
+def test_the_plan_groups_a_grid_and_declines_a_field_map(monkeypatch):
+    monkeypatch.setattr(engine, "GROUP_GATHER_PADDING", 10 ** 6)  # (padded member lists always)
     seq = cartesian_gre(24, 0.2)
     dseq = mt.discretize(seq, mt.Scanner())
     twin = _grid_twin()
     plan = engine._group_plan(twin, dseq, 1024, 1, jnp.float64)
     assert plan is not None
-    perm, group, first = plan
+    perm, group, first, members = plan
     # readout along x: one group per column, tissue and species (24 x 3 x 2 at most)
     assert first.shape[1] <= 24 * 3 * 2
     assert np.all(np.diff(group[0]) >= 0)  # sorted within the chunk
     xs = np.asarray(twin.position)[perm, 0]
     for g in range(first.shape[1]):  # every member of a group shares x, Δf and T2
-        members = np.flatnonzero(group[0, : twin.n_spins] == g)
-        assert np.ptp(xs[members]) == 0
+        these = np.flatnonzero(group[0, : twin.n_spins] == g)
+        assert np.ptp(xs[these]) == 0
+        # its padded member list: the same spins, then the index of the zero (the chunk size)
+        listed = members[0, g]
+        np.testing.assert_array_equal(np.sort(listed[listed < 1024]), np.flatnonzero(group[0] == g))
+        assert np.all(listed[listed >= 1024] == 1024)
     rng = np.random.default_rng(1)
     mapped = twin.replace(delta_f=rng.normal(0, 30, twin.n_spins))  # a field map: every spin its own
     assert engine._group_plan(mapped, dseq, 1024, 1, jnp.float64) is None
@@ -128,3 +137,16 @@ def test_gradient_through_a_pulse_prepared_on_rf_groups():
 
     pd = jnp.asarray(twin.pd)
     assert _rel(jax.grad(loss)(pd, mt.Bloch()), jax.grad(loss)(pd, PLAIN)) < 1e-10
+
+
+def test_a_uniform_grid_sums_its_groups_by_gathers():
+    """One tissue on a grid: every readout column is a group of equal size, so the padded
+    member lists cost nothing extra and are used by default."""
+    from mritwin.benchmarking import grid_twin
+
+    twin = grid_twin(32, 0.2, t1=1.0, t2=0.08)
+    dseq = mt.discretize(cartesian_gre(32, 0.2), mt.Scanner())
+    perm, group, first, members = engine._group_plan(twin, dseq, 1024, 1, jnp.float32)
+    assert members.shape == (1, 32, 32)  # 32 columns of 32 spins: no padding
+    assert np.all(members < 1024)
+    np.testing.assert_array_equal(np.sort(members.ravel()), np.arange(1024))
