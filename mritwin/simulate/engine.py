@@ -344,7 +344,6 @@ def _remember_run(key, twin: Twin, seq, run: _Run) -> None:
         pass
 
 
-
 def _signal_out(samples, mag, kspace, dseq, adc_event, noise, key, seq, dtype) -> Signal:
     """The `Signal` of a simulation, with receiver noise when asked."""
     sig = Signal(
@@ -623,8 +622,6 @@ def _exact_window_table_compute(dseq: DiscreteSequence, width: int, chunk: int, 
     return table, bool(np.all(step[win] < len(order)))
 
 
-
-
 def _astype(dseq: DiscreteSequence, dtype) -> DiscreteSequence:
     """``dseq.astype(dtype)``, remembered for the last few sequence objects (the cast is a
     dozen eager conversions, a few milliseconds of dispatch per call)."""
@@ -752,8 +749,6 @@ def _pack_ids(ids, perm, n_chunks: int, chunk: int, n_dev: int):
     return jnp.asarray(ids.reshape(n_dev, n_chunks // n_dev, chunk))
 
 
-
-
 def _prepared_pulses(seq, dseq: DiscreteSequence, method: Bloch, grouped: bool = False):
     """``(dseq, table)``: the RF pulses that repeat (every pulse when ``grouped``: they
     are prepared on groups of spins) as single steps (`prepared_rf`), or ``(dseq, None)``.
@@ -768,7 +763,6 @@ def _prepared_pulses(seq, dseq: DiscreteSequence, method: Bloch, grouped: bool =
     min_repeats = 1 if grouped else MIN_REPEATS
     return _remembered(dseq, ("prepared-rf", rf_kind, min_repeats),
                        lambda: plan_prepared_rf(dseq, rf_kind, min_repeats))
-
 
 
 # In reverse mode a fused step keeps only its inputs and recomputes its 16 unrolled
