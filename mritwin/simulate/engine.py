@@ -294,7 +294,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
 
 
 RUN_CACHE_SPINS = 1 << 20  # twins up to this size keep their planned run (see _run_key)
-_RUNS: dict = {}  # run key -> (twin ref, sequence ref, _Run); the last two
+_RUNS: dict = {}  # run key -> (twin ref, sequence ref, _Run); the two most recently used
 
 
 def _knobs() -> tuple:
@@ -323,6 +323,7 @@ def _run_key(twin: Twin, seq, coils, scanner, method, dtype, want_mag: bool, mot
 def _cached_run(key, twin: Twin, seq) -> _Run | None:
     hit = None if key is None else _RUNS.get(key)
     if hit is not None and hit[0]() is twin and hit[1]() is seq:
+        _RUNS[key] = _RUNS.pop(key)  # the most recently used goes last: evicted last
         return hit[2]
     return None
 

@@ -33,6 +33,18 @@ def test_a_repeated_call_reuses_its_plan_and_gives_the_same_signal(gre):
     np.testing.assert_allclose(np.asarray(half), 0.5 * np.asarray(first), rtol=1e-5, atol=1e-6)
 
 
+def test_a_fixed_twin_keeps_its_plan_between_calls_with_new_twins(gre):
+    """Least recently used first out: alternating a fixed twin with new ones (a reference
+    image between fit iterations) keeps the fixed twin's plan."""
+    seq, twin = gre
+    mt.simulate(twin, seq)
+    (kept,) = _entry(twin, seq)
+    for scale in (0.9, 0.8, 0.7):
+        mt.simulate(twin.replace(t1=twin.t1 * scale), seq)
+        assert _entry(twin, seq)[0][2] is kept[2]
+        mt.simulate(twin, seq)
+
+
 def test_the_plan_goes_when_the_twin_goes():
     seq, twin = cartesian_gre(12, 0.2, tr=8e-3, te=3e-3), grid_twin(12, 0.2, t1=0.9, t2=0.07)
     mt.simulate(twin, seq)
