@@ -47,11 +47,11 @@ class Spins(NamedTuple):
     # (x, y, z, Δf, R2) (5, G)
     group: jax.Array | None = None
     group_params: jax.Array | None = None
-    # RF groups (`prepared_rf.prepare_pulse_grouped`): each spin's group (n,) int32, and the
-    # groups' (x, y, z, Δf, B1, R1, R2) (7, G)
     # (G, M) int32: each window group's members, padded with the index n (a zero); the
     # groups' sums are then gathers (`window_weights`), else a segment sum over ``group``
     group_members: jax.Array | None = None
+    # RF groups (`prepared_rf.prepare_pulse_grouped`): each spin's group (n,) int32, and the
+    # groups' (x, y, z, Δf, B1, R1, R2) (7, G)
     rf_group: jax.Array | None = None
     rf_group_params: jax.Array | None = None
     # interpolated RF pulses (`interp_rf.interpolated_pulse`): each spin's tissue (n,) int32
