@@ -258,13 +258,18 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
         rfint_use = tuple(bool(u) for u in rfint.use)
         rfint = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), rfint.tables)
     sharding = spin_sharding(devices) if n_dev > 1 else None
-    etab, etab_all, defer_k = None, False, 0
-    if readout is None and not method.reversible and not models:
-        width = chunk if groups is None else groups[2].shape[1]
+    etab, etab_all, defer_k, layout = None, False, 0, None
+    width = chunk if groups is None else groups[2].shape[1]
+    exact = readout is None and not method.reversible and not models
+    if not method.reversible and not models:
+        layout = _step_layout(dseq, _exact_window_table(dseq, width, chunk, dtype)[0] if exact else None,
+                              rf_kind, method.ideal_spoiling, method.checkpoint)
+    if exact:
         n_coils = 1 if sens is None else sens.shape[0]
         etab, etab_all, defer_k = _remembered(
-            dseq, ("exact-windows-device", width, chunk, jnp.dtype(dtype).name, n_coils, method.checkpoint, _knobs()),
-            lambda: _exact_window_device(dseq, width, chunk, dtype, n_coils, method.checkpoint))
+            dseq, ("exact-windows-device", width, chunk, jnp.dtype(dtype).name, n_coils, method.checkpoint,
+                   None if layout is None else layout[0], _knobs()),
+            lambda: _exact_window_device(dseq, width, chunk, dtype, n_coils, method.checkpoint, layout))
     d = _astype(dseq, dtype)
     if wtab is not None:
         wtab = wtab._replace(k=jnp.asarray(wtab.k, dtype), dt=jnp.asarray(wtab.dt, dtype),
@@ -283,7 +288,8 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
     core = functools.partial(_core, readout=readout, wtab=wtab, rftab=rftab, rf_kind=rf_kind, ftab=ftab,
                              fuse_kind=fuse_kind, fftab=fftab, free_kind=free_kind, etab=etab,
                              etab_all=etab_all, rfint=rfint, rfint_use=rfint_use, defer_k=defer_k,
-                             **rev_kw)
+                             layout=None if layout is None else layout[0],
+                             step_map=None if layout is None else layout[2], **rev_kw)
     if models:  # per-spin dynamics: a separate core (issue 9), see _dynamics_entry
         core = functools.partial(_dynamics_entry, models=models, twin=twin, k1=k1)
     call = functools.partial(core, spins, d, n_chunks=n_chunks, chunk=chunk, n_window=d.n_window,
@@ -297,9 +303,40 @@ RUN_CACHE_SPINS = 1 << 20  # twins up to this size keep their planned run (see _
 _RUNS: dict = {}  # run key -> (twin ref, sequence ref, _Run); the two most recently used
 
 
+MAX_STEP_PERIOD = 16  # longest period of steps scanned as macro steps of static kinds (0: never)
+
+
+def _step_layout(dseq: DiscreteSequence, etab, rf_kind, spoiling: bool, checkpoint: bool):
+    """The periodic layout of the steps (`layout.plan_step_layout`): ``(StepLayout,
+    StepMap, the map as device arrays)`` or None; remembered with the sequence (keyed by
+    what it depends on)."""
+    if MAX_STEP_PERIOD < 1 or isinstance(dseq.kind, jax.core.Tracer):
+        return None
+    geo_key = None if etab is None else hashlib.blake2b(np.asarray(etab.step).tobytes()).hexdigest()
+    key = ("step-layout", geo_key, rf_kind, spoiling, checkpoint, MAX_STEP_PERIOD)
+    return _remembered(dseq, key, lambda: _step_layout_compute(dseq, etab, rf_kind, spoiling, checkpoint))
+
+
+def _step_layout_compute(dseq: DiscreteSequence, etab, rf_kind, spoiling: bool, checkpoint: bool):
+    from .layout import plan_step_layout
+
+    n = dseq.n_real_steps
+    kind = np.asarray(dseq.kind)[:n]
+    minus = np.full(n, -1, np.int64)
+    geo = minus if etab is None else np.where(kind == 2, np.asarray(etab.step)[:n], -1)
+    pulse = minus if rf_kind is None else np.where(kind == rf_kind, np.asarray(dseq.count)[:n], -1)
+    spoil = np.asarray(dseq.spoil)[:n] if spoiling else np.zeros(n, bool)
+    fields = {"kind": kind, "sample": np.asarray(dseq.sample)[:n], "spoil": spoil, "geo": geo, "pulse": pulse}
+    planned = plan_step_layout(fields, max_period=MAX_STEP_PERIOD, checkpoint=checkpoint, seg_of=_segments)
+    if planned is None:
+        return None
+    layout, steps = planned
+    return layout, steps, tuple(jnp.asarray(a) for a in steps)
+
+
 def _knobs() -> tuple:
     """The module's planning limits (tests change them): part of the run key."""
-    return MAX_EXACT_GEOMETRIES, EXACT_TABLE_BYTES, DEFER_BYTES
+    return MAX_EXACT_GEOMETRIES, EXACT_TABLE_BYTES, DEFER_BYTES, MAX_STEP_PERIOD
 
 
 def _run_key(twin: Twin, seq, coils, scanner, method, dtype, want_mag: bool, motion, models):
@@ -520,11 +557,14 @@ EXACT_TABLE_BYTES = 256 * 2 ** 20  # per chunk, all geometries together
 DEFER_BYTES = 256 * 2 ** 20  # per chunk: the deferred windows' weights and power tables
 
 
-def _defer_windows(table: ExactWindowTable, n_window: int, n_coils: int, width: int, dtype):
+def _defer_windows(table: ExactWindowTable, n_window: int, n_coils: int, width: int, dtype, layout=None):
     """Plan the deferral of the tabled windows' samples (host side): the scan only keeps
     each window's start weights ``c_j m_j`` (n_coils, width) in a per-segment buffer, and
     after the scan one matrix product per geometry gives all their samples (a GEMM over all
     windows at once runs several times faster than one skinny GEMM per window).
+
+    With a step ``layout`` ((StepLayout, StepMap), `layout.plan_step_layout`) the segments
+    are those of its macro steps.
 
     Returns:
         ``(table with slot, slot_idx and slot_step, K)`` with K the buffer's slots per
@@ -534,11 +574,15 @@ def _defer_windows(table: ExactWindowTable, n_window: int, n_coils: int, width: 
     step = np.asarray(table.step)
     n_steps = step.shape[0]
     n_geo = table.dt.shape[0]
-    seg, n_seg = _segments(n_steps)
     deferred = np.flatnonzero(step < n_geo)
     if not deferred.size:
         return table, 0
-    seg_of = deferred // seg
+    if layout is None:
+        seg, n_seg = _segments(n_steps)
+        seg_of = deferred // seg
+    else:
+        n_seg = layout[0].n_macro // layout[0].seg
+        seg_of = layout[1].slot_of[deferred] // (layout[0].seg * layout[0].period)
     counts = np.bincount(seg_of, minlength=n_seg)
     k = int(counts.max())
     csize = 2 * np.dtype(jnp.dtype(dtype).name).itemsize
@@ -560,13 +604,15 @@ def _defer_windows(table: ExactWindowTable, n_window: int, n_coils: int, width: 
     return table._replace(slot=slot, slot_idx=slot_idx, slot_step=slot_step), k
 
 
-def _exact_window_device(dseq: DiscreteSequence, width: int, chunk: int, dtype, n_coils: int, checkpoint: bool):
+def _exact_window_device(dseq: DiscreteSequence, width: int, chunk: int, dtype, n_coils: int, checkpoint: bool,
+                         layout=None):
     """``(table, all_cached, K)``: the exact window table (`_exact_window_table`), deferred
-    when checkpointing without a translation (`_defer_windows`), as device arrays."""
+    when checkpointing without a translation (`_defer_windows`, on the segments of the step
+    ``layout`` when there is one), as device arrays."""
     etab, etab_all = _exact_window_table(dseq, width, chunk, dtype)
     defer_k = 0
     if etab is not None and checkpoint and dseq.wcyc is None:
-        etab, defer_k = _defer_windows(etab, dseq.n_window, n_coils, width, dtype)
+        etab, defer_k = _defer_windows(etab, dseq.n_window, n_coils, width, dtype, layout)
     if etab is not None:
         etab = jax.tree_util.tree_map(jnp.asarray, etab)._replace(k=jnp.asarray(etab.k, dtype),
                                                                   dt=jnp.asarray(etab.dt, dtype))
@@ -969,7 +1015,7 @@ def _segments(n: int) -> tuple[int, int]:
     return seg, -(-n // seg)
 
 
-def _segmented_scan(body, init, xs, fresh=None, fills=None):
+def _segmented_scan(body, init, xs, fresh=None, fills=None, seg=None):
     """``lax.scan(body, init, xs)`` with memory-bounded reverse mode.
 
     The steps are split into ``S ≈ sqrt(n)`` segments of ``L`` steps; each segment is a
@@ -977,7 +1023,8 @@ def _segmented_scan(body, init, xs, fresh=None, fills=None):
     segment plus one segment's intermediates: ``O(sqrt(n_steps))`` states instead of
     ``O(n_steps)``, for about one extra forward pass of compute. The forward pass is
     unchanged. Steps past ``n`` are padded with no-op steps (free precession of 0 s; the
-    field ``i`` of ``xs`` with ``fills[i]`` instead of 0).
+    field ``i`` of ``xs`` with ``fills[i]`` instead of 0). ``seg`` overrides the segment
+    length (a step layout's, whose macro steps fill whole segments).
 
     With ``fresh``, the body's carry is ``(state, buffer)``: each segment starts its buffer
     from ``fresh`` and the buffers of all segments are returned, stacked, after the
@@ -985,7 +1032,7 @@ def _segmented_scan(body, init, xs, fresh=None, fills=None):
     whole scan would be stored at every segment boundary in reverse mode.)
     """
     n = xs[0].shape[0]
-    seg, n_seg = _segments(n)
+    seg, n_seg = _segments(n) if seg is None else (seg, -(-n // seg))
     pad = n_seg * seg - n
     # padding steps are free precession of 0 s (kind 1): a no-op for any step kind table
     fills = tuple((fills or {}).get(i, 1 if i == _KIND_FIELD else 0) for i in range(len(xs)))
@@ -1040,11 +1087,11 @@ def spin_sharding(devices=None):
 @functools.partial(jax.jit, static_argnames=("n_chunks", "chunk", "n_window", "checkpoint", "want_mag",
                                               "spoiling", "sharding", "diffusion", "readout", "n_slots",
                                               "rf_kind", "fuse_kind", "free_kind", "etab_all", "rfint_use",
-                                              "defer_k"))
+                                              "defer_k", "layout"))
 def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, checkpoint, want_mag,
           spoiling=False, sharding=None, diffusion=False, readout=None, rev=None, n_slots=0, wtab=None,
           rftab=None, rf_kind=None, ftab=None, fuse_kind=None, fftab=None, free_kind=None, etab=None,
-          etab_all=False, rfint=None, rfint_use=None, defer_k=0):
+          etab_all=False, rfint=None, rfint_use=None, defer_k=0, layout=None, step_map=None):
     _TRACES["core"] += 1
     n_coils = 1 if spins.coil_re is None else spins.coil_re.shape[2]
     cdt = d.b1dt.dtype
@@ -1053,6 +1100,7 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
     wc_pos = 9 + int(general)  # where the step's row of d.wcyc is in the step tuple
     cache = None if readout is None or readout.window is None else readout.window.cache
     wg_pos = wc_pos + int(translated)  # where the step's prepared-window geometry is
+    n_steps = d.dt.shape[0]
 
     def run_chunk(sp: Spins):
         m0 = State(jnp.zeros_like(sp.pd), jnp.zeros_like(sp.pd), sp.pd)
@@ -1075,20 +1123,41 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                 prep = prepare_pulse if sp.rf_group is None else prepare_pulse_grouped
                 pulses.append(prep(sp, rftab.dt[p], rftab.k[p], rftab.b1dt[p], rftab.c0[p]))
 
-        def body_for(sp, static_kind=None, packed=False):
+        def body_for(sp, static_kind=None, packed=False, fixed=None):
             # packed: the carry is (mx + i my, mz) instead of a State (see _pack)
+            # fixed: a `layout.Slot`: the step's kind and flags known when tracing (its last
+            # input is then its ``active`` flag: False on a pad, whose result is dropped)
             pack, unpack = (_pack, _unpack) if packed else (_identity, _identity)
+            if fixed is not None:
+                static_kind = fixed.kind
+
+            def flag(name):
+                return None if fixed is None else getattr(fixed, name)
 
             def body(carry, step):
                 dt, k, b1dt, kind, sample, count, spoil, c0, bstep = step[:9]
+                masked = fixed is not None and fixed.masked
+                active = step[-1] if masked else True
                 if defer_k:
                     carry, buf = carry
-                if spoiling:
+                before = carry
+                if spoiling and flag("spoil") is None:
                     carry = jax.lax.cond(spoil, lambda c: pack(_spoiled(unpack(c))), lambda c: c, carry)
-                if defer_k:  # a deferred window: keep its start weights, sampled after the scan
+                elif spoiling and fixed.spoil:
+                    carry = pack(_spoiled(unpack(carry)))
+                if defer_k and flag("geo") != -1:  # a deferred window: keep its start weights
                     slot = step[wg_pos + 1]
-                    buf = jax.lax.cond(slot < defer_k, lambda b: jax.lax.dynamic_update_index_in_dim(
-                        b, kernels.window_weights(sp, unpack(carry), b.shape[-1]), slot, 0), lambda b: b, buf)
+
+                    def keep(b):
+                        row = kernels.window_weights(sp, unpack(carry), b.shape[-1])
+                        if masked:  # (a pad writes back the row it would have replaced)
+                            row = jnp.where(active, row, jax.lax.dynamic_index_in_dim(b, slot, 0, False))
+                        return jax.lax.dynamic_update_index_in_dim(b, row, slot, 0)
+
+                    if flag("geo") is None:
+                        buf = jax.lax.cond(slot < defer_k, keep, lambda b: b, buf)
+                    elif fixed.geo < etab.dt.shape[0]:  # (every tabled window is deferred)
+                        buf = keep(buf)
 
                 def do_rf(m):
                     return kernels.rf_step(sp, m, dt, k, b1dt, c0), zero_win
@@ -1118,18 +1187,21 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                     elif readout is not None and readout.window is not None:
                         m, s = nufft_window(m)
                     elif wpow is not None:
-                        g = step[wg_pos]
+                        n_geo = etab.dt.shape[0]
+                        g = step[wg_pos] if flag("geo") is None else fixed.geo
 
                         def repeated(m):
-                            n_geo = etab.dt.shape[0]  # (one geometry: a static index, no slice copy)
-                            tab = jax.tree_util.tree_map(lambda a: a[0] if n_geo == 1 else a[jnp.minimum(g, n_geo - 1)],
-                                                         wpow)
+                            # (one geometry or a static one: a static index, no slice copy)
+                            gi = 0 if n_geo == 1 else (g if isinstance(g, int) else jnp.minimum(g, n_geo - 1))
+                            tab = jax.tree_util.tree_map(lambda a: a[gi], wpow)
                             if defer_k:
                                 return kernels.window_end_prepared(sp, m, tab), zero_win
                             return kernels.window_step_prepared(sp, m, n_window, tab)
 
-                        m, s = repeated(m) if etab_all else jax.lax.cond(g < etab.dt.shape[0], repeated,
-                                                                         exact_window, m)
+                        if isinstance(g, int):
+                            m, s = repeated(m) if g < n_geo else exact_window(m)
+                        else:
+                            m, s = repeated(m) if etab_all else jax.lax.cond(g < n_geo, repeated, exact_window, m)
                     else:
                         m, s = exact_window(m)
                     if translated:
@@ -1145,8 +1217,8 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                                                        readout.general)
 
                 def do_pulse(m):  # a prepared RF pulse: count = which one, b1dt = its phase offset
-                    if len(pulses) == 1:
-                        return apply_pulse(m, pulses[0], b1dt), zero_win
+                    if len(pulses) == 1 or flag("pulse") is not None:
+                        return apply_pulse(m, pulses[0 if len(pulses) == 1 else fixed.pulse], b1dt), zero_win
                     fns = [lambda m, p=p: apply_pulse(m, p, b1dt) for p in pulses]
                     return jax.lax.switch(count, fns, m), zero_win
 
@@ -1187,11 +1259,35 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                     carry, win = branches[static_kind](carry)
                 if diffusion:
                     carry = pack(kernels.diffuse(sp, unpack(carry), bstep))
-                single = jax.lax.cond(sample, lambda: kernels.receive(sp, unpack(carry)), lambda: zero_single)
+                if masked:
+                    carry = jax.tree_util.tree_map(lambda a, b: jnp.where(active, a, b), carry, before)
+                if flag("sample") is None:
+                    single = jax.lax.cond(sample, lambda: kernels.receive(sp, unpack(carry)), lambda: zero_single)
+                else:
+                    single = kernels.receive(sp, unpack(carry)) if fixed.sample else zero_single
                 return ((carry, buf) if defer_k else carry), (single, win)
             return body
 
-        body = body_for(sp, packed=True)
+        if layout is None:
+            body = body_for(sp, packed=True)
+        else:  # macro steps: the layout's P steps with their kinds and flags static
+            subs = [body_for(sp, packed=True, fixed=f) for f in layout.slots]
+
+            def macro(carry, xs):
+                outs = []
+                for j, sub in enumerate(subs):
+                    carry, out = sub(carry, tuple(x[j] for x in xs))
+                    outs.append(out)
+                return carry, jax.tree_util.tree_map(lambda *o: jnp.stack(o), *outs)
+
+            if layout.n_live == layout.n_macro:
+                body = macro
+            else:  # macro steps that only fill the last segment: skipped
+                def body(carry, xs):
+                    def skip(carry, xs):
+                        shapes = jax.eval_shape(macro, carry, xs)[1]
+                        return carry, jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+                    return jax.lax.cond(xs[-1].any(), macro, skip, carry, xs)
 
         steps = (d.dt, d.kstep, d.b1dt, d.kind, d.sample, d.count, d.spoil, d.cyc0, d.bstep)
         if general:
@@ -1206,6 +1302,22 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
             steps = steps + (etab.step,)
             if defer_k:
                 steps = steps + (etab.slot,)
+        seg = None
+        if layout is not None:  # the steps in their slots, P per macro step, then the active flags
+            index, active, slot_of = step_map
+            p = layout.period
+            steps = tuple(x[index].reshape((layout.n_macro, p) + x.shape[1:]) for x in steps)
+            steps = steps + (active.reshape(layout.n_macro, p),)
+            seg = layout.seg
+
+            def unslot(ys):  # per slot -> per step (n_steps, ...), zero past the real steps
+                def one(y):
+                    y = y.reshape((layout.n_macro * p,) + y.shape[2:])[slot_of]
+                    return jnp.concatenate([y, jnp.zeros((n_steps - y.shape[0],) + y.shape[1:], y.dtype)])
+                return jax.tree_util.tree_map(one, ys)
+        else:
+            def unslot(ys):
+                return ys
         if n_slots:
             def inverse(sp_, m, step, static_kind):
                 dt, k, b1dt, kind, sample, count, spoil, c0, bstep = step[:9]
@@ -1232,15 +1344,18 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
             width = wpow.qm.shape[-1]
             fresh = jnp.zeros((defer_k, n_coils, width), cdt)
             m, ((single, win), bufs) = _segmented_scan(body, _pack(m0), steps, fresh=fresh,
-                                                       fills={len(steps) - 1: defer_k})
+                                                       fills={wg_pos + 1: defer_k}, seg=seg)
             m = _unpack(m)
+            single, win = unslot((single, win))
             win = _deferred_samples(win, bufs, wpow, etab, n_window, fftab is not None)
         elif checkpoint:
-            m, (single, win) = _segmented_scan(body, _pack(m0), steps)
+            m, (single, win) = _segmented_scan(body, _pack(m0), steps, seg=seg)
             m = _unpack(m)
+            single, win = unslot((single, win))
         else:
             m, (single, win) = jax.lax.scan(body, _pack(m0), steps)
             m = _unpack(m)
+            single, win = unslot((single, win))
         return (single, win), (jnp.stack([m.mx, m.my, m.mz], -1) if want_mag else None)
 
     # Each chunk is rematerialized in reverse mode: the chunk scan then stores only its
@@ -1255,7 +1370,6 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
         (single, win), mag = chunk_fn(sp)
         return (carry[0] + single, jax.tree_util.tree_map(jnp.add, carry[1], win)), mag
 
-    n_steps = d.dt.shape[0]
     init = (jnp.zeros((n_steps, n_coils), cdt), jnp.zeros((n_steps, n_coils, n_window), cdt))
     if fftab is not None:  # (window samples, samples of fused free steps)
         init = (init[0], (init[1], jnp.zeros((n_steps, n_coils, fftab.dt.shape[1]), cdt)))

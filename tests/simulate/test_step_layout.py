@@ -1,0 +1,192 @@
+"""Periodic step layouts (`mritwin.simulate.layout`): macro steps of static kinds give the
+generic scan's result to float rounding, values and gradients, with heads, pads, masks
+and per-step flags."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mritwin as mt
+from mritwin.benchmarking import cartesian_gre, grid_twin
+from mritwin.simulate import engine
+from mritwin.simulate.layout import plan_step_layout
+from tests.seqkit import hard
+
+jax.config.update("jax_enable_x64", True)
+
+
+def _fields(kinds, sample=None, spoil=None):
+    kind = np.array([int(c) for c in kinds])
+    zero = np.zeros_like(kind)
+
+    def flags(s):
+        return zero if s is None else np.array([int(c) for c in s])
+
+    return {"kind": kind, "sample": flags(sample), "spoil": flags(spoil), "geo": zero - 1, "pulse": zero - 1}
+
+
+# ---- the host planner ------------------------------------------------------------------
+
+def test_a_periodic_train_is_one_pattern_without_pads():
+    layout, steps = plan_step_layout(_fields("0121" * 64, "0100" * 64))
+    assert layout.period == 4 and layout.n_macro == layout.n_live == 64
+    assert layout.n_macro % layout.seg == 0
+    assert [s.kind for s in layout.slots] == [0, 1, 2, 1]
+    assert [s.sample for s in layout.slots] == [False, True, False, False]
+    assert not any(s.masked for s in layout.slots)
+    np.testing.assert_array_equal(steps.slot_of, np.arange(256))
+    assert steps.active.all()
+
+
+def test_a_head_takes_pads_and_masks_only_their_positions():
+    # an inversion pulse and its delay (no sample) before the TRs: the delay goes to the
+    # free step without a sample, two pads before it
+    layout, steps = plan_step_layout(_fields("01" + "0121" * 20, "00" + "0100" * 20))
+    assert layout.period == 4
+    assert [s.masked for s in layout.slots] == [False, True, True, False]
+    np.testing.assert_array_equal(steps.slot_of[:4], [0, 3, 4, 5])
+    assert not steps.active[1] and not steps.active[2]
+    # a pad copies the inputs of a real step at the same position
+    pads = np.flatnonzero(~steps.active)
+    assert np.all(steps.slot_of[steps.index[pads]] % 4 == pads % 4)
+    assert [s.sample for s in layout.slots] == [False, True, False, False]
+
+
+def test_a_flag_that_differs_between_periods_stays_per_step():
+    # samples on every other TR only: the sample flag of position 1 is not static
+    layout, _ = plan_step_layout(_fields("01" * 40, "01" * 20 + "00" * 20))
+    assert layout.period == 2
+    assert layout.slots[0].sample is False and layout.slots[1].sample is None
+
+
+def test_no_layout_for_steps_that_do_not_repeat_or_a_kind_outside_the_pattern():
+    rng = np.random.default_rng(0)
+    assert plan_step_layout(_fields("".join(map(str, rng.integers(0, 3, 200))))) is None
+    assert plan_step_layout(_fields("13" + "12" * 40)) is None  # a pulse played once
+    assert plan_step_layout(_fields("0")) is None
+
+
+def test_segments_are_whole_macro_steps_and_filler_steps_are_skipped():
+    layout, steps = plan_step_layout(_fields("0121" * 67))  # 67: prime
+    assert layout.n_macro % layout.seg == 0 and layout.n_live == 67
+    assert layout.n_macro > 67 and not steps.active[67 * 4:].any()
+    assert not any(s.masked for s in layout.slots)  # (the filler is skipped, not masked)
+    one, _ = plan_step_layout(_fields("0121" * 67), checkpoint=False)
+    assert one.seg == one.n_macro == 67
+
+
+# ---- the engine: the same signal as the generic scan -----------------------------------
+
+def _both(twin, seq, monkeypatch, **kw):
+    """(with the layout, generic) results of `simulate` in float64."""
+    kw.setdefault("dtype", jnp.float64)
+    a = mt.simulate(twin, seq, **kw)
+    monkeypatch.setattr(engine, "MAX_STEP_PERIOD", 0)
+    b = mt.simulate(twin, seq, **kw)
+    monkeypatch.undo()
+    return a, b
+
+
+def _layout_of(twin, seq, method=mt.Bloch()):
+    run = engine._plan(twin, seq, mt.Scanner(), None, method, jnp.float64, False, None, ())
+    return run.call.keywords.get("layout")
+
+
+def _close(a, b, rtol=1e-10):
+    a, b = np.asarray(a), np.asarray(b)
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.abs(b).max())
+
+
+@pytest.fixture
+def gre():
+    return cartesian_gre(12, 0.2, tr=8e-3, te=3e-3), grid_twin(12, 0.2, t1=0.9, t2=0.07)
+
+
+def test_spoiled_gre_with_the_layout_equals_the_generic_scan(gre, monkeypatch):
+    seq, twin = gre
+    layout = _layout_of(twin, seq)
+    assert layout is not None and layout.period == 4 and not any(s.masked for s in layout.slots)
+    a, b = _both(twin, seq, monkeypatch, return_magnetization=True)
+    _close(a.samples, b.samples)
+    _close(a.magnetization, b.magnetization)
+
+
+def test_a_prepared_head_and_ideal_spoiling(gre, monkeypatch):
+    seq, twin = gre
+    head = [mt.Block(rf=hard(np.pi, use="inversion")), mt.Block(duration=0.3)]
+    prepped = mt.Sequence(head + list(seq.blocks))
+    method = mt.Bloch(ideal_spoiling=True)
+    layout = _layout_of(twin, prepped, method)
+    assert layout is not None and any(s.masked for s in layout.slots)
+    a, b = _both(twin, prepped, monkeypatch, method=method, return_magnetization=True)
+    _close(a.samples, b.samples)
+    _close(a.magnetization, b.magnetization)
+    # the inversion shows: the first line differs from the plain GRE's
+    c = mt.simulate(twin, seq, method=method)
+    assert np.abs(np.asarray(a.samples[:12]) - np.asarray(c.samples[:12])).max() > 1e-3
+
+
+def test_repeated_shaped_pulses_are_static_in_the_layout(monkeypatch):
+    # a slice-selective sinc pulse prepared once and applied per TR (the pulse kind)
+    sc = mt.Scanner(rf_dead_time=0.0, rf_ringdown_time=0.0, adc_dead_time=0.0)
+    rf, gz, gzr = mt.make_sinc_pulse(np.radians(20), 1e-3, slice_thickness=5e-3, scanner=sc)
+    adc = mt.ADC(8, 20e-6)
+    blocks = []
+    for _ in range(10):
+        blocks += [mt.Block(rf=rf, gz=gz), mt.Block(gz=gzr), mt.Block(adc=adc), mt.Block(duration=4e-3)]
+    seq = mt.Sequence(blocks)
+    twin = mt.Twin(position=np.c_[np.zeros(9), np.zeros(9), np.linspace(-4e-3, 4e-3, 9)],
+                   pd=np.ones(9), t1=np.full(9, 0.8), t2=np.full(9, 0.06))
+    layout = _layout_of(twin, seq)
+    assert layout is not None
+    assert any(s.pulse is not None and s.pulse >= 0 for s in layout.slots)
+    a, b = _both(twin, seq, monkeypatch)
+    _close(a.samples, b.samples)
+
+
+def test_gradients_through_the_layout_equal_the_generic_scan(gre, monkeypatch):
+    seq, twin = gre
+
+    def loss(t1, pd):
+        sig = mt.simulate(twin.replace(t1=t1, pd=pd), seq, dtype=jnp.float64).samples
+        return jnp.sum(jnp.abs(sig) ** 2)
+
+    args = (jnp.asarray(twin.t1, jnp.float64), jnp.asarray(twin.pd, jnp.float64))
+    ga = jax.grad(loss, argnums=(0, 1))(*args)
+    monkeypatch.setattr(engine, "MAX_STEP_PERIOD", 0)
+    gb = jax.grad(loss, argnums=(0, 1))(*args)
+    for x, y in zip(ga, gb):
+        _close(x, y, rtol=1e-9)
+        assert np.abs(np.asarray(y)).max() > 0
+
+
+def test_windows_of_irregular_polarity_keep_their_table_row_per_step(monkeypatch):
+    """Readouts of both polarities in no periodic order: the window position's table row
+    (and so its deferral) stays per step; the last delay starts a period of pads, and a
+    macro step that only fills the last segment is skipped."""
+    sc = mt.Scanner(rf_dead_time=0.0, rf_ringdown_time=0.0, adc_dead_time=0.0)
+    n, dwell, fov = 8, 20e-6, 0.2
+    dk = 1 / fov
+    rng = np.random.default_rng(3)
+    blocks = [mt.Block(duration=5e-3)]
+    for sign in rng.choice([-1.0, 1.0], 24):
+        gx = mt.make_trapezoid("x", flat_area=sign * n * dk, flat_time=n * dwell, scanner=sc)
+        pre = mt.make_trapezoid("x", area=-gx.area / 2, duration=4e-4, scanner=sc)
+        blocks += [mt.Block(rf=hard(np.radians(25))), mt.Block(gx=pre),
+                   mt.Block(gx=gx, adc=mt.ADC(n, dwell, delay=gx.rise_time)), mt.Block(duration=3e-3)]
+    seq = mt.Sequence(blocks)
+    twin = grid_twin(8, fov, t1=0.8, t2=0.05)
+    layout = _layout_of(twin, seq)
+    assert layout is not None
+    windows = [s for s in layout.slots if s.kind == 2]
+    assert windows and all(s.geo is None for s in windows)
+    assert any(s.masked for s in layout.slots) and layout.n_live < layout.n_macro
+    a, b = _both(twin, seq, monkeypatch, return_magnetization=True)
+    _close(a.samples, b.samples)
+    _close(a.magnetization, b.magnetization)
+    # several chunks and two coils: the step inputs are laid out per chunk
+    coils = np.stack([np.ones(twin.n_spins), np.linspace(0.5, 1.5, twin.n_spins)])
+    method = mt.Bloch(chunk_size=16)
+    a, b = _both(twin.replace(coil_sensitivity=coils), seq, monkeypatch, method=method)
+    _close(a.samples, b.samples)
