@@ -367,8 +367,8 @@ def _cached_run(key, twin: Twin, seq) -> _Run | None:
 
 def _remember_run(key, twin: Twin, seq, run: _Run) -> None:
     # (planned inside a jit trace, the run's arrays are tracers of that trace: not kept)
-    parts = (twin, seq, run.call.args, run.call.keywords, run.kspace, run.dseq, run.pd0)
-    if key is None or _has_tracer(parts):
+    parts = (twin, run.call.args, run.call.keywords, run.kspace, run.dseq, run.pd0)
+    if key is None or _holds_tracer(seq) or _has_tracer(parts):
         return
     while len(_RUNS) >= 2:
         _RUNS.pop(next(iter(_RUNS)))
@@ -906,7 +906,7 @@ def _remembered(obj, key, compute: Callable[[], object]):
     if hit is not None and hit[0]() is obj:
         return hit[1]
     out = compute()
-    if _has_tracer((obj, out)):
+    if _holds_tracer(obj) or _has_tracer(out):
         return out
     try:
         ref = weakref.ref(obj, lambda _, k=k: _BY_OBJECT.pop(k, None))
@@ -915,6 +915,26 @@ def _remembered(obj, key, compute: Callable[[], object]):
     while len(_BY_OBJECT) >= _BY_OBJECT_SIZE:
         _BY_OBJECT.pop(next(iter(_BY_OBJECT)))
     _BY_OBJECT[k] = (ref, out)
+    return out
+
+
+_TRACED: dict = {}  # id(obj) -> (weak reference to obj, whether it holds a tracer)
+
+
+def _holds_tracer(obj) -> bool:
+    """`_has_tracer` of an immutable object, remembered with it (walking a sequence of a few
+    hundred blocks takes a millisecond: a tenth of a small simulation)."""
+    hit = _TRACED.get(id(obj))
+    if hit is not None and hit[0]() is obj:
+        return hit[1]
+    out = _has_tracer(obj)
+    try:
+        ref = weakref.ref(obj, lambda _, k=id(obj): _TRACED.pop(k, None))
+    except TypeError:  # not weakly referenceable: not remembered
+        return out
+    while len(_TRACED) >= _BY_OBJECT_SIZE:
+        _TRACED.pop(next(iter(_TRACED)))
+    _TRACED[id(obj)] = (ref, out)
     return out
 
 
