@@ -39,6 +39,8 @@ class Slot(NamedTuple):
         pulse: the prepared pulse of a pulse step, or None (per step); -1 for other steps.
         masked: some macro steps have a pad here: the step's result is kept only where
             its ``active`` flag is set.
+        direct: a step of the head or tail (run outside the scan): a tabled window gives
+            its samples at once instead of being deferred.
     """
 
     kind: int
@@ -47,6 +49,7 @@ class Slot(NamedTuple):
     geo: int | None
     pulse: int | None
     masked: bool
+    direct: bool = False
 
 
 class StepLayout(NamedTuple):
@@ -59,6 +62,9 @@ class StepLayout(NamedTuple):
             segment) are skipped.
         seg: macro steps per checkpointed segment (`engine._segmented_scan`).
         slots: (P,) `Slot` per position.
+        head: a `Slot` for each of the first steps, run one by one before the scan (the
+            preparation of the sequence, up to the first whole period).
+        tail: a `Slot` for each of the last steps, run after the scan (a partial period).
     """
 
     period: int
@@ -66,6 +72,8 @@ class StepLayout(NamedTuple):
     n_live: int
     seg: int
     slots: tuple[Slot, ...]
+    head: tuple[Slot, ...] = ()
+    tail: tuple[Slot, ...] = ()
 
 
 class StepMap(NamedTuple):
@@ -75,7 +83,8 @@ class StepMap(NamedTuple):
         index: (n_macro * P,) int32: the real step whose inputs each slot takes (a pad
             copies a real step at the same position).
         active: (n_macro * P,) bool: False on pads.
-        slot_of: (n_real,) int32: the slot of each real step.
+        slot_of: (n_real - len(head) - len(tail),) int32: the slot of each step of the scan
+            (steps ``len(head)`` to ``n_real - len(tail)``).
     """
 
     index: np.ndarray
@@ -84,6 +93,7 @@ class StepMap(NamedTuple):
 
 
 MAX_PAD_FRACTION = 0.25  # at most this many pads per real step: else the steps are not periodic
+MAX_PEEL_PERIODS = 4  # a head or tail of up to this many periods runs outside the scan (no pads)
 
 
 def plan_step_layout(fields: dict[str, np.ndarray], *, max_period: int = 16, checkpoint: bool = True,
@@ -119,14 +129,20 @@ def plan_step_layout(fields: dict[str, np.ndarray], *, max_period: int = 16, che
         slot_of = _align(key, kind, p, int(MAX_PAD_FRACTION * n))
         if slot_of is None:
             continue
-        n_slots = int(slot_of[-1]) + 1
-        n_dyn = _dynamic_fields(cols, slot_of, p)
-        cost = n_slots + 0.25 * n_dyn * -(-n_slots // p)  # a conditional ~ a quarter of a step
+        head, tail, core = _peel(slot_of, p)
+        if core.size < 2 * p:
+            continue
+        n_slots = int(core[-1]) + 1
+        n_dyn = _dynamic_fields(cols[head:n - tail], core, p)
+        # in steps: the scan's slots, a conditional ~ a quarter of a step, the head and tail
+        # (unrolled) and the macro step's body (compile time, code size)
+        cost = n_slots + 0.25 * n_dyn * -(-n_slots // p) + head + tail + 2 * p
         if best is None or cost < best[0]:
-            best = (cost, p, slot_of)
+            best = (cost, p, head, tail, core)
     if best is None:
         return None
-    _, p, slot_of = best
+    _, p, head, tail, slot_of = best
+    base = head  # the scan's steps are steps head .. n - tail
     n_slots = int(slot_of[-1]) + 1
     live = -(-n_slots // p)
     seg = _segment_length(live, p, seg_of) if checkpoint else live
@@ -135,7 +151,7 @@ def plan_step_layout(fields: dict[str, np.ndarray], *, max_period: int = 16, che
     active = np.zeros(total, bool)
     active[slot_of] = True
     index = np.full(total, -1, np.int64)
-    index[slot_of] = np.arange(n)
+    index[slot_of] = base + np.arange(slot_of.size)
     pos = np.arange(total) % p
     rep = np.full(p, -1, np.int64)  # a real step at each position (the first one)
     for j in range(p):
@@ -149,8 +165,33 @@ def plan_step_layout(fields: dict[str, np.ndarray], *, max_period: int = 16, che
         slots.append(Slot(kind=int(vals[0]), sample=None if vals[1] is None else bool(vals[1]),
                           spoil=None if vals[2] is None else bool(vals[2]), geo=vals[3], pulse=vals[4],
                           masked=bool(not active[: live * p][pos[: live * p] == j].all())))
-    layout = StepLayout(period=p, n_macro=m, n_live=live, seg=seg, slots=tuple(slots))
+    def own(i):  # a step of the head or tail: its own values
+        v = cols[i]
+        return Slot(kind=int(v[0]), sample=bool(v[1]), spoil=bool(v[2]), geo=int(v[3]), pulse=int(v[4]),
+                    masked=False, direct=True)
+
+    layout = StepLayout(period=p, n_macro=m, n_live=live, seg=seg, slots=tuple(slots),
+                        head=tuple(own(i) for i in range(head)), tail=tuple(own(i) for i in range(n - tail, n)))
     return layout, StepMap(index.astype(np.int32), active, slot_of.astype(np.int32))
+
+
+def _peel(slot_of: np.ndarray, p: int) -> tuple[int, int, np.ndarray]:
+    """``(h, t, slots)``: the first ``h`` and last ``t`` steps, the macro steps with pads at
+    either end (at most `MAX_PEEL_PERIODS` periods each), run outside the scan; the slots
+    of the steps between them, counted from their first macro step."""
+    macro = slot_of // p
+    counts = np.bincount(macro)
+    full = counts == p
+    if full.all():
+        return 0, 0, slot_of
+    first = int(np.argmax(full)) if full.any() else len(full)
+    last = len(full) - int(np.argmax(full[::-1])) if full.any() else 0
+    h = int(np.sum(counts[:first])) if first <= MAX_PEEL_PERIODS else 0
+    t = int(np.sum(counts[last:])) if len(full) - last <= MAX_PEEL_PERIODS else 0
+    core = slot_of[h:slot_of.size - t]
+    if not core.size:
+        return 0, 0, slot_of
+    return h, t, core - (core[0] // p) * p
 
 
 def _static(values: np.ndarray):
@@ -170,17 +211,21 @@ def _dynamic_fields(cols: np.ndarray, slot_of: np.ndarray, p: int) -> int:
 
 
 def _align(key: np.ndarray, kind: np.ndarray, p: int, max_pad: int) -> np.ndarray | None:
-    """Slots of the steps on the pattern of ``p`` steps taken from the middle of the
-    sequence: each step goes to the next slot whose pattern step has its key (or, failing
-    that, its kind); None when a kind is not in the pattern or the pads pass ``max_pad``.
+    """Slots of the steps on the pattern of ``p`` steps that repeats longest: each step goes
+    to the next slot whose pattern step has its key (or, failing that, its kind); None when a kind is not in the pattern or the pads pass ``max_pad``.
 
     Steps that repeat the step ``p`` before them, placed ``p - 1`` slots after it, follow
     without pads: those runs are placed at once, so the loop runs over the breaks only."""
     n = key.size
-    mid = (n // 2 // p) * p
-    pat_key, pat_kind = key[mid:mid + p], kind[mid:mid + p]
-    if pat_key.size < p:
+    # the pattern: the first p steps of the longest run in which every step repeats the
+    # step p before it
+    rep = np.r_[False, key[p:] == key[:-p], False]
+    edges = np.flatnonzero(np.diff(rep.astype(np.int8)))
+    starts, ends = edges[::2], edges[1::2]
+    if not starts.size:
         return None
+    a = int(starts[np.argmax(ends - starts)])
+    pat_key, pat_kind = key[a:a + p], kind[a:a + p]
     first = np.flatnonzero(pat_key == key[0])  # rotate: the first step needs no pad
     if first.size:
         pat_key, pat_kind = np.roll(pat_key, -first[0]), np.roll(pat_kind, -first[0])

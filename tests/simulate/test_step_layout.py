@@ -39,14 +39,26 @@ def test_a_periodic_train_is_one_pattern_without_pads():
     assert steps.active.all()
 
 
-def test_a_head_takes_pads_and_masks_only_their_positions():
-    # an inversion pulse and its delay (no sample) before the TRs: the delay goes to the
-    # free step without a sample, two pads before it
+def test_a_head_runs_before_the_scan_with_its_own_flags():
+    # an inversion pulse and its delay (no sample) before the TRs: two steps outside the scan
     layout, steps = plan_step_layout(_fields("01" + "0121" * 20, "00" + "0100" * 20))
-    assert layout.period == 4
+    assert layout.period == 4 and layout.n_live == 20 and not layout.tail
+    assert [(s.kind, s.sample, s.direct) for s in layout.head] == [(0, False, True), (1, False, True)]
+    assert not any(s.masked for s in layout.slots)
+    np.testing.assert_array_equal(steps.slot_of, np.arange(80))
+    np.testing.assert_array_equal(steps.index[:80], 2 + np.arange(80))
+    # and a partial period at the end runs after it
+    layout, steps = plan_step_layout(_fields("0121" * 20 + "01"))
+    assert not layout.head and [s.kind for s in layout.tail] == [0, 1] and steps.slot_of.size == 80
+
+
+def test_an_irregular_step_inside_takes_pads_masked_at_their_positions():
+    # a second inversion (pulse and delay) between two trains: two pads after it
+    layout, steps = plan_step_layout(_fields("0121" * 10 + "01" + "0121" * 10, "0100" * 10 + "00" + "0100" * 10))
+    assert layout.period == 4 and not layout.head and not layout.tail
     assert [s.masked for s in layout.slots] == [False, True, True, False]
-    np.testing.assert_array_equal(steps.slot_of[:4], [0, 3, 4, 5])
-    assert not steps.active[1] and not steps.active[2]
+    np.testing.assert_array_equal(steps.slot_of[40:44], [40, 43, 44, 45])
+    assert not steps.active[41] and not steps.active[42]
     # a pad copies the inputs of a real step at the same position
     pads = np.flatnonzero(~steps.active)
     assert np.all(steps.slot_of[steps.index[pads]] % 4 == pads % 4)
@@ -118,7 +130,7 @@ def test_a_prepared_head_and_ideal_spoiling(gre, monkeypatch):
     prepped = mt.Sequence(head + list(seq.blocks))
     method = mt.Bloch(ideal_spoiling=True)
     layout = _layout_of(twin, prepped, method)
-    assert layout is not None and any(s.masked for s in layout.slots)
+    assert layout is not None and layout.head  # (the inversion runs before the scan)
     a, b = _both(twin, prepped, monkeypatch, method=method, return_magnetization=True)
     _close(a.samples, b.samples)
     _close(a.magnetization, b.magnetization)
@@ -161,32 +173,64 @@ def test_gradients_through_the_layout_equal_the_generic_scan(gre, monkeypatch):
         assert np.abs(np.asarray(y)).max() > 0
 
 
-def test_windows_of_irregular_polarity_keep_their_table_row_per_step(monkeypatch):
+def test_windows_of_irregular_polarity_an_inner_preparation_and_a_window_in_the_tail(monkeypatch):
     """Readouts of both polarities in no periodic order: the window position's table row
-    (and so its deferral) stays per step; the last delay starts a period of pads, and a
-    macro step that only fills the last segment is skipped."""
+    (and so its deferral) stays per step. An inversion between two trains takes pads
+    (masked); a 90° pulse and two readouts before the train run before the scan, and give
+    their samples at once (not deferred)."""
     sc = mt.Scanner(rf_dead_time=0.0, rf_ringdown_time=0.0, adc_dead_time=0.0)
     n, dwell, fov = 8, 20e-6, 0.2
     dk = 1 / fov
     rng = np.random.default_rng(3)
-    blocks = [mt.Block(duration=5e-3)]
-    for sign in rng.choice([-1.0, 1.0], 24):
+
+    def readout(sign):
         gx = mt.make_trapezoid("x", flat_area=sign * n * dk, flat_time=n * dwell, scanner=sc)
         pre = mt.make_trapezoid("x", area=-gx.area / 2, duration=4e-4, scanner=sc)
-        blocks += [mt.Block(rf=hard(np.radians(25))), mt.Block(gx=pre),
-                   mt.Block(gx=gx, adc=mt.ADC(n, dwell, delay=gx.rise_time)), mt.Block(duration=3e-3)]
+        return [mt.Block(gx=pre), mt.Block(gx=gx, adc=mt.ADC(n, dwell, delay=gx.rise_time))]
+
+    def tr(sign):
+        return [mt.Block(rf=hard(np.radians(25)))] + readout(sign) + [mt.Block(duration=3e-3)]
+
+    blocks = [mt.Block(rf=hard(np.pi / 2))] + readout(1.0) + readout(-1.0) + [mt.Block(duration=5e-3)]
+    for i, sign in enumerate(rng.choice([-1.0, 1.0], 24)):
+        if i == 12:
+            blocks += [mt.Block(rf=hard(np.pi, use="inversion")), mt.Block(duration=0.05)]
+        blocks += tr(sign)
     seq = mt.Sequence(blocks)
     twin = grid_twin(8, fov, t1=0.8, t2=0.05)
     layout = _layout_of(twin, seq)
     assert layout is not None
     windows = [s for s in layout.slots if s.kind == 2]
     assert windows and all(s.geo is None for s in windows)
-    assert any(s.masked for s in layout.slots) and layout.n_live < layout.n_macro
+    assert any(s.masked for s in layout.slots)
+    assert any(s.kind == 2 and s.direct for s in layout.head)
     a, b = _both(twin, seq, monkeypatch, return_magnetization=True)
     _close(a.samples, b.samples)
     _close(a.magnetization, b.magnetization)
+    assert np.abs(np.asarray(a.samples[:2 * n])).min() > 1e-3 * np.abs(np.asarray(a.samples)).max()
     # several chunks and two coils: the step inputs are laid out per chunk
     coils = np.stack([np.ones(twin.n_spins), np.linspace(0.5, 1.5, twin.n_spins)])
     method = mt.Bloch(chunk_size=16)
     a, b = _both(twin.replace(coil_sensitivity=coils), seq, monkeypatch, method=method)
     _close(a.samples, b.samples)
+
+
+def test_macro_steps_that_fill_the_last_segment_are_skipped(monkeypatch):
+    # 67 TRs: no divisor of 67 near the segment length, so the last segment is filled
+    seq = cartesian_gre(67, 0.2, tr=8e-3, te=3e-3)
+    twin = grid_twin(8, 0.2, t1=0.9, t2=0.07)
+    layout = _layout_of(twin, seq)
+    assert layout is not None and layout.n_live < layout.n_macro
+    a, b = _both(twin, seq, monkeypatch, return_magnetization=True)
+    _close(a.samples, b.samples)
+    _close(a.magnetization, b.magnetization)
+
+
+def test_no_layout_for_chunks_past_the_size_limit(gre, monkeypatch):
+    """Past `STEP_LAYOUT_MAX_SPINS` spins per chunk the fused macro steps cost more than the
+    dispatch they save: the generic scan runs."""
+    seq, twin = gre
+    assert _layout_of(twin, seq) is not None
+    monkeypatch.setattr(engine, "STEP_LAYOUT_MAX_SPINS", twin.n_spins - 1)
+    assert _layout_of(twin, seq) is None
+    assert _layout_of(twin, seq, mt.Bloch(chunk_size=64)) is not None  # (the limit is per chunk)
