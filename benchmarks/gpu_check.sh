@@ -7,6 +7,7 @@
 #   devices.txt   the card, driver, JAX version, commit
 #   suite.jsonl   the benchmark suite on the GPU (XLA engine; `--markdown` table in suite.md)
 #   pallas.jsonl  the fused Pallas kernel vs the XLA engine, blocks x warps sweep
+#   layout.jsonl  periodic step layouts vs the generic scan by twin size (sets the size gate)
 #   log.txt       everything printed
 set -uo pipefail
 OUT=${OUT:-gpu-out}
@@ -29,4 +30,7 @@ python benchmarks/bench_suite.py --from "$OUT/suite.jsonl" > "$OUT/suite.md" 2>/
 # 3. the kernel sweep at full size
 timeout 150 python benchmarks/bench_pallas.py --sweep --repeats 5 --out "$OUT/pallas.jsonl" \
   --scenario koma-brain-spiral brain3d-gre koma-epi || echo "pallas sweep: failed or timed out ($?)"
+# 4. periodic step layouts against the generic scan (the CPU gate is 8192 spins per chunk)
+timeout 60 python benchmarks/bench_step_layout.py --sizes 64 128 256 512 --calls 11 > "$OUT/layout.jsonl" \
+  || echo "step layouts: failed or timed out ($?)"
 echo "done"; date -u
