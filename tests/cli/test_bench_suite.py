@@ -151,3 +151,21 @@ def test_multihost_example_two_processes_sum_to_single_process():
     assert not [ln for ln in outs[1][0].splitlines() if ln.startswith("{")]  # only process 0 reports
     assert rec["process_count"] == 2 and rec["n_spins"] == 256 and rec["spins_this_process"] == 128
     assert rec["max_rel_diff_vs_single_process"] < 1e-5  # float32 sums in another order
+
+
+def test_step_layout_benchmark_runs_and_agrees_with_the_generic_scan(capsys, monkeypatch):
+    """benchmarks/bench_step_layout.py: one small size; its two variants give the same
+    signal (the timing itself is the benchmark's business)."""
+    import pathlib
+    import runpy
+
+    from mritwin.simulate import engine
+
+    monkeypatch.setattr(engine, "MAX_STEP_PERIOD", engine.MAX_STEP_PERIOD)  # (restored after)
+    monkeypatch.setattr(engine, "STEP_LAYOUT_MAX_SPINS", engine.STEP_LAYOUT_MAX_SPINS)
+    script = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "bench_step_layout.py"
+    main = runpy.run_path(str(script))["main"]
+    assert main(["--sizes", "8", "--calls", "1"]) == 0
+    rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rec["n_spins"] == 64 and rec["period"] == 4
+    assert rec["layout_s"] > 0 and rec["generic_s"] > 0 and rec["max_rel_diff"] < 1e-5
