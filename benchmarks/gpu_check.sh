@@ -30,7 +30,7 @@ python benchmarks/bench_suite.py --from "$OUT/suite.jsonl" > "$OUT/suite.md" 2>/
 # 3. the kernel sweep at full size
 timeout 150 python benchmarks/bench_pallas.py --sweep --repeats 5 --out "$OUT/pallas.jsonl" \
   --scenario koma-brain-spiral brain3d-gre koma-epi || echo "pallas sweep: failed or timed out ($?)"
-# 4. periodic step layouts against the generic scan (the CPU gate is 8192 spins per chunk)
+# 4. periodic step layouts against the generic scan, by twin size
 timeout 60 python benchmarks/bench_step_layout.py --sizes 64 128 256 512 --calls 11 > "$OUT/layout.jsonl" \
   || echo "step layouts: failed or timed out ($?)"
 echo "done"; date -u
