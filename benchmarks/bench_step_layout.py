@@ -3,9 +3,8 @@
 The 64x64 spoiled GRE sequence of the suite (256 steps, period 4) on grid twins of growing
 size: for each size the compiled core with the layout and without it
 (`engine.MAX_STEP_PERIOD = 0`), planned from the same twin and sequence and called
-alternately, ``--calls`` calls each; the size gate `engine.STEP_LAYOUT_MAX_SPINS` is
-lifted, so that the crossover can be measured (it sets the gate). Prints one JSON object
-per size: spins, medians, speed-up, and the largest difference (float rounding).
+alternately, ``--calls`` calls each. Prints one JSON object per size: spins, medians,
+speed-up, and the largest difference (float rounding).
 
 Usage:  python benchmarks/bench_step_layout.py [--sizes 32 64 91 128] [--calls 21]
 """
@@ -36,7 +35,6 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     seq = cartesian_gre(64, 0.2, tr=12e-3, te=5e-3, flip=np.radians(15), dwell=10e-6)
     scanner = mt.Scanner(rf_dead_time=0.0, rf_ringdown_time=0.0, adc_dead_time=0.0)
-    engine.STEP_LAYOUT_MAX_SPINS = 1 << 40
     for n in a.sizes:
         twin = grid_twin(n, 0.2, t1=0.9, t2=0.07)
         runs = []

@@ -261,7 +261,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
     etab, etab_all, defer_k, layout = None, False, 0, None
     width = chunk if groups is None else groups[2].shape[1]
     exact = readout is None and not method.reversible and not models
-    if not method.reversible and not models and chunk <= STEP_LAYOUT_MAX_SPINS:
+    if not method.reversible and not models:
         layout = _step_layout(dseq, _exact_window_table(dseq, width, chunk, dtype)[0] if exact else None,
                               rf_kind, method.ideal_spoiling, method.checkpoint)
     if exact:
@@ -304,11 +304,6 @@ _RUNS: dict = {}  # run key -> (twin ref, sequence ref, _Run); the two most rece
 
 
 MAX_STEP_PERIOD = 16  # longest period of steps scanned as macro steps of static kinds (0: never)
-# ... for chunks of at most this many spins: the layout saves the dispatch of every step,
-# and XLA then fuses a whole macro step, evaluating the steps' shared work once per output
-# array; past ~10k spins per chunk that costs more than the dispatch (2-core CPU: 1.46x
-# faster at 1k spins, 1.12x at 4k, 1.03x at 8k, 0.84x at 16k)
-STEP_LAYOUT_MAX_SPINS = 8192
 
 
 def _step_layout(dseq: DiscreteSequence, etab, rf_kind, spoiling: bool, checkpoint: bool):
@@ -341,7 +336,7 @@ def _step_layout_compute(dseq: DiscreteSequence, etab, rf_kind, spoiling: bool, 
 
 def _knobs() -> tuple:
     """The module's planning limits (tests change them): part of the run key."""
-    return MAX_EXACT_GEOMETRIES, EXACT_TABLE_BYTES, DEFER_BYTES, MAX_STEP_PERIOD, STEP_LAYOUT_MAX_SPINS
+    return MAX_EXACT_GEOMETRIES, EXACT_TABLE_BYTES, DEFER_BYTES, MAX_STEP_PERIOD
 
 
 def _run_key(twin: Twin, seq, coils, scanner, method, dtype, want_mag: bool, motion, models):
@@ -1156,7 +1151,7 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
         def body_for(sp, static_kind=None, packed=False, fixed=None):
             # packed: the carry is (mx + i my, mz) instead of a State (see _pack)
             # fixed: a `layout.Slot`: the step's kind and flags known when tracing (its last
-            # input is then its ``active`` flag: False on a pad, whose result is dropped)
+            # input is then its ``active`` flag, read by the macro step: False on a pad)
             pack, unpack = (_pack, _unpack) if packed else (_identity, _identity)
             if fixed is not None:
                 static_kind = fixed.kind
@@ -1166,11 +1161,8 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
 
             def body(carry, step):
                 dt, k, b1dt, kind, sample, count, spoil, c0, bstep = step[:9]
-                masked = fixed is not None and fixed.masked
-                active = step[-1] if masked else True
                 if defer_k:
                     carry, buf = carry
-                before = carry
                 if spoiling and flag("spoil") is None:
                     carry = jax.lax.cond(spoil, lambda c: pack(_spoiled(unpack(c))), lambda c: c, carry)
                 elif spoiling and fixed.spoil:
@@ -1180,8 +1172,6 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
 
                     def keep(b):
                         row = kernels.window_weights(sp, unpack(carry), b.shape[-1])
-                        if masked:  # (a pad writes back the row it would have replaced)
-                            row = jnp.where(active, row, jax.lax.dynamic_index_in_dim(b, slot, 0, False))
                         return jax.lax.dynamic_update_index_in_dim(b, row, slot, 0)
 
                     if flag("geo") is None:
@@ -1289,8 +1279,6 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                     carry, win = branches[static_kind](carry)
                 if diffusion:
                     carry = pack(kernels.diffuse(sp, unpack(carry), bstep))
-                if masked:
-                    carry = jax.tree_util.tree_map(lambda a, b: jnp.where(active, a, b), carry, before)
                 if flag("sample") is None:
                     single = jax.lax.cond(sample, lambda: kernels.receive(sp, unpack(carry)), lambda: zero_single)
                 else:
@@ -1304,20 +1292,21 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
             subs = [body_for(sp, packed=True, fixed=f) for f in layout.slots]
 
             def macro(carry, xs):
+                # each step in a conditional on its active flag: it skips a pad, and it
+                # keeps XLA from fusing the steps of a macro step into one pass that would
+                # evaluate their shared work once per output array (the complex carry
+                # simplified away; an optimization barrier does not survive XLA's CPU
+                # pipeline): one conditional per step instead of the generic body's three
                 outs = []
                 for j, sub in enumerate(subs):
-                    carry, out = sub(carry, tuple(x[j] for x in xs))
+                    step = tuple(x[j] for x in xs)
+                    zeros = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype),
+                                                   jax.eval_shape(sub, carry, step)[1])
+                    carry, out = jax.lax.cond(step[-1], sub, lambda c, _, z=zeros: (c, z), carry, step)
                     outs.append(out)
                 return carry, jax.tree_util.tree_map(lambda *o: jnp.stack(o), *outs)
 
-            if layout.n_live == layout.n_macro:
-                body = macro
-            else:  # macro steps that only fill the last segment: skipped
-                def body(carry, xs):
-                    def skip(carry, xs):
-                        shapes = jax.eval_shape(macro, carry, xs)[1]
-                        return carry, jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
-                    return jax.lax.cond(xs[-1].any(), macro, skip, carry, xs)
+            body = macro
 
         steps = (d.dt, d.kstep, d.b1dt, d.kind, d.sample, d.count, d.spoil, d.cyc0, d.bstep)
         if general:

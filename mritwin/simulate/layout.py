@@ -6,14 +6,16 @@ body dispatches on each step's kind (a ``lax.switch``) and on its flags (conditi
 the sample, the ideal spoiling and the deferred window), which on XLA's CPU backend costs
 about as much as the arithmetic of a step for a few thousand spins. When the steps repeat
 with a period ``P``, the engine instead scans *macro steps* of ``P`` steps whose kinds
-and flags are static: no dispatch, and XLA fuses across the steps of a macro step.
+and flags are static: one conditional per step (on its ``active`` flag) instead of three.
 
 `plan_step_layout` (host, NumPy) finds the period and places every step at a *slot*: the
-steps that follow the pattern take consecutive slots, and where a step does not (the
-head of a sequence, a preparation, the last partial period) the slots in between are
-*pads*: steps computed on copied inputs and discarded by a select on their ``active``
-flag. A slot position whose flag differs between the macro steps keeps that flag per step
-(a conditional), as in the generic body.
+steps that follow the pattern take consecutive slots; the steps before and after the
+pattern's longest run (a preparation, a single-shot readout's excitation, a partial last
+period) run outside the scan, one by one, with their own static flags; and where a step
+inside does not follow the pattern the slots in between are *pads*, skipped by their
+conditional (their inputs are copies of a real step's at the same position). A slot
+position whose flag differs between the macro steps keeps that flag per step (a
+conditional), as in the generic body.
 """
 
 from __future__ import annotations
@@ -37,8 +39,7 @@ class Slot(NamedTuple):
         geo: the exact-window table row of a window step (``n_geometries``: not tabled),
             or None (per step); -1 for steps that are not windows.
         pulse: the prepared pulse of a pulse step, or None (per step); -1 for other steps.
-        masked: some macro steps have a pad here: the step's result is kept only where
-            its ``active`` flag is set.
+        masked: some macro steps have a pad here (skipped by the step's conditional).
         direct: a step of the head or tail (run outside the scan): a tabled window gives
             its samples at once instead of being deferred.
     """
@@ -93,7 +94,8 @@ class StepMap(NamedTuple):
 
 
 MAX_PAD_FRACTION = 0.25  # at most this many pads per real step: else the steps are not periodic
-MAX_PEEL_PERIODS = 4  # a head or tail of up to this many periods runs outside the scan (no pads)
+MAX_PEEL_PERIODS = 4  # a head or tail of up to this many periods runs outside the scan (no pads),
+MAX_PEEL_STEPS = 16  # and at most this many steps (each is compiled on its own)
 
 
 def plan_step_layout(fields: dict[str, np.ndarray], *, max_period: int = 16, checkpoint: bool = True,
@@ -126,19 +128,32 @@ def plan_step_layout(fields: dict[str, np.ndarray], *, max_period: int = 16, che
             break
         if np.mean(key[p:] == key[:-p]) < 0.5:
             continue
-        slot_of = _align(key, kind, p, int(MAX_PAD_FRACTION * n))
-        if slot_of is None:
+        run = _longest_run(key, p)
+        if run is None:
             continue
-        head, tail, core = _peel(slot_of, p)
-        if core.size < 2 * p:
-            continue
-        n_slots = int(core[-1]) + 1
-        n_dyn = _dynamic_fields(cols[head:n - tail], core, p)
-        # in steps: the scan's slots, a conditional ~ a quarter of a step, the head and tail
-        # (unrolled) and the macro step's body (compile time, code size)
-        cost = n_slots + 0.25 * n_dyn * -(-n_slots // p) + head + tail + 2 * p
-        if best is None or cost < best[0]:
-            best = (cost, p, head, tail, core)
+        # steps before and after the pattern's longest run (a preparation, a single-shot
+        # readout's excitation) may run outside the scan when they are short; or every
+        # step goes on the pattern (per-step flags where they differ)
+        a, e = run
+        peel = min(MAX_PEEL_PERIODS * p, MAX_PEEL_STEPS)
+        ends = (a if a <= peel else 0, n - e if n - e <= peel else 0)
+        for h0, t0 in [ends] + ([(0, 0)] if ends != (0, 0) else []):
+            slot_of = _align(key[h0:n - t0], kind[h0:n - t0], key[a:a + p], kind[a:a + p],
+                             int(MAX_PAD_FRACTION * n))
+            if slot_of is None:
+                continue
+            h1, t1, core = _peel(slot_of, p, peel - h0, peel - t0)
+            head, tail = h0 + h1, t0 + t1
+            if core.size < 4 * p:  # at least four macro steps in the scan
+                continue
+            n_slots = int(core[-1]) + 1
+            n_dyn = _dynamic_fields(cols[head:n - tail], core, p)
+            n_masked = _masked_positions(core, p)
+            # in steps: the scan's slots, a conditional or a masked position ~ a quarter of
+            # a step, the head and tail (unrolled: compile time) and the macro step's body
+            cost = n_slots + 0.25 * (n_dyn + n_masked) * -(-n_slots // p) + 2 * (head + tail) + 2 * p
+            if best is None or cost < best[0]:
+                best = (cost, p, head, tail, core)
     if best is None:
         return None
     _, p, head, tail, slot_of = best
@@ -175,10 +190,11 @@ def plan_step_layout(fields: dict[str, np.ndarray], *, max_period: int = 16, che
     return layout, StepMap(index.astype(np.int32), active, slot_of.astype(np.int32))
 
 
-def _peel(slot_of: np.ndarray, p: int) -> tuple[int, int, np.ndarray]:
+def _peel(slot_of: np.ndarray, p: int, max_head: int, max_tail: int) -> tuple[int, int, np.ndarray]:
     """``(h, t, slots)``: the first ``h`` and last ``t`` steps, the macro steps with pads at
-    either end (at most `MAX_PEEL_PERIODS` periods each), run outside the scan; the slots
-    of the steps between them, counted from their first macro step."""
+    either end (at most `MAX_PEEL_PERIODS` periods and ``max_head`` / ``max_tail`` steps),
+    run outside the scan; the slots of the steps between them, counted from their first
+    macro step."""
     macro = slot_of // p
     counts = np.bincount(macro)
     full = counts == p
@@ -186,8 +202,10 @@ def _peel(slot_of: np.ndarray, p: int) -> tuple[int, int, np.ndarray]:
         return 0, 0, slot_of
     first = int(np.argmax(full)) if full.any() else len(full)
     last = len(full) - int(np.argmax(full[::-1])) if full.any() else 0
-    h = int(np.sum(counts[:first])) if first <= MAX_PEEL_PERIODS else 0
-    t = int(np.sum(counts[last:])) if len(full) - last <= MAX_PEEL_PERIODS else 0
+    h = int(np.sum(counts[:first]))
+    h = h if first <= MAX_PEEL_PERIODS and h <= max_head else 0
+    t = int(np.sum(counts[last:]))
+    t = t if len(full) - last <= MAX_PEEL_PERIODS and t <= max_tail else 0
     core = slot_of[h:slot_of.size - t]
     if not core.size:
         return 0, 0, slot_of
@@ -197,6 +215,13 @@ def _peel(slot_of: np.ndarray, p: int) -> tuple[int, int, np.ndarray]:
 def _static(values: np.ndarray):
     """The value every step at a position has, or None."""
     return int(values[0]) if np.all(values == values[0]) else None
+
+
+def _masked_positions(slot_of: np.ndarray, p: int) -> int:
+    """Number of positions with a pad in some macro step (up to the last real step)."""
+    live = np.zeros(-(-(int(slot_of[-1]) + 1) // p) * p, bool)
+    live[slot_of] = True
+    return int(np.sum(~live.reshape(-1, p).all(0)))
 
 
 def _dynamic_fields(cols: np.ndarray, slot_of: np.ndarray, p: int) -> int:
@@ -210,22 +235,27 @@ def _dynamic_fields(cols: np.ndarray, slot_of: np.ndarray, p: int) -> int:
     return n
 
 
-def _align(key: np.ndarray, kind: np.ndarray, p: int, max_pad: int) -> np.ndarray | None:
-    """Slots of the steps on the pattern of ``p`` steps that repeats longest: each step goes
-    to the next slot whose pattern step has its key (or, failing that, its kind); None when a kind is not in the pattern or the pads pass ``max_pad``.
-
-    Steps that repeat the step ``p`` before them, placed ``p - 1`` slots after it, follow
-    without pads: those runs are placed at once, so the loop runs over the breaks only."""
-    n = key.size
-    # the pattern: the first p steps of the longest run in which every step repeats the
-    # step p before it
+def _longest_run(key: np.ndarray, p: int) -> tuple[int, int] | None:
+    """``(a, e)``: the longest run of steps ``a .. e - 1`` in which every step after the
+    first ``p`` repeats the step ``p`` before it (None when no step does)."""
     rep = np.r_[False, key[p:] == key[:-p], False]
     edges = np.flatnonzero(np.diff(rep.astype(np.int8)))
     starts, ends = edges[::2], edges[1::2]
     if not starts.size:
         return None
-    a = int(starts[np.argmax(ends - starts)])
-    pat_key, pat_kind = key[a:a + p], kind[a:a + p]
+    i = int(np.argmax(ends - starts))
+    return int(starts[i]), int(ends[i]) + p
+
+
+def _align(key: np.ndarray, kind: np.ndarray, pat_key: np.ndarray, pat_kind: np.ndarray,
+           max_pad: int) -> np.ndarray | None:
+    """Slots of the steps on the pattern ``pat_key`` (its kinds ``pat_kind``) of ``p``
+    steps: each step goes to the next slot whose pattern step has its key (or, failing
+    that, its kind); None when a kind is not in the pattern or the pads pass ``max_pad``.
+
+    Steps that repeat the step ``p`` before them, placed ``p - 1`` slots after it, follow
+    without pads: those runs are placed at once, so the loop runs over the breaks only."""
+    n, p = key.size, pat_key.size
     first = np.flatnonzero(pat_key == key[0])  # rotate: the first step needs no pad
     if first.size:
         pat_key, pat_kind = np.roll(pat_key, -first[0]), np.roll(pat_kind, -first[0])

@@ -162,7 +162,6 @@ def test_step_layout_benchmark_runs_and_agrees_with_the_generic_scan(capsys, mon
     from mritwin.simulate import engine
 
     monkeypatch.setattr(engine, "MAX_STEP_PERIOD", engine.MAX_STEP_PERIOD)  # (restored after)
-    monkeypatch.setattr(engine, "STEP_LAYOUT_MAX_SPINS", engine.STEP_LAYOUT_MAX_SPINS)
     script = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "bench_step_layout.py"
     main = runpy.run_path(str(script))["main"]
     assert main(["--sizes", "8", "--calls", "1"]) == 0
