@@ -209,11 +209,11 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
     rftab = rf_kind = ftab = fuse_kind = fftab = free_kind = rf_axes = rfint = None
     if not models:
         kind_id = 2 + int(dseq.n_window > 0) + int(dseq.n_general > 0)  # after the other kinds
-        plain = _prepared_pulses(seq, dseq, method)
+        plain = _prepared_pulses(dseq, method)
         # RF groups only where they let pulses be prepared that would be stepped (played
         # fewer than MIN_REPEATS times): the plans are cached per sequence, the groups cost
         # a sort of the twin on the host
-        grouped = (_prepared_pulses(seq, dseq, method, grouped=True)
+        grouped = (_prepared_pulses(dseq, method, grouped=True)
                    if method.group_spins or method.rf_interpolation is not None else plain)
         if method.group_spins and grouped[0].n_real_steps < plain[0].n_real_steps:
             rf_axes = _rf_group_axes(twin, dseq, method, chunk, dtype)
@@ -224,11 +224,11 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
             rf_kind, kind_id = kind_id, kind_id + 1
             rftab = _device_table(dseq, "rf", rftab, dtype)
         # stepped RF pulses, then stepped free precession (spiral ADC samples), S at a time
-        dseq, ftab = _fused_steps(seq, dseq, method, kind_id, 0)
+        dseq, ftab = _fused_steps(dseq, method, kind_id, 0)
         if ftab is not None:
             fuse_kind, kind_id = kind_id, kind_id + 1
             ftab = _device_table(dseq, "fused-rf", ftab, dtype)
-        dseq, fftab = _fused_steps(seq, dseq, method, kind_id, 1)
+        dseq, fftab = _fused_steps(dseq, method, kind_id, 1)
         if fftab is not None:
             free_kind = kind_id
             fftab = _device_table(dseq, "fused-free", fftab, dtype)
@@ -801,7 +801,7 @@ def _pack_ids(ids, perm, n_chunks: int, chunk: int, n_dev: int):
     return jnp.asarray(ids.reshape(n_dev, n_chunks // n_dev, chunk))
 
 
-def _prepared_pulses(seq, dseq: DiscreteSequence, method: Bloch, grouped: bool = False):
+def _prepared_pulses(dseq: DiscreteSequence, method: Bloch, grouped: bool = False):
     """``(dseq, table)``: the RF pulses that repeat (every pulse when ``grouped``: they
     are prepared on groups of spins) as single steps (`prepared_rf`), or ``(dseq, None)``.
     Cached per sequence object (the grouping loops over the pulses on the host). Rigid
@@ -860,7 +860,7 @@ def _packed_branch(f):
     return g
 
 
-def _fused_steps(seq, dseq: DiscreteSequence, method: Bloch, kind_id: int, step_kind: int):
+def _fused_steps(dseq: DiscreteSequence, method: Bloch, kind_id: int, step_kind: int):
     """``(dseq, table)``: runs of ``method.fuse_rf`` RF (``step_kind`` 0) or free
     precession steps (1) as single fused steps (`fused_rf`), or ``(dseq, None)``. Cached
     per sequence object and discretization."""
