@@ -231,3 +231,22 @@ def test_macro_steps_that_fill_the_last_segment_are_skipped(monkeypatch):
     a, b = _both(twin, seq, monkeypatch, return_magnetization=True)
     _close(a.samples, b.samples)
     _close(a.magnetization, b.magnetization)
+
+
+def test_fused_steps_get_no_layout():
+    # a 1000-sample pulse stepped sample by sample runs as fused steps of 16 (`fused_rf`);
+    # their periodic runs laid out as macro steps put one unrolled kernel per slot in the
+    # program (compilation 5 s -> 38 s in float64): the generic scan runs them
+    rf = mt.make_arbitrary_rf(np.ones(1000), flip_angle=np.pi / 2, raster=1e-6, delay=0.0,
+                              scanner=mt.Scanner(rf_dead_time=0.0, rf_ringdown_time=0.0))
+    seq = mt.Sequence([mt.Block(rf=rf), mt.Block(adc=mt.ADC(1, 1e-6))])
+    twin = mt.Twin(position=np.zeros((1, 3)), pd=[1.0], t1=[0.005], t2=[0.002], delta_f=[300.0])
+    method = mt.Bloch(rf_dt=1e-6)
+    run = engine._plan(twin, seq, mt.Scanner(rf_dead_time=0.0, rf_ringdown_time=0.0), None, method,
+                       jnp.float64, False, None, ())
+    assert run.call.keywords["fuse_kind"] is not None
+    assert run.call.keywords.get("layout") is None
+    # without the fused steps the same pulse's steps repeat with period 1: laid out
+    run = engine._plan(twin, seq, mt.Scanner(rf_dead_time=0.0, rf_ringdown_time=0.0), None,
+                       mt.Bloch(rf_dt=1e-6, fuse_rf=1), jnp.float64, False, None, ())
+    assert run.call.keywords["fuse_kind"] is None and run.call.keywords.get("layout") is not None
