@@ -318,18 +318,19 @@ def _step_layout(dseq: DiscreteSequence, etab, rf_kind, spoiling: bool, checkpoi
     5 s -> 16 s in float32, 38 s in float64, where the run also slowed from 7 ms to 9 s)."""
     if MAX_STEP_PERIOD < 1 or isinstance(dseq.kind, jax.core.Tracer):
         return None
-    if fused_kinds and np.isin(np.asarray(dseq.kind)[:dseq.n_real_steps], fused_kinds).any():
-        return None
     geo_key = None if etab is None else hashlib.blake2b(np.asarray(etab.step).tobytes()).hexdigest()
-    key = ("step-layout", geo_key, rf_kind, spoiling, checkpoint, MAX_STEP_PERIOD)
-    return _remembered(dseq, key, lambda: _step_layout_compute(dseq, etab, rf_kind, spoiling, checkpoint))
+    key = ("step-layout", geo_key, rf_kind, spoiling, checkpoint, fused_kinds, MAX_STEP_PERIOD)
+    return _remembered(dseq, key, lambda: _step_layout_compute(dseq, etab, rf_kind, spoiling, checkpoint,
+                                                               fused_kinds))
 
 
-def _step_layout_compute(dseq: DiscreteSequence, etab, rf_kind, spoiling: bool, checkpoint: bool):
+def _step_layout_compute(dseq: DiscreteSequence, etab, rf_kind, spoiling: bool, checkpoint: bool, fused_kinds):
     from .layout import plan_step_layout
 
     n = dseq.n_real_steps
     kind = np.asarray(dseq.kind)[:n]
+    if np.isin(kind, fused_kinds).any():
+        return None
     minus = np.full(n, -1, np.int64)
     geo = minus if etab is None else np.where(kind == 2, np.asarray(etab.step)[:n], -1)
     pulse = minus if rf_kind is None else np.where(kind == rf_kind, np.asarray(dseq.count)[:n], -1)
