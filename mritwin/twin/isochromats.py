@@ -89,7 +89,8 @@ def with_isochromats(
     vs = jnp.asarray(voxel_size, dtype=twin.position.dtype)
     if vs.shape not in ((3,), (twin.n_spins, 3)):
         raise ValueError(f"voxel_size must have shape (3,) or (n_spins, 3) [m], got {vs.shape}")
-    if not isinstance(vs, jax.core.Tracer) and bool(jnp.any(vs < 0)):
+    # NumPy, not jnp: inside a jit trace a jnp op on a concrete array is staged (a tracer)
+    if not isinstance(vs, jax.core.Tracer) and np.any(np.asarray(vs) < 0):
         raise ValueError("voxel_size must be >= 0 [m]")
 
     if key is None:

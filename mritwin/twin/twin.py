@@ -127,7 +127,8 @@ class Twin(eqx.Module):
         _check_values("delta_f", self.delta_f, finite=True)
         _check_values("diffusion", self.diffusion, nonneg=True, finite=True)
         _check_values("b1", self.b1, nonneg=True, finite=True)
-        if cs is not None and _is_concrete(cs) and not bool(jnp.all(jnp.isfinite(cs))):
+        # NumPy, not jnp: inside a jit trace a jnp op on a concrete array is staged (a tracer)
+        if cs is not None and _is_concrete(cs) and not np.all(np.isfinite(np.asarray(cs))):
             raise ValueError("Twin.coil_sensitivity contains NaN or inf")
         if self.label is not None and self.label_names and _is_concrete(self.label):
             lab = np.asarray(self.label)
