@@ -184,7 +184,10 @@ FUZZ_FILES = ["pypulseq_gre.seq", "koma_epi_v131.seq", "koma_fid_v120.seq", "pyp
 @pytest.mark.parametrize("name", FUZZ_FILES)
 def test_fuzz_truncate_and_corrupt(tmp_path, name):
     """Random seeded truncations and corruptions: either a clean ValueError (with the
-    file name in it) or a successful read, each within a time bound."""
+    file name in it) or a successful read, and never a hang (a corrupt count such as
+    99999999999 must not make the reader loop or allocate without bound). The time
+    bound is a hang guard ~1000x above a normal read, not a speed test: reading speed
+    is measured in benchmarks/bench_pulseq_read.py."""
     src = corpus_path(name).read_text()
     rng = random.Random(hash(name) % 1000)
     junk = ["", "x", "-1", "1e400", "nan", " 0 0", "\n", "[BLOCKS]", "[SHAPES]\nshape_id 1\n",
@@ -208,5 +211,5 @@ def test_fuzz_truncate_and_corrupt(tmp_path, name):
         except ValueError as e:
             assert "fuzz.seq" in str(e), str(e)
             outcomes["error"] += 1
-        assert time.perf_counter() - t < 5.0
+        assert time.perf_counter() - t < 30.0, f"read hung on trial {trial}"
     assert outcomes["error"] > 0
