@@ -9,6 +9,7 @@ saturation recovery with τ = 0.15/0.4/0.8/1.6 s (T1). Complex Gaussian noise at
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import mritwin as mt
 import mritwin.optimize as mo
@@ -44,6 +45,7 @@ def calibration_sequence():
     return mt.Sequence(blocks)
 
 
+@pytest.mark.slow
 def test_calibration_recovers_t1_t2_pd_at_snr50():
     seq = calibration_sequence()
     n = 4
@@ -98,6 +100,7 @@ def calibration_sequence_b1():
     return mt.Sequence(blocks)
 
 
+@pytest.mark.slow
 def test_calibration_recovers_b1_with_t1_t2_pd_at_snr50():
     seq = calibration_sequence_b1()
     n = TRUTH_B1["t1"].size

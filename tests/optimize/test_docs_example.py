@@ -3,9 +3,12 @@
 import pathlib
 import re
 
+import pytest
+
 DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "optimize.md"
 
 
+@pytest.mark.slow
 def test_docs_example_runs(capsys):
     code = re.findall(r"```python\n(.*?)```", DOC.read_text(), flags=re.S)
     assert len(code) == 1

@@ -130,6 +130,7 @@ def _gre_loss(te, tr):
     return loss
 
 
+@pytest.mark.slow
 def test_invalid_timing_is_reported_and_bad_flip_projected_in_builder_losses():
     # TE or TR below the minimum: the builder's ValueError (naming the field, the value and
     # the minimum) leaves `optimize` unchanged, before any NaN could appear

@@ -3,6 +3,7 @@
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import mritwin.optimize as mo
 from mritwin.sequence.safety import b1_rms
@@ -11,6 +12,7 @@ from tests.optimize._common import flash_train, flip_contrast, two_tissue_twin
 N_TR = 8
 
 
+@pytest.mark.slow
 def test_optimized_flip_train_beats_constant_flips_under_sar_limit():
     twin = two_tissue_twin(1)
     # the SAR limit: B1+rms of a constant 0.35 rad (20°) train

@@ -8,6 +8,7 @@ then refined by gradient descent through the simulator at the chosen TR.
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import mritwin as mt
 import mritwin.optimize as mo
@@ -31,6 +32,7 @@ def score(flip, tr):
     return c - 10.0 * mo.duration_penalty(seq, max_duration=MAX_DURATION)
 
 
+@pytest.mark.slow
 def test_grid_then_gradient_refinement_of_lesion_contrast():
     trs = (10e-3, 20e-3, 40e-3)
     flips = np.radians([5, 20, 30, 45])

@@ -10,6 +10,7 @@ cannot make sharper). The start is the Hanning-apodized sinc of `make_sinc_pulse
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import mritwin as mt
 import mritwin.optimize as mo
@@ -57,6 +58,7 @@ def profile_error(x):
     return jnp.mean((profile(x) - TARGET)[CARE] ** 2)
 
 
+@pytest.mark.slow
 def test_designed_pulse_profile_error_falls_10x_from_sinc():
     sinc = mt.make_sinc_pulse(np.pi / 2, DURATION, time_bw_product=TBW, scanner=mt.Scanner(rf_raster=DT))
     x0 = jnp.asarray(np.real(np.asarray(sinc.shape)) * float(sinc.amplitude) / UNIT)

@@ -152,6 +152,7 @@ def test_crushed_cpmg_train_matches_epg():
         np.testing.assert_allclose(s[row], epg_echoes(ang, **tissue), rtol=2e-4)
 
 
+@pytest.mark.slow
 def test_refocusing_train_beats_constant_flips_under_sar_limit():
     a180 = jnp.full(ETL, np.pi)
     rep180 = check_sar(sar_sequence(a180), SC)

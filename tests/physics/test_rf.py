@@ -77,6 +77,7 @@ def exact_constant_pulse(b1, df, t1, t2, duration):
     return (expm(a * duration) @ np.array([0, 0, 1.0, 1.0]))[:3]
 
 
+@pytest.mark.slow
 def test_rf_step_converges_with_second_order():
     # A 90-degree constant pulse with strong relaxation and off-resonance during the pulse,
     # discretized into n steps (rf_dt = T/n): error vs the exact solution falls as n^-2

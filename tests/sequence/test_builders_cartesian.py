@@ -193,6 +193,7 @@ def test_bssfp_te_is_half_tr_balanced_and_steady_state():
     assert 0.7 * s0 < ref[0] < 1.5 * 0.7 * s0
 
 
+@pytest.mark.slow
 def test_mprage_ti_and_t1w_contrast():
     seq = B.mprage(scanner=SC, fov=(0.2, 0.2, 0.16), matrix=(16, 8, 8), ti=0.9, tr=2.3, flip_angle_deg=9,
                    n_dummy=2)

@@ -80,6 +80,7 @@ def test_traced_flip_angle_flows_into_rf():
     np.testing.assert_allclose(float(g) * math.radians(15.0), float(peak_b1(math.radians(15.0))), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_gradient_of_simulated_signal_wrt_flip():
     twin = mt.Twin(position=np.zeros((1, 3)), pd=[1.0], t1=[1.0], t2=[0.1])
 

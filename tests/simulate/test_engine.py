@@ -56,6 +56,7 @@ def test_float32_agrees_with_float64():
     assert np.max(np.abs(a - np.asarray(b))) < 1e-4 * np.max(np.abs(a))
 
 
+@pytest.mark.slow
 def test_multi_coil_is_sensitivity_weighted_sum():
     twin = random_twin(50)
     seq = small_gre()

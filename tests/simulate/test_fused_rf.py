@@ -87,6 +87,7 @@ def test_any_fuse_size_equals_stepping(size):
     assert _max_rel(got.samples, ref.samples) <= 1e-12
 
 
+@pytest.mark.slow
 def test_unprepared_train_with_ideal_spoiling_and_motion_equals_stepping():
     """A train of sinc pulses with other flips each (not prepared, so fused), ideal
     spoiling at each excitation, and a translation (a phase per raster step)."""
@@ -185,6 +186,7 @@ def test_sampled_free_steps_are_fused_with_their_samples():
 
 
 @pytest.mark.parametrize("with_window", [False, True])
+@pytest.mark.slow
 def test_fused_free_steps_equal_stepping(with_window):
     """Off-resonance, relaxation, three coils, and (optionally) a window in the same run."""
     twin = _twin(6, 0.2, seed=5)
@@ -200,6 +202,7 @@ def test_fused_free_steps_equal_stepping(with_window):
     assert _max_rel(f32.samples, ref.samples) <= 3e-4
 
 
+@pytest.mark.slow
 def test_fused_free_steps_with_motion_and_chunks_equal_stepping():
     twin = _twin(7, 0.2, seed=6)
     seq = _spiral_like(n_read=120)
@@ -209,6 +212,7 @@ def test_fused_free_steps_with_motion_and_chunks_equal_stepping():
     assert _max_rel(got.samples, ref.samples) <= 1e-12
 
 
+@pytest.mark.slow
 def test_gradients_through_fused_steps_agree_with_stepping_and_finite_differences():
     """With respect to the RF amplitude (traced sequence values: the fused plan needs only
     the concrete structure), T2 and the off-resonance, through a fused sinc and a fused

@@ -73,6 +73,7 @@ def seq0():
 
 
 @pytest.mark.parametrize("field", ["pd", "t1", "t2", "delta_f", "b1", "position"])
+@pytest.mark.slow
 def test_gradient_wrt_twin_fields(field):
     base = twin()
     x0 = getattr(base, field)
@@ -82,6 +83,7 @@ def test_gradient_wrt_twin_fields(field):
 
 
 @pytest.mark.parametrize("name", ["flip", "rf_phase", "g", "adc_phase"])
+@pytest.mark.slow
 def test_gradient_wrt_sequence_values(name):
     base = twin()
     x0 = {"flip": 0.6, "rf_phase": 0.3, "g": 8e-3, "adc_phase": -0.2}[name]
@@ -92,6 +94,7 @@ def test_gradient_wrt_sequence_values(name):
     assert_grad_matches_fd(f, x0, rel=1e-5)
 
 
+@pytest.mark.slow
 def test_gradient_wrt_rf_waveform_samples():
     base = twin()
     shape0 = np.hanning(40) * 1e-5 + 0j

@@ -116,6 +116,7 @@ def _used(nz=1):
 
 
 @pytest.mark.parametrize("nz", [1, 5])
+@pytest.mark.slow
 def test_simulation_equals_stepping_in_float64(nz):
     """Field map, chemical shift, relaxation during the pulse; one slice (v = Δf) and a slab
     across the slice profile (v = γ̄Gz z + Δf)."""
@@ -131,6 +132,7 @@ def test_simulation_equals_stepping_in_float64(nz):
     assert np.abs(np.asarray(got.magnetization) - np.asarray(ref.magnetization)).max() < 5e-8
 
 
+@pytest.mark.slow
 def test_a_translating_twin_equals_stepping_in_float64():
     """A translation through the slice adds a phase common to all spins to every raster
     step; it is part of the interpolated pulse (stepped at the nodes with it)."""
@@ -148,6 +150,7 @@ def test_a_translating_twin_equals_stepping_in_float64():
     assert np.abs(still - ref).max() > 1e-3 * scale  # (the motion matters)
 
 
+@pytest.mark.slow
 def test_float32_error_stays_at_stepping_rounding():
     twin = _slice_twin(16)
     seq = _epi_like(16)

@@ -118,6 +118,7 @@ def test_motion_bad_input():
         mt.simulate(twin, bipolar_seq(), motion=(0.1, 0, 0))
 
 
+@pytest.mark.slow
 def test_translation_keeps_adc_windows_exact():
     """A translation adds, per ADC sample, a phase common to all spins: windows stay windows
     (exact and NUFFT), equal to stepping every sample; a rotation still steps them."""

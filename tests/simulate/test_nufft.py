@@ -149,6 +149,7 @@ def corpus_twin():
 
 
 @pytest.mark.parametrize("name", sorted(CORPUS))
+@pytest.mark.slow
 def test_corpus_readouts_match_exact_stepping(name, corpus_twin):
     seq = mt.read_seq(corpus_path(CORPUS[name]))
     kinds = np.asarray(discretize(seq, general_windows=True).kind)
@@ -161,6 +162,7 @@ def test_corpus_readouts_match_exact_stepping(name, corpus_twin):
         assert _rel_err(got, ref) <= tol
 
 
+@pytest.mark.slow
 def test_gradients_agree_with_exact_stepping(gre):
     """d/dT2, d/dΔf and d/dflip through the NUFFT readout equal the exact ones."""
     twin = _rich_twin(16, 0.2, seed=4)
@@ -179,6 +181,7 @@ def test_gradients_agree_with_exact_stepping(gre):
         assert _rel_err(a, b) < 1e-6
 
 
+@pytest.mark.slow
 def test_gradient_through_the_transform_geometry():
     """d/d(position): through each spin's phase per sample, i.e. the spreading kernel."""
     twin = _rich_twin(12, 0.2, seed=5)

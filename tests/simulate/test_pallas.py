@@ -144,6 +144,7 @@ def test_several_chunks_and_padding():
     assert out.magnetization.shape == (1000, 3)
 
 
+@pytest.mark.slow
 def test_derivatives_are_the_xla_engines():
     # the kernel's tangents come from its XLA reference: grad through kernel='pallas'
     # equals grad through the XLA engine (both float32), and float64 central differences

@@ -120,6 +120,7 @@ def test_on_resonance_pulses_compose_to_closed_form_rotations():
     np.testing.assert_allclose(np.asarray(got), m, atol=1e-9)
 
 
+@pytest.mark.slow
 def test_gradients_through_prepared_pulses_agree_with_stepping():
     twin = _twin(6, 0.2, seed=1)
     seq = _sinc_gre(6, 0.2)

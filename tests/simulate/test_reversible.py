@@ -44,6 +44,7 @@ def _rel(a, b):
     {"rf_dt": 20e-6, "analytic_diffusion": True},
     {"ideal_spoiling": True, "reversible_segment": 10.0},  # restore points at every spoil
 ], ids=["stepped", "windows", "nufft", "diffusion", "ideal-spoiling"])
+@pytest.mark.slow
 def test_reversible_gradient_equals_checkpointed(options):
     twin = _twin()
     seq = cartesian_gre(8, 0.2)
@@ -65,6 +66,7 @@ def test_gradient_with_respect_to_sequence_values():
     assert abs(float(g_rev) - float(g_ref)) < 1e-9 * abs(float(g_ref))
 
 
+@pytest.mark.slow
 def test_short_t2_in_float32_stays_accurate_or_says_so():
     """Undoing relaxation amplifies rounding by exp(t/T2). With concrete T2 the restore
     spacing follows T2 (T2_min ln 100 in float32) and float32 gradients of a 2–4 ms T2

@@ -95,6 +95,7 @@ def test_a_simulation_inside_jit_then_outside(method):
     assert float(jnp.abs(inside - outside).max()) < 1e-5 * scale
 
 
+@pytest.mark.slow
 def test_a_sequence_with_a_traced_flip_angle_is_known_as_traced_and_not_remembered(gre):
     """Whether a sequence holds tracers is remembered with the object (walking a few hundred
     blocks per call cost ~3 ms): a sequence built from a traced flip angle is never

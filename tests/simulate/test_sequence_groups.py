@@ -97,6 +97,7 @@ def test_a_one_dimensional_train_groups_columns_and_tissues():
     np.testing.assert_allclose(np.asarray(out.magnetization), np.asarray(ref.magnetization), atol=1e-11)
 
 
+@pytest.mark.slow
 def test_derivatives_wrt_pd_and_coils_keep_the_groups():
     twin = _tissue_twin(n=200, coils=2)
     seq, _ = mrf_train(6, scanner=IDEAL)

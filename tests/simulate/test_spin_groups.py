@@ -86,6 +86,7 @@ def test_the_plan_groups_a_grid_and_declines_a_field_map(monkeypatch):
     assert engine._group_plan(mapped, dseq, 1024, 1, jnp.float64) is None
 
 
+@pytest.mark.slow
 def test_derivatives_through_grouped_windows():
     twin = _grid_twin(n=16)
     seq = cartesian_gre(16, 0.2, tr=8e-3, te=3e-3)
@@ -126,6 +127,7 @@ def test_a_pulse_played_once_is_prepared_on_rf_groups(coils):
     assert engine._rf_group_axes(mapped, dseq, mt.Bloch(), 512, jnp.float64) is None
 
 
+@pytest.mark.slow
 def test_gradient_through_a_pulse_prepared_on_rf_groups():
     # w.r.t. PD the RF groups apply; the RF amplitude stays concrete
     seq, scanner = epi_like(), IDEAL

@@ -160,6 +160,7 @@ def test_repeated_shaped_pulses_are_static_in_the_layout(monkeypatch):
     _close(a.samples, b.samples)
 
 
+@pytest.mark.slow
 def test_gradients_through_the_layout_equal_the_generic_scan(gre, monkeypatch):
     seq, twin = gre
 
@@ -176,6 +177,7 @@ def test_gradients_through_the_layout_equal_the_generic_scan(gre, monkeypatch):
         assert np.abs(np.asarray(y)).max() > 0
 
 
+@pytest.mark.slow
 def test_windows_of_irregular_polarity_an_inner_preparation_and_a_window_in_the_tail(monkeypatch):
     """Readouts of both polarities in no periodic order: the window position's table row
     (and so its deferral) stays per step. An inversion between two trains takes pads

@@ -24,6 +24,7 @@ def _rel_err(a, b):
 
 
 @pytest.mark.parametrize("block", [64, 256])
+@pytest.mark.slow
 def test_block_spreading_matches_the_direct_sum(block):
     rng = np.random.default_rng(0)
     n, modes = 4096, 90
@@ -128,6 +129,7 @@ def test_prepared_windows_with_coils_and_several_chunks():
 
 
 @pytest.mark.parametrize("reversible", [False, True])
+@pytest.mark.slow
 def test_gradients_through_prepared_windows_agree_with_exact_stepping(reversible):
     """Positions and off-resonance are concrete (so the windows are prepared); T1, T2 and
     PD are differentiated."""
@@ -146,6 +148,7 @@ def test_gradients_through_prepared_windows_agree_with_exact_stepping(reversible
         assert _rel_err(a, b) < 1e-6
 
 
+@pytest.mark.slow
 def test_windows_are_not_prepared_when_positions_are_traced():
     twin = _twin(8, 0.2, seed=4)
     seq = cartesian_gre(8, 0.2)

@@ -87,6 +87,7 @@ def test_deferred_windows_get_one_slot_each():
 
 
 @pytest.mark.parametrize("chunk", [None, 256])
+@pytest.mark.slow
 def test_deferred_samples_equal_samples_in_the_scan(chunk, monkeypatch):
     """Windows sampled after the scan (default, with checkpointing) against windows sampled
     in it (``checkpoint=False`` keeps them in the scan); coils, two read directions, three
@@ -114,6 +115,7 @@ def test_deferred_samples_equal_samples_in_the_scan(chunk, monkeypatch):
 
 
 @pytest.mark.parametrize("case", ["coils", "groups", "partial", "translation"])
+@pytest.mark.slow
 def test_tabled_windows_equal_windows_computed_anew(case, monkeypatch):
     seq, scanner, motion = epi_like(), IDEAL, None
     twin = random_twin(n=700, n_coils=2)
@@ -137,6 +139,7 @@ def test_tabled_windows_equal_windows_computed_anew(case, monkeypatch):
     np.testing.assert_allclose(np.asarray(out.magnetization), np.asarray(ref.magnetization), atol=1e-12)
 
 
+@pytest.mark.slow
 def test_derivatives_through_tabled_windows(monkeypatch):
     twin = random_twin(n=300, n_coils=1)
     seq = epi_like(n=6)
