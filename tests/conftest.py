@@ -8,9 +8,9 @@ import pathlib
 def _compilation_cache() -> None:
     """Share compiled programs between tests and between the xdist workers.
 
-    Many tests compile the same small programs (a FID, a GRE on a few spins); with the
-    persistent cache a program compiled by one test or worker is loaded by the others
-    (about a tenth of the suite's time, measured). The cache lives in
+    A rerun loads what the last run compiled (measured: test_gradients.py and
+    test_nufft.py in 141 s instead of 286 s); a first run gains little, as few programs
+    repeat within one run (a cold full run: 1359 s vs 1322 s without). The cache lives in
     ``.pytest_cache/jax-compilation-cache`` (git-ignored, at most 2 GB, least recently
     used entries evicted under a file lock, so that two workers never read a half-written
     entry). Entries are keyed by the program, the JAX version and the devices, so a
