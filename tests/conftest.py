@@ -8,7 +8,7 @@ import pathlib
 def _compilation_cache() -> None:
     """Share compiled programs between tests and between the xdist workers.
 
-    A rerun loads what the last run compiled (measured: test_gradients.py and
+    A rerun loads what the last run compiled (one timing each: test_gradients.py and
     test_nufft.py in 141 s instead of 286 s); a first run gains little, as few programs
     repeat within one run (a cold full run: 1359 s vs 1322 s without). The cache lives in
     ``.pytest_cache/jax-compilation-cache`` (git-ignored, at most 2 GB, least recently
