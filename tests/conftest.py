@@ -59,7 +59,7 @@ def _cheap_compile() -> None:
 _compilation_cache()
 _cheap_compile()
 
-import jax  # noqa: E402  (after the cache's environment)
+import jax  # noqa: E402  (after the cache's and XLA's environment)
 import matplotlib  # noqa: E402
 import pytest  # noqa: E402
 
