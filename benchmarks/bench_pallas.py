@@ -101,7 +101,11 @@ def main(argv=None) -> int:
     p.add_argument("--scenario", nargs="+", default=None, metavar="NAME",
                    help=f"default: {' '.join(DEFAULT_SCENARIOS)}; any of {', '.join(scenario_names())}")
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--sweep", action="store_true", help="blocks 64..512 x warps 1..8 (default: one configuration)")
+    p.add_argument("--sweep", action="store_true", help="blocks 32..512 x warps 1..8 (default: one configuration)")
+    p.add_argument("--blocks", type=int, nargs="+", default=[32, 64, 128, 256, 512], metavar="B",
+                   help="spins per program in the sweep (default 32 64 128 256 512)")
+    p.add_argument("--warps", type=int, nargs="+", default=[1, 2, 4, 8], metavar="W",
+                   help="warps per program in the sweep (default 1 2 4 8; only W <= B/32)")
     p.add_argument("--out", help="also append the JSON lines to this file")
     a = p.parse_args(argv)
     if jax.default_backend() == "cpu" and not a.quick:
@@ -110,7 +114,7 @@ def main(argv=None) -> int:
         return 2
     configs = [(DEFAULT_BLOCK, DEFAULT_WARPS)]
     if a.sweep:
-        configs = [(b, w) for b in (64, 128, 256, 512) for w in (1, 2, 4, 8) if b >= 32 * w]
+        configs = [(b, w) for b in a.blocks for w in a.warps if b >= 32 * w]
     for name in a.scenario or DEFAULT_SCENARIOS:
         print(f"[{name}]", file=sys.stderr, flush=True)
         for rec in run(name, quick=a.quick, repeats=a.repeats, configs=configs):

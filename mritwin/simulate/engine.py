@@ -923,7 +923,8 @@ def _remembered(obj, key, compute: Callable[[], object]):
     if _holds_tracer(obj) or _has_tracer(out):
         return out
     try:
-        ref = weakref.ref(obj, lambda _, k=k: _BY_OBJECT.pop(k, None))
+        # (the dict bound now: at interpreter exit the module's globals are already None)
+        ref = weakref.ref(obj, lambda _, k=k, d=_BY_OBJECT: d.pop(k, None))
     except TypeError:  # not weakly referenceable: not remembered
         return out
     while len(_BY_OBJECT) >= _BY_OBJECT_SIZE:
@@ -943,7 +944,7 @@ def _holds_tracer(obj) -> bool:
         return hit[1]
     out = _has_tracer(obj)
     try:
-        ref = weakref.ref(obj, lambda _, k=id(obj): _TRACED.pop(k, None))
+        ref = weakref.ref(obj, lambda _, k=id(obj), d=_TRACED: d.pop(k, None))
     except TypeError:  # not weakly referenceable: not remembered
         return out
     while len(_TRACED) >= _BY_OBJECT_SIZE:
