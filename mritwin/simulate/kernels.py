@@ -271,8 +271,19 @@ def window_weights(spins: Spins, m: State, width: int) -> jax.Array:
         wz = jnp.concatenate([w, jnp.zeros((w.shape[0], 1), w.dtype)], axis=1)
         w = wz[:, spins.group_members].sum(-1)
     elif spins.group is not None:
-        w = jax.vmap(lambda v: jax.ops.segment_sum(v, spins.group, width, indices_are_sorted=True))(w)
+        w = jax.vmap(lambda v: segment_sum_complex(v, spins.group, width, indices_are_sorted=True))(w)
     return w
+
+
+def segment_sum_complex(v, ids, num_segments: int, *, indices_are_sorted: bool = False):
+    """`jax.ops.segment_sum` of a complex (n,) array, summed as float real and imaginary
+    parts (one scatter of (n, 2) rows). XLA's GPU compiler (jaxlib 0.11.2, CUDA 13) crashes
+    with a segmentation fault on a complex scatter-add with sorted indices inside a loop
+    (``ScatterWithDistributedIndices::InitializeAccumulator``, seen on an H200 2026-12-04);
+    the float scatter is the same arithmetic."""
+    parts = jnp.stack([jnp.real(v), jnp.imag(v)], axis=-1)
+    out = jax.ops.segment_sum(parts, ids, num_segments, indices_are_sorted=indices_are_sorted)
+    return jax.lax.complex(out[..., 0], out[..., 1])
 
 
 def window_end_prepared(spins: Spins, m: State, tab: WindowPowers) -> State:
