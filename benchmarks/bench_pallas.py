@@ -27,9 +27,8 @@ import mritwin as mt
 from mritwin.bench_scenarios import build_case, scenario_names
 from mritwin.simulate.engine import _default_chunk, _pack_spins
 from mritwin.simulate.pallas_kernel import (
-    DEFAULT_BLOCK,
-    DEFAULT_WARPS,
     _step_arrays,
+    launch_config,
     pallas_chunk,
     pallas_core,
     step_slots,
@@ -112,7 +111,7 @@ def main(argv=None) -> int:
         print("bench_pallas: error: on a CPU the kernel runs in Pallas's interpreter; use --quick (a check "
               "that the script works) or run on a GPU", file=sys.stderr)
         return 2
-    configs = [(DEFAULT_BLOCK, DEFAULT_WARPS)]
+    configs = [launch_config(jax.default_backend() == "cpu")]  # what simulate launches
     if a.sweep:
         configs = [(b, w) for b in a.blocks for w in a.warps if b >= 32 * w]
     for name in a.scenario or DEFAULT_SCENARIOS:

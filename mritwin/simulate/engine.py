@@ -408,7 +408,7 @@ def _signal_out(samples, mag, kspace, dseq, adc_event, noise, key, seq, dtype) -
 
 def _run_pallas(twin: Twin, sens, dseq: DiscreteSequence, chunk: int, devices, want_mag: bool, spoiling: bool):
     """`simulate` with ``Bloch(kernel="pallas")``: ``(samples, magnetization)``."""
-    from .pallas_kernel import DEFAULT_BLOCK, _step_arrays, pallas_chunk, pallas_core, step_slots
+    from .pallas_kernel import _step_arrays, launch_config, pallas_chunk, pallas_core, step_slots
 
     kind = np.asarray(dseq.kind)[: dseq.n_real_steps]
     if dseq.n_window or dseq.n_general or kind.max(initial=0) > 1:
@@ -420,14 +420,16 @@ def _run_pallas(twin: Twin, sens, dseq: DiscreteSequence, chunk: int, devices, w
     slot, slot_of_sample, n_slots = step_slots(np.asarray(dseq.sample), np.asarray(dseq.out_index))
     n_coils = 1 if sens is None else int(sens.shape[0])
     n_dev = len(devices)
-    chunk = pallas_chunk(chunk, n_coils, n_slots)
+    interpret = jax.default_backend() == "cpu"
+    block, warps = launch_config(interpret)
+    chunk = pallas_chunk(chunk, n_coils, n_slots, block)
     spins, n_chunks = _pack_spins(twin, sens, chunk, jnp.float32, n_dev)
     spoil = dseq.spoil if spoiling else np.zeros(dseq.dt.shape, bool)
     steps = _step_arrays(dseq.dt, dseq.kstep, dseq.b1dt, dseq.kind, slot, spoil, dseq.cyc0)
     mesh = spin_sharding(devices).mesh if n_dev > 1 else None
     samples, mag = pallas_core(spins, steps, jnp.asarray(slot_of_sample), jnp.asarray(dseq.demod, jnp.complex64),
-                               n_slots=n_slots, block=DEFAULT_BLOCK, interpret=jax.default_backend() == "cpu",
-                               want_mag=want_mag, mesh=mesh)
+                               n_slots=n_slots, block=block, interpret=interpret, want_mag=want_mag, mesh=mesh,
+                               num_warps=warps)
     return samples, (None if mag is None else mag[: twin.n_spins])
 
 

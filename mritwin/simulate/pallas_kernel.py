@@ -41,10 +41,22 @@ import numpy as np
 from . import kernels
 from .kernels import Spins, State
 
-__all__ = ["pallas_signal", "pallas_core", "stepped_xla", "DEFAULT_BLOCK", "DEFAULT_WARPS"]
+__all__ = ["pallas_signal", "pallas_core", "stepped_xla", "launch_config", "DEFAULT_BLOCK", "DEFAULT_WARPS",
+           "GPU_BLOCK", "GPU_WARPS"]
 
-DEFAULT_BLOCK = 256
+DEFAULT_BLOCK = 256  # spins per program in Pallas's interpreter (fewer, wider programs run faster there)
 DEFAULT_WARPS = 4
+# on a GPU: 64 spins per program on one warp, the best of blocks 32-512 x warps 1-8 on an
+# NVIDIA H200 (benchmarks/RESULTS.md, 2026-12-04): 24.8 ms for the 1.68M-spin brain3d-gre
+# (31 ms at 128 x 4), 11.1 ms for the 26k-spin spiral (10.8 ms at 64 x 2, 12.8 ms at 256 x 4)
+GPU_BLOCK = 64
+GPU_WARPS = 1
+
+
+def launch_config(interpret: bool) -> tuple[int, int]:
+    """``(block, num_warps)`` of `simulate`'s kernel launches: the GPU's measured best, or
+    the interpreter's."""
+    return (DEFAULT_BLOCK, DEFAULT_WARPS) if interpret else (GPU_BLOCK, GPU_WARPS)
 _TWO_PI = float(2.0 * np.pi)
 _SPIN_FIELDS = ("x", "y", "z", "pd", "r1", "r2", "df", "b1")
 

@@ -165,12 +165,16 @@ def test_derivatives_are_the_xla_engines():
     np.testing.assert_allclose(float(g_pallas[7]), float(fd), rtol=1e-3)
 
 
-def test_lowers_to_a_triton_kernel_for_cuda():
-    # the GPU program: lowered here without a GPU (jaxlib carries the Triton dialect);
-    # compiling it to PTX needs the CUDA plugin, so that part is checked on a GPU only
+@pytest.mark.parametrize("config", [(256, 4), pk.launch_config(interpret=False)])
+def test_lowers_to_a_triton_kernel_for_cuda(config):
+    # the GPU program (also with the launch configuration simulate uses on a GPU): lowered
+    # here without a GPU (jaxlib carries the Triton dialect); compiling it to PTX needs the
+    # CUDA plugin, so that part is checked on a GPU only (benchmarks/gpu_check.sh)
+    block, warps = config
     steps, n_slots = _random_steps(200)
     sp = _spins(n=512, n_coils=2)
-    fn = jax.jit(lambda sp, st: pk._pallas_forward(sp, st, n_slots=n_slots, block=256, interpret=False))
+    fn = jax.jit(lambda sp, st: pk._pallas_forward(sp, st, n_slots=n_slots, block=block, interpret=False,
+                                                   num_warps=warps))
     try:
         text = fn.trace(sp, steps).lower(lowering_platforms=("cuda",)).as_text()
     except ImportError as e:  # a jaxlib build without the Triton dialect; any other error fails
