@@ -315,7 +315,8 @@ def run_scenario(name: str, *, quick: bool = False, repeats: int = 3, dtype: str
         nufft: run with the NUFFT readout at this tolerance
             (``Bloch(readout=NUFFTReadout(nufft))``) instead of the scenario's method's
             exact windows; ``None``: the scenario's method as it is.
-        kernel: ``"xla"`` (the scenario's method) or ``"pallas"``: the fused kernel
+        kernel: ``"xla"`` (the scenario's method on the XLA engine, also on a GPU) or
+            ``"pallas"``: the fused kernel
             (``Bloch(kernel="pallas")``, every ADC sample a step, so ``n_steps`` counts the
             stepped sequence). On the CPU it runs in Pallas's interpreter: a correctness
             check, its times mean nothing.
@@ -344,6 +345,8 @@ def run_scenario(name: str, *, quick: bool = False, repeats: int = 3, dtype: str
         if nufft is not None:
             raise ValueError("the NUFFT readout is not available with kernel='pallas'")
         case = dataclasses.replace(case, method=dataclasses.replace(case.method, kernel="pallas", windows=False))
+    else:  # the XLA engine on every platform (Bloch's default "auto" picks the kernel on a GPU)
+        case = dataclasses.replace(case, method=dataclasses.replace(case.method, kernel="xla"))
     if nufft is not None:
         case = dataclasses.replace(case, method=dataclasses.replace(case.method, readout=mt.NUFFTReadout(nufft)))
     if rf_interpolation is not None:

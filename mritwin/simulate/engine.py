@@ -123,6 +123,12 @@ def simulate(
     if motion is not None and not isinstance(motion, AbstractMotion):
         raise TypeError(f"motion must be a mritwin motion model (e.g. mritwin.Translation), got {motion!r}")
     models = _dynamics_models(dynamics)
+    if method.kernel == "auto":  # the fused kernel for concrete forward runs on one GPU
+        on_cpu = jax.default_backend() == "cpu"
+        traced = False if on_cpu else _holds_tracer(seq) or _has_tracer((twin, coils, motion))
+        method = method.resolve_kernel(dtype=dtype, traced=traced, dynamics=bool(models),
+                                       n_devices=len(jax.local_devices()) if method.shard else 1,
+                                       windowed=not on_cpu and not traced and _windowed(seq))
     pallas = method.kernel == "pallas"
     if pallas and models:
         raise NotImplementedError("Bloch(kernel='pallas') does not simulate dynamics=...; use kernel='xla'")
@@ -148,6 +154,15 @@ def simulate(
         if run.seq_groups is not None:
             mag = expand_magnetization(run.seq_groups, mag, run.pd0)
     return _signal_out(samples, mag, run.kspace, run.dseq, run.adc_event, noise, key, seq, dtype)
+
+
+def _windowed(seq) -> bool:
+    """Whether ``seq`` is a `DiscreteSequence` with steps only the XLA engine runs (ADC
+    windows, prepared or fused steps): `Bloch(kernel="pallas")` needs one step per sample."""
+    if not isinstance(seq, DiscreteSequence):
+        return False
+    kind = np.asarray(seq.kind)[: seq.n_real_steps]
+    return bool(seq.n_window or seq.n_general or kind.max(initial=0) > 1)
 
 
 class _Run(NamedTuple):

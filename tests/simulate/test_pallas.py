@@ -213,3 +213,54 @@ def test_sharded_over_four_devices_equals_one():
     assert float(out["mag_diff"]) < 1e-5
     assert out["all_reduce"] == "True"  # the signal is summed across the devices
     assert out["n_devices"] == "4"
+
+
+def test_auto_kernel_choice():
+    # Bloch()'s default kernel="auto": the fused kernel only for a concrete float32 forward
+    # run on one GPU with options it covers; the XLA engine everywhere else
+    auto = mt.Bloch()
+    assert auto.kernel == "auto"
+    base = dict(dtype=jnp.float32, traced=False, dynamics=False, n_devices=1)
+    assert auto.resolve_kernel(backend="gpu", **base).kernel == "pallas"
+    assert auto.resolve_kernel(backend="cpu", **base).kernel == "xla"
+    assert auto.resolve_kernel(backend="rocm", **base).kernel == "xla"
+    assert auto.resolve_kernel(backend="tpu", **base).kernel == "xla"
+    for change in (dict(dtype=jnp.float64), dict(traced=True), dict(dynamics=True), dict(n_devices=4),
+                   dict(windowed=True)):
+        assert auto.resolve_kernel(backend="gpu", **{**base, **change}).kernel == "xla", change
+    for method in (mt.Bloch(reversible=True), mt.Bloch(analytic_diffusion=True),
+                   mt.Bloch(readout=mt.NUFFTReadout(1e-6)), mt.Bloch(rf_interpolation=1e-6), mt.Bloch(kernel="xla")):
+        assert method.resolve_kernel(backend="gpu", **base).kernel == "xla", method
+    assert PALLAS.resolve_kernel(backend="cpu", **base) is PALLAS  # explicit choices stay
+
+
+def test_auto_kernel_in_simulate(monkeypatch):
+    # on a CPU "auto" is the XLA engine, bit for bit
+    twin = _twin(n=64)
+    seq = cartesian_gre(8, 0.2, tr=8e-3, te=3e-3)
+    ref = mt.simulate(twin, seq, method=mt.Bloch(kernel="xla"))
+    np.testing.assert_array_equal(np.asarray(mt.simulate(twin, seq).samples), np.asarray(ref.samples))
+
+    # as if on a GPU: a concrete forward run goes to the kernel; traced runs (grad) and
+    # windowed DiscreteSequences to the XLA engine
+    from mritwin.simulate import engine
+
+    class Chosen(Exception):
+        pass
+
+    def pallas_chosen(*args, **kwargs):
+        raise Chosen
+
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(engine, "_run_pallas", pallas_chosen)
+    with pytest.raises(Chosen):
+        mt.simulate(twin, seq)
+    windowed = mt.discretize(seq, mt.Scanner())
+    np.testing.assert_allclose(np.asarray(mt.simulate(twin, windowed).samples), np.asarray(ref.samples),
+                               rtol=1e-5, atol=1e-6)
+
+    def loss(t2):
+        return jnp.sum(jnp.abs(mt.simulate(twin.replace(t2=t2), seq).samples) ** 2)
+
+    g = jax.grad(loss)(jnp.asarray(twin.t2))
+    assert np.all(np.isfinite(np.asarray(g))) and float(jnp.max(jnp.abs(g))) > 0
