@@ -110,7 +110,7 @@ def test_fid_decays_and_precesses_in_closed_form():
     np.testing.assert_allclose(dphi, -2 * np.pi * df * dwell, atol=1e-5)
 
 
-@pytest.mark.parametrize("case", ["coils-b1", "motion", "shaped-rf"])
+@pytest.mark.parametrize("case", ["coils-b1", "motion", "rotation", "shaped-rf"])
 def test_simulate_matches_the_xla_engine(case):
     twin = _twin(coils=case == "coils-b1")
     motion = None
@@ -125,6 +125,9 @@ def test_simulate_matches_the_xla_engine(case):
         scanner = mt.Scanner()
         if case == "motion":
             motion = mt.Translation(velocity=(0.02, -0.01, 0.0))
+        if case == "rotation":  # rotations turn the gradients in the twin's frame, step by step
+            motion = mt.RigidPath(times=[0.0, 0.2], translations=np.zeros((2, 3)),
+                                  rotations=np.array([[0.0, 0.0, 0.0], [0.0, 0.0, 0.3]]))
     kw = dict(scanner=scanner, motion=motion, return_magnetization=True)
     ref = mt.simulate(twin, seq, **kw)
     out = mt.simulate(twin, seq, method=PALLAS, **kw)
