@@ -124,11 +124,7 @@ def simulate(
         raise TypeError(f"motion must be a mritwin motion model (e.g. mritwin.Translation), got {motion!r}")
     models = _dynamics_models(dynamics)
     if method.kernel == "auto":  # the fused kernel for concrete forward runs on one GPU
-        on_cpu = jax.default_backend() == "cpu"
-        traced = False if on_cpu else _holds_tracer(seq) or _has_tracer((twin, coils, motion))
-        method = method.resolve_kernel(dtype=dtype, traced=traced, dynamics=bool(models),
-                                       n_devices=len(jax.local_devices()) if method.shard else 1,
-                                       windowed=not on_cpu and not traced and _windowed(seq))
+        method = _resolve_auto(method, twin, seq, coils, motion, dtype, bool(models))
     pallas = method.kernel == "pallas"
     if pallas and models:
         raise NotImplementedError("Bloch(kernel='pallas') does not simulate dynamics=...; use kernel='xla'")
@@ -154,6 +150,19 @@ def simulate(
         if run.seq_groups is not None:
             mag = expand_magnetization(run.seq_groups, mag, run.pd0)
     return _signal_out(samples, mag, run.kspace, run.dseq, run.adc_event, noise, key, seq, dtype)
+
+
+def _resolve_auto(method: Bloch, twin: Twin, seq, coils, motion, dtype, dynamics: bool) -> Bloch:
+    """`Bloch.resolve_kernel` for one `simulate` call (on a CPU without looking at the inputs)."""
+    if jax.default_backend() == "cpu":
+        return method.resolve_kernel(dtype=dtype, traced=False, dynamics=dynamics, n_devices=1, backend="cpu")
+    traced = _holds_tracer(seq) or _has_tracer((twin, coils, motion))
+    sens = coils if coils is not None else twin.coil_sensitivity
+    n_coils = 1 if sens is None else int(np.shape(sens)[0])
+    n_samples = seq.n_adc if isinstance(seq, DiscreteSequence) else seq.n_adc_samples if isinstance(seq, Sequence) else 0
+    return method.resolve_kernel(dtype=dtype, traced=traced, dynamics=dynamics,
+                                 n_devices=len(jax.local_devices()) if method.shard else 1,
+                                 windowed=not traced and _windowed(seq), n_outputs=n_coils * int(n_samples))
 
 
 def _windowed(seq) -> bool:

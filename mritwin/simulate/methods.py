@@ -69,6 +69,12 @@ class NUFFTReadout(eqx.Module):
             raise ValueError(f"NUFFTReadout.max_off_resonance must be >= 0 [Hz], got {self.max_off_resonance!r}")
 
 
+# the longest signal (ADC samples x coils) for which Bloch(kernel="auto") picks the Pallas
+# kernel: each block of spins writes a partial signal this long (a power of two at least),
+# and the largest measured on a GPU was the 19,105-sample spiral (rows of 32,768)
+PALLAS_AUTO_MAX_OUTPUTS = 1 << 15
+
+
 class Bloch(AbstractSimMethod):
     """Isochromat Bloch simulation with exact free precession.
 
@@ -162,8 +168,8 @@ class Bloch(AbstractSimMethod):
         kernel: ``"auto"`` (default): ``"pallas"`` for a concrete float32 forward
             simulation on one GPU that it covers, else ``"xla"`` (always on a CPU; under
             ``jit``/``grad``/``vmap`` tracing; with dynamics, float64, ``reversible``,
-            ``analytic_diffusion``, a NUFFT ``readout``, ``rf_interpolation`` or several
-            devices). On an NVIDIA H200 the kernel ran the 26k-spin spiral in 21 ms
+            ``analytic_diffusion``, a NUFFT ``readout``, ``rf_interpolation``, several
+            devices, or more than 32,768 ADC samples × coils). On an NVIDIA H200 the kernel ran the 26k-spin spiral in 21 ms
             against 219 ms for the XLA engine, results within 1e-4 of it
             (benchmarks/RESULTS.md). ``"xla"``: the engine as XLA programs, every option
             above. ``"pallas"``: one fused Pallas (Triton) kernel per chunk of spins that
@@ -243,13 +249,15 @@ class Bloch(AbstractSimMethod):
                     or self.rf_interpolation is not None)
 
     def resolve_kernel(self, *, dtype, traced: bool, dynamics: bool, n_devices: int, windowed: bool = False,
-                       backend: str | None = None) -> Bloch:
+                       n_outputs: int = 1, backend: str | None = None) -> Bloch:
         """This method with ``kernel="auto"`` replaced by ``"pallas"`` or ``"xla"`` for one
         call of `simulate`: the Pallas kernel for a concrete (``traced=False``) float32
         forward simulation without ``dynamics`` on one (``n_devices == 1``) GPU
-        (``backend``, default `jax.default_backend()`), when `pallas_ok` and the input is
-        not a `DiscreteSequence` discretized with ADC windows (``windowed``); else the
-        XLA engine. An explicit ``"xla"`` or ``"pallas"`` is returned unchanged."""
+        (``backend``, default `jax.default_backend()`), when `pallas_ok`, the input is
+        not a `DiscreteSequence` discretized with ADC windows (``windowed``) and the
+        signal, ``n_outputs`` = ADC samples × receive coils, is at most
+        `PALLAS_AUTO_MAX_OUTPUTS` (each block of spins keeps a partial signal that long);
+        else the XLA engine. An explicit ``"xla"`` or ``"pallas"`` is returned unchanged."""
         if self.kernel != "auto":
             return self
         import dataclasses
@@ -262,5 +270,6 @@ class Bloch(AbstractSimMethod):
             if backend == "gpu" and "rocm" in str(getattr(jax.devices()[0].client, "platform_version", "")).lower():
                 backend = "rocm"  # the kernel is written for (and measured on) CUDA's Triton
         use = (backend in ("gpu", "cuda") and jnp.dtype(dtype) == jnp.float32 and not traced
-               and not dynamics and n_devices == 1 and not windowed and self.pallas_ok())
+               and not dynamics and n_devices == 1 and not windowed and n_outputs <= PALLAS_AUTO_MAX_OUTPUTS
+               and self.pallas_ok())
         return dataclasses.replace(self, kernel="pallas" if use else "xla")

@@ -228,8 +228,11 @@ def test_auto_kernel_choice():
     assert auto.resolve_kernel(backend="cpu", **base).kernel == "xla"
     assert auto.resolve_kernel(backend="rocm", **base).kernel == "xla"
     assert auto.resolve_kernel(backend="tpu", **base).kernel == "xla"
+    from mritwin.simulate.methods import PALLAS_AUTO_MAX_OUTPUTS
+
+    assert auto.resolve_kernel(backend="gpu", n_outputs=PALLAS_AUTO_MAX_OUTPUTS, **base).kernel == "pallas"
     for change in (dict(dtype=jnp.float64), dict(traced=True), dict(dynamics=True), dict(n_devices=4),
-                   dict(windowed=True)):
+                   dict(windowed=True), dict(n_outputs=PALLAS_AUTO_MAX_OUTPUTS + 1)):
         assert auto.resolve_kernel(backend="gpu", **{**base, **change}).kernel == "xla", change
     for method in (mt.Bloch(reversible=True), mt.Bloch(analytic_diffusion=True),
                    mt.Bloch(readout=mt.NUFFTReadout(1e-6)), mt.Bloch(rf_interpolation=1e-6), mt.Bloch(kernel="xla")):
@@ -258,6 +261,9 @@ def test_auto_kernel_in_simulate(monkeypatch):
     monkeypatch.setattr(engine, "_run_pallas", pallas_chosen)
     with pytest.raises(Chosen):
         mt.simulate(twin, seq)
+    many = twin.replace(coil_sensitivity=np.ones((600, twin.n_spins), np.complex64))  # 600 x 64 samples
+    np.testing.assert_allclose(np.asarray(mt.simulate(many, seq).samples[0]), np.asarray(ref.samples[0]),
+                               rtol=1e-5, atol=1e-6)
     windowed = mt.discretize(seq, mt.Scanner())
     np.testing.assert_allclose(np.asarray(mt.simulate(twin, windowed).samples), np.asarray(ref.samples),
                                rtol=1e-5, atol=1e-6)
