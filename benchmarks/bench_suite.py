@@ -38,8 +38,10 @@ def main(argv=None) -> int:
     p.add_argument("--rf-interp", type=float, default=None, metavar="TOL",
                    help="interpolated RF pulses at this tolerance (Bloch(rf_interpolation=TOL))")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--kernel", choices=("xla", "pallas"), default="xla",
-                   help="the XLA engine or the fused Pallas kernel (interpreted on a CPU: checking only)")
+    p.add_argument("--kernel", choices=("auto", "xla", "pallas"), default="auto",
+                   help="auto (default): what simulate's default Bloch() runs (the fused kernel on one GPU "
+                        "where it covers the scenario, else XLA); xla: the XLA engine; pallas: the fused "
+                        "Pallas kernel (interpreted on a CPU: checking only)")
     p.add_argument("--out", help="also append the JSON lines to this file")
     p.add_argument("--markdown", action="store_true", help="print the RESULTS.md table at the end")
     p.add_argument("--from", dest="from_file", help="read JSON lines from this file instead of running")

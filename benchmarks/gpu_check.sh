@@ -8,7 +8,7 @@
 # process, so that a compiler crash (seen once: benchmarks/RESULTS.md, "GPU: NVIDIA H200")
 # costs one scenario, not the rest. Everything lands under $OUT (at most 8 files):
 #   devices.txt   the card, driver, JAX version, commit
-#   suite.jsonl   the suite on the GPU: XLA engine, then kernel="pallas" through simulate
+#   suite.jsonl   the suite on the GPU: the XLA engine, then simulate's default (kernel="auto")
 #   pallas.jsonl  the fused Pallas kernel vs the XLA engine: quick checks, blocks x warps sweep
 #   scale.jsonl   50M spins on the one GPU, grouped (default Bloch) and every spin simulated
 #   layout.jsonl  periodic step layouts vs the generic scan by twin size
@@ -34,9 +34,10 @@ timeout 60 python benchmarks/bench_pallas.py --quick --repeats 3 --out "$OUT/pal
   --scenario koma-column gre-64 koma-brain-motion > /dev/null || echo "pallas quick: rc $?"
 # 2. the suite, full sizes, XLA engine; the two target cases first (26k brain spiral, >= 1M spins)
 for s in koma-brain-spiral brain3d-gre koma-epi koma-brain-motion koma-brain-suscept koma-column koma-sphere-cs \
-         mrilab-spiral gre-64 gre-128 gre-256 mrf-train; do suite "$s"; done
-# 3. the same through simulate(..., Bloch(kernel="pallas"))
-for s in koma-brain-spiral brain3d-gre koma-epi mrilab-spiral; do suite "$s" --kernel pallas; done
+         mrilab-spiral gre-64 gre-128 gre-256 mrf-train; do suite "$s" --kernel xla; done
+# 3. what simulate's default Bloch(kernel="auto") runs (the fused kernel where it covers the case)
+for s in koma-brain-spiral brain3d-gre koma-epi koma-brain-motion mrilab-spiral gre-256 mrf-train; do
+  suite "$s" --kernel auto; done
 python benchmarks/bench_suite.py --from "$OUT/suite.jsonl" > "$OUT/suite.md" 2>/dev/null || true
 # 4. the kernel's launch sweep at full size
 timeout 90 python benchmarks/bench_pallas.py --sweep --blocks 32 64 128 256 --warps 1 2 4 --repeats 5 \

@@ -293,7 +293,7 @@ def _peak_device_mb():
 
 
 def run_scenario(name: str, *, quick: bool = False, repeats: int = 3, dtype: str = "float32",
-                 with_numpy: bool = True, nufft: float | None = None, kernel: str = "xla",
+                 with_numpy: bool = True, nufft: float | None = None, kernel: str = "auto",
                  rf_interpolation: float | None = None) -> dict:
     """Time one named scenario (`mritwin.bench_scenarios.SCENARIOS`) and return its record.
 
@@ -315,8 +315,10 @@ def run_scenario(name: str, *, quick: bool = False, repeats: int = 3, dtype: str
         nufft: run with the NUFFT readout at this tolerance
             (``Bloch(readout=NUFFTReadout(nufft))``) instead of the scenario's method's
             exact windows; ``None``: the scenario's method as it is.
-        kernel: ``"xla"`` (the scenario's method on the XLA engine, also on a GPU) or
-            ``"pallas"``: the fused kernel
+        kernel: ``"auto"`` (default): what `simulate`'s default ``Bloch(kernel="auto")``
+            runs for the scenario, ``"pallas"`` on one GPU where it covers the scenario
+            (`Bloch.resolve_kernel`), else ``"xla"``; ``"xla"``: the scenario's method on
+            the XLA engine, also on a GPU; ``"pallas"``: the fused kernel
             (``Bloch(kernel="pallas")``, every ADC sample a step, so ``n_steps`` counts the
             stepped sequence). On the CPU it runs in Pallas's interpreter: a correctness
             check, its times mean nothing.
@@ -338,9 +340,11 @@ def run_scenario(name: str, *, quick: bool = False, repeats: int = 3, dtype: str
         raise ValueError(f"repeats must be a positive integer, got {repeats}")
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    if kernel not in ("xla", "pallas"):
-        raise ValueError(f"kernel must be 'xla' or 'pallas', got {kernel!r}")
+    if kernel not in ("auto", "xla", "pallas"):
+        raise ValueError(f"kernel must be 'auto', 'xla' or 'pallas', got {kernel!r}")
     case = build_case(name, quick)
+    if kernel == "auto":
+        kernel = _auto_kernel(case, dtype, nufft, rf_interpolation)
     if kernel == "pallas":
         if nufft is not None:
             raise ValueError("the NUFFT readout is not available with kernel='pallas'")
@@ -354,6 +358,20 @@ def run_scenario(name: str, *, quick: bool = False, repeats: int = 3, dtype: str
             raise ValueError("interpolated RF pulses are not available with kernel='pallas'")
         case = dataclasses.replace(case, method=dataclasses.replace(case.method, rf_interpolation=rf_interpolation))
     return run_case(name, case, quick=quick, repeats=repeats, dtype=dtype, with_numpy=with_numpy)
+
+
+def _auto_kernel(case, dtype: str, nufft, rf_interpolation) -> str:
+    """The kernel ``simulate(twin, seq)`` would pick for the scenario (`Bloch.resolve_kernel`)."""
+    m = case.method
+    if nufft is not None:
+        m = dataclasses.replace(m, readout=mt.NUFFTReadout(nufft))
+    if rf_interpolation is not None:
+        m = dataclasses.replace(m, rf_interpolation=rf_interpolation)
+    sens = case.twin.coil_sensitivity
+    n_outputs = (1 if sens is None else int(np.shape(sens)[0])) * int(case.seq.n_adc_samples)
+    n_dev = len(jax.local_devices()) if m.shard else 1
+    return m.resolve_kernel(dtype=np.dtype(dtype), traced=False, dynamics=False, n_devices=n_dev,
+                            n_outputs=n_outputs).kernel
 
 
 def run_case(name: str, case, *, quick: bool = False, repeats: int = 3, dtype: str = "float32",

@@ -29,9 +29,10 @@ def add_parser(sub):
     p.add_argument("--rf-interp", type=float, default=None, metavar="TOL",
                    help="interpolate RF pulses in the spins' offsets at this tolerance (Bloch(rf_interpolation=TOL)): "
                         "an approximation, much faster for twins with a field map")
-    p.add_argument("--kernel", choices=("xla", "pallas"), default="xla",
-                   help="the engine's XLA programs (default) or the fused Pallas kernel (GPU; on a CPU it runs "
-                        "in Pallas's interpreter, for checking only)")
+    p.add_argument("--kernel", choices=("auto", "xla", "pallas"), default="auto",
+                   help="auto (default): what simulate's default Bloch() runs, the fused Pallas kernel on one GPU "
+                        "where it covers the scenario, else the XLA engine; xla: the engine's XLA programs; "
+                        "pallas: the fused kernel (on a CPU it runs in Pallas's interpreter, for checking only)")
     p.add_argument("--repeats", type=int, default=None,
                    help="timed runs per scenario after the compiling one (default 2 quick, 3 full)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32",

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import nibabel as nib
 import numpy as np
 
@@ -54,3 +55,20 @@ def test_bench_with_the_pallas_kernel_agrees_with_numpy():
     assert rec["n_steps"] == rec["numpy_n_steps"]  # every ADC sample a step
     assert rec["max_rel_diff_vs_numpy"] < 1e-4
     assert main(["bench", "--quick", "--kernel", "cuda"]) == 2
+
+
+def test_bench_auto_kernel_is_what_simulate_would_run(monkeypatch):
+    # `mritwin bench`'s default --kernel auto: the XLA engine on a CPU; as if on a GPU, the
+    # fused kernel where Bloch(kernel="auto") would pick it, the XLA engine for long signals
+    from mritwin.bench_scenarios import build_case
+    from mritwin.benchmarking import _auto_kernel
+    from mritwin.simulate.methods import PALLAS_AUTO_MAX_OUTPUTS
+
+    spiral, gre = build_case("koma-brain-spiral", True), build_case("gre-256", False)
+    assert _auto_kernel(spiral, "float32", None, None) == "xla"
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert _auto_kernel(spiral, "float32", None, None) == "pallas"
+    assert gre.seq.n_adc_samples > PALLAS_AUTO_MAX_OUTPUTS
+    assert _auto_kernel(gre, "float32", None, None) == "xla"
+    assert _auto_kernel(spiral, "float32", 1e-6, None) == "xla"  # the NUFFT readout is XLA's
+    assert _auto_kernel(spiral, "float64", None, None) == "xla"
