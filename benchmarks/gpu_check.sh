@@ -42,6 +42,9 @@ python benchmarks/bench_suite.py --from "$OUT/suite.jsonl" > "$OUT/suite.md" 2>/
 # 4. the kernel's launch sweep at full size
 timeout 90 python benchmarks/bench_pallas.py --sweep --blocks 32 64 128 256 --warps 1 2 4 --repeats 5 \
   --out "$OUT/pallas.jsonl" --scenario koma-brain-spiral brain3d-gre > /dev/null || echo "pallas sweep: rc $?"
+# 4b. the kernel's sine/cosine: CUDA's libdevice against the XLA engine's polynomial
+timeout 45 python benchmarks/bench_pallas.py --sweep --blocks 64 128 --warps 1 2 --sincos libdevice poly --repeats 5 \
+  --out "$OUT/pallas.jsonl" --scenario brain3d-gre koma-brain-spiral > /dev/null || echo "pallas sincos: rc $?"
 # 5. 50M spins: grouped (the default) and every spin simulated
 timeout 60 python benchmarks/bench_scale.py --one 50000000 --repeats 2 >> "$OUT/scale.jsonl" || echo "scale: rc $?"
 timeout 60 python benchmarks/bench_scale.py --one 50000000 --repeats 2 --ungrouped >> "$OUT/scale.jsonl" \

@@ -71,10 +71,37 @@ def _step_arrays(dt, kstep, b1dt, kind, slot, spoil, cyc0):
             jnp.asarray(spoil, jnp.int32))
 
 
-def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int):
+SINCOS = ("libdevice", "poly")  # the kernel's sine and cosine: jnp.sin/cos, or the polynomial
+
+
+def _sincos_poly(ph):
+    """``(sin(2π ph), cos(2π ph))`` for ``|ph| <= 1/2`` cycles by the XLA engine's float32
+    polynomial (`kernels.sincos_cycles`: fold to a quarter period, odd and even series;
+    <= 3e-8), written with the operations Pallas lowers to Triton."""
+    ps, pc = kernels._SINCOS[np.dtype(np.float32)]
+    far = jnp.abs(ph) > 0.25
+    y = jnp.where(far, jnp.where(ph >= 0, 0.5, -0.5) - ph, ph)
+    y2 = y * y
+    sn = ps[-1] * y2 + ps[-2]
+    for c in ps[-3::-1]:
+        sn = sn * y2 + c
+    cs = pc[-1] * y2 + pc[-2]
+    for c in pc[-3::-1]:
+        cs = cs * y2 + c
+    return sn * y, jnp.where(far, -cs, cs)
+
+
+def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: str = "libdevice"):
     """One program: ``block`` spins through all steps. ``refs``: the 8 spin fields, the
     2 n_coils coil rows (re, im) when ``coils``, the 10 step arrays; outputs: the block's
-    signal (re, im) of ``n_coils * width`` values, then mx, my, mz."""
+    signal (re, im) of ``n_coils * width`` values, then mx, my, mz. ``sincos``: see
+    `SINCOS`."""
+
+    def sin_cos(ph):  # |ph| <= 1/2 cycles
+        if sincos == "poly":
+            return _sincos_poly(ph)
+        return jnp.sin(_TWO_PI * ph), jnp.cos(_TWO_PI * ph)
+
     nc = 2 * n_coils if coils else 0
     x, y, z, pd, r1, r2, df, b1 = (r[...] for r in refs[:8])
     crefs = refs[8:8 + nc]
@@ -99,8 +126,7 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int):
         inv = jnp.where(big, jax.lax.rsqrt(jnp.where(big, n2, 1.0)), 0.0)
         th = n2 * inv  # |w| [cycles]
         th = th - jnp.floor(th + 0.5)
-        s = jnp.sin(_TWO_PI * th)
-        cs = jnp.cos(_TWO_PI * th)
+        s, cs = sin_cos(th)
         q = (_TWO_PI * _TWO_PI) * n2
         a = jnp.where(big, s * inv, _TWO_PI * (1.0 - q / 6.0 * (1.0 - q / 20.0)))
         b = jnp.where(big, (1.0 - cs) * (inv * inv), 0.5 * (_TWO_PI * _TWO_PI) * (1.0 - q / 12.0 * (1.0 - q / 30.0)))
@@ -116,8 +142,7 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int):
         mx, my, mz = m
         ph = kx * x + ky * y + kz * z + df * dt + c0  # cycles
         ph = ph - jnp.floor(ph + 0.5)
-        s = jnp.sin(_TWO_PI * ph)
-        cs = jnp.cos(_TWO_PI * ph)
+        s, cs = sin_cos(ph)
         e2 = jnp.exp(-dt * r2)
         e1 = jnp.exp(-dt * r1)
         return e2 * (mx * cs + my * s), e2 * (my * cs - mx * s), mz * e1 + pd * (1.0 - e1)
@@ -158,7 +183,7 @@ def _next_pow2(n: int) -> int:
 
 
 def _pallas_forward(spins: Spins, steps: tuple, *, n_slots: int, block: int, interpret: bool,
-                    num_warps: int = DEFAULT_WARPS):
+                    num_warps: int = DEFAULT_WARPS, sincos: str = "libdevice"):
     """The kernel on one chunk: ``spins`` fields (n,), ``steps`` from `_step_arrays`.
     Returns ((n_coils, n_slots) complex64 signal, (n, 3) final magnetization)."""
     from jax.experimental import pallas as pl
@@ -184,7 +209,7 @@ def _pallas_forward(spins: Spins, steps: tuple, *, n_slots: int, block: int, int
     row = pl.BlockSpec((None, n_coils * width), lambda i: (i, 0))
     out_shape = (jax.ShapeDtypeStruct((n_blocks, n_coils * width), jnp.float32),) * 2 + \
         (jax.ShapeDtypeStruct((n,), jnp.float32),) * 3
-    kern = functools.partial(_kernel, n_steps=n_steps, n_coils=n_coils, coils=coils, width=width)
+    kern = functools.partial(_kernel, n_steps=n_steps, n_coils=n_coils, coils=coils, width=width, sincos=sincos)
     sre, sim, mx, my, mz = pl.pallas_call(
         kern,
         grid=(n_blocks,),
@@ -228,18 +253,19 @@ def stepped_xla(spins: Spins, steps: tuple, *, n_slots: int):
     return sig[:n_slots].T, jnp.stack([m.mx, m.my, m.mz], -1)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5))
-def _signal(spins, steps, n_slots, block, interpret, num_warps):
-    return _pallas_forward(spins, steps, n_slots=n_slots, block=block, interpret=interpret, num_warps=num_warps)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6))
+def _signal(spins, steps, n_slots, block, interpret, num_warps, sincos):
+    return _pallas_forward(spins, steps, n_slots=n_slots, block=block, interpret=interpret, num_warps=num_warps,
+                           sincos=sincos)
 
 
 @_signal.defjvp
-def _signal_jvp(n_slots, block, interpret, num_warps, primals, tangents):
+def _signal_jvp(n_slots, block, interpret, num_warps, sincos, primals, tangents):
     return jax.jvp(functools.partial(stepped_xla, n_slots=n_slots), primals, tangents)
 
 
 def pallas_signal(spins: Spins, steps: tuple, *, n_slots: int, block: int = DEFAULT_BLOCK,
-                  interpret: bool | None = None, num_warps: int = DEFAULT_WARPS):
+                  interpret: bool | None = None, num_warps: int = DEFAULT_WARPS, sincos: str = "libdevice"):
     """Run the fused kernel on one chunk of spins.
 
     Args:
@@ -251,6 +277,9 @@ def pallas_signal(spins: Spins, steps: tuple, *, n_slots: int, block: int = DEFA
         block: spins per program (a power of two).
         interpret: run in Pallas's interpreter; default: on the CPU.
         num_warps: GPU warps per program (Triton).
+        sincos: ``"libdevice"`` (``jnp.sin``/``jnp.cos``, CUDA's libdevice on a GPU: what
+            was measured) or ``"poly"`` (the XLA engine's float32 polynomial, fewer
+            instructions per step; an experiment for `benchmarks/bench_pallas.py`).
 
     Returns:
         ``(signal, magnetization)``: (n_coils, n_slots) complex64 and (n, 3).
@@ -259,7 +288,9 @@ def pallas_signal(spins: Spins, steps: tuple, *, n_slots: int, block: int = DEFA
         interpret = jax.default_backend() == "cpu"
     if block < 32 or block & (block - 1):
         raise ValueError(f"pallas kernel: block must be a power of two >= 32, got {block}")
-    return _signal(spins, steps, int(n_slots), int(block), bool(interpret), int(num_warps))
+    if sincos not in SINCOS:
+        raise ValueError(f"pallas kernel: sincos must be one of {SINCOS}, got {sincos!r}")
+    return _signal(spins, steps, int(n_slots), int(block), bool(interpret), int(num_warps), sincos)
 
 
 # ---- the engine's entry: chunks, devices ---------------------------------------------
@@ -288,9 +319,10 @@ def step_slots(sample: np.ndarray, out_index: np.ndarray):
     return slot, slot[out_index].astype(np.int32), int(sample.sum())
 
 
-@functools.partial(jax.jit, static_argnames=("n_slots", "block", "interpret", "want_mag", "mesh", "num_warps"))
+@functools.partial(jax.jit, static_argnames=("n_slots", "block", "interpret", "want_mag", "mesh", "num_warps",
+                                             "sincos"))
 def pallas_core(spins: Spins, steps: tuple, slot_of_sample, demod, *, n_slots: int, block: int,
-                interpret: bool, want_mag: bool, mesh=None, num_warps: int = DEFAULT_WARPS):
+                interpret: bool, want_mag: bool, mesh=None, num_warps: int = DEFAULT_WARPS, sincos: str = "libdevice"):
     """All chunks on all devices: ``spins`` fields (n_dev, chunks per device, chunk).
     Returns ((n_coils, n_adc) samples, (n_dev · n_chunks · chunk, 3) magnetization or None)."""
     from .engine import _TRACES
@@ -301,7 +333,7 @@ def pallas_core(spins: Spins, steps: tuple, slot_of_sample, demod, *, n_slots: i
     def per_device(sp_dev):  # fields (chunks, chunk)
         def body(acc, sp):
             sig, mag = pallas_signal(sp, steps, n_slots=n_slots, block=block, interpret=interpret,
-                                     num_warps=num_warps)
+                                     num_warps=num_warps, sincos=sincos)
             return acc + sig, (mag if want_mag else None)
 
         return jax.lax.scan(body, jnp.zeros((n_coils, n_slots), jnp.complex64), sp_dev)

@@ -69,13 +69,13 @@ def _spins(n=512, seed=0, n_coils=0):
                  df=f(rng.normal(0, 20, n)), b1=f(rng.uniform(0.8, 1.2, n)), coil_re=cre, coil_im=cim)
 
 
-@pytest.mark.parametrize("n_coils", [0, 2])
-def test_kernel_matches_its_xla_reference(n_coils):
+@pytest.mark.parametrize("n_coils,sincos", [(0, "libdevice"), (2, "libdevice"), (2, "poly")])
+def test_kernel_matches_its_xla_reference(n_coils, sincos):
     # random RF and free steps with B1 phases, gradients, a spoiling step and a common
-    # phase per step; several blocks of spins
+    # phase per step; several blocks of spins; both sine/cosine variants
     steps, n_slots = _random_steps()
     sp = _spins(n_coils=n_coils)
-    sig, mag = pk.pallas_signal(sp, steps, n_slots=n_slots, block=128, interpret=True)
+    sig, mag = pk.pallas_signal(sp, steps, n_slots=n_slots, block=128, interpret=True, sincos=sincos)
     ref, mag_ref = pk.stepped_xla(sp, steps, n_slots=n_slots)
     assert sig.shape == ref.shape == (max(n_coils, 1), n_slots)
     assert _rel(sig, ref) < 1e-5
@@ -168,16 +168,17 @@ def test_derivatives_are_the_xla_engines():
     np.testing.assert_allclose(float(g_pallas[7]), float(fd), rtol=1e-3)
 
 
-@pytest.mark.parametrize("config", [(256, 4), pk.launch_config(interpret=False)])
+@pytest.mark.parametrize("config", [(256, 4, "libdevice"), (*pk.launch_config(interpret=False), "libdevice"),
+                                    (64, 1, "poly")])
 def test_lowers_to_a_triton_kernel_for_cuda(config):
     # the GPU program (also with the launch configuration simulate uses on a GPU): lowered
     # here without a GPU (jaxlib carries the Triton dialect); compiling it to PTX needs the
     # CUDA plugin, so that part is checked on a GPU only (benchmarks/gpu_check.sh)
-    block, warps = config
+    block, warps, sincos = config
     steps, n_slots = _random_steps(200)
     sp = _spins(n=512, n_coils=2)
     fn = jax.jit(lambda sp, st: pk._pallas_forward(sp, st, n_slots=n_slots, block=block, interpret=False,
-                                                   num_warps=warps))
+                                                   num_warps=warps, sincos=sincos))
     try:
         text = fn.trace(sp, steps).lower(lowering_platforms=("cuda",)).as_text()
     except ImportError as e:  # a jaxlib build without the Triton dialect; any other error fails
@@ -186,6 +187,9 @@ def test_lowers_to_a_triton_kernel_for_cuda(config):
 
 
 def test_bad_options_are_refused():
+    steps, n_slots = _random_steps(200)
+    with pytest.raises(ValueError, match="sincos must be one of"):
+        pk.pallas_signal(_spins(n=64), steps, n_slots=n_slots, block=64, sincos="fast")
     with pytest.raises(ValueError, match="kernel must be"):
         mt.Bloch(kernel="cuda")
     with pytest.raises(ValueError, match="reversible"):
