@@ -362,16 +362,14 @@ def run_scenario(name: str, *, quick: bool = False, repeats: int = 3, dtype: str
 
 def _auto_kernel(case, dtype: str, nufft, rf_interpolation) -> str:
     """The kernel ``simulate(twin, seq)`` would pick for the scenario (`Bloch.resolve_kernel`)."""
+    from mritwin.simulate.engine import _resolve_auto
+
     m = case.method
     if nufft is not None:
         m = dataclasses.replace(m, readout=mt.NUFFTReadout(nufft))
     if rf_interpolation is not None:
         m = dataclasses.replace(m, rf_interpolation=rf_interpolation)
-    sens = case.twin.coil_sensitivity
-    n_outputs = (1 if sens is None else int(np.shape(sens)[0])) * int(case.seq.n_adc_samples)
-    n_dev = len(jax.local_devices()) if m.shard else 1
-    return m.resolve_kernel(dtype=np.dtype(dtype), traced=False, dynamics=False, n_devices=n_dev,
-                            n_outputs=n_outputs).kernel
+    return _resolve_auto(m, case.twin, case.seq, None, case.motion, np.dtype(dtype), False).kernel
 
 
 def run_case(name: str, case, *, quick: bool = False, repeats: int = 3, dtype: str = "float32",

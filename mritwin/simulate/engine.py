@@ -434,8 +434,7 @@ def _run_pallas(twin: Twin, sens, dseq: DiscreteSequence, chunk: int, devices, w
     """`simulate` with ``Bloch(kernel="pallas")``: ``(samples, magnetization)``."""
     from .pallas_kernel import _step_arrays, launch_config, pallas_chunk, pallas_core, step_slots
 
-    kind = np.asarray(dseq.kind)[: dseq.n_real_steps]
-    if dseq.n_window or dseq.n_general or kind.max(initial=0) > 1:
+    if _windowed(dseq):
         raise ValueError("Bloch(kernel='pallas') needs a stepped sequence (one step per ADC sample); this "
                          "DiscreteSequence has ADC windows: discretize(..., windows=False)")
     if not isinstance(dseq.bstep, jax.core.Tracer) and np.any(np.asarray(dseq.bstep) != 0):

@@ -86,8 +86,13 @@ def sincos_cycles(x):
     A polynomial after reduction to a quarter period: about 10x faster than ``jnp.sin`` and
     ``jnp.cos`` on XLA's CPU backend, as accurate (≤ 3e-8 in float32, ≤ 1e-14 in float64).
     """
+    return sincos_half_cycle(x - jnp.round(x))  # [-1/2, 1/2]
+
+
+def sincos_half_cycle(x):
+    """``(sin(2πx), cos(2πx))`` for ``|x| <= 1/2`` cycles: the polynomial of
+    `sincos_cycles` after its reduction (also the Pallas kernel's ``sincos="poly"``)."""
     ps, pc = _SINCOS[np.dtype(x.dtype)] if np.dtype(x.dtype) in _SINCOS else _SINCOS[np.dtype(np.float64)]
-    x = x - jnp.round(x)  # [-1/2, 1/2]
     far = jnp.abs(x) > 0.25
     y = jnp.where(far, jnp.where(x >= 0, 0.5, -0.5).astype(x.dtype) - x, x)  # |y| <= 1/4
     y2 = y * y

@@ -169,10 +169,10 @@ class Bloch(AbstractSimMethod):
             simulation on one GPU that it covers, else ``"xla"`` (always on a CPU; under
             ``jit``/``grad``/``vmap`` tracing; with dynamics, float64, ``reversible``,
             ``analytic_diffusion``, a NUFFT ``readout``, ``rf_interpolation``, several
-            devices, or more than 32,768 ADC samples × coils). On an NVIDIA H200 the kernel ran the 26k-spin spiral in 21 ms
-            against 219 ms for the XLA engine, results within 1e-4 of it
-            (benchmarks/RESULTS.md). ``"xla"``: the engine as XLA programs, every option
-            above. ``"pallas"``: one fused Pallas (Triton) kernel per chunk of spins that
+            devices, or more than 32,768 ADC samples × coils). On an NVIDIA H200 the
+            kernel ran the 26k-spin spiral in 21 ms against 219 ms for the XLA engine,
+            results within 1e-4 of it (benchmarks/RESULTS.md). ``"xla"``: the engine as
+            XLA programs, every option above. ``"pallas"``: one fused Pallas (Triton) kernel per chunk of spins that
             keeps the magnetization in registers through all steps and reduces each ADC
             sample per block of spins (`mritwin.simulate.pallas_kernel`), the design of
             GPU Bloch simulators. It steps every ADC sample (``windows``,

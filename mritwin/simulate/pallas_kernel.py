@@ -57,6 +57,8 @@ def launch_config(interpret: bool) -> tuple[int, int]:
     """``(block, num_warps)`` of `simulate`'s kernel launches: the GPU's measured best, or
     the interpreter's."""
     return (DEFAULT_BLOCK, DEFAULT_WARPS) if interpret else (GPU_BLOCK, GPU_WARPS)
+
+
 _TWO_PI = float(2.0 * np.pi)
 _SPIN_FIELDS = ("x", "y", "z", "pd", "r1", "r2", "df", "b1")
 
@@ -71,24 +73,9 @@ def _step_arrays(dt, kstep, b1dt, kind, slot, spoil, cyc0):
             jnp.asarray(spoil, jnp.int32))
 
 
-SINCOS = ("libdevice", "poly")  # the kernel's sine and cosine: jnp.sin/cos, or the polynomial
-
-
-def _sincos_poly(ph):
-    """``(sin(2π ph), cos(2π ph))`` for ``|ph| <= 1/2`` cycles by the XLA engine's float32
-    polynomial (`kernels.sincos_cycles`: fold to a quarter period, odd and even series;
-    <= 3e-8), written with the operations Pallas lowers to Triton."""
-    ps, pc = kernels._SINCOS[np.dtype(np.float32)]
-    far = jnp.abs(ph) > 0.25
-    y = jnp.where(far, jnp.where(ph >= 0, 0.5, -0.5) - ph, ph)
-    y2 = y * y
-    sn = ps[-1] * y2 + ps[-2]
-    for c in ps[-3::-1]:
-        sn = sn * y2 + c
-    cs = pc[-1] * y2 + pc[-2]
-    for c in pc[-3::-1]:
-        cs = cs * y2 + c
-    return sn * y, jnp.where(far, -cs, cs)
+# the kernel's sine and cosine: jnp.sin/cos (CUDA's libdevice), or the XLA engine's float32
+# polynomial (`kernels.sincos_half_cycle`)
+SINCOS = ("libdevice", "poly")
 
 
 def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: str = "libdevice"):
@@ -99,7 +86,7 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
 
     def sin_cos(ph):  # |ph| <= 1/2 cycles
         if sincos == "poly":
-            return _sincos_poly(ph)
+            return kernels.sincos_half_cycle(ph)
         return jnp.sin(_TWO_PI * ph), jnp.cos(_TWO_PI * ph)
 
     nc = 2 * n_coils if coils else 0
