@@ -20,6 +20,7 @@ Accuracy
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -153,12 +154,60 @@ def _rf_rotation(spins: Spins, dt, k, b1dt, c0):
     n2 = wx * wx + wy * wy + wz * wz
     big = n2 > 1e-6
     inv = jnp.where(big, jax.lax.rsqrt(jnp.where(big, n2, 1.0)), 0.0)
-    s, c = sincos_cycles(n2 * inv)
+    sh, ch = sincos_cycles(0.5 * n2 * inv)  # of θ/2: 1 - cos θ = 2 sin²(θ/2) without cancellation
+    sh2 = sh * sh
     q = (TWO_PI * TWO_PI) * n2  # θ² < 4e-5 in the series: truncation below 1e-17
-    a = jnp.where(big, s * inv, TWO_PI * (1.0 - q / 6.0 * (1.0 - q / 20.0)))
-    b = jnp.where(big, (1.0 - c) * (inv * inv), 0.5 * (TWO_PI * TWO_PI) * (1.0 - q / 12.0 * (1.0 - q / 30.0)))
-    c = jnp.where(big, c, 1.0 - 0.5 * q * (1.0 - q / 12.0 * (1.0 - q / 30.0)))
+    a = jnp.where(big, 2.0 * sh * ch * inv, TWO_PI * (1.0 - q / 6.0 * (1.0 - q / 20.0)))
+    b = jnp.where(big, 2.0 * sh2 * (inv * inv), 0.5 * (TWO_PI * TWO_PI) * (1.0 - q / 12.0 * (1.0 - q / 30.0)))
+    c = jnp.where(big, 1.0 - 2.0 * sh2, 1.0 - 0.5 * q * (1.0 - q / 12.0 * (1.0 - q / 30.0)))
     return (wx, wy, wz), a, b, c
+
+
+SMALL_FIELD = 0.015  # [cycles] per RF raster step: below it `_rf_rotation_small` applies (θ <= 0.094 rad)
+# Taylor coefficients of sin θ/θ, (1 - cos θ)/θ² and cos θ in q = θ²: 4 terms in float32
+# (the first left out is below 2e-13 at SMALL_FIELD), 7 in float64 (below 1e-25)
+_SMALL_TERMS = {np.dtype(np.float32): 4, np.dtype(np.float64): 7}
+
+
+def _taylor(q, first: int, n_terms: int):
+    """``Σ_j (-q)^j / (2j + first)!`` for ``j < n_terms`` (Horner)."""
+    out = jnp.full_like(q, (-1) ** (n_terms - 1) / math.factorial(2 * (n_terms - 1) + first))
+    for j in range(n_terms - 2, -1, -1):
+        out = out * q + (-1) ** j / math.factorial(2 * j + first)
+    return out
+
+
+def _rf_rotation_small(spins: Spins, dt, k, b1dt, c0):
+    """`_rf_rotation` for fields of at most `SMALL_FIELD` cycles per step (see
+    `small_field`): ``a``, ``b`` and ``cos θ`` as their Taylor series in ``θ²``, without a
+    square root, a range reduction or a branch. The terms left out are below float
+    rounding (2e-13 relative in float32, 1e-25 in float64), so the result is that of
+    `_rf_rotation` to float rounding; about 40 % less arithmetic per spin and step.
+
+    A shaped pulse sampled on a 1 µs raster turns a spin by a few milliradians per step
+    (a 90° 2 ms sinc: at most ~6e-3 rad plus the off-resonance and slice-gradient phase),
+    well inside the series' range."""
+    wx = spins.b1 * jnp.real(b1dt)
+    wy = spins.b1 * jnp.imag(b1dt)
+    wz = _cycles(spins, k, dt, c0)
+    q = (TWO_PI * TWO_PI) * (wx * wx + wy * wy + wz * wz)
+    n = _SMALL_TERMS.get(np.dtype(q.dtype), _SMALL_TERMS[np.dtype(np.float64)])
+    return ((wx, wy, wz), TWO_PI * _taylor(q, 1, n), (TWO_PI * TWO_PI) * _taylor(q, 2, n), _taylor(q, 0, n))
+
+
+def small_field(spins: Spins, dt, k, b1dt, c0):
+    """Whether the effective field of every RF raster step (``dt`` (S,) [s], ``k`` (S, 3)
+    [1/m], ``b1dt`` (S,) [cycles], ``c0`` (S,) [cycles]) stays within `SMALL_FIELD` for
+    every spin of the chunk: a scalar boolean, from a bound by the spins' largest
+    ``|B1|``, ``|x|``, ``|y|``, ``|z|`` and ``|Δf|`` (five reductions over the chunk, not
+    the field of each spin and step). False when any value is not finite."""
+    def amax(a):
+        return jnp.max(jnp.abs(a))
+
+    r = jnp.stack([amax(spins.x), amax(spins.y), amax(spins.z)])
+    wz = jnp.abs(k) @ r + jnp.abs(dt) * amax(spins.df) + jnp.abs(c0)
+    wxy = amax(spins.b1) * jnp.abs(b1dt)
+    return jnp.max(wxy * wxy + wz * wz) <= SMALL_FIELD * SMALL_FIELD
 
 
 def _rotate(m: State, w, a, b, c) -> State:

@@ -232,3 +232,78 @@ def test_gradients_through_fused_steps_agree_with_stepping_and_finite_difference
     h = 1e-6
     fd = (loss(1.0 + h, *args[1:], mt.Bloch()) - loss(1.0 - h, *args[1:], mt.Bloch())) / (2 * h)
     np.testing.assert_allclose(float(g[0]), float(fd), rtol=1e-6)
+
+
+def _spins(n, dtype, rng, pos=0.1, df=100.0):
+    from mritwin.simulate.kernels import Spins
+
+    def arr(a):
+        return jnp.asarray(a, dtype)
+
+    return Spins(arr(rng.uniform(-pos, pos, n)), arr(rng.uniform(-pos, pos, n)), arr(rng.uniform(-pos, pos, n)),
+                 arr(rng.uniform(0.5, 1, n)), arr(rng.uniform(0.5, 3, n)), arr(rng.uniform(5, 50, n)),
+                 arr(rng.uniform(-df, df, n)), arr(rng.uniform(0.8, 1.2, n)), None, None)
+
+
+@pytest.mark.parametrize("dtype,tol", [(jnp.float64, 2e-15), (jnp.float32, 2e-7)])
+def test_small_field_rotation_matches_closed_form(dtype, tol):
+    """The Taylor series of the small-field rotation against sin and cos (float64 NumPy)
+    from 1e-7 cycles to the bound: every ratio to float rounding, including
+    b = (1 - cos θ)/|w|², which the general form loses to cancellation at small angles."""
+    from mritwin.simulate import kernels
+
+    w = np.geomspace(1e-7, kernels.SMALL_FIELD, 200)
+    spins = kernels.Spins(*(jnp.zeros(200, dtype) for _ in range(7)), jnp.ones(200, dtype), None, None)
+    spins = spins._replace(df=jnp.asarray(w, dtype))  # the field: Δf dt with dt = 1 s
+    (_, _, wz), a, b, c = kernels._rf_rotation_small(spins, 1.0, jnp.zeros(3, dtype), 0j, 0.0)
+    wz = np.asarray(wz, np.float64)  # the field as rounded to the dtype
+    th = 2 * np.pi * wz
+    np.testing.assert_allclose(np.asarray(a), np.sin(th) / wz, rtol=tol)
+    np.testing.assert_allclose(np.asarray(b), (2 * np.sin(th / 2) ** 2) / wz**2, rtol=tol)
+    np.testing.assert_allclose(np.asarray(c), np.cos(th), rtol=tol, atol=0)
+
+
+def test_small_field_bound_selects_the_series_only_within_it():
+    from mritwin.simulate import kernels
+
+    rng = np.random.default_rng(3)
+    spins = _spins(50, jnp.float64, rng, df=0.0)._replace(b1=jnp.ones(50), x=jnp.linspace(-0.1, 0.1, 50))
+    spins = spins._replace(y=jnp.zeros(50), z=jnp.zeros(50))
+    s = 16
+    dt, c0, b1dt = jnp.full(s, 1e-6), jnp.zeros(s), jnp.zeros(s, complex)
+
+    def small(kx, df=0.0, b1=0.0):
+        k = jnp.zeros((s, 3)).at[:, 0].set(kx)
+        return bool(kernels.small_field(spins._replace(df=spins.df + df), dt, k, b1dt + b1, c0))
+
+    edge = kernels.SMALL_FIELD / 0.1  # kx at which |kx| max|x| reaches the bound
+    assert small(0.9 * edge) and not small(1.1 * edge)
+    assert small(0.0, df=0.9 * kernels.SMALL_FIELD / 1e-6) and not small(0.0, df=1.1 * kernels.SMALL_FIELD / 1e-6)
+    assert small(0.0, b1=0.9 * kernels.SMALL_FIELD) and not small(0.0, b1=1.1 * kernels.SMALL_FIELD)
+    assert not small(0.0, df=jnp.where(jnp.arange(50) == 7, jnp.nan, 0.0))  # not finite: the general form
+
+
+@pytest.mark.parametrize("scale,small", [(1.0, True), (1000.0, False)])
+def test_fused_rf_steps_agree_with_the_general_rotation_on_both_sides_of_the_bound(scale, small):
+    """A 16-step run with raster fields of ~1e-3 cycles (the series) and 1000x that
+    (~1 cycle per step, far above the bound: the general rotation, where the series is
+    no approximation) equals the unrolled general rotation to float64 rounding."""
+    from mritwin.simulate import fused_rf, kernels
+    from mritwin.simulate.kernels import State
+
+    rng = np.random.default_rng(5)
+    n, s = 300, 16
+    spins = _spins(n, jnp.float64, rng, pos=4e-3)
+    dt = jnp.full(s, 1e-6)
+    k = jnp.asarray(rng.uniform(-0.1, 0.1, (s, 3))) * scale  # [1/m]: |k·r| <= 1.2e-3 cycles at scale 1
+    b1dt = jnp.asarray(rng.uniform(-5e-4, 5e-4, s) + 1j * rng.uniform(-5e-4, 5e-4, s)) * scale
+    c0 = jnp.asarray(rng.uniform(-1e-4, 1e-4, s)) * scale
+    m0 = State(jnp.asarray(rng.uniform(-0.5, 0.5, n)), jnp.asarray(rng.uniform(-0.5, 0.5, n)), jnp.ones(n))
+    assert bool(kernels.small_field(spins, dt, k, b1dt, c0)) is small
+    got = fused_rf.fused_rf_steps(spins, m0, dt, k, b1dt, c0)
+    ref = fused_rf._fused_unrolled(kernels._rf_rotation, spins, m0, dt, k, b1dt, c0)
+    series = fused_rf._fused_unrolled(kernels._rf_rotation_small, spins, m0, dt, k, b1dt, c0)
+    for g, r, sr in zip(got, ref, series):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=0, atol=1e-13)
+        if not small:  # the series is no approximation there: the bound must keep it out
+            assert np.max(np.abs(np.asarray(sr) - np.asarray(r))) > 1e-6
