@@ -24,7 +24,7 @@ from ..twin.motion import AbstractMotion
 from ..twin.twin import Twin
 from . import kernels
 from .adjoint import reversible_scan
-from .fused_rf import fused_free_steps, fused_rf_steps
+from .fused_rf import _FUSED_RF, fused_free_steps
 from .interp_rf import interpolated_pulse
 from .kernels import Spins, State
 from .methods import AbstractSimMethod, Bloch
@@ -154,8 +154,9 @@ def simulate(
 
 def _resolve_auto(method: Bloch, twin: Twin, seq, coils, motion, dtype, dynamics: bool) -> Bloch:
     """`Bloch.resolve_kernel` for one `simulate` call (on a CPU without looking at the inputs)."""
-    if jax.default_backend() == "cpu":
-        return method.resolve_kernel(dtype=dtype, traced=False, dynamics=dynamics, n_devices=1, backend="cpu")
+    if jax.default_backend() == "cpu":  # (through the class: an equinox bound method costs ~25 µs)
+        return type(method).resolve_kernel(method, dtype=dtype, traced=False, dynamics=dynamics, n_devices=1,
+                                           backend="cpu")
     traced = _holds_tracer(seq) or _has_tracer((twin, coils, motion))
     sens = coils if coils is not None else twin.coil_sensitivity
     n_coils = 1 if sens is None else int(np.shape(sens)[0])
@@ -231,6 +232,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
         raise ValueError("the DiscreteSequence has general ADC windows (discretize(..., general_windows=True)), "
                          "which only Bloch(readout=NUFFTReadout(...)) evaluates")
     rftab = rf_kind = ftab = fuse_kind = fftab = free_kind = rf_axes = rfint = None
+    rf_rotation = "auto"
     if not models:
         kind_id = 2 + int(dseq.n_window > 0) + int(dseq.n_general > 0)  # after the other kinds
         plain = _prepared_pulses(dseq, method)
@@ -249,6 +251,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
             rftab = _device_table(dseq, "rf", rftab, dtype)
         # stepped RF pulses, then stepped free precession (spiral ADC samples), S at a time
         dseq, ftab = _fused_steps(dseq, method, kind_id, 0)
+        rf_rotation = _rf_rotation_mode(twin, dseq, ftab)
         if ftab is not None:
             fuse_kind, kind_id = kind_id, kind_id + 1
             ftab = _device_table(dseq, "fused-rf", ftab, dtype)
@@ -314,7 +317,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
                              fuse_kind=fuse_kind, fftab=fftab, free_kind=free_kind, etab=etab,
                              etab_all=etab_all, rfint=rfint, rfint_use=rfint_use, defer_k=defer_k,
                              layout=None if layout is None else layout[0],
-                             step_map=None if layout is None else layout[2], **rev_kw)
+                             step_map=None if layout is None else layout[2], rf_rotation=rf_rotation, **rev_kw)
     if models:  # per-spin dynamics: a separate core (issue 9), see _dynamics_entry
         core = functools.partial(_dynamics_entry, models=models, twin=twin, k1=k1)
     call = functools.partial(core, spins, d, n_chunks=n_chunks, chunk=chunk, n_window=d.n_window,
@@ -322,6 +325,48 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
                              spoiling=method.ideal_spoiling, sharding=sharding,
                              diffusion=method.analytic_diffusion)
     return _Run(call, twin.n_spins, perm, seq_groups, pd0, kspace, dseq, adc_event)
+
+
+def _rf_rotation_mode(twin: Twin, dseq: DiscreteSequence, ftab) -> str:
+    """How the engine rotates in RF steps and fused RF steps (`kernels.rf_step`):
+    ``"small"`` when the field of every one of them stays within `kernels.SMALL_FIELD`
+    for every spin (the bound of `kernels.small_field`, from the twin's largest ``|B1|``,
+    ``|x|``, ``|y|``, ``|z|``, ``|Δf|``), ``"general"`` when none does, else (some do,
+    or a value is traced) ``"auto"``: decided per step on the device. A static choice
+    spares the per-step `lax.cond`, which on XLA's CPU backend costs what the series
+    saves. (Part of the compiled core's key: a twin that crosses the bound recompiles.)"""
+    m = dseq.n_real_steps
+    vals = (dseq.kind, dseq.dt, dseq.kstep, dseq.b1dt, dseq.cyc0, twin.position, twin.delta_f, twin.b1)
+    if any(isinstance(v, jax.core.Tracer) for v in vals) or (
+            ftab is not None and _has_tracer((ftab.dt, ftab.k, ftab.b1dt, ftab.c0))):
+        return "auto"
+    rf = np.asarray(dseq.kind)[:m] == 0
+    dt, k = np.asarray(dseq.dt)[:m][rf], np.asarray(dseq.kstep)[:m][rf]
+    b1dt, c0 = np.asarray(dseq.b1dt)[:m][rf], np.asarray(dseq.cyc0)[:m][rf]
+    if ftab is not None:
+        dt, k = np.r_[dt, np.asarray(ftab.dt).ravel()], np.r_[k, np.asarray(ftab.k).reshape(-1, 3)]
+        b1dt, c0 = np.r_[b1dt, np.asarray(ftab.b1dt).ravel()], np.r_[c0, np.asarray(ftab.c0).ravel()]
+    if not dt.size:
+        return "auto"
+    if jax.default_backend() == "cpu":  # the arrays are in host memory: no device call
+        def amax(v, default):
+            return default if v is None else float(np.max(np.abs(np.asarray(v)), initial=0.0))
+
+        pos = np.asarray(twin.position)  # (column by column: 9x faster than .max(axis=0) on (n, 3))
+        ext = np.array([amax(twin.b1, 1.0), *(amax(pos[:, i], 0.0) for i in range(3)), amax(twin.delta_f, 0.0)])
+    else:
+        ext = np.asarray(_twin_extent(twin.position, twin.delta_f, twin.b1), np.float64)
+    wz = np.abs(k) @ ext[1:4] + np.abs(dt) * ext[4] + np.abs(c0)
+    small = (ext[0] * np.abs(b1dt)) ** 2 + wz ** 2 <= kernels.SMALL_FIELD ** 2
+    return "small" if small.all() else "general" if not small.any() else "auto"
+
+
+@jax.jit
+def _twin_extent(position, delta_f, b1):
+    """(5,) the twin's largest ``|B1|``, ``|x|``, ``|y|``, ``|z|``, ``|Δf|`` (one call)."""
+    amax = jnp.max(jnp.abs(position), axis=0)
+    return jnp.stack([1.0 if b1 is None else jnp.max(jnp.abs(b1)), amax[0], amax[1], amax[2],
+                      0.0 if delta_f is None else jnp.max(jnp.abs(delta_f))])
 
 
 RUN_CACHE_SPINS = 1 << 20  # twins up to this size keep their planned run (see _run_key)
@@ -855,7 +900,7 @@ def _prepared_pulses(dseq: DiscreteSequence, method: Bloch, grouped: bool = Fals
 # rotations in the backward pass: the residuals of a switch branch are carried by every
 # step of the scan, and 16 rotations' worth of them made gradients 3x slower and their
 # compilation 5x slower.
-_fused_rf_remat = jax.checkpoint(fused_rf_steps)
+_fused_rf_remat = {rotation: jax.checkpoint(f) for rotation, f in _FUSED_RF.items()}  # (see fused_rf_steps)
 _fused_free_remat = jax.checkpoint(fused_free_steps)
 
 
@@ -1147,11 +1192,11 @@ def spin_sharding(devices=None):
 @functools.partial(jax.jit, static_argnames=("n_chunks", "chunk", "n_window", "checkpoint", "want_mag",
                                               "spoiling", "sharding", "diffusion", "readout", "n_slots",
                                               "rf_kind", "fuse_kind", "free_kind", "etab_all", "rfint_use",
-                                              "defer_k", "layout"))
+                                              "defer_k", "layout", "rf_rotation"))
 def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, checkpoint, want_mag,
           spoiling=False, sharding=None, diffusion=False, readout=None, rev=None, n_slots=0, wtab=None,
           rftab=None, rf_kind=None, ftab=None, fuse_kind=None, fftab=None, free_kind=None, etab=None,
-          etab_all=False, rfint=None, rfint_use=None, defer_k=0, layout=None, step_map=None):
+          etab_all=False, rfint=None, rfint_use=None, defer_k=0, layout=None, step_map=None, rf_rotation="auto"):
     _TRACES["core"] += 1
     n_coils = 1 if spins.coil_re is None else spins.coil_re.shape[2]
     cdt = d.b1dt.dtype
@@ -1163,6 +1208,7 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
     n_steps = d.dt.shape[0]
 
     def run_chunk(sp: Spins):
+        sp = sp._replace(extent=kernels.spin_extent(sp))  # bounds the RF field (`kernels.small_field`)
         m0 = State(jnp.zeros_like(sp.pd), jnp.zeros_like(sp.pd), sp.pd)
         zero_single = jnp.zeros((n_coils,), cdt)
         zero_win = jnp.zeros((n_coils, n_window), cdt)
@@ -1215,7 +1261,7 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                         buf = keep(buf)
 
                 def do_rf(m):
-                    return kernels.rf_step(sp, m, dt, k, b1dt, c0), zero_win
+                    return kernels.rf_step(sp, m, dt, k, b1dt, c0, rotation=rf_rotation), zero_win
 
                 def do_free(m):
                     return kernels.free_step(sp, m, dt, k, c0), zero_win
@@ -1278,7 +1324,7 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                     return jax.lax.switch(count, fns, m), zero_win
 
                 def do_fused(m):  # RF raster steps applied S at a time: count = the table row
-                    return _fused_rf_remat(sp, m, ftab.dt[count], ftab.k[count], ftab.b1dt[count],
+                    return _fused_rf_remat[rf_rotation](sp, m, ftab.dt[count], ftab.k[count], ftab.b1dt[count],
                                            ftab.c0[count]), zero_win
 
                 branches = [do_rf, do_free] + ([do_window] if n_window else [])

@@ -160,25 +160,37 @@ def plan_fused_rf(dseq: DiscreteSequence, kind_id: int, size: int = DEFAULT_FUSE
     return shorten_steps(dseq, keep, new, fused=(start_of, pos, size)), table
 
 
-@jax.custom_jvp
-def fused_rf_steps(spins: Spins, m: State, dt, k, b1dt, c0) -> State:
+def _make_fused_rf(rotation: str):
+    @jax.custom_jvp
+    def fused(spins: Spins, m: State, dt, k, b1dt, c0) -> State:
+        if rotation == "small":
+            return _fused_unrolled(kernels._rf_rotation_small, spins, m, dt, k, b1dt, c0)
+        if rotation == "general":
+            return _fused_unrolled(kernels._rf_rotation, spins, m, dt, k, b1dt, c0)
+        small = kernels.small_field(spins, dt, k, b1dt, c0)
+        return jax.lax.cond(small, functools.partial(_fused_unrolled, kernels._rf_rotation_small),
+                            functools.partial(_fused_unrolled, kernels._rf_rotation), spins, m, dt, k, b1dt, c0)
+
+    fused.defjvp(_fused_rf_jvp)
+    return fused
+
+
+def fused_rf_steps(spins: Spins, m: State, dt, k, b1dt, c0, rotation: str = "auto") -> State:
     """``S`` RF steps (`kernels.rf_step`), unrolled: ``dt`` (S,) [s], ``k`` (S, 3) [1/m],
     ``b1dt`` (S,) [cycles], ``c0`` (S,) [cycles]. The steps last equally long, so the
     relaxation factors are computed once, and the half steps of neighbouring steps merged:
     relax ``dt/2``, then rotate and relax ``dt`` for each step but the last, which relaxes
-    ``dt/2``. When every spin's field stays within `kernels.SMALL_FIELD` cycles per step
-    (`kernels.small_field`: a 1 µs raster of a typical shaped pulse), the rotations use
-    `kernels._rf_rotation_small` (Taylor series: the same to float rounding, ~40 % less
-    arithmetic), else `kernels._rf_rotation`.
+    ``dt/2``. ``rotation`` as in `kernels.rf_step`: ``"small"`` (every spin's field within
+    `kernels.SMALL_FIELD` cycles per step, as on a 1 µs raster of a typical shaped pulse:
+    Taylor series, less arithmetic), ``"general"``, or ``"auto"`` (`kernels.small_field`
+    decides once for the S steps).
 
     Derivatives (forward and reverse mode) are those of the same steps as a rolled loop
     (`_fused_rf_rolled`): differentiating the unrolled kernel made XLA's compile of a
     gradient 5x slower (20 s instead of 4 s for a small test sequence), the rolled loop's
     derivative compiles as fast as stepping.
     """
-    small = kernels.small_field(spins, dt, k, b1dt, c0)
-    return jax.lax.cond(small, functools.partial(_fused_unrolled, kernels._rf_rotation_small),
-                        functools.partial(_fused_unrolled, kernels._rf_rotation), spins, m, dt, k, b1dt, c0)
+    return _FUSED_RF[rotation](spins, m, dt, k, b1dt, c0)
 
 
 def _fused_unrolled(rotation, spins: Spins, m: State, dt, k, b1dt, c0) -> State:
@@ -213,9 +225,11 @@ def _fused_rf_rolled(spins: Spins, m: State, dt, k, b1dt, c0) -> State:
     return jax.lax.scan(body, m, (dt, k, b1dt, c0, last))[0]
 
 
-@fused_rf_steps.defjvp
 def _fused_rf_jvp(primals, tangents):
     return jax.jvp(_fused_rf_rolled, primals, tangents)
+
+
+_FUSED_RF = {rotation: _make_fused_rf(rotation) for rotation in ("auto", "small", "general")}
 
 
 def fused_free_steps(spins: Spins, m: State, dt, k, c0):

@@ -20,6 +20,7 @@ Accuracy
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -57,6 +58,9 @@ class Spins(NamedTuple):
     rf_group_params: jax.Array | None = None
     # interpolated RF pulses (`interp_rf.interpolated_pulse`): each spin's tissue (n,) int32
     tissue: jax.Array | None = None
+    # (5,) `spin_extent` of the chunk (the engine sets it once per chunk; None: computed
+    # where needed)
+    extent: jax.Array | None = None
 
 
 class State(NamedTuple):
@@ -163,10 +167,10 @@ def _rf_rotation(spins: Spins, dt, k, b1dt, c0):
     return (wx, wy, wz), a, b, c
 
 
-SMALL_FIELD = 0.015  # [cycles] per RF raster step: below it `_rf_rotation_small` applies (θ <= 0.094 rad)
-# Taylor coefficients of sin θ/θ, (1 - cos θ)/θ² and cos θ in q = θ²: 4 terms in float32
-# (the first left out is below 2e-13 at SMALL_FIELD), 7 in float64 (below 1e-25)
-_SMALL_TERMS = {np.dtype(np.float32): 4, np.dtype(np.float64): 7}
+SMALL_FIELD = 0.08  # [cycles] per RF step: up to it `_rf_rotation_small` applies (θ <= 0.503 rad, 29°)
+# Taylor terms of sin θ/θ, (1 - cos θ)/θ² and cos θ in q = θ²: 5 in float32 (the first
+# left out is below 3e-10 at SMALL_FIELD), 9 in float64 (below 1e-21)
+_SMALL_TERMS = {np.dtype(np.float32): 5, np.dtype(np.float64): 9}
 
 
 def _taylor(q, first: int, n_terms: int):
@@ -181,12 +185,12 @@ def _rf_rotation_small(spins: Spins, dt, k, b1dt, c0):
     """`_rf_rotation` for fields of at most `SMALL_FIELD` cycles per step (see
     `small_field`): ``a``, ``b`` and ``cos θ`` as their Taylor series in ``θ²``, without a
     square root, a range reduction or a branch. The terms left out are below float
-    rounding (2e-13 relative in float32, 1e-25 in float64), so the result is that of
-    `_rf_rotation` to float rounding; about 40 % less arithmetic per spin and step.
+    rounding (3e-10 in float32, 1e-21 in float64), so the result is that of `_rf_rotation`
+    to float rounding, with less arithmetic per spin and step.
 
-    A shaped pulse sampled on a 1 µs raster turns a spin by a few milliradians per step
-    (a 90° 2 ms sinc: at most ~6e-3 rad plus the off-resonance and slice-gradient phase),
-    well inside the series' range."""
+    A shaped pulse on a 1 µs raster turns a spin by milliradians per step (a 90° 2 ms
+    sinc: ~6e-3 rad plus the off-resonance and slice-gradient phase), a hard pulse of up
+    to ~29° in its one step: both inside the series' range."""
     wx = spins.b1 * jnp.real(b1dt)
     wy = spins.b1 * jnp.imag(b1dt)
     wz = _cycles(spins, k, dt, c0)
@@ -195,18 +199,22 @@ def _rf_rotation_small(spins: Spins, dt, k, b1dt, c0):
     return ((wx, wy, wz), TWO_PI * _taylor(q, 1, n), (TWO_PI * TWO_PI) * _taylor(q, 2, n), _taylor(q, 0, n))
 
 
-def small_field(spins: Spins, dt, k, b1dt, c0):
-    """Whether the effective field of every RF raster step (``dt`` (S,) [s], ``k`` (S, 3)
-    [1/m], ``b1dt`` (S,) [cycles], ``c0`` (S,) [cycles]) stays within `SMALL_FIELD` for
-    every spin of the chunk: a scalar boolean, from a bound by the spins' largest
-    ``|B1|``, ``|x|``, ``|y|``, ``|z|`` and ``|Δf|`` (five reductions over the chunk, not
-    the field of each spin and step). False when any value is not finite."""
-    def amax(a):
-        return jnp.max(jnp.abs(a))
+def spin_extent(spins: Spins):
+    """(5,) the chunk's largest ``|B1|``, ``|x|``, ``|y|``, ``|z|`` and ``|Δf|``: what
+    `small_field` bounds the field with (the engine computes it once per chunk)."""
+    return jnp.stack([jnp.max(jnp.abs(v)) for v in (spins.b1, spins.x, spins.y, spins.z, spins.df)])
 
-    r = jnp.stack([amax(spins.x), amax(spins.y), amax(spins.z)])
-    wz = jnp.abs(k) @ r + jnp.abs(dt) * amax(spins.df) + jnp.abs(c0)
-    wxy = amax(spins.b1) * jnp.abs(b1dt)
+
+def small_field(spins: Spins, dt, k, b1dt, c0):
+    """Whether the effective field of every RF step (``dt`` () or (S,) [s], ``k`` (3,) or
+    (S, 3) [1/m] (or a tuple of its three components), ``b1dt`` and ``c0`` () or (S,) [cycles]) stays within `SMALL_FIELD` for
+    every spin of the chunk: a scalar boolean, from a bound by `spin_extent`
+    (``spins.extent`` when set, else computed here: five reductions over the chunk), not
+    the field of each spin and step. False when any value is not finite."""
+    e = spin_extent(spins) if spins.extent is None else spins.extent
+    k = jnp.stack(k, -1) if isinstance(k, (tuple, list)) else jnp.asarray(k)  # (kx, ky, kz) or an array
+    wz = jnp.abs(k) @ e[1:4] + jnp.abs(dt) * e[4] + jnp.abs(c0)
+    wxy = e[0] * jnp.abs(b1dt)
     return jnp.max(wxy * wxy + wz * wz) <= SMALL_FIELD * SMALL_FIELD
 
 
@@ -221,9 +229,25 @@ def _rotate(m: State, w, a, b, c) -> State:
     return State(m.mx * c - cx * a + wx * wdm, m.my * c - cy * a + wy * wdm, m.mz * c - cz * a + wz * wdm)
 
 
-def rf_step(spins: Spins, m: State, dt, k, b1dt, c0=0.0) -> State:
-    """RF step: relax dt/2, rotate about the constant effective field, relax dt/2."""
-    w, a, b, c = _rf_rotation(spins, dt, k, b1dt, c0)
+def rf_step(spins: Spins, m: State, dt, k, b1dt, c0=0.0, rotation: str = "auto") -> State:
+    """RF step: relax dt/2, rotate about the constant effective field, relax dt/2.
+
+    ``rotation``: ``"small"`` uses `_rf_rotation_small` (the caller knows that the field
+    stays within `SMALL_FIELD`: a hard pulse up to ~29°, a raster step of a shaped pulse),
+    ``"general"`` `_rf_rotation`, ``"auto"`` decides per step with `small_field` (a
+    `lax.cond` over the whole step: on XLA's CPU backend it costs about what the series
+    saves, hence the engine's choice on the host, `engine._rf_rotation_mode`). All three
+    agree to float rounding."""
+    if rotation == "small":
+        return _rf_step_with(_rf_rotation_small, spins, m, dt, k, b1dt, c0)
+    if rotation == "general":
+        return _rf_step_with(_rf_rotation, spins, m, dt, k, b1dt, c0)
+    return jax.lax.cond(small_field(spins, dt, k, b1dt, c0), functools.partial(_rf_step_with, _rf_rotation_small),
+                        functools.partial(_rf_step_with, _rf_rotation), spins, m, dt, k, b1dt, c0)
+
+
+def _rf_step_with(rotation, spins: Spins, m: State, dt, k, b1dt, c0) -> State:
+    w, a, b, c = rotation(spins, dt, k, b1dt, c0)
     e2 = jnp.exp(-0.5 * spins.r2 * dt)
     e1 = jnp.exp(-0.5 * spins.r1 * dt)
     m = _relax(spins, m, e1, e2)

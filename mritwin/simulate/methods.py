@@ -260,8 +260,6 @@ class Bloch(AbstractSimMethod):
         else the XLA engine. An explicit ``"xla"`` or ``"pallas"`` is returned unchanged."""
         if self.kernel != "auto":
             return self
-        import dataclasses
-
         import jax
         import jax.numpy as jnp
 
@@ -272,4 +270,26 @@ class Bloch(AbstractSimMethod):
         use = (backend in ("gpu", "cuda") and jnp.dtype(dtype) == jnp.float32 and not traced
                and not dynamics and n_devices == 1 and not windowed and n_outputs <= PALLAS_AUTO_MAX_OUTPUTS
                and self.pallas_ok())
-        return dataclasses.replace(self, kernel="pallas" if use else "xla")
+        return _with_kernel(self, "pallas" if use else "xla")
+
+
+_WITH_KERNEL: dict = {}  # (method, kernel) -> the method with that kernel: the last few resolved
+
+
+def _with_kernel(method: Bloch, kernel: str) -> Bloch:
+    """``dataclasses.replace(method, kernel=kernel)``, remembered for the last few methods
+    (building a module costs ~0.1 ms, a few % of a small simulation's call)."""
+    import dataclasses
+
+    for (m, k), hit in reversed(_WITH_KERNEL.items()):  # the same object: no hash of its fields
+        if m is method and k == kernel:
+            return hit
+    try:
+        hit = _WITH_KERNEL.get((method, kernel))
+    except TypeError:  # a field that cannot be hashed
+        return dataclasses.replace(method, kernel=kernel)
+    if hit is None:
+        while len(_WITH_KERNEL) >= 8:
+            _WITH_KERNEL.pop(next(iter(_WITH_KERNEL)))
+        hit = _WITH_KERNEL[(method, kernel)] = dataclasses.replace(method, kernel=kernel)
+    return hit

@@ -4,6 +4,8 @@ closed-form rotation and against finite differences."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -307,3 +309,47 @@ def test_fused_rf_steps_agree_with_the_general_rotation_on_both_sides_of_the_bou
         np.testing.assert_allclose(np.asarray(g), np.asarray(r), rtol=0, atol=1e-13)
         if not small:  # the series is no approximation there: the bound must keep it out
             assert np.max(np.abs(np.asarray(sr) - np.asarray(r))) > 1e-6
+
+
+def test_engine_chooses_the_rotation_on_the_host():
+    """`engine._rf_rotation_mode`: the series for a 15° hard pulse (0.04 cycles in its one
+    step), the general rotation for 90° (0.25 cycles), per step on the device for a mix
+    and for traced values."""
+    from mritwin.benchmarking import cartesian_gre
+    from mritwin.simulate import engine
+
+    twin = _twin(8, 0.2)
+
+    def mode(flip, tw=twin, scale_half=None):
+        d = discretize(cartesian_gre(8, 0.2, flip=np.radians(flip)), IDEAL)
+        if scale_half is not None:
+            rf = np.flatnonzero(np.asarray(d.kind)[: d.n_real_steps] == 0)
+            b1 = np.array(d.b1dt)
+            b1[rf[: rf.size // 2]] *= scale_half
+            d = dataclasses.replace(d, b1dt=b1)
+        return engine._rf_rotation_mode(tw, d, None)
+
+    assert mode(15) == "small" and mode(90) == "general" and mode(15, scale_half=6.0) == "auto"
+    assert mode(15, tw=twin.replace(delta_f=np.full(twin.n_spins, 1e9))) == "general"  # off-resonance counts
+    seen = []
+    jax.jit(lambda df: seen.append(mode(15, tw=twin.replace(delta_f=df))) or df)(jnp.zeros(twin.n_spins))
+    assert seen == ["auto"]
+
+
+@pytest.mark.parametrize("flip", [15, 90])
+def test_every_rotation_mode_gives_the_same_signal(flip, monkeypatch):
+    """The engine forced to each rotation ("small" only where it is valid) against its own
+    choice, float64: equal to rounding."""
+    from mritwin.benchmarking import cartesian_gre
+    from mritwin.simulate import engine
+
+    twin = _twin(8, 0.2)
+    seq = cartesian_gre(8, 0.2, flip=np.radians(flip))
+    own = engine._rf_rotation_mode
+    ref = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64).samples
+    for forced in ("auto", "general") + (("small",) if flip == 15 else ()):
+        monkeypatch.setattr(engine, "_rf_rotation_mode", lambda *a, forced=forced: forced)
+        engine._RUNS.clear()
+        got = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64).samples
+        assert _max_rel(got, ref) <= 1e-13, forced
+    monkeypatch.setattr(engine, "_rf_rotation_mode", own)

@@ -5,6 +5,7 @@ Pallas's interpreter, which executes the same kernel program."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pathlib
 import subprocess
@@ -242,6 +243,13 @@ def test_auto_kernel_choice():
                    mt.Bloch(readout=mt.NUFFTReadout(1e-6)), mt.Bloch(rf_interpolation=1e-6), mt.Bloch(kernel="xla")):
         assert method.resolve_kernel(backend="gpu", **base).kernel == "xla", method
     assert PALLAS.resolve_kernel(backend="cpu", **base) is PALLAS  # explicit choices stay
+    # the resolved method is remembered (no new module per call), and is the method with
+    # that kernel, also for an equal method object and for options with other values
+    xla = auto.resolve_kernel(backend="cpu", **base)
+    assert xla is auto.resolve_kernel(backend="cpu", **base) is mt.Bloch().resolve_kernel(backend="cpu", **base)
+    assert xla == dataclasses.replace(auto, kernel="xla")
+    fine = mt.Bloch(rf_dt=2e-6).resolve_kernel(backend="cpu", **base)
+    assert fine.rf_dt == 2e-6 and fine.kernel == "xla"
 
 
 def test_auto_kernel_in_simulate(monkeypatch):
