@@ -1168,10 +1168,12 @@ def _deferred_samples(win, bufs, wpow, etab, n_window: int, fused_free: bool):
     its power table ``z^s``, one matrix product for all its windows."""
     w_all = win[0] if fused_free else win
     flat = bufs.reshape((-1,) + bufs.shape[2:])
-    flat = jnp.concatenate([flat, jnp.zeros_like(flat[:1])])  # the row of unused slots
     for g in range(etab.slot_idx.shape[0]):
         table = kernels.window_power_table(jax.tree_util.tree_map(lambda a, g=g: a[g], wpow), n_window)
-        s = jnp.einsum("kcw,sw->kcs", flat[etab.slot_idx[g]], table)
+        # unused slots (index S K, one past the buffers) read as zeros: a gather with fill,
+        # not a copy of all the buffers with a zero row appended
+        rows = jnp.take(flat, etab.slot_idx[g], axis=0, mode="fill", fill_value=0)
+        s = jnp.einsum("kcw,sw->kcs", rows, table)
         w_all = w_all.at[etab.slot_step[g]].add(s, mode="drop")
     return (w_all, win[1]) if fused_free else w_all
 
