@@ -334,6 +334,11 @@ def test_engine_chooses_the_rotation_on_the_host():
     seen = []
     jax.jit(lambda df: seen.append(mode(15, tw=twin.replace(delta_f=df))) or df)(jnp.zeros(twin.n_spins))
     assert seen == ["auto"]
+    # the twin's extent as a GPU computes it (one device call) equals the host's
+    pos, df, b1 = (np.asarray(v) for v in (twin.position, twin.delta_f, twin.b1))
+    np.testing.assert_allclose(engine._twin_extent(twin.position, twin.delta_f, twin.b1),
+                               [np.abs(b1).max(), *np.abs(pos).max(0), np.abs(df).max()], rtol=1e-15)
+    np.testing.assert_allclose(engine._twin_extent(twin.position, None, None), [1.0, *np.abs(pos).max(0), 0.0])
 
 
 @pytest.mark.parametrize("flip", [15, 90])
