@@ -232,7 +232,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
         raise ValueError("the DiscreteSequence has general ADC windows (discretize(..., general_windows=True)), "
                          "which only Bloch(readout=NUFFTReadout(...)) evaluates")
     rftab = rf_kind = ftab = fuse_kind = fftab = free_kind = rf_axes = rfint = None
-    rf_rotation = "auto"
+    rf_rotation = ("auto", "general")
     if not models:
         kind_id = 2 + int(dseq.n_window > 0) + int(dseq.n_general > 0)  # after the other kinds
         plain = _prepared_pulses(dseq, method)
@@ -251,7 +251,8 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
             rftab = _device_table(dseq, "rf", rftab, dtype)
         # stepped RF pulses, then stepped free precession (spiral ADC samples), S at a time
         dseq, ftab = _fused_steps(dseq, method, kind_id, 0)
-        rf_rotation = _rf_rotation_mode(twin, dseq, ftab)
+        rf_rotation = (_rf_rotation_mode(twin, dseq, None), "general" if ftab is None else
+                       _rf_rotation_mode(twin, dseq, ftab, fused_only=True))
         if ftab is not None:
             fuse_kind, kind_id = kind_id, kind_id + 1
             ftab = _device_table(dseq, "fused-rf", ftab, dtype)
@@ -327,27 +328,32 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
     return _Run(call, twin.n_spins, perm, seq_groups, pd0, kspace, dseq, adc_event)
 
 
-def _rf_rotation_mode(twin: Twin, dseq: DiscreteSequence, ftab) -> str:
-    """How the engine rotates in RF steps and fused RF steps (`kernels.rf_step`):
-    ``"small"`` when the field of every one of them stays within `kernels.SMALL_FIELD`
-    for every spin (the bound of `kernels.small_field`, from the twin's largest ``|B1|``,
-    ``|x|``, ``|y|``, ``|z|``, ``|Δf|``), ``"general"`` when none does, else (some do,
-    or a value is traced) ``"auto"``: decided per step on the device. A static choice
-    spares the per-step `lax.cond`, which on XLA's CPU backend costs what the series
-    saves. (Part of the compiled core's key: a twin that crosses the bound recompiles.)"""
+def _rf_rotation_mode(twin: Twin, dseq: DiscreteSequence, ftab=None, fused_only: bool = False) -> str:
+    """How the engine rotates in its RF steps (`kernels.rf_step`), or with ``fused_only``
+    in the fused RF steps of ``ftab`` (`fused_rf.fused_rf_steps`): ``"small"`` when the
+    field of every one of them stays within `kernels.SMALL_FIELD` for every spin (the
+    bound of `kernels.small_field`, from the twin's largest ``|B1|``, ``|x|``, ``|y|``,
+    ``|z|``, ``|Δf|``), ``"general"`` when none does, else (some do, or a value is
+    traced) ``"auto"``: decided per step on the device; for fused steps ``"general"``
+    instead of ``"auto"`` (a conditional between two unrolled 16-step kernels doubles
+    their compile time). A static choice spares the per-step `lax.cond`, which on XLA's
+    CPU backend costs what the series saves. (Part of the compiled core's key: a twin
+    that crosses the bound recompiles.)"""
+    mixed = "general" if fused_only else "auto"
     m = dseq.n_real_steps
     vals = (dseq.kind, dseq.dt, dseq.kstep, dseq.b1dt, dseq.cyc0, twin.position, twin.delta_f, twin.b1)
     if any(isinstance(v, jax.core.Tracer) for v in vals) or (
             ftab is not None and _has_tracer((ftab.dt, ftab.k, ftab.b1dt, ftab.c0))):
-        return "auto"
-    rf = np.asarray(dseq.kind)[:m] == 0
-    dt, k = np.asarray(dseq.dt)[:m][rf], np.asarray(dseq.kstep)[:m][rf]
-    b1dt, c0 = np.asarray(dseq.b1dt)[:m][rf], np.asarray(dseq.cyc0)[:m][rf]
-    if ftab is not None:
-        dt, k = np.r_[dt, np.asarray(ftab.dt).ravel()], np.r_[k, np.asarray(ftab.k).reshape(-1, 3)]
-        b1dt, c0 = np.r_[b1dt, np.asarray(ftab.b1dt).ravel()], np.r_[c0, np.asarray(ftab.c0).ravel()]
+        return mixed
+    if fused_only:  # (padding rows are zeros: within any bound)
+        dt, k = np.asarray(ftab.dt).ravel(), np.asarray(ftab.k).reshape(-1, 3)
+        b1dt, c0 = np.asarray(ftab.b1dt).ravel(), np.asarray(ftab.c0).ravel()
+    else:
+        rf = np.asarray(dseq.kind)[:m] == 0
+        dt, k = np.asarray(dseq.dt)[:m][rf], np.asarray(dseq.kstep)[:m][rf]
+        b1dt, c0 = np.asarray(dseq.b1dt)[:m][rf], np.asarray(dseq.cyc0)[:m][rf]
     if not dt.size:
-        return "auto"
+        return mixed
     if jax.default_backend() == "cpu":  # the arrays are in host memory: no device call
         def amax(v, default):
             return default if v is None else float(np.max(np.abs(np.asarray(v)), initial=0.0))
@@ -358,7 +364,7 @@ def _rf_rotation_mode(twin: Twin, dseq: DiscreteSequence, ftab) -> str:
         ext = np.asarray(_twin_extent(twin.position, twin.delta_f, twin.b1), np.float64)
     wz = np.abs(k) @ ext[1:4] + np.abs(dt) * ext[4] + np.abs(c0)
     small = (ext[0] * np.abs(b1dt)) ** 2 + wz ** 2 <= kernels.SMALL_FIELD ** 2
-    return "small" if small.all() else "general" if not small.any() else "auto"
+    return "small" if small.all() else "general" if not small.any() else mixed
 
 
 @jax.jit
@@ -1198,7 +1204,8 @@ def spin_sharding(devices=None):
 def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, checkpoint, want_mag,
           spoiling=False, sharding=None, diffusion=False, readout=None, rev=None, n_slots=0, wtab=None,
           rftab=None, rf_kind=None, ftab=None, fuse_kind=None, fftab=None, free_kind=None, etab=None,
-          etab_all=False, rfint=None, rfint_use=None, defer_k=0, layout=None, step_map=None, rf_rotation="auto"):
+          etab_all=False, rfint=None, rfint_use=None, defer_k=0, layout=None, step_map=None,
+          rf_rotation=("auto", "general")):
     _TRACES["core"] += 1
     n_coils = 1 if spins.coil_re is None else spins.coil_re.shape[2]
     cdt = d.b1dt.dtype
@@ -1263,7 +1270,7 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                         buf = keep(buf)
 
                 def do_rf(m):
-                    return kernels.rf_step(sp, m, dt, k, b1dt, c0, rotation=rf_rotation), zero_win
+                    return kernels.rf_step(sp, m, dt, k, b1dt, c0, rotation=rf_rotation[0]), zero_win
 
                 def do_free(m):
                     return kernels.free_step(sp, m, dt, k, c0), zero_win
@@ -1326,7 +1333,7 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                     return jax.lax.switch(count, fns, m), zero_win
 
                 def do_fused(m):  # RF raster steps applied S at a time: count = the table row
-                    return _fused_rf_remat[rf_rotation](sp, m, ftab.dt[count], ftab.k[count], ftab.b1dt[count],
+                    return _fused_rf_remat[rf_rotation[1]](sp, m, ftab.dt[count], ftab.k[count], ftab.b1dt[count],
                                            ftab.c0[count]), zero_win
 
                 branches = [do_rf, do_free] + ([do_window] if n_window else [])

@@ -334,6 +334,16 @@ def test_engine_chooses_the_rotation_on_the_host():
     seen = []
     jax.jit(lambda df: seen.append(mode(15, tw=twin.replace(delta_f=df))) or df)(jnp.zeros(twin.n_spins))
     assert seen == ["auto"]
+    # fused RF rows (a 2 ms sinc on a 1 µs raster): the series; where the bound fails or a
+    # value is traced, the general form, never a conditional between two unrolled kernels
+    d = discretize(epi_like(), IDEAL)
+    d, table = plan_fused_rf(d, 3, 16)
+    assert engine._rf_rotation_mode(twin, d, table, fused_only=True) == "small"
+    far = twin.replace(delta_f=np.full(twin.n_spins, 1e6))
+    assert engine._rf_rotation_mode(far, d, table, fused_only=True) == "general"
+    jax.jit(lambda df: seen.append(engine._rf_rotation_mode(twin.replace(delta_f=df), d, table,
+                                                             fused_only=True)) or df)(jnp.zeros(twin.n_spins))
+    assert seen == ["auto", "general"]
     # the twin's extent as a GPU computes it (one device call) equals the host's
     pos, df, b1 = (np.asarray(v) for v in (twin.position, twin.delta_f, twin.b1))
     np.testing.assert_allclose(engine._twin_extent(twin.position, twin.delta_f, twin.b1),
