@@ -221,6 +221,7 @@ def stepped_xla(spins: Spins, steps: tuple, *, n_slots: int):
 
     dt, kx, ky, kz, bre, bim, c0, kind, slot, spoil = steps
     n_coils = 1 if spins.coil_re is None else spins.coil_re.shape[0]
+    spins = spins._replace(extent=kernels.spin_extent(spins))  # once, not per RF step (`kernels.rf_step`)
 
     def body(m, st):
         dt, slot, spoil, kind, kx, ky, kz, bre, bim, c0 = st
