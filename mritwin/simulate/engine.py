@@ -251,8 +251,9 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
             rftab = _device_table(dseq, "rf", rftab, dtype)
         # stepped RF pulses, then stepped free precession (spiral ADC samples), S at a time
         dseq, ftab = _fused_steps(dseq, method, kind_id, 0)
-        rf_rotation = (_rf_rotation_mode(twin, dseq, None), "general" if ftab is None else
-                       _rf_rotation_mode(twin, dseq, ftab, fused_only=True))
+        ext = None if _has_tracer((twin.position, twin.delta_f, twin.b1)) else _twin_extent_host(twin)  # (once)
+        rf_rotation = (_rf_rotation_mode(twin, dseq, None, ext=ext), "general" if ftab is None else
+                       _rf_rotation_mode(twin, dseq, ftab, fused_only=True, ext=ext))
         if ftab is not None:
             fuse_kind, kind_id = kind_id, kind_id + 1
             ftab = _device_table(dseq, "fused-rf", ftab, dtype)
@@ -328,7 +329,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
     return _Run(call, twin.n_spins, perm, seq_groups, pd0, kspace, dseq, adc_event)
 
 
-def _rf_rotation_mode(twin: Twin, dseq: DiscreteSequence, ftab=None, fused_only: bool = False) -> str:
+def _rf_rotation_mode(twin: Twin, dseq: DiscreteSequence, ftab=None, fused_only: bool = False, ext=None) -> str:
     """How the engine rotates in its RF steps (`kernels.rf_step`), or with ``fused_only``
     in the fused RF steps of ``ftab`` (`fused_rf.fused_rf_steps`): ``"small"`` when the
     field of every one of them stays within `kernels.SMALL_FIELD` for every spin (the
@@ -338,7 +339,8 @@ def _rf_rotation_mode(twin: Twin, dseq: DiscreteSequence, ftab=None, fused_only:
     instead of ``"auto"`` (a conditional between two unrolled 16-step kernels doubles
     their compile time). A static choice spares the per-step `lax.cond`, which on XLA's
     CPU backend costs what the series saves. (Part of the compiled core's key: a twin
-    that crosses the bound recompiles.)"""
+    that crosses the bound recompiles.) ``ext``: the twin's `_twin_extent_host` when
+    already known."""
     mixed = "general" if fused_only else "auto"
     m = dseq.n_real_steps
     vals = (dseq.kind, dseq.dt, dseq.kstep, dseq.b1dt, dseq.cyc0, twin.position, twin.delta_f, twin.b1)
@@ -354,17 +356,22 @@ def _rf_rotation_mode(twin: Twin, dseq: DiscreteSequence, ftab=None, fused_only:
         b1dt, c0 = np.asarray(dseq.b1dt)[:m][rf], np.asarray(dseq.cyc0)[:m][rf]
     if not dt.size:
         return mixed
-    if jax.default_backend() == "cpu":  # the arrays are in host memory: no device call
-        def amax(v, default):
-            return default if v is None else float(np.max(np.abs(np.asarray(v)), initial=0.0))
-
-        pos = np.asarray(twin.position)  # (column by column: 9x faster than .max(axis=0) on (n, 3))
-        ext = np.array([amax(twin.b1, 1.0), *(amax(pos[:, i], 0.0) for i in range(3)), amax(twin.delta_f, 0.0)])
-    else:
-        ext = np.asarray(_twin_extent(twin.position, twin.delta_f, twin.b1), np.float64)
+    ext = _twin_extent_host(twin) if ext is None else ext
     wz = np.abs(k) @ ext[1:4] + np.abs(dt) * ext[4] + np.abs(c0)
     small = (ext[0] * np.abs(b1dt)) ** 2 + wz ** 2 <= kernels.SMALL_FIELD ** 2
     return "small" if small.all() else "general" if not small.any() else mixed
+
+
+def _twin_extent_host(twin: Twin) -> np.ndarray:
+    """(5,) float64: `_twin_extent` of a concrete twin, from host memory on a CPU."""
+    if jax.default_backend() != "cpu":
+        return np.asarray(_twin_extent(twin.position, twin.delta_f, twin.b1), np.float64)
+
+    def amax(v, default):  # the arrays are in host memory: no device call
+        return default if v is None else float(np.max(np.abs(np.asarray(v)), initial=0.0))
+
+    pos = np.asarray(twin.position)  # (column by column: 9x faster than .max(axis=0) on (n, 3))
+    return np.array([amax(twin.b1, 1.0), *(amax(pos[:, i], 0.0) for i in range(3)), amax(twin.delta_f, 0.0)])
 
 
 @jax.jit

@@ -160,10 +160,10 @@ def _rf_rotation(spins: Spins, dt, k, b1dt, c0):
     inv = jnp.where(big, jax.lax.rsqrt(jnp.where(big, n2, 1.0)), 0.0)
     sh, ch = sincos_cycles(0.5 * n2 * inv)  # of θ/2: 1 - cos θ = 2 sin²(θ/2) without cancellation
     sh2 = sh * sh
-    q = (TWO_PI * TWO_PI) * n2  # θ² < 4e-5 in the series: truncation below 1e-17
-    a = jnp.where(big, 2.0 * sh * ch * inv, TWO_PI * (1.0 - q / 6.0 * (1.0 - q / 20.0)))
-    b = jnp.where(big, 2.0 * sh2 * (inv * inv), 0.5 * (TWO_PI * TWO_PI) * (1.0 - q / 12.0 * (1.0 - q / 30.0)))
-    c = jnp.where(big, 1.0 - 2.0 * sh2, 1.0 - 0.5 * q * (1.0 - q / 12.0 * (1.0 - q / 30.0)))
+    q = (TWO_PI * TWO_PI) * n2  # θ² < 4e-5 in the series (`_taylor`): truncation below 1e-17
+    a = jnp.where(big, 2.0 * sh * ch * inv, TWO_PI * _taylor(q, 1, 3))
+    b = jnp.where(big, 2.0 * sh2 * (inv * inv), (TWO_PI * TWO_PI) * _taylor(q, 2, 3))
+    c = jnp.where(big, 1.0 - 2.0 * sh2, _taylor(q, 0, 4))
     return (wx, wy, wz), a, b, c
 
 
@@ -207,8 +207,9 @@ def spin_extent(spins: Spins):
 
 def small_field(spins: Spins, dt, k, b1dt, c0):
     """Whether the effective field of every RF step (``dt`` () or (S,) [s], ``k`` (3,) or
-    (S, 3) [1/m] (or a tuple of its three components), ``b1dt`` and ``c0`` () or (S,) [cycles]) stays within `SMALL_FIELD` for
-    every spin of the chunk: a scalar boolean, from a bound by `spin_extent`
+    (S, 3) [1/m] or a tuple of its three components, ``b1dt`` and ``c0`` () or (S,)
+    [cycles]) stays within `SMALL_FIELD` for every spin of the chunk: a scalar boolean,
+    from a bound by `spin_extent`
     (``spins.extent`` when set, else computed here: five reductions over the chunk), not
     the field of each spin and step. False when any value is not finite."""
     e = spin_extent(spins) if spins.extent is None else spins.extent

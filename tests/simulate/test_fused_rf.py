@@ -363,7 +363,7 @@ def test_every_rotation_mode_gives_the_same_signal(flip, monkeypatch):
     own = engine._rf_rotation_mode
     ref = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64).samples
     for forced in ("auto", "general") + (("small",) if flip == 15 else ()):
-        monkeypatch.setattr(engine, "_rf_rotation_mode", lambda *a, forced=forced: forced)
+        monkeypatch.setattr(engine, "_rf_rotation_mode", lambda *a, forced=forced, **kw: forced)
         engine._RUNS.clear()
         got = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64).samples
         assert _max_rel(got, ref) <= 1e-13, forced
