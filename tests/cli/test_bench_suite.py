@@ -168,3 +168,21 @@ def test_step_layout_benchmark_runs_and_agrees_with_the_generic_scan(capsys, mon
     rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rec["n_spins"] == 64 and rec["period"] == 4
     assert rec["layout_s"] > 0 and rec["generic_s"] > 0 and rec["max_rel_diff"] < 1e-5
+
+
+def test_rf_rotation_benchmark_runs_and_agrees_with_the_general_rotation(capsys):
+    """benchmarks/bench_rf_rotation.py on gre-64: the engine picks the series for its 15°
+    hard pulse, and the general rotation gives the same signal (float32 rounding)."""
+    import pathlib
+    import runpy
+
+    from mritwin.simulate import engine
+
+    own = engine._rf_rotation_mode
+    script = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "bench_rf_rotation.py"
+    main = runpy.run_path(str(script))["main"]
+    assert main(["--scenario", "gre-64", "--calls", "1"]) == 0
+    assert engine._rf_rotation_mode is own  # restored
+    rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert rec["scenario"] == "gre-64" and rec["modes"] == ["small", "general"]
+    assert rec["chosen_s"] > 0 and rec["general_s"] > 0 and rec["max_rel_diff"] < 1e-5

@@ -1,0 +1,76 @@
+"""Benchmark: the small-angle RF rotation (Taylor series) against the general rotation.
+
+For scenarios of the suite, the compiled core planned twice from the same twin and
+sequence: with the engine's own choice (`engine._rf_rotation_mode`: the series where every
+RF step's field stays within `kernels.SMALL_FIELD`) and forced to the general rotation
+(reciprocal square root and range-reduced sine/cosine), called alternately in one
+process, ``--calls`` calls each. Prints one JSON object per scenario: the chosen modes
+(single RF steps, fused RF steps), medians, speed-up and the largest difference (float
+rounding).
+
+Usage:  python benchmarks/bench_rf_rotation.py [--scenario gre-64 gre-128 koma-brain-suscept] [--calls 21]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import mritwin as mt  # noqa: E402
+from mritwin.bench_scenarios import SCENARIOS  # noqa: E402
+from mritwin.simulate import engine  # noqa: E402
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--scenario", nargs="+", default=["gre-64", "gre-128", "koma-brain-suscept"],
+                   choices=sorted(SCENARIOS))
+    p.add_argument("--calls", type=int, default=21)
+    a = p.parse_args(argv)
+    own = engine._rf_rotation_mode
+    for name in a.scenario:
+        case = SCENARIOS[name].build(False)
+        m = case.method.resolve_kernel(dtype=jnp.float32, traced=False, dynamics=False, n_devices=1, backend="cpu")
+        dseq = mt.discretize(case.seq, case.scanner, rf_dt=m.rf_dt, windows=m.windows, motion=case.motion)
+        runs = []
+        for forced in (None, "general"):
+            engine._rf_rotation_mode = own if forced is None else (lambda *args, f=forced, **kw: f)
+            try:
+                runs.append(engine._plan(case.twin, dseq, case.scanner, None, m, jnp.float32, False, case.motion, ()))
+            finally:
+                engine._rf_rotation_mode = own
+        outs = [np.asarray(jax.block_until_ready(r.call()[0])) for r in runs]  # (compiles)
+        times = [[], []]
+        for _ in range(a.calls):
+            for r, t in zip(runs, times):
+                t0 = time.perf_counter()
+                jax.block_until_ready(r.call()[0])
+                t.append(time.perf_counter() - t0)
+        chosen, general = (statistics.median(t) for t in times)
+        print(json.dumps({
+            "benchmark": "rf_rotation",
+            "scenario": name,
+            "device": jax.devices()[0].device_kind,
+            "platform": jax.default_backend(),
+            "n_spins": int(case.twin.n_spins),
+            "modes": list(runs[0].call.keywords["rf_rotation"]),
+            "calls": a.calls,
+            "chosen_s": round(chosen, 6),
+            "general_s": round(general, 6),
+            "speedup": round(general / chosen, 3),
+            "max_rel_diff": float(np.abs(outs[0] - outs[1]).max() / np.abs(outs[1]).max()),
+        }), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
