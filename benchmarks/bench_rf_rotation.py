@@ -16,17 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import mritwin as mt  # noqa: E402
 from mritwin.bench_scenarios import SCENARIOS  # noqa: E402
+from mritwin.benchmarking import alternate_runs  # noqa: E402
 from mritwin.simulate import engine  # noqa: E402
 
 
@@ -48,14 +46,7 @@ def main(argv=None) -> int:
                 runs.append(engine._plan(case.twin, dseq, case.scanner, None, m, jnp.float32, False, case.motion, ()))
             finally:
                 engine._rf_rotation_mode = own
-        outs = [np.asarray(jax.block_until_ready(r.call()[0])) for r in runs]  # (compiles)
-        times = [[], []]
-        for _ in range(a.calls):
-            for r, t in zip(runs, times):
-                t0 = time.perf_counter()
-                jax.block_until_ready(r.call()[0])
-                t.append(time.perf_counter() - t0)
-        chosen, general = (statistics.median(t) for t in times)
+        (chosen, general), diff = alternate_runs(runs, a.calls)
         print(json.dumps({
             "benchmark": "rf_rotation",
             "scenario": name,
@@ -67,7 +58,7 @@ def main(argv=None) -> int:
             "chosen_s": round(chosen, 6),
             "general_s": round(general, 6),
             "speedup": round(general / chosen, 3),
-            "max_rel_diff": float(np.abs(outs[0] - outs[1]).max() / np.abs(outs[1]).max()),
+            "max_rel_diff": diff,
         }), flush=True)
     return 0
 

@@ -14,9 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import mritwin as mt  # noqa: E402
-from mritwin.benchmarking import cartesian_gre, grid_twin  # noqa: E402
+from mritwin.benchmarking import alternate_runs, cartesian_gre, grid_twin  # noqa: E402
 from mritwin.simulate import engine  # noqa: E402
 
 
@@ -42,14 +40,7 @@ def main(argv=None) -> int:
             engine.MAX_STEP_PERIOD = period
             runs.append(engine._plan(twin, seq, scanner, None, mt.Bloch(), jnp.float32, False, None, ()))
         layout = runs[0].call.keywords.get("layout")
-        outs = [np.asarray(jax.block_until_ready(r.call()[0])) for r in runs]  # (compiles)
-        times = [[], []]
-        for _ in range(a.calls):
-            for r, t in zip(runs, times):
-                t0 = time.perf_counter()
-                jax.block_until_ready(r.call()[0])
-                t.append(time.perf_counter() - t0)
-        with_layout, generic = (statistics.median(t) for t in times)
+        (with_layout, generic), diff = alternate_runs(runs, a.calls)
         print(json.dumps({
             "benchmark": "step_layout",
             "device": jax.devices()[0].device_kind,
@@ -61,7 +52,7 @@ def main(argv=None) -> int:
             "layout_s": round(with_layout, 6),
             "generic_s": round(generic, 6),
             "speedup": round(generic / with_layout, 3),
-            "max_rel_diff": float(np.abs(outs[0] - outs[1]).max() / np.abs(outs[1]).max()),
+            "max_rel_diff": diff,
         }), flush=True)
     return 0
 

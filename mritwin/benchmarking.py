@@ -47,6 +47,24 @@ def time_call(fn, repeats: int):
     return first, statistics.median(times), result
 
 
+def alternate_runs(runs, calls: int):
+    """Planned runs (``engine._plan(...)``, each ``run.call()`` returning ``(samples, mag)``)
+    timed against each other in one process: compiled by a first call, then called in turn
+    ``calls`` times each, so that the machine's drift hits them alike. Returns ``(medians
+    [s] per run, largest |samples - last run's samples| / max |last run's samples| over the
+    runs)``."""
+    outs = [np.asarray(jax.block_until_ready(r.call()[0])) for r in runs]  # (compiles)
+    times = [[] for _ in runs]
+    for _ in range(calls):
+        for r, t in zip(runs, times):
+            t0 = time.perf_counter()
+            jax.block_until_ready(r.call()[0])
+            t.append(time.perf_counter() - t0)
+    ref = outs[-1]
+    diff = max(float(np.abs(o - ref).max() / np.abs(ref).max()) for o in outs)
+    return [statistics.median(t) for t in times], diff
+
+
 def readout_gradients(n, fov, dwell, t_pre, scanner):
     """Cartesian readout along x: ``(dk, readout, prephaser, spoiler)``.
 
