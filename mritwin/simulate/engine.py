@@ -287,7 +287,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
         rfint_use = tuple(bool(u) for u in rfint.use)
         rfint = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), rfint.tables)
     sharding = spin_sharding(devices) if n_dev > 1 else None
-    etab, etab_all, defer_k, layout = None, False, 0, None
+    etab, etab_all, defer_k, defer_n, layout = None, False, 0, (), None
     width = chunk if groups is None else groups[2].shape[1]
     exact = readout is None and not method.reversible and not models
     if not method.reversible and not models:
@@ -296,7 +296,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
                               tuple(k for k in (fuse_kind, free_kind) if k is not None))
     if exact:
         n_coils = 1 if sens is None else sens.shape[0]
-        etab, etab_all, defer_k = _remembered(
+        etab, etab_all, defer_k, defer_n = _remembered(
             dseq, ("exact-windows-device", width, chunk, jnp.dtype(dtype).name, n_coils, method.checkpoint,
                    None if layout is None else layout[0], _knobs()),
             lambda: _exact_window_device(dseq, width, chunk, dtype, n_coils, method.checkpoint, layout))
@@ -317,7 +317,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
         rev_kw = {"rev": (jnp.asarray(restore), jnp.asarray(slot)), "n_slots": n_slots}
     core = functools.partial(_core, readout=readout, wtab=wtab, rftab=rftab, rf_kind=rf_kind, ftab=ftab,
                              fuse_kind=fuse_kind, fftab=fftab, free_kind=free_kind, etab=etab,
-                             etab_all=etab_all, rfint=rfint, rfint_use=rfint_use, defer_k=defer_k,
+                             etab_all=etab_all, rfint=rfint, rfint_use=rfint_use, defer_k=defer_k, defer_n=defer_n,
                              layout=None if layout is None else layout[0],
                              step_map=None if layout is None else layout[2], rf_rotation=rf_rotation, **rev_kw)
     if models:  # per-spin dynamics: a separate core (issue 9), see _dynamics_entry
@@ -703,17 +703,29 @@ def _defer_windows(table: ExactWindowTable, n_window: int, n_coils: int, width: 
 
 def _exact_window_device(dseq: DiscreteSequence, width: int, chunk: int, dtype, n_coils: int, checkpoint: bool,
                          layout=None):
-    """``(table, all_cached, K)``: the exact window table (`_exact_window_table`), deferred
-    when checkpointing without a translation (`_defer_windows`, on the segments of the step
-    ``layout`` when there is one), as device arrays."""
+    """``(table, all_cached, K, n_use)``: the exact window table (`_exact_window_table`),
+    deferred when checkpointing without a translation (`_defer_windows`, on the segments of
+    the step ``layout`` when there is one, with the samples read per geometry
+    `_deferred_sample_counts`), as device arrays."""
     etab, etab_all = _exact_window_table(dseq, width, chunk, dtype)
-    defer_k = 0
+    defer_k, defer_n = 0, ()
     if etab is not None and checkpoint and dseq.wcyc is None:
         etab, defer_k = _defer_windows(etab, dseq.n_window, n_coils, width, dtype, layout)
+        if defer_k:
+            defer_n = _deferred_sample_counts(etab.count, dseq.n_window)
     if etab is not None:
         etab = jax.tree_util.tree_map(jnp.asarray, etab)._replace(k=jnp.asarray(etab.k, dtype),
                                                                   dt=jnp.asarray(etab.dt, dtype))
-    return etab, etab_all, defer_k
+    return etab, etab_all, defer_k, defer_n
+
+
+def _deferred_sample_counts(count, n_window: int) -> tuple:
+    """The samples computed per geometry of deferred windows: a window of ``count``
+    intervals has its samples at the ends of intervals 1..count (`kernels.window_step`;
+    ``n_window``, the length of the window outputs, is the longest window rounded up to a
+    power of two). Rounded up to a multiple of 8 (sequences whose windows differ by a few
+    samples share their compiled core), at most ``n_window``."""
+    return tuple(min(n_window, -(-int(c) // 8) * 8) for c in np.asarray(count))
 
 
 def _device_table(dseq: DiscreteSequence, tag: str, table, dtype):
@@ -1174,21 +1186,51 @@ def _segmented_scan(body, init, xs, fresh=None, fills=None, seg=None):
     return m, (ys if fresh is None else (ys, bufs))
 
 
-def _deferred_samples(win, bufs, wpow, etab, n_window: int, fused_free: bool):
+def _deferred_samples(win, bufs, wpow, etab, n_window: int, fused_free: bool, n_use: tuple = ()):
     """The samples of the deferred windows, added to the per-step window outputs ``win``
     (n_steps, n_coils, n_window) (or ``(win, fused free samples)``): per geometry, the
     weights of its windows (from the segments' buffers ``bufs`` (S, K, n_coils, width)) times
-    its power table ``z^s``, one matrix product for all its windows."""
+    its power table ``z^s``, one matrix product for all its windows (`_window_products`).
+    ``n_use[g]``: the samples of geometry ``g``'s windows that are read (its intervals, see
+    `_deferred_sample_counts`; all ``n_window`` when not given): the rest stay zero."""
     w_all = win[0] if fused_free else win
     flat = bufs.reshape((-1,) + bufs.shape[2:])
     for g in range(etab.slot_idx.shape[0]):
-        table = kernels.window_power_table(jax.tree_util.tree_map(lambda a, g=g: a[g], wpow), n_window)
+        n_s = n_use[g] if n_use else n_window
+        table = kernels.window_power_table(jax.tree_util.tree_map(lambda a, g=g: a[g], wpow), n_s)
         # unused slots (index S K, one past the buffers) read as zeros: a gather with fill,
         # not a copy of all the buffers with a zero row appended
         rows = jnp.take(flat, etab.slot_idx[g], axis=0, mode="fill", fill_value=0)
-        s = jnp.einsum("kcw,sw->kcs", rows, table)
-        w_all = w_all.at[etab.slot_step[g]].add(s, mode="drop")
+        w_all = w_all.at[etab.slot_step[g], :, :n_s].add(_window_products(rows, table), mode="drop")
     return (w_all, win[1]) if fused_free else w_all
+
+
+WINDOW_PRODUCT_SAMPLES = 112  # samples per real matrix product in `_window_products`
+
+
+def _window_products(rows, table):
+    """``einsum("kcw,sw->kcs", rows, table)`` for complex ``rows`` (K, n_coils, width) and
+    ``table`` (S, width): as real matrix products of the stacked real and imaginary parts,
+    ``[Re r; Im r] @ [Re t; Im t]^T`` (2 K n_coils, 2 S), combined into the complex result,
+    over blocks of at most `WINDOW_PRODUCT_SAMPLES` samples.
+
+    The same arithmetic (four real products per complex one); on XLA's CPU backend the real
+    product of these shapes (K ~ 50 windows, width ~ 26k spins, S ~ 100 samples) runs ~1.5x
+    faster than the complex one, and past ~110 samples a real product slows down more than
+    two of half the size (measured on 2 cores, `benchmarks/RESULTS.md`)."""
+    k, c, width = rows.shape
+    kc = k * c
+    r = jnp.concatenate([jnp.real(rows), jnp.imag(rows)], 0).reshape(2 * kc, width)
+    n_s = table.shape[0]
+    n_blocks = -(-n_s // WINDOW_PRODUCT_SAMPLES)
+    size = -(-n_s // n_blocks)
+    out = []
+    for i in range(0, n_s, size):
+        t = table[i:i + size]
+        m = t.shape[0]
+        o = r @ jnp.concatenate([jnp.real(t), jnp.imag(t)], 0).T  # (2 K c, 2 m)
+        out.append(jax.lax.complex(o[:kc, :m] - o[kc:, m:], o[:kc, m:] + o[kc:, :m]))
+    return (out[0] if len(out) == 1 else jnp.concatenate(out, -1)).reshape(k, c, n_s)
 
 
 def spin_sharding(devices=None):
@@ -1207,11 +1249,11 @@ def spin_sharding(devices=None):
 @functools.partial(jax.jit, static_argnames=("n_chunks", "chunk", "n_window", "checkpoint", "want_mag",
                                               "spoiling", "sharding", "diffusion", "readout", "n_slots",
                                               "rf_kind", "fuse_kind", "free_kind", "etab_all", "rfint_use",
-                                              "defer_k", "layout", "rf_rotation"))
+                                              "defer_k", "defer_n", "layout", "rf_rotation"))
 def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, checkpoint, want_mag,
           spoiling=False, sharding=None, diffusion=False, readout=None, rev=None, n_slots=0, wtab=None,
           rftab=None, rf_kind=None, ftab=None, fuse_kind=None, fftab=None, free_kind=None, etab=None,
-          etab_all=False, rfint=None, rfint_use=None, defer_k=0, layout=None, step_map=None,
+          etab_all=False, rfint=None, rfint_use=None, defer_k=0, defer_n=(), layout=None, step_map=None,
           rf_rotation=("auto", "general")):
     _TRACES["core"] += 1
     n_coils = 1 if spins.coil_re is None else spins.coil_re.shape[2]
@@ -1487,7 +1529,7 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                                                        fills={wg_pos + 1: defer_k}, seg=seg)
             m, ends = finish(m)
             single, win = unslot((single, win), ends)
-            win = _deferred_samples(win, bufs, wpow, etab, n_window, fftab is not None)
+            win = _deferred_samples(win, bufs, wpow, etab, n_window, fftab is not None, defer_n)
         elif checkpoint:
             m, (single, win) = _segmented_scan(body, init, steps, seg=seg)
             m, ends = finish(m)

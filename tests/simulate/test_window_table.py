@@ -86,20 +86,47 @@ def test_deferred_windows_get_one_slot_each():
         engine.DEFER_BYTES = old
 
 
-@pytest.mark.parametrize("chunk", [None, 256])
+def test_window_products_equal_the_complex_product():
+    """The deferred windows' product as real matrix products of stacked real and imaginary
+    parts, in blocks of samples, against the complex einsum."""
+    rng = np.random.default_rng(3)
+
+    def c(*shape):
+        return jnp.asarray(rng.normal(size=shape) + 1j * rng.normal(size=shape))
+
+    for k, n_coils, width, n_s in [(7, 2, 300, 250), (3, 1, 50, 5), (1, 1, 8, 112), (2, 3, 40, 113)]:
+        rows, table = c(k, n_coils, width), c(n_s, width)
+        out = engine._window_products(rows, table)
+        assert out.shape == (k, n_coils, n_s)
+        np.testing.assert_allclose(np.asarray(out), np.asarray(jnp.einsum("kcw,sw->kcs", rows, table)),
+                                   rtol=0, atol=1e-12 * np.sqrt(width))
+
+
+def test_deferred_sample_counts():
+    """Samples per geometry: a window's intervals, rounded up to a multiple of 8, at most the
+    window outputs' length."""
+    assert engine._deferred_sample_counts(np.array([99, 64, 3, 127]), 128) == (104, 64, 8, 128)
+    assert engine._deferred_sample_counts(np.array([9]), 16) == (16,)
+
+
+@pytest.mark.parametrize("chunk, n_lines", [(None, 18), (256, 10)])
 @pytest.mark.slow
-def test_deferred_samples_equal_samples_in_the_scan(chunk, monkeypatch):
+def test_deferred_samples_equal_samples_in_the_scan(chunk, n_lines, monkeypatch):
     """Windows sampled after the scan (default, with checkpointing) against windows sampled
     in it (``checkpoint=False`` keeps them in the scan); coils, two read directions, three
-    chunks; and the derivatives."""
+    chunks, windows of 17 intervals (24 samples computed of the outputs' 32); and the
+    derivatives."""
     twin = random_twin(n=700, n_coils=2)
-    seq = epi_like(n=10)
+    seq = epi_like(n=n_lines)
     kw = dict(scanner=IDEAL, dtype=jnp.float64, return_magnetization=True)
     traced = []
     original = engine._deferred_samples
-    monkeypatch.setattr(engine, "_deferred_samples", lambda *a: traced.append(1) or original(*a))
+    monkeypatch.setattr(engine, "_deferred_samples", lambda *a: traced.append(a[4:]) or original(*a))
     out = mt.simulate(twin, seq, method=mt.Bloch(chunk_size=chunk), **kw)
     assert traced  # (the deferred path was compiled: this is not the in-scan path twice)
+    n_window, _, n_use = traced[0]
+    # (float64: the lines' timing rounds into a few geometries, all of 17 or 9 intervals)
+    assert (n_window, set(n_use)) == ((32, {24}) if n_lines == 18 else (16, {16}))
     ref = mt.simulate(twin, seq, method=mt.Bloch(chunk_size=chunk, checkpoint=False), **kw)
     assert _rel(out.samples, ref.samples) < 1e-12
     np.testing.assert_allclose(np.asarray(out.magnetization), np.asarray(ref.magnetization), atol=1e-12)
