@@ -129,7 +129,15 @@ def plan_fused_rf(dseq: DiscreteSequence, kind_id: int, size: int = DEFAULT_FUSE
         return np.asarray(v)[:m] if _concrete(v) is not None else jnp.asarray(v)[:m]
 
     kst, b1, c0 = values("kstep"), values("b1dt"), values("cyc0")
-    table = FusedTable(dt=dt[idx_pad], k=kst[idx_pad], b1dt=b1[idx_pad], c0=c0[idx_pad])
+    # padding rows are zeros (no field, no time): not copies of step 0, which would enter
+    # the engine's bound on the rows' fields (`engine._rf_rotation_mode`)
+    live = (np.arange(n_rows) < starts.size)[:, None]
+
+    def rows(v):
+        mask = live.reshape(live.shape + (1,) * (v.ndim - 1))
+        return np.where(mask, v[idx_pad], 0) if isinstance(v, np.ndarray) else jnp.where(mask, v[idx_pad], 0)
+
+    table = FusedTable(dt=rows(dt), k=rows(kst), b1dt=rows(b1), c0=rows(c0))
 
     keep = np.ones(m, bool)
     keep[idx[:, 1:].ravel()] = False

@@ -339,6 +339,13 @@ def test_engine_chooses_the_rotation_on_the_host():
     d = discretize(epi_like(), IDEAL)
     d, table = plan_fused_rf(d, 3, 16)
     assert engine._rf_rotation_mode(twin, d, table, fused_only=True) == "small"
+    # padding rows of the table are zeros (no field): not copies of step 0 (in a real
+    # sequence often a long step, whose off-resonance phase then entered the rows' bound)
+    n_rows = int(np.sum(np.asarray(d.kind)[: d.n_real_steps] == 3))
+    assert n_rows < table.dt.shape[0]
+    for v in table:
+        assert np.any(np.asarray(v)[:n_rows]) or v is table.c0
+        assert not np.any(np.asarray(v)[n_rows:])
     far = twin.replace(delta_f=np.full(twin.n_spins, 1e6))
     assert engine._rf_rotation_mode(far, d, table, fused_only=True) == "general"
     jax.jit(lambda df: seen.append(engine._rf_rotation_mode(twin.replace(delta_f=df), d, table,
