@@ -1246,10 +1246,12 @@ def spin_sharding(devices=None):
     return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("spins"))
 
 
-@functools.partial(jax.jit, static_argnames=("n_chunks", "chunk", "n_window", "checkpoint", "want_mag",
-                                              "spoiling", "sharding", "diffusion", "readout", "n_slots",
-                                              "rf_kind", "fuse_kind", "free_kind", "etab_all", "rfint_use",
-                                              "defer_k", "defer_n", "layout", "rf_rotation"))
+_CORE_STATIC = ("n_chunks", "chunk", "n_window", "checkpoint", "want_mag", "spoiling", "sharding", "diffusion",
+                "readout", "n_slots", "rf_kind", "fuse_kind", "free_kind", "etab_all", "rfint_use", "defer_k",
+                "defer_n", "layout", "rf_rotation")  # (benchmarks/bench_one_fusion.py compiles _core itself)
+
+
+@functools.partial(jax.jit, static_argnames=_CORE_STATIC)
 def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, checkpoint, want_mag,
           spoiling=False, sharding=None, diffusion=False, readout=None, rev=None, n_slots=0, wtab=None,
           rftab=None, rf_kind=None, ftab=None, fuse_kind=None, fftab=None, free_kind=None, etab=None,

@@ -213,7 +213,7 @@ def _fused_unrolled(rotation, spins: Spins, m: State, dt, k, b1dt, c0) -> State:
         w, a, b, c = rotation(spins, dt[i], k[i], b1dt[i], c0[i])
         m = kernels._rotate(m, w, a, b, c)
         m = kernels._relax(spins, m, e1_full, e2_full) if i < size - 1 else kernels._relax(spins, m, e1, e2)
-    return m
+    return State(*kernels.one_fusion(*m))
 
 
 def _fused_rf_rolled(spins: Spins, m: State, dt, k, b1dt, c0) -> State:

@@ -139,6 +139,23 @@ def rotate_common(m: State, cyc) -> State:
     return State(m.mx * c + m.my * s, m.my * c - m.mx * s, m.mz)
 
 
+def one_fusion(*arrays):
+    """The arrays (same shape and dtype) unchanged, as the outputs of one multi-output
+    reduction, a variadic max over a broadcast axis of 2 (exact: ``max(x, x) = x``).
+
+    XLA's CPU backend fuses elementwise work into each output array separately: arrays
+    that share an expensive chain (the magnetization after 16 unrolled RF rotations: every
+    component depends on all three of the step before) each recompute all of it. The
+    operands of a variadic reduction are computed in one fusion, per element, with their
+    shared work once. Only on the CPU backend (elsewhere the arrays are returned as they
+    are: XLA's GPU backend fuses sibling outputs itself)."""
+    if jax.default_backend() != "cpu":
+        return arrays
+    init = tuple(jnp.array(-jnp.inf, a.dtype) for a in arrays)
+    ops = tuple(jnp.broadcast_to(a, (2,) + a.shape) for a in arrays)
+    return jax.lax.reduce(ops, init, lambda x, y: tuple(jnp.maximum(p, q) for p, q in zip(x, y)), (0,))
+
+
 def _relax(spins: Spins, m: State, e1, e2) -> State:
     return State(m.mx * e2, m.my * e2, m.mz * e1 + spins.pd * (1.0 - e1))
 

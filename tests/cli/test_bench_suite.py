@@ -186,3 +186,22 @@ def test_rf_rotation_benchmark_runs_and_agrees_with_the_general_rotation(capsys)
     rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rec["scenario"] == "gre-64" and rec["modes"] == ["small", "general"]
     assert rec["chosen_s"] > 0 and rec["general_s"] > 0 and rec["max_rel_diff"] < 1e-5
+
+
+def test_one_fusion_benchmark_runs_and_agrees_with_the_plain_outputs(capsys):
+    """benchmarks/bench_one_fusion.py: the fused RF kernel and gre-64 compiled with and
+    without `kernels.one_fusion` give the same magnetization and signal."""
+    import pathlib
+    import runpy
+
+    from mritwin.simulate import kernels
+
+    own = kernels.one_fusion
+    script = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "bench_one_fusion.py"
+    main = runpy.run_path(str(script))["main"]
+    assert main(["--kernels", "fused", "--scenario", "gre-64", "--calls", "1"]) == 0
+    assert kernels.one_fusion is own  # restored
+    kernel, scenario = (json.loads(line) for line in capsys.readouterr().out.strip().splitlines()[-2:])
+    assert kernel["case"] == "kernel:fused" and kernel["max_abs_diff"] < 1e-5
+    assert scenario["case"] == "gre-64" and scenario["max_rel_diff"] < 1e-5
+    assert min(kernel["one_fusion_s"], kernel["plain_s"], scenario["one_fusion_s"], scenario["plain_s"]) > 0

@@ -375,3 +375,31 @@ def test_every_rotation_mode_gives_the_same_signal(flip, monkeypatch):
         got = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64).samples
         assert _max_rel(got, ref) <= 1e-13, forced
     monkeypatch.setattr(engine, "_rf_rotation_mode", own)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_one_fusion_returns_its_arrays_unchanged(dtype):
+    """`kernels.one_fusion` (the outputs of one multi-output reduction on the CPU): every
+    value back bit for bit, infinities and NaN included, for vectors and batches of
+    states; derivatives and batching pass through."""
+    from mritwin.simulate import kernels
+
+    rng = np.random.default_rng(5)
+    a = rng.normal(size=(4, 33)).astype(dtype)
+    a[0, :4] = [np.inf, -np.inf, np.nan, -0.0]
+    b = rng.normal(size=(4, 33)).astype(dtype)
+    for args in ((a, b), (a[0],), (a[1], b[1], a[2])):
+        out = jax.jit(kernels.one_fusion)(*map(jnp.asarray, args))
+        assert len(out) == len(args)
+        for o, x in zip(out, args):
+            assert o.dtype == x.dtype and o.shape == x.shape
+            np.testing.assert_array_equal(np.asarray(o), x)
+    x = jnp.linspace(-1.0, 1.0, 7, dtype=dtype)
+
+    def f(x, fuse):
+        u, v = (kernels.one_fusion if fuse else lambda *z: z)(jnp.sin(x) * x, jnp.cos(x))
+        return jnp.sum(u * v + 2 * u)
+
+    np.testing.assert_allclose(jax.grad(f)(x, True), jax.grad(f)(x, False), rtol=1e-6)
+    np.testing.assert_allclose(jax.vmap(lambda r: f(r, True))(jnp.stack([x, 2 * x])),
+                               [f(x, False), f(2 * x, False)], rtol=1e-6)
