@@ -287,7 +287,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
         rfint_use = tuple(bool(u) for u in rfint.use)
         rfint = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), rfint.tables)
     sharding = spin_sharding(devices) if n_dev > 1 else None
-    etab, etab_all, defer_k, defer_n, layout = None, False, 0, (), None
+    etab, etab_all, defer_k, defer_n, defer_segs, layout = None, False, 0, (), None, None
     width = chunk if groups is None else groups[2].shape[1]
     exact = readout is None and not method.reversible and not models
     if not method.reversible and not models:
@@ -296,7 +296,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
                               tuple(k for k in (fuse_kind, free_kind) if k is not None))
     if exact:
         n_coils = 1 if sens is None else sens.shape[0]
-        etab, etab_all, defer_k, defer_n = _remembered(
+        etab, etab_all, defer_k, defer_n, defer_segs = _remembered(
             dseq, ("exact-windows-device", width, chunk, jnp.dtype(dtype).name, n_coils, method.checkpoint,
                    None if layout is None else layout[0], _knobs()),
             lambda: _exact_window_device(dseq, width, chunk, dtype, n_coils, method.checkpoint, layout))
@@ -318,6 +318,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
     core = functools.partial(_core, readout=readout, wtab=wtab, rftab=rftab, rf_kind=rf_kind, ftab=ftab,
                              fuse_kind=fuse_kind, fftab=fftab, free_kind=free_kind, etab=etab,
                              etab_all=etab_all, rfint=rfint, rfint_use=rfint_use, defer_k=defer_k, defer_n=defer_n,
+                             defer_segs=defer_segs,
                              layout=None if layout is None else layout[0],
                              step_map=None if layout is None else layout[2], rf_rotation=rf_rotation, **rev_kw)
     if models:  # per-spin dynamics: a separate core (issue 9), see _dynamics_entry
@@ -653,52 +654,55 @@ def _defer_windows(table: ExactWindowTable, n_window: int, n_coils: int, width: 
     """Plan the deferral of the tabled windows' samples (host side): the scan only keeps
     each window's start weights ``c_j m_j`` (n_coils, width) in a per-segment buffer, and
     after the scan one matrix product per geometry gives all their samples (a GEMM over all
-    windows at once runs several times faster than one skinny GEMM per window).
+    windows at once runs several times faster than one skinny GEMM per window). Only the
+    segments from the first to the last that hold a deferred window keep buffers (an
+    EPI's windows all lie in the segments after its excitation): the others run with a
+    scratch buffer that is not returned (`_segmented_scan`'s ``buffered``).
 
     With a step ``layout`` ((StepLayout, StepMap), `layout.plan_step_layout`) the segments
     are those of its macro steps.
 
     Returns:
-        ``(table with slot, slot_idx and slot_step, K)`` with K the buffer's slots per
-        segment, or ``(table, 0)`` when the buffers and power tables would pass
-        `DEFER_BYTES`.
+        ``(table with slot, slot_idx and slot_step, K, (s0, s1))`` with K the buffer's
+        slots per segment and ``s0 <= s < s1`` the segments with buffers (``slot_idx``
+        indexes their buffers, flattened, from ``s0``'s), or ``(table, 0, None)`` when the
+        buffers and power tables would pass `DEFER_BYTES`.
     """
     step = np.asarray(table.step)
     n_steps = step.shape[0]
     n_geo = table.dt.shape[0]
     deferred = np.flatnonzero(step < n_geo)
     if not deferred.size:
-        return table, 0
+        return table, 0, None
     if layout is None:
-        seg, n_seg = _segments(n_steps)
-        seg_of = deferred // seg
+        seg_of = deferred // _segments(n_steps)[0]
     else:  # (steps of the head and tail run outside the scan: not deferred)
         lay, smap = layout[0], layout[1]
         head = len(lay.head)
         deferred = deferred[(deferred >= head) & (deferred < head + smap.slot_of.size)]
         if not deferred.size:
-            return table, 0
-        n_seg = lay.n_macro // lay.seg
+            return table, 0, None
         seg_of = smap.slot_of[deferred - head] // (lay.seg * lay.period)
-    counts = np.bincount(seg_of, minlength=n_seg)
+    s0, s1 = int(seg_of.min()), int(seg_of.max()) + 1
+    counts = np.bincount(seg_of - s0, minlength=s1 - s0)
     k = int(counts.max())
     csize = 2 * np.dtype(jnp.dtype(dtype).name).itemsize
-    if (n_seg * k * n_coils + n_geo * n_window) * width * csize > DEFER_BYTES:
-        return table, 0
+    if ((s1 - s0) * k * n_coils + n_geo * n_window) * width * csize > DEFER_BYTES:
+        return table, 0, None
     first = np.r_[0, np.cumsum(counts)[:-1]]
-    pos = np.arange(deferred.size) - first[seg_of]
+    pos = np.arange(deferred.size) - first[seg_of - s0]
     slot = np.full(n_steps, k, np.int32)
     slot[deferred] = pos
-    flat = seg_of * k + pos
+    flat = (seg_of - s0) * k + pos
     geo = step[deferred]
     per_geo = np.bincount(geo, minlength=n_geo)
-    slot_idx = np.full((n_geo, int(per_geo.max())), n_seg * k, np.int32)
+    slot_idx = np.full((n_geo, int(per_geo.max())), (s1 - s0) * k, np.int32)
     slot_step = np.full((n_geo, int(per_geo.max())), n_steps, np.int32)
     for g in range(n_geo):
         sel = geo == g
         slot_idx[g, : per_geo[g]] = flat[sel]
         slot_step[g, : per_geo[g]] = deferred[sel]
-    return table._replace(slot=slot, slot_idx=slot_idx, slot_step=slot_step), k
+    return table._replace(slot=slot, slot_idx=slot_idx, slot_step=slot_step), k, (s0, s1)
 
 
 def _exact_window_device(dseq: DiscreteSequence, width: int, chunk: int, dtype, n_coils: int, checkpoint: bool,
@@ -708,15 +712,15 @@ def _exact_window_device(dseq: DiscreteSequence, width: int, chunk: int, dtype, 
     the step ``layout`` when there is one, with the samples read per geometry
     `_deferred_sample_counts`), as device arrays."""
     etab, etab_all = _exact_window_table(dseq, width, chunk, dtype)
-    defer_k, defer_n = 0, ()
+    defer_k, defer_n, defer_segs = 0, (), None
     if etab is not None and checkpoint and dseq.wcyc is None:
-        etab, defer_k = _defer_windows(etab, dseq.n_window, n_coils, width, dtype, layout)
+        etab, defer_k, defer_segs = _defer_windows(etab, dseq.n_window, n_coils, width, dtype, layout)
         if defer_k:
             defer_n = _deferred_sample_counts(etab.count, dseq.n_window)
     if etab is not None:
         etab = jax.tree_util.tree_map(jnp.asarray, etab)._replace(k=jnp.asarray(etab.k, dtype),
                                                                   dt=jnp.asarray(etab.dt, dtype))
-    return etab, etab_all, defer_k, defer_n
+    return etab, etab_all, defer_k, defer_n, defer_segs
 
 
 def _deferred_sample_counts(count, n_window: int) -> tuple:
@@ -1145,7 +1149,7 @@ def _segments(n: int) -> tuple[int, int]:
     return seg, -(-n // seg)
 
 
-def _segmented_scan(body, init, xs, fresh=None, fills=None, seg=None):
+def _segmented_scan(body, init, xs, fresh=None, fills=None, seg=None, buffered=None):
     """``lax.scan(body, init, xs)`` with memory-bounded reverse mode.
 
     The steps are split into ``S ≈ sqrt(n)`` segments of ``L`` steps; each segment is a
@@ -1159,7 +1163,10 @@ def _segmented_scan(body, init, xs, fresh=None, fills=None, seg=None):
     With ``fresh``, the body's carry is ``(state, buffer)``: each segment starts its buffer
     from ``fresh`` and the buffers of all segments are returned, stacked, after the
     outputs: ``state, (ys, buffers)``. (Deferred windows: a buffer in the carry of the
-    whole scan would be stored at every segment boundary in reverse mode.)
+    whole scan would be stored at every segment boundary in reverse mode.) ``buffered``
+    ``(s0, s1)``: only segments ``s0 <= s < s1`` return their buffers, (s1 - s0, ...); the
+    others carry ``fresh`` as scratch (their bodies write nothing to it that is read), so
+    the stacked buffers are neither zeroed nor copied for them.
     """
     n = xs[0].shape[0]
     seg, n_seg = _segments(n) if seg is None else (seg, -(-n // seg))
@@ -1178,10 +1185,20 @@ def _segmented_scan(body, init, xs, fresh=None, fills=None, seg=None):
         (m, buf), ys = jax.lax.scan(body, (m, fresh), seg_xs)
         return m, (ys, buf)
 
-    m, ys = jax.lax.scan(segment, init, xs)
-    bufs = None
-    if fresh is not None:
-        ys, bufs = ys
+    @functools.partial(jax.checkpoint, policy=jax.checkpoint_policies.nothing_saveable)
+    def scratch(m, seg_xs):  # a segment without deferred windows: its buffer is dropped
+        (m, _), ys = jax.lax.scan(body, (m, fresh), seg_xs)
+        return m, ys
+
+    s0, s1 = (0, n_seg) if fresh is None or buffered is None else buffered
+    parts, bufs, m = [], None, init
+    for a, b, f in ((0, s0, scratch), (s0, s1, segment), (s1, n_seg, scratch)):
+        if b > a:
+            m, ys = jax.lax.scan(f, m, tuple(x[a:b] for x in xs))
+            if f is segment and fresh is not None:
+                ys, bufs = ys
+            parts.append(ys)
+    ys = parts[0] if len(parts) == 1 else jax.tree_util.tree_map(lambda *p: jnp.concatenate(p), *parts)
     ys = jax.tree_util.tree_map(lambda y: y.reshape((n_seg * seg,) + y.shape[2:])[:n], ys)
     return m, (ys if fresh is None else (ys, bufs))
 
@@ -1248,14 +1265,15 @@ def spin_sharding(devices=None):
 
 _CORE_STATIC = ("n_chunks", "chunk", "n_window", "checkpoint", "want_mag", "spoiling", "sharding", "diffusion",
                 "readout", "n_slots", "rf_kind", "fuse_kind", "free_kind", "etab_all", "rfint_use", "defer_k",
-                "defer_n", "layout", "rf_rotation")  # (benchmarks/bench_one_fusion.py compiles _core itself)
+                "defer_n", "defer_segs", "layout", "rf_rotation")  # (benchmarks/bench_one_fusion.py compiles _core itself)
 
 
 @functools.partial(jax.jit, static_argnames=_CORE_STATIC)
 def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, checkpoint, want_mag,
           spoiling=False, sharding=None, diffusion=False, readout=None, rev=None, n_slots=0, wtab=None,
           rftab=None, rf_kind=None, ftab=None, fuse_kind=None, fftab=None, free_kind=None, etab=None,
-          etab_all=False, rfint=None, rfint_use=None, defer_k=0, defer_n=(), layout=None, step_map=None,
+          etab_all=False, rfint=None, rfint_use=None, defer_k=0, defer_n=(), defer_segs=None, layout=None,
+          step_map=None,
           rf_rotation=("auto", "general")):
     _TRACES["core"] += 1
     n_coils = 1 if spins.coil_re is None else spins.coil_re.shape[2]
@@ -1528,7 +1546,7 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
             width = wpow.qm.shape[-1]
             fresh = jnp.zeros((defer_k, n_coils, width), cdt)
             m, ((single, win), bufs) = _segmented_scan(body, init, steps, fresh=fresh,
-                                                       fills={wg_pos + 1: defer_k}, seg=seg)
+                                                       fills={wg_pos + 1: defer_k}, seg=seg, buffered=defer_segs)
             m, ends = finish(m)
             single, win = unslot((single, win), ends)
             win = _deferred_samples(win, bufs, wpow, etab, n_window, fftab is not None, defer_n)

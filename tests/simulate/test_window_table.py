@@ -58,22 +58,27 @@ def test_the_table_finds_the_repeated_geometries():
 
 def test_deferred_windows_get_one_slot_each():
     """Each tabled window keeps its start weights in one slot of its segment's buffer; the
-    samples come from one product per geometry after the scan."""
+    samples come from one product per geometry after the scan. Only the segments from the
+    first to the last with a window keep buffers (the excitation's segments do not)."""
     epi = mt.discretize(epi_like(n=40), IDEAL)
     tab, _ = engine._exact_window_table(epi, 512, 512, jnp.float32)
-    out, k = engine._defer_windows(tab, epi.n_window, 2, 512, jnp.float32)
+    out, k, (s0, s1) = engine._defer_windows(tab, epi.n_window, 2, 512, jnp.float32)
     n_steps = epi.dt.shape[0]
     seg, n_seg = engine._segments(n_steps)
     windows = np.flatnonzero(np.asarray(tab.step) < 2)
     assert windows.size == 40 and k >= 1
+    assert (s0, s1) == (windows[0] // seg, windows[-1] // seg + 1) and s0 > 0  # (the sinc: 2 000 steps)
     # slots: distinct within a segment, K (none) elsewhere
     assert np.all(out.slot[np.asarray(tab.step) >= 2] == k)
     pairs = {(w // seg, int(out.slot[w])) for w in windows}
     assert len(pairs) == 40 and max(p[1] for p in pairs) == k - 1
-    # per geometry: every window once, with its step; the padding points nowhere
-    idx, steps = out.slot_idx[out.slot_idx < n_seg * k], out.slot_step[out.slot_step < n_steps]
+    # per geometry: every window once, with its step; the padding points nowhere (one past
+    # the buffers of segments s0..s1-1)
+    n_buf = (s1 - s0) * k
+    assert np.all((out.slot_idx < n_buf) | (out.slot_idx == n_buf))
+    idx, steps = out.slot_idx[out.slot_idx < n_buf], out.slot_step[out.slot_step < n_steps]
     np.testing.assert_array_equal(np.sort(steps), windows)
-    np.testing.assert_array_equal(np.sort(idx), np.sort([(w // seg) * k + out.slot[w] for w in windows]))
+    np.testing.assert_array_equal(np.sort(idx), np.sort([(w // seg - s0) * k + out.slot[w] for w in windows]))
     for g in range(2):
         live = out.slot_step[g] < n_steps
         assert np.all(np.asarray(tab.step)[out.slot_step[g][live]] == g)
@@ -81,9 +86,32 @@ def test_deferred_windows_get_one_slot_each():
     old = engine.DEFER_BYTES
     try:
         engine.DEFER_BYTES = 1000
-        assert engine._defer_windows(tab, epi.n_window, 2, 512, jnp.float32)[1] == 0
+        assert engine._defer_windows(tab, epi.n_window, 2, 512, jnp.float32)[1:] == (0, None)
     finally:
         engine.DEFER_BYTES = old
+
+
+def test_segmented_scan_returns_the_buffers_of_the_buffered_segments():
+    """`engine._segmented_scan` with ``buffered=(s0, s1)``: the same state and outputs as
+    without, and the buffers of segments s0..s1-1 only, as the scan writes them."""
+
+    def body(carry, step):
+        (m, buf), (x,) = carry, step
+        buf = jnp.where(x % 3 == 0, buf.at[(x // 3).astype(int) % 2].set(m), buf)  # write at some steps
+        return (m * 0.5 + x, buf), m
+
+    xs = (jnp.arange(37.0),)
+    fresh = jnp.zeros((2,))
+    m_all, (ys_all, bufs_all) = engine._segmented_scan(body, 1.0, xs, fresh=fresh, seg=5)
+    assert bufs_all.shape == (8, 2)
+    m, (ys, bufs) = engine._segmented_scan(body, 1.0, xs, fresh=fresh, seg=5, buffered=(2, 6))
+    assert float(m) == float(m_all)
+    np.testing.assert_array_equal(np.asarray(ys), np.asarray(ys_all))
+    np.testing.assert_array_equal(np.asarray(bufs), np.asarray(bufs_all)[2:6])
+    for buffered in ((0, 3), (5, 8), (0, 8)):
+        m, (ys, bufs) = engine._segmented_scan(body, 1.0, xs, fresh=fresh, seg=5, buffered=buffered)
+        np.testing.assert_array_equal(np.asarray(ys), np.asarray(ys_all))
+        np.testing.assert_array_equal(np.asarray(bufs), np.asarray(bufs_all)[buffered[0]:buffered[1]])
 
 
 def test_window_products_equal_the_complex_product():
