@@ -707,9 +707,10 @@ def _defer_windows(table: ExactWindowTable, n_window: int, n_coils: int, width: 
 
 def _exact_window_device(dseq: DiscreteSequence, width: int, chunk: int, dtype, n_coils: int, checkpoint: bool,
                          layout=None):
-    """``(table, all_cached, K, n_use)``: the exact window table (`_exact_window_table`),
-    deferred when checkpointing without a translation (`_defer_windows`, on the segments of
-    the step ``layout`` when there is one, with the samples read per geometry
+    """``(table, all_cached, K, n_use, (s0, s1))``: the exact window table
+    (`_exact_window_table`), deferred when checkpointing without a translation
+    (`_defer_windows`: K slots per segment in the segments ``s0 <= s < s1``, on the
+    segments of the step ``layout`` when there is one, with the samples read per geometry
     `_deferred_sample_counts`), as device arrays."""
     etab, etab_all = _exact_window_table(dseq, width, chunk, dtype)
     defer_k, defer_n, defer_segs = 0, (), None
@@ -1273,8 +1274,7 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
           spoiling=False, sharding=None, diffusion=False, readout=None, rev=None, n_slots=0, wtab=None,
           rftab=None, rf_kind=None, ftab=None, fuse_kind=None, fftab=None, free_kind=None, etab=None,
           etab_all=False, rfint=None, rfint_use=None, defer_k=0, defer_n=(), defer_segs=None, layout=None,
-          step_map=None,
-          rf_rotation=("auto", "general")):
+          step_map=None, rf_rotation=("auto", "general")):
     _TRACES["core"] += 1
     n_coils = 1 if spins.coil_re is None else spins.coil_re.shape[2]
     cdt = d.b1dt.dtype
