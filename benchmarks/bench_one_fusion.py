@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 import types
 
 import jax
@@ -93,16 +91,8 @@ def _kernel(kind: str, calls: int, n: int = 26_000) -> dict:
 
     runs = [types.SimpleNamespace(call=lambda exe=_compiled(fn, (m0, xs), {}, fuse)[0]: exe(m0, xs))
             for fuse in (True, False)]
-    for r in runs:
-        jax.block_until_ready(r.call())
-    times = [[], []]
-    for _ in range(calls):
-        for r, t in zip(runs, times):
-            t0 = time.perf_counter()
-            jax.block_until_ready(r.call())
-            t.append(time.perf_counter() - t0)
+    (fused, plain), _ = alternate_runs(runs, calls)
     outs = [np.stack([np.real(o[0]), np.imag(o[0]), o[1]]) for o in (r.call() for r in runs)]
-    fused, plain = (statistics.median(t) for t in times)
     return {"case": f"kernel:{kind}", "n_spins": n, "spin_steps": n * steps * (1 if kind == "rf_step" else 16),
             "one_fusion_s": round(fused, 6), "plain_s": round(plain, 6), "speedup": round(plain / fused, 3),
             "max_abs_diff": float(np.abs(outs[0] - outs[1]).max())}
