@@ -5,7 +5,7 @@ Steps
 The sequence timeline is cut into *steps*:
 
 - **RF steps** (``kind = 0``) inside RF pulses: by default one per RF raster sample
-  (runs of equal samples without frequency offset are merged, so a block pulse is one
+  (runs of equal samples are merged, so a block pulse is one
   step); ``rf_dt`` groups samples into steps of at least that duration (B1 averaged).
   The gradient over an RF step is its exact average.
 - **Free steps** (``kind = 1``) between RF pulses: one per ADC sample; everything in
@@ -29,6 +29,18 @@ Event values use the scanner's (Pulseq's) complex convention,
 conjugate and the receiver demodulates with ``exp(+i(φ_adc + 2π f_adc t))``. With this,
 a pulse with ``f = γ̄ G z0`` excites the slice at ``+z0``, Pulseq's phase centring
 ``φ − 2π f t_c`` holds, and RF spoiling with equal RF/ADC phases gives a stable phase.
+
+Pulses with a frequency offset ``f`` (off-centre slices, fat saturation) are simulated in a
+frame that follows them: during such a pulse the frame turns with the pulse, so its B1 is
+the smooth envelope ``a(t) exp(iφ)`` and every spin sees the off-resonance ``Δf - f`` (the
+step's common phase ``cyc0`` gets ``-f dt``). The frame's phase ``Φ(t)`` (cycles: the sum
+of ``f`` times the time spent in each pulse so far) stays after the pulse; later pulses'
+B1 (``b1dt``) and the receiver (``demod``) carry it, and `DiscreteSequence.frame_end`
+rotates the final magnetization back. This is exact (the frames differ by a rotation
+about z, which commutes with free precession and relaxation) and it is what makes
+``rf_dt`` usable on modulated pulses: averaging ``a(t) exp(i 2π f t)`` over a step of
+``rf_dt`` would instead alias the slice profile to ``z0 ± 1/(γ̄ G rf_dt)`` (replicas of
+an off-centre slice at tens of millimetres for ``rf_dt`` of tens of microseconds).
 
 Everything is stored in "cycles" so the engine multiplies by 2π once:
 ``kstep = γ̄ ∫G dt`` [1/m] and ``b1dt = γ̄ conj(∫B1 dt)`` [1] per step.
@@ -67,8 +79,9 @@ class DiscreteSequence(eqx.Module):
         count: (n_steps,) int32: number of intervals of a window step (else 0).
         bstep: (n_steps,) diffusion weighting accumulated over the step along the current
             coherence pathway, ``(2π)² ∫|k(t)|² dt`` [s/m²] (0 unless ``diffusion=True``).
-        cyc0: (n_steps,) phase added to every spin in the step [cycles] (rigid motion;
-            0 without motion).
+        cyc0: (n_steps,) phase added to every spin in the step [cycles]: rigid motion,
+            and ``-f dt`` in the steps of a pulse with frequency offset ``f`` (the frame
+            that follows the pulse; module docstring); 0 otherwise.
         spoil: (n_steps,) bool: ideal spoiling — transverse magnetization is set to zero
             before the step (the first step of each excitation pulse when
             ``ideal_spoiling=True``; all False otherwise).
@@ -85,6 +98,9 @@ class DiscreteSequence(eqx.Module):
         wcyc: (n_windows, n_window) with a translation motion: the phase common to all spins
             [cycles] accumulated by samples 1..N-1 of each window (else None).
         wcidx: (n_steps,) int32: index into ``wcyc`` of a window step (else 0).
+        frame_end: () the frame's phase after the last pulse [cycles] (module docstring):
+            the final transverse magnetization in the scanner's frame is the simulated
+            one times ``exp(-i 2π frame_end)``. None: 0.
     """
 
     dt: jax.Array
@@ -107,6 +123,7 @@ class DiscreteSequence(eqx.Module):
     widx: jax.Array | None = None
     wcyc: jax.Array | None = None
     wcidx: jax.Array | None = None
+    frame_end: jax.Array | None = None
 
     @property
     def n_general(self) -> int:
@@ -317,7 +334,13 @@ def discretize(
         cyc0 = np.zeros(m)
     else:
         kstep, cyc0 = _apply_motion(motion, gt, sa, sb, gb)
-    b1dt = _rf_integrals(rft, sa, sb, kind == 0, gb)
+    frame = _PulseFrame(rft)
+    b1dt = _rf_integrals(rft, sa, sb, kind == 0, gb, frame)
+    if frame.active:  # the frame follows each pulse's frequency offset: -f dt in its steps
+        rf_steps = np.nonzero(kind == 0)[0]
+        shift = np.zeros(m)
+        shift[rf_steps] = -frame.freq[frame.pulse_at(sa[rf_steps])] * dt[rf_steps]
+        cyc0 = cyc0 + shift
     wcyc = wcidx = None
     if motion is not None and win_first.size:
         wcyc, wcidx, cyc0 = _translated_windows(motion, kstep, cyc0, adt, win_first, new_index[win_step], n_window)
@@ -337,10 +360,51 @@ def discretize(
         kind=pad(kind.astype(np.int32), 1), sample=pad(sample, False), cyc0=pad(cyc0),
         bstep=pad(_pathway_b(seq, gt, rft, sa, sb, gb) if diffusion else np.zeros(m)),
         count=pad(count.astype(np.int32)), spoil=pad(spoil, False), out_index=out_index.astype(np.int32),
-        demod=adt.demod, adc_time=adt.time, n_window=n_window, n_real_steps=m,
+        demod=adt.demod if not frame.active else adt.demod * np.exp(-2j * np.pi * frame.phase(adt.time)),
+        adc_time=adt.time, n_window=n_window, n_real_steps=m,
         wk=wk, wt=wt, widx=None if widx is None else pad(widx),
         wcyc=wcyc, wcidx=None if wcidx is None else pad(wcidx),
+        frame_end=np.float64(frame.end),
     )
+
+
+class _PulseFrame:
+    """The frame that follows the RF pulses' frequency offsets (module docstring).
+
+    ``freq[p]`` [Hz] is pulse ``p``'s offset, ``before[p]`` the frame's phase at its
+    start [cycles, mod 1]; the phase grows at ``freq[p]`` through the pulse's shape and
+    stays constant between pulses."""
+
+    def __init__(self, rft):
+        n_p = len(rft.pulses)
+        self.freq = np.zeros(n_p)
+        if n_p:
+            self.freq[rft.pulse] = rft.freq
+        self.start = rft.periods[:, 0] if n_p else np.zeros(0)
+        self.length = rft.periods[:, 1] - self.start if n_p else np.zeros(0)
+        adv = self.freq * self.length
+        # (cumulative sums mod 1 as they go: 1e4 pulses of 12 cycles keep float64's precision)
+        before = np.zeros(n_p)
+        acc = 0.0
+        for p in range(n_p):
+            before[p] = acc
+            acc = (acc + adv[p]) % 1.0
+        self.before, self.end = before, acc
+        self.active = bool(np.any(self.freq != 0))
+
+    def pulse_at(self, t) -> np.ndarray:
+        """(n,) index of the last pulse starting at or before each time (-1: none)."""
+        return np.searchsorted(self.start, np.asarray(t), side="right") - 1
+
+    def phase(self, t) -> np.ndarray:
+        """(n,) the frame's phase at times ``t`` [s] [cycles, mod 1]."""
+        t = np.asarray(t, float)
+        p = self.pulse_at(t)
+        out = np.zeros(t.shape)
+        ok = p >= 0
+        q = p[ok]
+        out[ok] = self.before[q] + self.freq[q] * np.clip(t[ok] - self.start[q], 0.0, self.length[q])
+        return out % 1.0
 
 
 def _translation_only(motion) -> bool:
@@ -479,7 +543,7 @@ def _rf_step_edges(rft, rf_dt):
             removable[:] = False
         else:
             v = np.asarray(vals)[rft.value_index]
-            removable &= (v[1:] == v[:-1]) & (rft.freq[1:] == 0) & (rft.freq[:-1] == 0)
+            removable &= v[1:] == v[:-1]  # (in the frame that follows the pulse, modulated or not)
     else:
         start = rft.periods[rft.pulse, 0]
         bucket_idx = np.floor((e1 - start) / rf_dt + 1e-9)
@@ -489,8 +553,10 @@ def _rf_step_edges(rft, rf_dt):
     return np.concatenate([e0[first], e1[last], e1[:-1][same_pulse & ~removable]])
 
 
-def _rf_integrals(rft, sa, sb, is_rf, gb):
-    """(n_steps,) γ̄ conj(∫ B1 dt) over each RF step (0 elsewhere)."""
+def _rf_integrals(rft, sa, sb, is_rf, gb, frame=None):
+    """(n_steps,) γ̄ conj(∫ B1 dt) over each RF step (0 elsewhere), in the frame that
+    follows the pulses (``frame``, a `_PulseFrame`: the samples' frequency modulation
+    replaced by the frame's phase at their pulse's start; None: the scanner's frame)."""
     m = sa.size
     if rft.edge0.size == 0 or not is_rf.any():
         return np.zeros(m, np.complex128)
@@ -504,7 +570,10 @@ def _rf_integrals(rft, sa, sb, is_rf, gb):
     ov = np.minimum(sb[rows], rft.edge1[cols]) - np.maximum(sa[rows], rft.edge0[cols])
     good = ov > 0
     rows, cols, ov = rows[good], cols[good], ov[good]
-    coef = ov * np.exp(2j * np.pi * rft.freq[cols] * rft.tau[cols])
+    if frame is not None and frame.active:
+        coef = ov * np.exp(-2j * np.pi * frame.before[rft.pulse[cols]])
+    else:
+        coef = ov * np.exp(2j * np.pi * rft.freq[cols] * rft.tau[cols])
     vals = rft.values
     if isinstance(vals, jax.Array):
         contrib = jnp.asarray(coef) * vals[rft.value_index[cols]]

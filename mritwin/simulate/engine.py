@@ -149,7 +149,19 @@ def simulate(
             mag = mag[np.argsort(run.perm)]
         if run.seq_groups is not None:
             mag = expand_magnetization(run.seq_groups, mag, run.pd0)
+        mag = _scanner_frame(mag, run.dseq.frame_end)
     return _signal_out(samples, mag, run.kspace, run.dseq, run.adc_event, noise, key, seq, dtype)
+
+
+def _scanner_frame(mag, frame_end):
+    """(n, 3) magnetization from the frame that follows the RF frequency offsets
+    (`mritwin.sequence.discretize`) back to the scanner's: ``mx + i my`` times
+    ``exp(-i 2π frame_end)``."""
+    if frame_end is None or float(frame_end) == 0.0:
+        return mag
+    c, s = np.cos(2 * np.pi * float(frame_end)), np.sin(2 * np.pi * float(frame_end))
+    mx, my = mag[:, 0], mag[:, 1]
+    return jnp.stack([c * mx + s * my, c * my - s * mx, mag[:, 2]], axis=-1)
 
 
 def _resolve_auto(method: Bloch, twin: Twin, seq, coils, motion, dtype, dynamics: bool) -> Bloch:

@@ -80,8 +80,10 @@ class Bloch(AbstractSimMethod):
 
     Args:
         rf_dt: group RF raster samples into steps of at least this duration [s] (B1
-            averaged). ``None`` (default): one step per RF raster sample, merging runs of
-            equal samples (a block pulse is one step).
+            averaged in the frame that follows the pulse's frequency offset, so an
+            off-centre slice keeps its profile: docs/conventions.md). ``None`` (default):
+            one step per RF raster sample, merging runs of equal samples (a block pulse
+            is one step).
         windows: evaluate ADC events on a constant gradient as one window step (exact;
             samples from powers of the per-interval precession factor and one matrix
             product) instead of one step per sample.

@@ -227,6 +227,7 @@ def shorten_steps(dseq: DiscreteSequence, keep: np.ndarray, new: dict, fused=Non
         bstep=pad(new["bstep"]), count=pad(new["count"]), spoil=pad(new["spoil"], False),
         out_index=out_new.astype(np.int32), demod=dseq.demod, adc_time=dseq.adc_time, n_window=dseq.n_window,
         n_real_steps=m_new, wk=dseq.wk, wt=dseq.wt, widx=extra["widx"], wcyc=dseq.wcyc, wcidx=extra["wcidx"],
+        frame_end=dseq.frame_end,
     )
 
 

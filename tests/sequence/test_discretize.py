@@ -88,3 +88,43 @@ def test_windows_buckets_and_step_counts():
     stepped = mt.discretize(seq, IDEAL, windows=False)
     assert stepped.n_window == 0 and stepped.n_real_steps == 3 * (1 + 64 + 1)
     np.testing.assert_allclose(np.asarray(d.dt).sum(), seq.duration - 3 * 63 * 10e-6 + 3 * 10e-6, rtol=1e-12)
+
+
+def test_frequency_offsets_are_followed_by_the_frame():
+    """Steps of a pulse with offset f carry -f dt as common phase and its envelope (not the
+    modulated samples) as B1; the frame's phase Φ (f times each pulse's duration, summed)
+    enters later pulses' B1, the demodulation and `frame_end`; pulses without offset
+    leave everything as in the scanner's frame."""
+    f1, f2, T = 1250.0, -400.0, 0.4e-3
+    shape = np.hanning(42)[1:-1]  # 40 samples of 10 us: a smooth envelope
+    rf1 = mt.make_arbitrary_rf(shape, flip_angle=0.3, raster=10e-6, delay=0.0, freq_offset=f1, scanner=IDEAL)
+    rf2 = mt.make_arbitrary_rf(shape, flip_angle=0.3, raster=10e-6, delay=0.0, freq_offset=f2,
+                               phase_offset=0.7, scanner=IDEAL)
+    rf0 = mt.make_arbitrary_rf(shape, flip_angle=0.3, raster=10e-6, delay=0.0, scanner=IDEAL)
+    adc = mt.ADC(4, 10e-6)
+    seq = mt.Sequence([mt.Block(rf=rf1), mt.Block(adc=adc), mt.Block(rf=rf2), mt.Block(rf=rf0), mt.Block(adc=adc)])
+    d = mt.discretize(seq, IDEAL, rf_dt=40e-6)
+    n = d.n_real_steps
+    kind, dt, t = np.asarray(d.kind)[:n], np.asarray(d.dt)[:n], np.asarray(d.t)[:n]
+    cyc0, b1 = np.asarray(d.cyc0)[:n], np.asarray(d.b1dt)[:n]
+    starts = seq.block_starts()
+    in1, in2, in0 = ((kind == 0) & (t >= starts[i]) & (t < starts[i] + T - 1e-12) for i in (0, 2, 3))
+    assert in1.sum() == in2.sum() == in0.sum() >= 10  # (groups of >= 40 us of the 400 us pulses)
+    np.testing.assert_allclose(cyc0[in1], -f1 * dt[in1], rtol=1e-12)
+    np.testing.assert_allclose(cyc0[in2], -f2 * dt[in2], rtol=1e-12)
+    assert not cyc0[~(in1 | in2)].any()
+    # B1: the envelope's 40 us averages, times exp(i(frame phase before the pulse - offset)) (conjugated)
+    edges = np.round((t[in0] - starts[3]) / 10e-6).astype(int)  # each step's first sample
+    env = mt.GAMMA_BAR * np.add.reduceat(np.abs(np.asarray(rf0.signal)), edges) * 10e-6
+    phi1 = f1 * T  # the frame's phase after pulse 1 [cycles]
+    np.testing.assert_allclose(b1[in1], env, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(b1[in2], env * np.exp(-0.7j + 2j * np.pi * phi1), rtol=1e-12)
+    np.testing.assert_allclose(b1[in0], env * np.exp(2j * np.pi * (phi1 + f2 * T)), rtol=1e-12)
+    demod = np.asarray(d.demod)
+    np.testing.assert_allclose(demod[:4], np.exp(-2j * np.pi * phi1), rtol=1e-12)
+    np.testing.assert_allclose(demod[4:], np.exp(-2j * np.pi * (phi1 + f2 * T)), rtol=1e-12)
+    assert abs(float(d.frame_end) - (phi1 + f2 * T) % 1.0) < 1e-12
+    # no offset anywhere: the scanner's frame
+    d0 = mt.discretize(mt.Sequence([mt.Block(rf=rf0), mt.Block(adc=adc)]), IDEAL, rf_dt=40e-6)
+    assert float(d0.frame_end) == 0.0 and not np.asarray(d0.cyc0).any()
+    np.testing.assert_allclose(np.asarray(d0.demod), 1.0)

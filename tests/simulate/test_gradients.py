@@ -17,18 +17,20 @@ F64 = dict(dtype=jnp.float64, scanner=IDEAL)
 W = None
 
 
-def make_seq(flip=0.6, rf_phase=0.3, g=8e-3, adc_phase=-0.2, shape=None):
+def make_seq(flip=0.6, rf_phase=0.3, g=8e-3, adc_phase=-0.2, shape=None, freq=0.0):
     if shape is None:
         rf = mt.make_sinc_pulse(flip, 0.4e-3, time_bw_product=3, phase_offset=rf_phase, delay=0.0,
                                 scanner=IDEAL)
     else:
         rf = mt.make_arbitrary_rf(shape, raster=1e-5, phase_offset=rf_phase, delay=0.0, scanner=IDEAL)
+    if freq:
+        rf = mt.RF(rf.amplitude, rf.shape, phase_offset=rf.phase_offset, freq_offset=freq, raster=rf.raster)
     gz = mt.TrapGrad("z", g, 20e-6, 0.4e-3, 20e-6)
     gzr = mt.TrapGrad("z", -g / 2, 20e-6, 0.2e-3, 20e-6)
     gx = mt.TrapGrad("x", g / 2, 100e-6, 0.4e-3, 100e-6)
     return mt.Sequence([
-        mt.Block(rf=mt.RF(rf.amplitude, rf.shape, phase_offset=rf.phase_offset, delay=20e-6,
-                          raster=rf.raster), gz=gz),
+        mt.Block(rf=mt.RF(rf.amplitude, rf.shape, phase_offset=rf.phase_offset, freq_offset=rf.freq_offset,
+                          delay=20e-6, raster=rf.raster), gz=gz),
         mt.Block(gz=gzr),
         mt.Block(gx=gx, adc=mt.ADC(60, 10e-6, delay=0.0, phase_offset=adc_phase)),  # ramps: stepped
         mt.Block(gx=gx, adc=mt.ADC(30, 10e-6, delay=120e-6, phase_offset=adc_phase)),  # flat: window
@@ -90,6 +92,22 @@ def test_gradient_wrt_sequence_values(name):
 
     def f(x):
         return loss_of(mt.simulate(base, make_seq(**{name: x}), **F64))
+
+    assert_grad_matches_fd(f, x0, rel=1e-5)
+
+
+@pytest.mark.parametrize("rf_dt", [None, 40e-6])
+@pytest.mark.parametrize("name", ["flip", "rf_phase"])
+def test_gradient_through_a_pulse_with_frequency_offset(name, rf_dt):
+    """An off-centre slice's pulse (frequency offset: simulated in the frame that follows
+    it, `mritwin.sequence.discretize`), stepped per raster sample and grouped: derivatives
+    of the signal in its flip angle and phase match central differences."""
+    base = twin()
+    x0 = {"flip": 0.6, "rf_phase": 0.3}[name]
+
+    def f(x):
+        seq = make_seq(**{name: x}, freq=mt.GAMMA_BAR * 8e-3 * 4e-3)  # the slice at z = 4 mm
+        return loss_of(mt.simulate(base, seq, method=mt.Bloch(rf_dt=rf_dt), **F64))
 
     assert_grad_matches_fd(f, x0, rel=1e-5)
 
