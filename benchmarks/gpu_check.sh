@@ -52,5 +52,8 @@ timeout 60 python benchmarks/bench_scale.py --one 50000000 --repeats 2 --ungroup
 # 6. periodic step layouts against the generic scan, by twin size
 timeout 30 python benchmarks/bench_step_layout.py --sizes 64 256 512 --calls 11 > "$OUT/layout.jsonl" \
   || echo "step layouts: rc $?"
+# 7. the 3D brain under a 2D multi-slice and a 3D slab GRE (last: the first stage cut when time runs short)
+for s in brain3d-ms brain3d-slab; do suite "$s" --kernel auto; done
+python benchmarks/bench_suite.py --from "$OUT/suite.jsonl" > "$OUT/suite.md" 2>/dev/null || true
 cut -c1-200 "$OUT/suite.md"
 echo "done"; date -u

@@ -297,6 +297,41 @@ def _brain3d(quick: bool) -> Case:
                 params={"twin_matrix": mat, "voxel_mm": 220 / mat, "matrix": m, "rf_dt_s": rf_dt})
 
 
+def _brain3d_multislice(quick: bool) -> Case:
+    sc = mt.Scanner()
+    mat = 32 if quick else 147
+    tw = mt.phantoms.brain(3, matrix=mat, fov=0.22, t2_prime=False)
+    m = 16 if quick else 32
+    n_slices, thick, gap = 4, 5e-3, 5e-3
+    seq = mt.sequences.gre(scanner=sc, fov=0.22, matrix=m, flip_angle_deg=15, slice_thickness=thick,
+                           n_slices=n_slices, slice_gap=gap, dims=2)
+    rf_dt = 50e-6
+    return Case(tw, seq, sc, mt.Bloch(rf_dt=rf_dt),
+                note=(f"3D built-in brain at {220 / mat:.2f} mm ({tw.n_spins} spins), 2D multi-slice spoiled GRE "
+                      f"{m}x{m}, {n_slices} axial slices of {thick * 1e3:g} mm with {gap * 1e3:g} mm gaps (2 ms sinc "
+                      f"per slice, RF grouped into {rf_dt * 1e6:g} us steps in the frame that follows each pulse's "
+                      "frequency offset); the whole volume is simulated"),
+                params={"twin_matrix": mat, "voxel_mm": 220 / mat, "matrix": m, "n_slices": n_slices,
+                        "slice_thickness_m": thick, "slice_gap_m": gap, "rf_dt_s": rf_dt})
+
+
+def _brain3d_slab(quick: bool) -> Case:
+    sc = mt.Scanner()
+    mat = 32 if quick else 147
+    tw = mt.phantoms.brain(3, matrix=mat, fov=0.22, t2_prime=False)
+    m, n_par = (16, 4) if quick else (32, 8)
+    slab = 0.04
+    seq = mt.sequences.gre(scanner=sc, fov=(0.22, 0.22, slab), matrix=(m, m, n_par), flip_angle_deg=15,
+                           slice_thickness=slab, dims=3)
+    rf_dt = 50e-6
+    return Case(tw, seq, sc, mt.Bloch(rf_dt=rf_dt),
+                note=(f"3D built-in brain at {220 / mat:.2f} mm ({tw.n_spins} spins), 3D spoiled GRE "
+                      f"{m}x{m}x{n_par} over a {slab * 1e3:g} mm axial slab (slab-selective 2 ms sinc, RF grouped "
+                      f"into {rf_dt * 1e6:g} us steps; partition encoding); the whole volume is simulated"),
+                params={"twin_matrix": mat, "voxel_mm": 220 / mat, "matrix": [m, m, n_par], "slab_m": slab,
+                        "rf_dt_s": rf_dt})
+
+
 def _mrf(quick: bool) -> Case:
     mat = 48 if quick else 176
     tw = brain_slice(mat, fov=0.22)
@@ -345,6 +380,8 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("gre-128", "2D Cartesian spoiled GRE 128x128 (issue 2)", _gre(128)),
     Scenario("gre-256", "2D Cartesian spoiled GRE 256x256 (issue 2)", _gre(256)),
     Scenario("brain3d-gre", "3D brain at 1.5 mm (~1.7M spins), one slice of a 2D GRE 32x32", _brain3d),
+    Scenario("brain3d-ms", "3D brain at 1.5 mm (~1.7M spins), 2D multi-slice GRE 32x32, 4 slices", _brain3d_multislice),
+    Scenario("brain3d-slab", "3D brain at 1.5 mm (~1.7M spins), 3D GRE 32x32x8 over a 40 mm slab", _brain3d_slab),
     Scenario("mrf-train", "MR-fingerprinting-like train: 1000 TRs, varying flip", _mrf),
     Scenario("scale-10m", "10M spins on the CPU, short GRE", _scale),
 ]}
