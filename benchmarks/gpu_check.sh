@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Issue 8's GPU checks as one prepared script, sized for one short GPU session (at most
-# ~9.5 min on an H100/H200 after the machine starts: each stage has its own timeout).
+# ~11 min on an H100/H200 after the machine starts: each stage has its own timeout; the
+# last stage, the multi-slice and slab 3D brains, is the one to drop when time is short).
 # Run from the repository root:
 #   OUT=gpu-out [COMMIT=<hash>] bash benchmarks/gpu_check.sh
 # It needs jax with CUDA, equinox, optax, h5py and matplotlib (no install: the repo is put

@@ -339,7 +339,8 @@ def discretize(
     if frame.active:  # the frame follows each pulse's frequency offset: -f dt in its steps
         rf_steps = np.nonzero(kind == 0)[0]
         shift = np.zeros(m)
-        shift[rf_steps] = -frame.freq[frame.pulse_at(sa[rf_steps])] * dt[rf_steps]
+        # (the pulse holding each step's midpoint: a step's start may sit a rounding below its pulse's)
+        shift[rf_steps] = -frame.freq[frame.pulse_at(0.5 * (sa + sb)[rf_steps])] * dt[rf_steps]
         cyc0 = cyc0 + shift
     wcyc = wcidx = None
     if motion is not None and win_first.size:

@@ -128,3 +128,25 @@ def test_frequency_offsets_are_followed_by_the_frame():
     d0 = mt.discretize(mt.Sequence([mt.Block(rf=rf0), mt.Block(adc=adc)]), IDEAL, rf_dt=40e-6)
     assert float(d0.frame_end) == 0.0 and not np.asarray(d0.cyc0).any()
     np.testing.assert_allclose(np.asarray(d0.demod), 1.0)
+
+
+def test_every_step_of_a_multislice_pulse_gets_its_own_slice_offset():
+    """4 slices, RF grouped: each RF step's common phase is -f dt with the offset of the pulse
+    it lies in, its first step included (whose start can sit a rounding below the pulse's),
+    so the plays of each slice's pulse are identical and prepare as 4 pulses of 4 plays."""
+    from mritwin.simulate.prepared_rf import plan_prepared_rf
+
+    seq = mt.sequences.gre(scanner=mt.Scanner(), fov=0.22, matrix=16, flip_angle_deg=15, slice_thickness=5e-3,
+                           n_slices=4, slice_gap=5e-3, dims=2)  # (the quick brain3d-ms scenario's)
+    d = mt.discretize(seq, mt.Scanner(), rf_dt=50e-6)
+    n = d.n_real_steps
+    kind, dt, t = np.asarray(d.kind)[:n], np.asarray(d.dt)[:n], np.asarray(d.t)[:n]
+    starts = seq.block_starts()
+    rf_blocks = [(starts[i] + b.rf.delay, b.rf) for i, b in enumerate(seq.blocks) if b.rf is not None]
+    assert len(rf_blocks) == 64 and len({round(rf.freq_offset, 6) for _, rf in rf_blocks}) == 4
+    for s0, rf in rf_blocks:
+        inside = (kind == 0) & (t >= s0 - 1e-9) & (t < s0 + rf.shape_duration - 1e-9)
+        assert inside.sum() >= 40  # (2 ms in groups of >= 50 us)
+        np.testing.assert_allclose(np.asarray(d.cyc0)[:n][inside], -rf.freq_offset * dt[inside], rtol=1e-12)
+    _, table = plan_prepared_rf(d, kind_id=4, min_repeats=1)
+    assert table is not None and table.dt.shape[0] == 4
