@@ -29,7 +29,7 @@ from .interp_rf import interpolated_pulse
 from .kernels import Spins, State
 from .methods import AbstractSimMethod, Bloch
 from .prepared_rf import apply_pulse, prepare_pulse, prepare_pulse_grouped
-from .seqgroups import expand_magnetization, group_weights, plan_sequence_groups, unique_rows
+from .seqgroups import expand_magnetization, group_weights, number_codes, plan_sequence_groups, unique_rows
 
 __all__ = ["simulate", "trace_count", "spin_sharding"]
 
@@ -248,12 +248,14 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
     if not models:
         kind_id = 2 + int(dseq.n_window > 0) + int(dseq.n_general > 0)  # after the other kinds
         plain = _prepared_pulses(dseq, method)
-        # RF groups only where they let pulses be prepared that would be stepped (played
-        # fewer than MIN_REPEATS times): the plans are cached per sequence, the groups cost
-        # a sort of the twin on the host
+        # RF groups where they let pulses be prepared that would be stepped (played fewer
+        # than MIN_REPEATS times), and on the CPU also where they make preparing the
+        # repeated pulses cheaper (`RF_GROUP_MIN_STEPS`): the plans are cached per
+        # sequence, the groups cost a sort of the twin on the host
         grouped = (_prepared_pulses(dseq, method, grouped=True)
                    if method.group_spins or method.rf_interpolation is not None else plain)
-        if method.group_spins and grouped[0].n_real_steps < plain[0].n_real_steps:
+        if method.group_spins and (grouped[0].n_real_steps < plain[0].n_real_steps
+                                   or _groups_for_preparing(plain[1])):
             rf_axes = _rf_group_axes(twin, dseq, method, chunk, dtype)
         if rf_axes is None and method.rf_interpolation is not None:
             rfint = _interpolation_plan(twin, grouped, rf_kind_id(dseq), method.rf_interpolation, dtype)
@@ -837,6 +839,24 @@ def _rf_keys(twin: Twin, axes, npd):
     return np.stack(cols, 1)
 
 
+# Preparing the repeated pulses per spin steps 4 vectors through every raster step of each
+# pulse, once per chunk: 1.0 s of brain3d-gre's 1.8 s per call on the 2-core CPU (1.68M
+# spins, a 40-step sinc). On groups of spins that see the pulse alike (1 999 there) it is
+# negligible, for a host sort of the twin's RF keys (~0.2 us per spin, 0.35 s there) when
+# the twin is new: worth it from about 16 prepared steps in all (each ~15 ns per spin on
+# this CPU). On a GPU the preparation takes a few ms, less than the sort: there the
+# groups are used only for pulses that would be stepped.
+RF_GROUP_MIN_STEPS = 16
+
+
+def _groups_for_preparing(table) -> bool:
+    """Whether the pulses of ``table`` (the repeated ones, prepared per spin otherwise)
+    should be prepared on RF groups: on the CPU, from `RF_GROUP_MIN_STEPS` steps."""
+    if table is None or jax.default_backend() != "cpu":
+        return False
+    return int(np.count_nonzero(np.asarray(table.dt))) >= RF_GROUP_MIN_STEPS
+
+
 def _rf_group_axes(twin: Twin, dseq: DiscreteSequence, method: Bloch, chunk: int, dtype):
     """The gradient axes of the RF steps when RF pulses should be prepared on groups of
     spins (`Bloch.group_spins`): the twin's values and the RF steps are concrete, and the
@@ -863,23 +883,30 @@ def _rf_group_axes(twin: Twin, dseq: DiscreteSequence, method: Bloch, chunk: int
         return out
     while len(_GROUP_PLANS) >= 8:
         _GROUP_PLANS.pop(next(iter(_GROUP_PLANS)))
-    _GROUP_PLANS[key] = (weakref.ref(twin), None, out)
+    _GROUP_PLANS[key] = (weakref.ref(twin), rows, out)  # (the rows again in `_rf_groups`)
     return out
 
 
 def _rf_groups(twin: Twin, axes, perm, chunk: int, n_chunks: int, dtype):
     """Per chunk (spins in the engine's order ``perm``): each spin's RF group
     (n_chunks, chunk) int32 and a member of each group (n_chunks, G) int32."""
-    keys = _rf_keys(twin, axes, np.dtype(jnp.dtype(dtype).name))
+    # the twin's groups once (one code per spin; found by `_rf_group_axes`), then each
+    # chunk's own numbering of them; padding spins form a group of their own
+    hit = _GROUP_PLANS.get(("rf", id(twin), axes, chunk, jnp.dtype(dtype).name))
+    if hit is not None and hit[0]() is twin and hit[1] is not None:
+        inverse, groups = hit[1]
+    else:
+        inverse, groups = unique_rows(_rf_keys(twin, axes, np.dtype(jnp.dtype(dtype).name)).T)
     if perm is not None:
-        keys = keys[perm]
+        inverse = inverse[perm]
     total = n_chunks * chunk
-    keys = np.concatenate([keys, np.zeros((total - keys.shape[0], keys.shape[1]), keys.dtype)])
-    keys = keys.reshape(n_chunks, chunk, -1)
+    code = np.zeros(total, np.int64)  # 0: padding, 1 + the twin's group id
+    code[: inverse.size] = inverse.astype(np.int64) + 1
+    code = code.reshape(n_chunks, chunk)
     ids = np.zeros((n_chunks, chunk), np.int32)
     firsts = []
     for c in range(n_chunks):
-        inv, first = unique_rows(keys[c].T)
+        inv, first = number_codes(code[c], groups.size + 1)
         ids[c] = inv
         firsts.append(first)
     first = np.zeros((n_chunks, max(f.size for f in firsts)), np.int32)

@@ -47,8 +47,8 @@ class PulseTable(NamedTuple):
         dt: (P, L) step durations [s].
         k: (P, L, 3) gradient moments of the steps [1/m].
         b1dt: (P, L) complex B1 integrals of the steps [cycles], at phase offset 0.
-        c0: (P, L) phase common to all spins in each step [cycles] (a rigid translation's
-            ``cyc0``; zeros without motion).
+        c0: (P, L) phase common to all spins in each step [cycles] (``cyc0``: a rigid
+            translation's, and ``-f dt`` of a pulse with frequency offset ``f``).
     """
 
     dt: np.ndarray

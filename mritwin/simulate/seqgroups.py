@@ -25,7 +25,7 @@ from ..sequence.discretize import DiscreteSequence
 from ..twin.twin import Twin
 
 __all__ = ["SequenceGroups", "gradient_axes", "plan_sequence_groups", "group_weights", "expand_magnetization",
-           "unique_rows"]
+           "unique_rows", "number_codes"]
 
 _PLANS: dict = {}  # (id(twin), axes, diffusion, dtype) -> (twin ref, SequenceGroups or None)
 _MAX_PLANS = 8
@@ -60,12 +60,15 @@ def gradient_axes(dseq: DiscreteSequence) -> tuple[bool, bool, bool]:
 def unique_rows(cols, limit: int | None = None):
     """The distinct rows of a table given by its columns, factorized column by column.
 
-    Sorting each column on its own (and the running row code, an integer) is several times
-    faster on the host than ``np.unique(table, axis=0)``, which sorts rows as records.
+    Sorting each column on its own is several times faster on the host than
+    ``np.unique(table, axis=0)``, which sorts rows as records. The columns' codes combine
+    in mixed radix (renumbered only when the radix product nears int64's range), and the
+    final codes are numbered by a dense table when their range is small (a few times the
+    rows: no sort), else by one sort.
 
     Args:
         cols: the columns, each (n,) (any dtype ``np.unique`` sorts).
-        limit: give up (return None) as soon as there are more distinct rows than this.
+        limit: give up (return None) when there are more distinct rows than this.
 
     Returns:
         ``(inverse, first)``: (n,) int32 row id of each row (ids in sorted order of the
@@ -73,17 +76,36 @@ def unique_rows(cols, limit: int | None = None):
     """
     n = np.shape(cols[0])[0]
     code = np.zeros(n, np.int64)
+    size = 1  # codes are in [0, size)
     for c in cols:
         values, inv = np.unique(np.asarray(c), return_inverse=True)
         if limit is not None and values.size > limit:
             return None
+        if size * values.size >= 1 << 62:  # renumber 0..G-1 first: no overflow
+            _, code = np.unique(code, return_inverse=True)
+            code = code.reshape(-1)
+            size = int(code.max()) + 1 if n else 1
+            if limit is not None and size > limit:
+                return None
         code = code * values.size + inv.reshape(-1)
-        _, code = np.unique(code, return_inverse=True)  # renumber 0..G-1: no overflow
-        code = code.reshape(-1)
-        if limit is not None and n and int(code.max()) >= limit:
-            return None
-    _, first = np.unique(code, return_index=True)
-    return code.astype(np.int32), first
+        size *= values.size
+    inverse, first = number_codes(code, size)
+    if limit is not None and first.size > limit:
+        return None
+    return inverse, first
+
+
+def number_codes(code, size: int):
+    """``(inverse, first)`` of integer codes in ``[0, size)``: ids 0..G-1 in code order."""
+    n = code.shape[0]
+    if size <= max(4 * n, 1 << 16):  # a dense table: O(n + size), no sort
+        first_of = np.full(size, n, np.int64)
+        np.minimum.at(first_of, code, np.arange(n))
+        present = first_of < n
+        ids = np.cumsum(present) - 1
+        return ids[code].astype(np.int32), first_of[present]
+    _, first, inverse = np.unique(code, return_index=True, return_inverse=True)
+    return inverse.reshape(-1).astype(np.int32), first
 
 
 def _concrete(*xs) -> bool:

@@ -127,6 +127,35 @@ def test_a_pulse_played_once_is_prepared_on_rf_groups(coils):
     assert engine._rf_group_axes(mapped, dseq, mt.Bloch(), 512, jnp.float64) is None
 
 
+def test_repeated_pulses_are_prepared_on_rf_groups_on_the_cpu():
+    """A 2D multi-slice GRE (two off-centre slices, a 2 ms sinc per slice played 8 times
+    each): on the CPU its repeated pulses are prepared on RF groups instead of per spin
+    (enough steps: `engine.RF_GROUP_MIN_STEPS`); same samples and magnetization as the
+    per-spin preparation and as no grouping at all, with several chunks."""
+    from mritwin.simulate.prepared_rf import plan_prepared_rf
+
+    scanner = mt.Scanner()
+    seq = mt.sequences.gre(scanner=scanner, fov=0.2, matrix=8, flip_angle_deg=30, slice_thickness=5e-3,
+                           n_slices=2, slice_gap=2e-3, dims=2)
+    rng = np.random.default_rng(5)
+    base = _grid_twin(n=16)
+    twin = base.replace(position=np.c_[np.asarray(base.position)[:, :2],
+                                       rng.choice([-4e-3, -3e-3, 3.5e-3, 0.0], base.n_spins)])
+    dseq = mt.discretize(seq, scanner, rf_dt=20e-6)
+    _, table = plan_prepared_rf(dseq, engine.rf_kind_id(dseq), 4)
+    assert table is not None and table.dt.shape[0] == 2  # repeated: prepared per spin before
+    assert engine._groups_for_preparing(table) == (jax.default_backend() == "cpu")
+    run = engine._plan(twin, dseq, scanner, None, mt.Bloch(rf_dt=20e-6, chunk_size=128), jnp.float64, True, None, ())
+    assert run.call.args[0].rf_group is not None
+    kw = dict(scanner=scanner, dtype=jnp.float64, return_magnetization=True)
+    out = mt.simulate(twin, seq, method=mt.Bloch(rf_dt=20e-6, chunk_size=128), **kw)
+    for ref_method in (mt.Bloch(rf_dt=20e-6, chunk_size=128, group_spins=False),
+                       mt.Bloch(rf_dt=20e-6, chunk_size=128, group_spins=False, prepare_pulses=False)):
+        ref = mt.simulate(twin, seq, method=ref_method, **kw)
+        assert _rel(out.samples, ref.samples) < 1e-11
+        np.testing.assert_allclose(np.asarray(out.magnetization), np.asarray(ref.magnetization), atol=1e-11)
+
+
 @pytest.mark.slow
 def test_gradient_through_a_pulse_prepared_on_rf_groups():
     # w.r.t. PD the RF groups apply; the RF amplitude stays concrete
