@@ -144,7 +144,8 @@ class Bloch(AbstractSimMethod):
             gradient axes, Δf, B1+, T1 and T2 see the same pulse (a 2D slice: one group per
             tissue), so pulses played once (the excitation of a single-shot EPI or spiral)
             are prepared on the groups (see ``prepare_pulses``) instead of stepped for
-            every spin. The same result to float rounding. Planned on the host when the
+            every spin, and on the CPU so are repeated pulses of 16 or more steps in all
+            (instead of prepared for every spin). The same result to float rounding. Planned on the host when the
             twin's values and the sequence's gradients are concrete, and used when the
             groups at least quarter the work; never with a NUFFT ``readout``, the
             reversible adjoint or analytic diffusion (windows: nor with motion). Whole
