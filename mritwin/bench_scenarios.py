@@ -283,10 +283,14 @@ def _gre(n_full: int) -> Callable[[bool], Case]:
     return build
 
 
-def _brain3d(quick: bool) -> Case:
-    sc = mt.Scanner()
+def _brain3d_twin(quick: bool) -> tuple[mt.Scanner, int, mt.Twin]:
+    """The 3D-brain scenarios' scanner, twin matrix and twin."""
     mat = 32 if quick else 147  # 147: 1.50 mm isotropic over 22 cm, ~1.68M spins
-    tw = mt.phantoms.brain(3, matrix=mat, fov=0.22, t2_prime=False)
+    return mt.Scanner(), mat, mt.phantoms.brain(3, matrix=mat, fov=0.22, t2_prime=False)
+
+
+def _brain3d(quick: bool) -> Case:
+    sc, mat, tw = _brain3d_twin(quick)
     m = 16 if quick else 32
     seq = mt.sequences.gre(scanner=sc, fov=0.22, matrix=m, flip_angle_deg=15, slice_thickness=5e-3, dims=2)
     rf_dt = 50e-6
@@ -298,9 +302,7 @@ def _brain3d(quick: bool) -> Case:
 
 
 def _brain3d_multislice(quick: bool) -> Case:
-    sc = mt.Scanner()
-    mat = 32 if quick else 147
-    tw = mt.phantoms.brain(3, matrix=mat, fov=0.22, t2_prime=False)
+    sc, mat, tw = _brain3d_twin(quick)
     m = 16 if quick else 32
     n_slices, thick, gap = 4, 5e-3, 5e-3
     seq = mt.sequences.gre(scanner=sc, fov=0.22, matrix=m, flip_angle_deg=15, slice_thickness=thick,
@@ -316,9 +318,7 @@ def _brain3d_multislice(quick: bool) -> Case:
 
 
 def _brain3d_slab(quick: bool) -> Case:
-    sc = mt.Scanner()
-    mat = 32 if quick else 147
-    tw = mt.phantoms.brain(3, matrix=mat, fov=0.22, t2_prime=False)
+    sc, mat, tw = _brain3d_twin(quick)
     m, n_par = (16, 4) if quick else (32, 8)
     slab = 0.04
     seq = mt.sequences.gre(scanner=sc, fov=(0.22, 0.22, slab), matrix=(m, m, n_par), flip_angle_deg=15,

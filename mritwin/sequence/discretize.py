@@ -554,10 +554,10 @@ def _rf_step_edges(rft, rf_dt):
     return np.concatenate([e0[first], e1[last], e1[:-1][same_pulse & ~removable]])
 
 
-def _rf_integrals(rft, sa, sb, is_rf, gb, frame=None):
+def _rf_integrals(rft, sa, sb, is_rf, gb, frame):
     """(n_steps,) γ̄ conj(∫ B1 dt) over each RF step (0 elsewhere), in the frame that
-    follows the pulses (``frame``, a `_PulseFrame`: the samples' frequency modulation
-    replaced by the frame's phase at their pulse's start; None: the scanner's frame)."""
+    follows the pulses (``frame``, a `_PulseFrame`): the samples' frequency modulation is
+    replaced by the frame's phase at their pulse's start (0 without offsets)."""
     m = sa.size
     if rft.edge0.size == 0 or not is_rf.any():
         return np.zeros(m, np.complex128)
@@ -571,10 +571,7 @@ def _rf_integrals(rft, sa, sb, is_rf, gb, frame=None):
     ov = np.minimum(sb[rows], rft.edge1[cols]) - np.maximum(sa[rows], rft.edge0[cols])
     good = ov > 0
     rows, cols, ov = rows[good], cols[good], ov[good]
-    if frame is not None and frame.active:
-        coef = ov * np.exp(-2j * np.pi * frame.before[rft.pulse[cols]])
-    else:
-        coef = ov * np.exp(2j * np.pi * rft.freq[cols] * rft.tau[cols])
+    coef = ov * np.exp(-2j * np.pi * frame.before[rft.pulse[cols]])
     vals = rft.values
     if isinstance(vals, jax.Array):
         contrib = jnp.asarray(coef) * vals[rft.value_index[cols]]

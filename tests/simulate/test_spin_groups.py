@@ -203,3 +203,30 @@ def test_complex_segment_sum_as_float_parts_matches_jax_and_its_derivative():
     g_ref = jax.grad(lambda x: loss(lambda *a: jax.ops.segment_sum(*a), x))(jnp.real(v))
     g_got = jax.grad(lambda x: loss(segment_sum_complex, x))(jnp.real(v))
     np.testing.assert_allclose(np.asarray(g_got), np.asarray(g_ref), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", ["dense", "sorted", "renumbered"])
+def test_unique_rows_matches_numpy_unique_rows(case):
+    """`seqgroups.unique_rows` against ``np.unique(table, axis=0)``: ids in sorted row
+    order, a first occurrence per id, and None past ``limit``; through its three paths:
+    codes numbered by a dense table (few distinct values), by a sort (a code range far
+    above the rows), and renumbered on the way (a radix product past 2**62)."""
+    from mritwin.simulate.seqgroups import unique_rows
+
+    rng = np.random.default_rng(7)
+    n = 3000
+    if case == "dense":
+        cols = [rng.choice([0.1, -2.0, 3.5], n), rng.integers(0, 4, n).astype(np.float32), rng.choice([1.0, 2.0], n)]
+    elif case == "sorted":
+        cols = [rng.integers(0, 60, n), rng.integers(0, 70, n), rng.integers(0, 2, n)]
+        cols.append(rng.integers(0, 50, n))  # 420 000 possible codes > max(4 n, 65 536)
+    else:
+        cols = [rng.normal(size=n) for _ in range(6)]  # 3000**6 > 2**62: renumbered
+    table = np.stack([np.asarray(c, np.float64) for c in cols], 1)
+    ref_rows, ref_first, ref_inv = np.unique(table, axis=0, return_index=True, return_inverse=True)
+    inverse, first = unique_rows(cols)
+    np.testing.assert_array_equal(inverse, ref_inv.reshape(-1))
+    np.testing.assert_array_equal(first, ref_first)
+    np.testing.assert_array_equal(table[first], ref_rows)
+    assert unique_rows(cols, limit=ref_rows.shape[0]) is not None
+    assert unique_rows(cols, limit=ref_rows.shape[0] - 1) is None
