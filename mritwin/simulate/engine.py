@@ -433,7 +433,8 @@ def _step_layout_compute(dseq: DiscreteSequence, etab, rf_kind, spoiling: bool, 
     pulse = minus if rf_kind is None else np.where(kind == rf_kind, np.asarray(dseq.count)[:n], -1)
     spoil = np.asarray(dseq.spoil)[:n] if spoiling else np.zeros(n, bool)
     fields = {"kind": kind, "sample": np.asarray(dseq.sample)[:n], "spoil": spoil, "geo": geo, "pulse": pulse}
-    planned = plan_step_layout(fields, max_period=MAX_STEP_PERIOD, checkpoint=checkpoint, seg_of=_segments)
+    dt = None if isinstance(dseq.dt, jax.core.Tracer) else np.asarray(dseq.dt)[:n]  # (Slot.same_dt)
+    planned = plan_step_layout(fields, max_period=MAX_STEP_PERIOD, checkpoint=checkpoint, seg_of=_segments, dt=dt)
     if planned is None:
         return None
     layout, steps = planned
@@ -1346,10 +1347,12 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                 prep = prepare_pulse if sp.rf_group is None else prepare_pulse_grouped
                 pulses.append(prep(sp, rftab.dt[p], rftab.k[p], rftab.b1dt[p], rftab.c0[p]))
 
-        def body_for(sp, static_kind=None, packed=False, fixed=None):
+        def body_for(sp, static_kind=None, packed=False, fixed=None, relax=None):
             # packed: the carry is (mx + i my, mz) instead of a State (see _pack)
             # fixed: a `layout.Slot`: the step's kind and flags known when tracing (its last
             # input is then its ``active`` flag, read by the macro step: False on a pad)
+            # relax: an RF or free step's relaxation factors, computed before the scan
+            # (`kernels.relaxation`, over dt / 2 for an RF step) when its slot's dt repeats
             pack, unpack = (_pack, _unpack) if packed else (_identity, _identity)
             if fixed is not None:
                 static_kind = fixed.kind
@@ -1378,10 +1381,10 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                         buf = keep(buf)
 
                 def do_rf(m):
-                    return kernels.rf_step(sp, m, dt, k, b1dt, c0, rotation=rf_rotation[0]), zero_win
+                    return kernels.rf_step(sp, m, dt, k, b1dt, c0, rotation=rf_rotation[0], relax=relax), zero_win
 
                 def do_free(m):
-                    return kernels.free_step(sp, m, dt, k, c0), zero_win
+                    return kernels.free_step(sp, m, dt, k, c0, relax=relax), zero_win
 
                 def nufft_window(m):
                     return kernels.window_step_nufft(sp, m, dt, k, count, n_window, readout.window)
@@ -1487,7 +1490,12 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
         if layout is None:
             body = body_for(sp, packed=True)
         else:  # macro steps: the layout's P steps with their kinds and flags static
-            subs = [body_for(sp, packed=True, fixed=f) for f in layout.slots]
+            # a slot whose RF or free steps all last the same dt: its relaxation factors
+            # once per chunk (two exponentials per spin fewer in each of its steps)
+            slot_dt = d.dt[step_map[0][:layout.period]]  # (P,) the first macro step's
+            relax = [kernels.relaxation(sp, (0.5 if f.kind == 0 else 1.0) * slot_dt[j])
+                     if f.same_dt and f.kind in (0, 1) else None for j, f in enumerate(layout.slots)]
+            subs = [body_for(sp, packed=True, fixed=f, relax=r) for f, r in zip(layout.slots, relax)]
 
             def macro(carry, xs):
                 # each step in a conditional on its active flag: it skips a pad, and it

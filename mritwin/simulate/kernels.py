@@ -121,12 +121,18 @@ def _cycles(spins: Spins, k, dt, c0=0.0):
     return k[0] * spins.x + k[1] * spins.y + k[2] * spins.z + spins.df * dt + c0
 
 
-def free_step(spins: Spins, m: State, dt, k, c0=0.0) -> State:
+def relaxation(spins: Spins, dt) -> tuple[jax.Array, jax.Array]:
+    """``(exp(-R1 dt), exp(-R2 dt))`` per spin over ``dt`` [s]: a step's relaxation factors
+    (the engine computes them once per chunk for steps whose duration repeats)."""
+    return jnp.exp(-spins.r1 * dt), jnp.exp(-spins.r2 * dt)
+
+
+def free_step(spins: Spins, m: State, dt, k, c0=0.0, relax=None) -> State:
     """Free precession and relaxation over ``dt`` with gradient moment ``k`` [1/m] and an
-    extra phase ``c0`` [cycles] common to all spins: exact."""
+    extra phase ``c0`` [cycles] common to all spins: exact. ``relax``: ``relaxation(spins,
+    dt)`` when computed already."""
     s, c = sincos_cycles(_cycles(spins, k, dt, c0))
-    e2 = jnp.exp(-spins.r2 * dt)
-    e1 = jnp.exp(-spins.r1 * dt)
+    e1, e2 = relaxation(spins, dt) if relax is None else relax
     mx = e2 * (m.mx * c + m.my * s)
     my = e2 * (m.my * c - m.mx * s)
     mz = m.mz * e1 + spins.pd * (1.0 - e1)
@@ -247,8 +253,9 @@ def _rotate(m: State, w, a, b, c) -> State:
     return State(m.mx * c - cx * a + wx * wdm, m.my * c - cy * a + wy * wdm, m.mz * c - cz * a + wz * wdm)
 
 
-def rf_step(spins: Spins, m: State, dt, k, b1dt, c0=0.0, rotation: str = "auto") -> State:
-    """RF step: relax dt/2, rotate about the constant effective field, relax dt/2.
+def rf_step(spins: Spins, m: State, dt, k, b1dt, c0=0.0, rotation: str = "auto", relax=None) -> State:
+    """RF step: relax dt/2, rotate about the constant effective field, relax dt/2
+    (``relax``: ``relaxation(spins, dt / 2)`` when computed already).
 
     ``rotation``: ``"small"`` uses `_rf_rotation_small` (the caller knows that the field
     stays within `SMALL_FIELD`: a hard pulse up to ~29°, a raster step of a shaped pulse),
@@ -257,17 +264,16 @@ def rf_step(spins: Spins, m: State, dt, k, b1dt, c0=0.0, rotation: str = "auto")
     saves, hence the engine's choice on the host, `engine._rf_rotation_mode`). All three
     agree to float rounding."""
     if rotation == "small":
-        return _rf_step_with(_rf_rotation_small, spins, m, dt, k, b1dt, c0)
+        return _rf_step_with(_rf_rotation_small, spins, m, dt, k, b1dt, c0, relax)
     if rotation == "general":
-        return _rf_step_with(_rf_rotation, spins, m, dt, k, b1dt, c0)
+        return _rf_step_with(_rf_rotation, spins, m, dt, k, b1dt, c0, relax)
     return jax.lax.cond(small_field(spins, dt, k, b1dt, c0), functools.partial(_rf_step_with, _rf_rotation_small),
-                        functools.partial(_rf_step_with, _rf_rotation), spins, m, dt, k, b1dt, c0)
+                        functools.partial(_rf_step_with, _rf_rotation), spins, m, dt, k, b1dt, c0, relax)
 
 
-def _rf_step_with(rotation, spins: Spins, m: State, dt, k, b1dt, c0) -> State:
+def _rf_step_with(rotation, spins: Spins, m: State, dt, k, b1dt, c0, relax=None) -> State:
     w, a, b, c = rotation(spins, dt, k, b1dt, c0)
-    e2 = jnp.exp(-0.5 * spins.r2 * dt)
-    e1 = jnp.exp(-0.5 * spins.r1 * dt)
+    e1, e2 = relaxation(spins, 0.5 * dt) if relax is None else relax
     m = _relax(spins, m, e1, e2)
     return _relax(spins, _rotate(m, w, a, b, c), e1, e2)
 

@@ -42,6 +42,11 @@ class Slot(NamedTuple):
         masked: some macro steps have a pad here (skipped by the step's conditional).
         direct: a step of the head or tail (run outside the scan): a tabled window gives
             its samples at once instead of being deferred.
+        same_dt: every step at this position has the same duration, up to the rounding
+            of the time grid (16 ulp of the sequence's length: the durations are
+            differences of times): their relaxation factors ``exp(-R dt)`` are computed once
+            per chunk of spins instead of at every step (the engine does so for RF and
+            free-precession steps, from the first macro step's duration).
     """
 
     kind: int
@@ -51,6 +56,7 @@ class Slot(NamedTuple):
     pulse: int | None
     masked: bool
     direct: bool = False
+    same_dt: bool = False
 
 
 class StepLayout(NamedTuple):
@@ -99,7 +105,7 @@ MAX_PEEL_STEPS = 16  # and at most this many steps (each is compiled on its own)
 
 
 def plan_step_layout(fields: dict[str, np.ndarray], *, max_period: int = 16, checkpoint: bool = True,
-                     seg_of=None) -> tuple[StepLayout, StepMap] | None:
+                     seg_of=None, dt: np.ndarray | None = None) -> tuple[StepLayout, StepMap] | None:
     """Find the period of a sequence's steps and lay them out in macro steps.
 
     Args:
@@ -110,6 +116,9 @@ def plan_step_layout(fields: dict[str, np.ndarray], *, max_period: int = 16, che
             ``sqrt(n_slots) / P`` macro steps (else one segment).
         seg_of: ``n -> (steps per segment, segments)`` of the generic scan, whose segment
             length the layout approximates (default: ``sqrt(n)``).
+        dt: (n_real,) the steps' durations [s], concrete (float64 for the tolerance of
+            `Slot.same_dt`), or None (unknown: no slot has `Slot.same_dt`). They do not
+            change the layout, only that flag.
 
     Returns:
         ``(StepLayout, StepMap)``, or None when no period up to ``max_period`` covers the
@@ -117,6 +126,9 @@ def plan_step_layout(fields: dict[str, np.ndarray], *, max_period: int = 16, che
     """
     cols = np.stack([np.asarray(fields[f]).astype(np.int64) for f in FIELDS], axis=1)
     n = cols.shape[0]
+    dt = None if dt is None else np.asarray(dt)[:n]
+    # durations equal up to the rounding of the time grid they are differences of
+    dt_tol = None if dt is None else 16 * np.finfo(dt.dtype).eps * float(np.sum(np.abs(dt)))
     if n < 2:
         return None
     _, key = np.unique(cols, axis=0, return_inverse=True)
@@ -177,9 +189,10 @@ def plan_step_layout(fields: dict[str, np.ndarray], *, max_period: int = 16, che
     for j in range(p):
         real = index[active & (pos == j)]
         vals = [_static(cols[real, c]) for c in range(cols.shape[1])]
+        same_dt = dt is not None and bool(np.all(np.abs(dt[real] - dt[real[0]]) <= dt_tol))
         slots.append(Slot(kind=int(vals[0]), sample=None if vals[1] is None else bool(vals[1]),
                           spoil=None if vals[2] is None else bool(vals[2]), geo=vals[3], pulse=vals[4],
-                          masked=bool(not active[: live * p][pos[: live * p] == j].all())))
+                          masked=bool(not active[: live * p][pos[: live * p] == j].all()), same_dt=same_dt))
     def own(i):  # a step of the head or tail: its own values
         v = cols[i]
         return Slot(kind=int(v[0]), sample=bool(v[1]), spoil=bool(v[2]), geo=int(v[3]), pulse=int(v[4]),

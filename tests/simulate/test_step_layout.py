@@ -82,6 +82,25 @@ def test_no_layout_for_steps_that_do_not_repeat_or_a_kind_outside_the_pattern():
     assert plan_step_layout(_fields("0")) is None
 
 
+def test_a_slot_whose_durations_repeat_is_marked_same_dt():
+    # durations as the discretization makes them: differences of a time grid, so equal
+    # durations differ in their last bits; position 3 (the delay) alternates two values
+    t = np.cumsum(np.tile([1e-4, 4.58e-3, 1e-5, 6.69e-3], 40))
+    dt = np.diff(np.r_[0.0, t])
+    dt[3::8] += 2e-3
+    assert np.unique(dt[1::4]).size > 1  # (not bit-equal)
+    layout, _ = plan_step_layout(_fields("0121" * 40), dt=dt)
+    assert [s.same_dt for s in layout.slots] == [True, True, True, False]
+    # without durations (traced ones) no slot is
+    layout, _ = plan_step_layout(_fields("0121" * 40))
+    assert not any(s.same_dt for s in layout.slots)
+    # a difference of 1e-12 s is a different duration
+    dt = np.tile([1e-4, 4.58e-3, 1e-5, 6.69e-3], 40)
+    dt[5] += 1e-12
+    layout, _ = plan_step_layout(_fields("0121" * 40), dt=dt)
+    assert [s.same_dt for s in layout.slots] == [True, False, True, True]
+
+
 def test_segments_are_whole_macro_steps_and_filler_steps_are_skipped():
     layout, steps = plan_step_layout(_fields("0121" * 67))  # 67: prime
     assert layout.n_macro % layout.seg == 0 and layout.n_live == 67
@@ -122,6 +141,8 @@ def test_spoiled_gre_with_the_layout_equals_the_generic_scan(gre, monkeypatch):
     seq, twin = gre
     layout = _layout_of(twin, seq)
     assert layout is not None and layout.period == 4 and not any(s.masked for s in layout.slots)
+    # the RF and free steps' relaxation factors are computed once, before the scan
+    assert all(s.same_dt for s in layout.slots)
     a, b = _both(twin, seq, monkeypatch, return_magnetization=True)
     _close(a.samples, b.samples)
     _close(a.magnetization, b.magnetization)
@@ -140,6 +161,38 @@ def test_a_prepared_head_and_ideal_spoiling(gre, monkeypatch):
     # the inversion shows: the first line differs from the plain GRE's
     c = mt.simulate(twin, seq, method=method)
     assert np.abs(np.asarray(a.samples[:12]) - np.asarray(c.samples[:12])).max() > 1e-3
+
+
+def test_durations_that_vary_between_periods_relax_per_step(monkeypatch):
+    # a GRE whose delay after the readout alternates (two TRs) and whose RF pulse lasts
+    # 0.2 ms in every TR: the delay's slot relaxes per step, the pulse's once per chunk;
+    # both give the generic scan's result and the closed form
+    adc = mt.ADC(8, 20e-6)
+    blocks = []
+    for i in range(24):
+        blocks += [mt.Block(rf=hard(np.radians(40), duration=2e-4, phase=0.0)), mt.Block(duration=2e-3),
+                   mt.Block(adc=adc), mt.Block(duration=(2e-3, 30e-3)[i % 2])]
+    seq = mt.Sequence(blocks)
+    twin = mt.Twin(position=np.zeros((3, 3)), pd=np.ones(3), t1=np.array([0.3, 0.8, 1.5]),
+                   t2=np.array([0.02, 0.05, 0.1]))
+    layout = _layout_of(twin, seq, mt.Bloch(ideal_spoiling=True))
+    assert layout is not None and [s.kind for s in layout.slots] == [0, 1, 2, 1]
+    assert [s.same_dt for s in layout.slots] == [True, True, True, False]
+    a, b = _both(twin, seq, monkeypatch, method=mt.Bloch(ideal_spoiling=True), return_magnetization=True)
+    _close(a.samples, b.samples)
+    _close(a.magnetization, b.magnetization)
+    # closed form (ideal spoiling; an RF step relaxes dt/2, rotates, relaxes dt/2: an
+    # instant rotation at the pulse's centre): Mz before pulse i+1 is
+    # Mz_i cos(a) E1(TR_i) + 1 - E1(TR_i), with TR_i = 4.36 or 32.36 ms centre to centre;
+    # the first sample 2.11 ms after the centre shows Mz_i sin(a) E2(2.11 ms)
+    alpha, t1, t2 = np.radians(40), np.asarray(twin.t1), np.asarray(twin.t2)
+    mz, want = np.ones(3), []
+    for i in range(24):
+        want.append(np.sum(mz * np.sin(alpha) * np.exp(-2.11e-3 / t2)))
+        e1 = np.exp(-(4.36e-3, 32.36e-3)[i % 2] / t1)
+        mz = mz * np.cos(alpha) * e1 + 1 - e1
+    got = np.abs(np.asarray(a.samples)).reshape(24, 8)[:, 0]
+    np.testing.assert_allclose(got, want, rtol=1e-9)
 
 
 def test_repeated_shaped_pulses_are_static_in_the_layout(monkeypatch):
