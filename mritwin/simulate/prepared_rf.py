@@ -35,7 +35,8 @@ __all__ = ["PulseTable", "shorten_steps", "plan_prepared_rf", "prepare_pulse", "
            "MIN_REPEATS", "MAX_PULSES"]
 
 MIN_REPEATS = 4  # a pulse is prepared when played at least this often...
-MIN_SAMPLES = 2  # ...with at least this many raster steps
+MIN_SAMPLES = 2  # ...with at least this many raster steps (one with ``single_steps``,
+# where a one-step pulse must still repeat MIN_REPEATS times: preparing it costs four steps)
 MAX_PULSES = 8  # prepared pulse shapes (the ones that save the most steps)
 STEP_FIELDS = ("dt", "t", "kstep", "b1dt", "kind", "sample", "count", "spoil", "cyc0", "bstep")  # per-step fields of a DiscreteSequence
 
@@ -78,7 +79,8 @@ def _runs(kind: np.ndarray):
     return np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0]
 
 
-def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int, min_repeats: int = MIN_REPEATS):
+def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int, min_repeats: int = MIN_REPEATS,
+                     single_steps: bool = False):
     """Replace the RF pulses that repeat by one step each (host side).
 
     Args:
@@ -86,6 +88,10 @@ def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int, min_repeats: int = MI
         kind_id: the step kind the engine gives the prepared pulses.
         min_repeats: prepare a pulse played at least this often (1 when the engine
             prepares pulses on groups of spins, where preparing costs little).
+        single_steps: also prepare pulses of one RF step (a hard pulse) played at least
+            `MIN_REPEATS` times, when every one-step pulse of the sequence is (the engine
+            does so on the CPU, where applying the map costs less arithmetic than the
+            step's rotation).
 
     Returns:
         ``(dseq, table)``: the sequence with each repeated pulse as one step of kind
@@ -116,7 +122,7 @@ def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int, min_repeats: int = MI
     groups = []  # [(dt, k, shape), [runs]]
     phases = np.zeros(starts.size, complex)
     for r, (a, b) in enumerate(zip(starts, stops)):
-        if b - a < MIN_SAMPLES or sample[a:b].any() or spoil[a + 1:b].any():
+        if b - a < (1 if single_steps else MIN_SAMPLES) or sample[a:b].any() or spoil[a + 1:b].any():
             continue
         ref = a + int(np.argmax(np.abs(b1[a:b])))
         if b1[ref] == 0:
@@ -134,9 +140,18 @@ def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int, min_repeats: int = MI
             buckets[coarse].append(len(groups))
             groups.append((vals, [r]))
     groups = {g: runs for g, (_, runs) in enumerate(groups)}
-    chosen = [runs for runs in groups.values() if len(runs) >= min_repeats]
+    def enough(runs):  # (a one-step pulse: repeated MIN_REPEATS times whatever min_repeats)
+        one = stops[runs[0]] - starts[runs[0]] == 1
+        return len(runs) >= (max(min_repeats, MIN_REPEATS) if one else min_repeats)
+
+    chosen = [runs for runs in groups.values() if enough(runs)]
     chosen.sort(key=lambda runs: -len(runs) * (stops[runs[0]] - starts[runs[0]]))
     chosen = chosen[:MAX_PULSES]
+    if single_steps:  # all one-step pulses or none: one left as a step (an inversion between
+        # two trains) would be a kind outside the period of the others (`layout`)
+        one = [runs for runs in chosen if stops[runs[0]] - starts[runs[0]] == 1]
+        if sum(len(runs) for runs in one) < int(np.sum(stops - starts == 1)):
+            chosen = [runs for runs in chosen if stops[runs[0]] - starts[runs[0]] > 1]
     if not chosen:
         return dseq, None
 

@@ -172,17 +172,18 @@ def test_step_layout_benchmark_runs_and_agrees_with_the_generic_scan(capsys, mon
 
 def test_rf_rotation_benchmark_runs_and_agrees_with_the_general_rotation(capsys):
     """benchmarks/bench_rf_rotation.py on gre-64: the engine picks the series for its 15°
-    hard pulse, and the general rotation gives the same signal (float32 rounding)."""
+    hard pulse (kept as an RF step by the benchmark), and the general rotation gives the
+    same signal (float32 rounding)."""
     import pathlib
     import runpy
 
     from mritwin.simulate import engine
 
-    own = engine._rf_rotation_mode
+    own, single = engine._rf_rotation_mode, engine.SINGLE_STEP_PULSE_CHUNK
     script = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "bench_rf_rotation.py"
     main = runpy.run_path(str(script))["main"]
     assert main(["--scenario", "gre-64", "--calls", "1"]) == 0
-    assert engine._rf_rotation_mode is own  # restored
+    assert engine._rf_rotation_mode is own and engine.SINGLE_STEP_PULSE_CHUNK == single  # restored
     rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rec["scenario"] == "gre-64" and rec["modes"] == ["small", "general"]
     assert rec["chosen_s"] > 0 and rec["general_s"] > 0 and rec["max_rel_diff"] < 1e-5

@@ -88,6 +88,64 @@ def test_prepared_pulses_equal_stepping(dtype, tol):
     assert np.max(np.abs(np.asarray(nu.samples) - np.asarray(ref.samples))) <= 1e-8 * twin.pd.sum()
 
 
+def _hard_gre(n, fov, flip=25.0, n_tr=None):
+    """A 2D GRE with a 0.2 ms hard pulse (one RF step) per TR and RF spoiling."""
+    dk, dwell = 1 / fov, 20e-6
+    amp = dk / (dwell * IDEAL.gamma_bar)
+    blocks, phase, inc = [], 0.0, 0.0
+    for j in range(n if n_tr is None else n_tr):
+        rf = mt.make_block_pulse(np.radians(flip), 2e-4, phase_offset=np.radians(phase), delay=0.0, scanner=IDEAL)
+        gx = mt.make_trapezoid("x", amplitude=amp, flat_time=n * dwell, scanner=IDEAL)
+        pre = mt.make_trapezoid("x", area=-gx.area / 2, duration=0.5e-3, scanner=IDEAL)
+        gy = mt.make_trapezoid("y", area=(j % n - n / 2) * dk, duration=0.5e-3, scanner=IDEAL)
+        adc = mt.ADC(n, dwell, delay=gx.rise_time, phase_offset=np.radians(phase))
+        blocks += [mt.Block(rf=rf), mt.Block(gx=pre, gy=gy), mt.Block(gx=gx, adc=adc), mt.Block(duration=3e-3)]
+        inc += 117.0
+        phase = (phase + inc) % 360.0
+    return mt.Sequence(blocks, {"FOV": [fov, fov, 0.0]})
+
+
+def test_one_step_pulses_are_prepared_only_when_asked_and_repeated():
+    d = discretize(_hard_gre(8, 0.2))
+    assert np.sum(np.asarray(d.kind)[:d.n_real_steps] == 0) == 8  # one RF step per play
+    assert plan_prepared_rf(d, 3)[1] is None  # (too short by default)
+    short, table = plan_prepared_rf(d, 3, single_steps=True)
+    assert table.dt.shape == (1, 1) and np.sum(np.asarray(short.kind) == 3) == 8
+    assert not np.any(np.asarray(short.kind)[:short.n_real_steps] == 0)
+    # played three times: not prepared, even where every pulse may be (min_repeats=1)
+    d3 = discretize(_hard_gre(8, 0.2, n_tr=3))
+    assert plan_prepared_rf(d3, 3, min_repeats=1, single_steps=True)[1] is None
+    # all one-step pulses or none: an inversion played once between the TRs keeps every
+    # hard pulse a step (else it would be a kind outside the steps' period)
+    gre = _hard_gre(8, 0.2)
+    blocks = list(gre.blocks)
+    inv = mt.make_block_pulse(np.pi, 2e-4, delay=0.0, use="inversion", scanner=IDEAL)
+    blocks[16:16] = [mt.Block(rf=inv), mt.Block(duration=0.05)]
+    assert plan_prepared_rf(discretize(mt.Sequence(blocks)), 3, single_steps=True)[1] is None
+
+
+@pytest.mark.parametrize("chunk", [None, 64])
+def test_one_step_pulses_prepared_on_the_cpu_equal_stepping(chunk, monkeypatch):
+    """A GRE's hard pulses (RF spoiling, off-resonance, a B1 map, relaxation during the
+    pulse) prepared per chunk on the CPU (small chunks) give the stepped result."""
+    from mritwin.simulate import engine
+
+    twin, seq = _twin(10, 0.2), _hard_gre(10, 0.2)
+    method = mt.Bloch(chunk_size=chunk)
+    run = engine._plan(twin, seq, mt.Scanner(), None, method, jnp.float64, False, None, ())
+    assert run.call.keywords["rftab"] is not None  # prepared (the chunk is small)
+    got = mt.simulate(twin, seq, dtype=jnp.float64, method=method, return_magnetization=True)
+    ref = mt.simulate(twin, seq, dtype=jnp.float64, method=mt.Bloch(prepare_pulses=False, chunk_size=chunk),
+                      return_magnetization=True)
+    scale = np.max(np.abs(np.asarray(ref.samples)))
+    assert np.max(np.abs(np.asarray(got.samples) - np.asarray(ref.samples))) <= 1e-12 * scale
+    assert np.max(np.abs(np.asarray(got.magnetization) - np.asarray(ref.magnetization))) <= 1e-12
+    # chunks above SINGLE_STEP_PULSE_CHUNK step them
+    monkeypatch.setattr(engine, "SINGLE_STEP_PULSE_CHUNK", 32)
+    run = engine._plan(twin, seq, mt.Scanner(), None, method, jnp.float64, False, None, ())
+    assert run.call.keywords["rftab"] is None
+
+
 def _rotation(axis_phase, angle):
     """The engine's left-handed rotation ``M cos θ - (u × M) sin θ + u (u·M)(1 - cos θ)``
     by ``angle`` about the axis of a B1 at phase offset φ: ``b1dt = γ̄ conj(∫B1 dt)``, so
