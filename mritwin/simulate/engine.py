@@ -244,6 +244,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
         raise ValueError("the DiscreteSequence has general ADC windows (discretize(..., general_windows=True)), "
                          "which only Bloch(readout=NUFFTReadout(...)) evaluates")
     rftab = rf_kind = ftab = fuse_kind = fftab = free_kind = rf_axes = rfint = None
+    fuse_same_dt = False
     rf_rotation = ("auto", "general")
     if not models:
         kind_id = 2 + int(dseq.n_window > 0) + int(dseq.n_general > 0)  # after the other kinds
@@ -270,6 +271,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
                        _rf_rotation_mode(twin, dseq, ftab, fused_only=True, ext=ext))
         if ftab is not None:
             fuse_kind, kind_id = kind_id, kind_id + 1
+            fuse_same_dt = _rows_share_dt(ftab)
             ftab = _device_table(dseq, "fused-rf", ftab, dtype)
         dseq, fftab = _fused_steps(dseq, method, kind_id, 1)
         if fftab is not None:
@@ -330,7 +332,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
             force=np.asarray(dseq.spoil) if method.ideal_spoiling else None)
         rev_kw = {"rev": (jnp.asarray(restore), jnp.asarray(slot)), "n_slots": n_slots}
     core = functools.partial(_core, readout=readout, wtab=wtab, rftab=rftab, rf_kind=rf_kind, ftab=ftab,
-                             fuse_kind=fuse_kind, fftab=fftab, free_kind=free_kind, etab=etab,
+                             fuse_kind=fuse_kind, fuse_same_dt=fuse_same_dt, fftab=fftab, free_kind=free_kind, etab=etab,
                              etab_all=etab_all, rfint=rfint, rfint_use=rfint_use, defer_k=defer_k, defer_n=defer_n,
                              defer_segs=defer_segs,
                              layout=None if layout is None else layout[0],
@@ -1020,6 +1022,16 @@ def _packed_branch(f):
     return g
 
 
+def _rows_share_dt(table) -> bool:
+    """Whether the raster steps of every fused RF step last as long as the first row's (to
+    1e-9 relative, the tolerance within a row: `fused_rf.fuse_starts`; padding rows, of
+    zero duration, apart): their half-step relaxation factors are then computed once per
+    chunk instead of once per fused step."""
+    dt = np.asarray(table.dt)[:, 0]
+    live = dt[dt > 0]
+    return live.size > 0 and bool(np.all(np.abs(live - live[0]) <= 1e-9 * live[0]))
+
+
 def _fused_steps(dseq: DiscreteSequence, method: Bloch, kind_id: int, step_kind: int):
     """``(dseq, table)``: runs of ``method.fuse_rf`` RF (``step_kind`` 0) or free
     precession steps (1) as single fused steps (`fused_rf`), or ``(dseq, None)``. Cached
@@ -1316,14 +1328,15 @@ def spin_sharding(devices=None):
 
 
 _CORE_STATIC = ("n_chunks", "chunk", "n_window", "checkpoint", "want_mag", "spoiling", "sharding", "diffusion",
-                "readout", "n_slots", "rf_kind", "fuse_kind", "free_kind", "etab_all", "rfint_use", "defer_k",
+                "readout", "n_slots", "rf_kind", "fuse_kind", "fuse_same_dt", "free_kind", "etab_all", "rfint_use", "defer_k",
                 "defer_n", "defer_segs", "layout", "rf_rotation")  # (benchmarks/bench_one_fusion.py compiles _core itself)
 
 
 @functools.partial(jax.jit, static_argnames=_CORE_STATIC)
 def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, checkpoint, want_mag,
           spoiling=False, sharding=None, diffusion=False, readout=None, rev=None, n_slots=0, wtab=None,
-          rftab=None, rf_kind=None, ftab=None, fuse_kind=None, fftab=None, free_kind=None, etab=None,
+          rftab=None, rf_kind=None, ftab=None, fuse_kind=None, fuse_same_dt=False, fftab=None, free_kind=None,
+          etab=None,
           etab_all=False, rfint=None, rfint_use=None, defer_k=0, defer_n=(), defer_segs=None, layout=None,
           step_map=None, rf_rotation=("auto", "general")):
     _TRACES["core"] += 1
@@ -1357,6 +1370,9 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
             else:
                 prep = prepare_pulse if sp.rf_group is None else prepare_pulse_grouped
                 pulses.append(prep(sp, rftab.dt[p], rftab.k[p], rftab.b1dt[p], rftab.c0[p]))
+
+        # fused RF steps whose raster steps all last as long: their half-step relaxation once
+        fused_relax = kernels.relaxation(sp, 0.5 * ftab.dt[0, 0]) if fuse_same_dt else None
 
         def body_for(sp, static_kind=None, packed=False, fixed=None, relax=None):
             # packed: the carry is (mx + i my, mz) instead of a State (see _pack)
@@ -1456,7 +1472,7 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
 
                 def do_fused(m):  # RF raster steps applied S at a time: count = the table row
                     return _fused_rf_remat[rf_rotation[1]](sp, m, ftab.dt[count], ftab.k[count], ftab.b1dt[count],
-                                           ftab.c0[count]), zero_win
+                                                           ftab.c0[count], fused_relax), zero_win
 
                 branches = [do_rf, do_free] + ([do_window] if n_window else [])
                 if general:

@@ -170,20 +170,21 @@ def plan_fused_rf(dseq: DiscreteSequence, kind_id: int, size: int = DEFAULT_FUSE
 
 def _make_fused_rf(rotation: str):
     @jax.custom_jvp
-    def fused(spins: Spins, m: State, dt, k, b1dt, c0) -> State:
+    def fused(spins: Spins, m: State, dt, k, b1dt, c0, relax=None) -> State:
         if rotation == "small":
-            return _fused_unrolled(kernels._rf_rotation_small, spins, m, dt, k, b1dt, c0)
+            return _fused_unrolled(kernels._rf_rotation_small, spins, m, dt, k, b1dt, c0, relax)
         if rotation == "general":
-            return _fused_unrolled(kernels._rf_rotation, spins, m, dt, k, b1dt, c0)
+            return _fused_unrolled(kernels._rf_rotation, spins, m, dt, k, b1dt, c0, relax)
         small = kernels.small_field(spins, dt, k, b1dt, c0)
         return jax.lax.cond(small, functools.partial(_fused_unrolled, kernels._rf_rotation_small),
-                            functools.partial(_fused_unrolled, kernels._rf_rotation), spins, m, dt, k, b1dt, c0)
+                            functools.partial(_fused_unrolled, kernels._rf_rotation), spins, m, dt, k, b1dt, c0,
+                            relax)
 
     fused.defjvp(_fused_rf_jvp)
     return fused
 
 
-def fused_rf_steps(spins: Spins, m: State, dt, k, b1dt, c0, rotation: str = "auto") -> State:
+def fused_rf_steps(spins: Spins, m: State, dt, k, b1dt, c0, rotation: str = "auto", relax=None) -> State:
     """``S`` RF steps (`kernels.rf_step`), unrolled: ``dt`` (S,) [s], ``k`` (S, 3) [1/m],
     ``b1dt`` (S,) [cycles], ``c0`` (S,) [cycles]. The steps last equally long, so the
     relaxation factors are computed once, and the half steps of neighbouring steps merged:
@@ -191,21 +192,27 @@ def fused_rf_steps(spins: Spins, m: State, dt, k, b1dt, c0, rotation: str = "aut
     ``dt/2``. ``rotation`` as in `kernels.rf_step`: ``"small"`` (every spin's field within
     `kernels.SMALL_FIELD` cycles per step, as on a 1 µs raster of a typical shaped pulse:
     Taylor series, less arithmetic), ``"general"``, or ``"auto"`` (`kernels.small_field`
-    decides once for the S steps).
+    decides once for the S steps). ``relax``: the half-step factors
+    ``kernels.relaxation(spins, dt[0] / 2)`` when computed already (the engine does so once
+    per chunk when every fused step's raster steps last as long).
 
     Derivatives (forward and reverse mode) are those of the same steps as a rolled loop
     (`_fused_rf_rolled`): differentiating the unrolled kernel made XLA's compile of a
     gradient 5x slower (20 s instead of 4 s for a small test sequence), the rolled loop's
     derivative compiles as fast as stepping.
     """
-    return _FUSED_RF[rotation](spins, m, dt, k, b1dt, c0)
+    return _FUSED_RF[rotation](spins, m, dt, k, b1dt, c0, relax)
 
 
-def _fused_unrolled(rotation, spins: Spins, m: State, dt, k, b1dt, c0) -> State:
+def _half_relax(spins: Spins, dt, relax):
+    """``(e1, e2)`` over ``dt[0] / 2``: ``relax`` when given."""
+    return kernels.relaxation(spins, 0.5 * dt[0]) if relax is None else relax
+
+
+def _fused_unrolled(rotation, spins: Spins, m: State, dt, k, b1dt, c0, relax=None) -> State:
     """The unrolled steps of `fused_rf_steps` with the rotation ``rotation``
     (`kernels._rf_rotation` or, for small fields, `kernels._rf_rotation_small`)."""
-    e2 = jnp.exp(-0.5 * spins.r2 * dt[0])
-    e1 = jnp.exp(-0.5 * spins.r1 * dt[0])
+    e1, e2 = _half_relax(spins, dt, relax)
     e2_full, e1_full = e2 * e2, e1 * e1
     m = kernels._relax(spins, m, e1, e2)
     size = k.shape[0]
@@ -216,10 +223,9 @@ def _fused_unrolled(rotation, spins: Spins, m: State, dt, k, b1dt, c0) -> State:
     return State(*kernels.one_fusion(*m))
 
 
-def _fused_rf_rolled(spins: Spins, m: State, dt, k, b1dt, c0) -> State:
+def _fused_rf_rolled(spins: Spins, m: State, dt, k, b1dt, c0, relax=None) -> State:
     """`fused_rf_steps` as a `lax.scan` over the steps (the same arithmetic)."""
-    e2 = jnp.exp(-0.5 * spins.r2 * dt[0])
-    e1 = jnp.exp(-0.5 * spins.r1 * dt[0])
+    e1, e2 = _half_relax(spins, dt, relax)
     e2_full, e1_full = e2 * e2, e1 * e1
     m = kernels._relax(spins, m, e1, e2)
     last = jnp.arange(k.shape[0]) == k.shape[0] - 1

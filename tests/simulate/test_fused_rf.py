@@ -80,6 +80,29 @@ def test_fused_steps_equal_stepping(dtype, tol):
     assert np.max(np.abs(np.asarray(got.magnetization) - np.asarray(ref.magnetization))) <= 10 * tol
 
 
+def test_fused_steps_of_two_raster_times_relax_each_with_its_own():
+    """Fused steps that all last as long share their relaxation factors (computed once per
+    chunk); two pulses on 1 us and 2 us rasters do not, and each relaxes with its own: both
+    equal stepping."""
+    from mritwin.simulate import engine
+
+    assert engine._rows_share_dt(plan_fused_rf(discretize(epi_like(), IDEAL), 3, 16)[1])
+    coarse = dataclasses.replace(IDEAL, rf_raster=2e-6)
+    p1 = mt.make_sinc_pulse(np.radians(60), 1e-3, delay=0.0, scanner=IDEAL)
+    p2 = mt.make_sinc_pulse(np.radians(120), 1e-3, phase_offset=0.7, delay=0.0, scanner=coarse)
+    adc = mt.ADC(16, 20e-6)
+    seq = mt.Sequence([mt.Block(rf=p1), mt.Block(duration=2e-3), mt.Block(adc=adc),
+                       mt.Block(rf=p2), mt.Block(duration=2e-3), mt.Block(adc=adc)])
+    table = plan_fused_rf(discretize(seq, IDEAL), 3, 16)[1]
+    assert set(np.unique(np.asarray(table.dt)[:, 0])) - {0.0} and not engine._rows_share_dt(table)
+    # short relaxation times, so that a wrong factor shows
+    twin = _twin(4, 0.2, seed=3).replace(t1=np.full(16, 0.02), t2=np.full(16, 0.004))
+    ref = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64, method=STEP, return_magnetization=True)
+    got = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64, return_magnetization=True)
+    assert _max_rel(got.samples, ref.samples) <= 1e-12
+    assert np.max(np.abs(np.asarray(got.magnetization) - np.asarray(ref.magnetization))) <= 1e-12
+
+
 @pytest.mark.parametrize("size", [2, 5, 16])
 def test_any_fuse_size_equals_stepping(size):
     twin = _twin(5, 0.2, seed=2)
