@@ -43,15 +43,29 @@ def trace_count() -> int:
 
 def _default_chunk(n_spins: int) -> int:
     """Spins per chunk: capped by platform, bucketed so similar twins share a compiled shape
-    (a power of two up to 1024 spins, then a multiple of 1/16 of the next power of two
-    below, at most 6.25 % padding: padded spins cost as much as real ones)."""
+    (`_bucket_spins`)."""
     cap = 1 << 16 if jax.default_backend() == "cpu" else 1 << 21
-    if n_spins >= cap:
-        return cap
+    return min(cap, _bucket_spins(n_spins))
+
+
+def _bucket_spins(n_spins: int) -> int:
+    """``n_spins`` rounded up to a compiled shape: a power of two up to 1024 spins (at least
+    256), then a multiple of 1/16 of the next power of two below (at most 6.25 % padding:
+    padded spins cost as much as real ones)."""
     if n_spins <= 1024:
         return max(256, 1 << (max(n_spins, 1) - 1).bit_length())
     step = 1 << (n_spins.bit_length() - 5)
     return -(-n_spins // step) * step
+
+
+def _chunk_for(method: Bloch, n_spins: int) -> int:
+    """Spins per chunk for ``n_spins`` per device: `_default_chunk`, or ``method.chunk_size``
+    as an upper bound (a twin with fewer spins, after sequence groups fold it, runs in one
+    chunk of its own bucketed size instead of padding up to ``chunk_size``: a 16 384-spin
+    chunk for the MRF train's 2 097 folded spins ran 3.3x slower than 2 176)."""
+    if method.chunk_size is None:
+        return _default_chunk(n_spins)
+    return min(int(method.chunk_size), _bucket_spins(n_spins))
 
 
 def simulate(
@@ -233,7 +247,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
             sens, twin = group_weights(seq_groups, twin.pd, sens), seq_groups.twin
     devices = jax.local_devices() if method.shard else jax.local_devices()[:1]
     n_dev = len(devices)
-    chunk = method.chunk_size or _default_chunk(-(-twin.n_spins // n_dev))
+    chunk = _chunk_for(method, -(-twin.n_spins // n_dev))
     if pallas:
         call = functools.partial(_run_pallas, twin, sens, dseq, chunk, devices, return_magnetization,
                                  method.ideal_spoiling)

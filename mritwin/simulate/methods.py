@@ -93,8 +93,10 @@ class Bloch(AbstractSimMethod):
         readout: ``None`` (exact window steps as above) or a `NUFFTReadout`, which evaluates
             every ADC window without RF (constant or time-varying gradient) with a
             non-uniform FFT to a requested tolerance: much faster for large twins.
-        chunk_size: spins simulated at once (peak memory is proportional to it).
-            ``None``: up to 65 536 (CPU) or 2 097 152 (GPU) spins.
+        chunk_size: spins simulated at once, at most (peak memory is proportional to
+            it). ``None``: up to 65 536 (CPU) or 2 097 152 (GPU) spins. A twin with
+            fewer spins (after spins that the sequence cannot tell apart are folded into
+            one) runs in one chunk of about its own size, not padded up to it.
         analytic_diffusion: attenuate each spin's transverse magnetization by
             ``exp(-D b)`` with the diffusion weighting ``b`` accumulated along the k-space
             pathway (``twin.diffusion``; k reset at excitations, negated at refocusing
