@@ -1350,8 +1350,7 @@ _CORE_STATIC = ("n_chunks", "chunk", "n_window", "checkpoint", "want_mag", "spoi
 def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, checkpoint, want_mag,
           spoiling=False, sharding=None, diffusion=False, readout=None, rev=None, n_slots=0, wtab=None,
           rftab=None, rf_kind=None, ftab=None, fuse_kind=None, fuse_same_dt=False, fftab=None, free_kind=None,
-          etab=None,
-          etab_all=False, rfint=None, rfint_use=None, defer_k=0, defer_n=(), defer_segs=None, layout=None,
+          etab=None, etab_all=False, rfint=None, rfint_use=None, defer_k=0, defer_n=(), defer_segs=None, layout=None,
           step_map=None, rf_rotation=("auto", "general")):
     _TRACES["core"] += 1
     n_coils = 1 if spins.coil_re is None else spins.coil_re.shape[2]
@@ -1386,7 +1385,7 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                 pulses.append(prep(sp, rftab.dt[p], rftab.k[p], rftab.b1dt[p], rftab.c0[p]))
 
         # fused RF steps whose raster steps all last as long: their half-step relaxation once
-        fused_relax = kernels.relaxation(sp, 0.5 * ftab.dt[0, 0]) if fuse_same_dt else None
+        fused_relax = kernels.half_relaxation(sp, ftab.dt[0, 0]) if fuse_same_dt else None
 
         def body_for(sp, static_kind=None, packed=False, fixed=None, relax=None):
             # packed: the carry is (mx + i my, mz) instead of a State (see _pack)

@@ -204,15 +204,10 @@ def fused_rf_steps(spins: Spins, m: State, dt, k, b1dt, c0, rotation: str = "aut
     return _FUSED_RF[rotation](spins, m, dt, k, b1dt, c0, relax)
 
 
-def _half_relax(spins: Spins, dt, relax):
-    """``(e1, e2)`` over ``dt[0] / 2``: ``relax`` when given."""
-    return kernels.relaxation(spins, 0.5 * dt[0]) if relax is None else relax
-
-
 def _fused_unrolled(rotation, spins: Spins, m: State, dt, k, b1dt, c0, relax=None) -> State:
     """The unrolled steps of `fused_rf_steps` with the rotation ``rotation``
     (`kernels._rf_rotation` or, for small fields, `kernels._rf_rotation_small`)."""
-    e1, e2 = _half_relax(spins, dt, relax)
+    e1, e2 = kernels.half_relaxation(spins, dt[0], relax)
     e2_full, e1_full = e2 * e2, e1 * e1
     m = kernels._relax(spins, m, e1, e2)
     size = k.shape[0]
@@ -225,7 +220,7 @@ def _fused_unrolled(rotation, spins: Spins, m: State, dt, k, b1dt, c0, relax=Non
 
 def _fused_rf_rolled(spins: Spins, m: State, dt, k, b1dt, c0, relax=None) -> State:
     """`fused_rf_steps` as a `lax.scan` over the steps (the same arithmetic)."""
-    e1, e2 = _half_relax(spins, dt, relax)
+    e1, e2 = kernels.half_relaxation(spins, dt[0], relax)
     e2_full, e1_full = e2 * e2, e1 * e1
     m = kernels._relax(spins, m, e1, e2)
     last = jnp.arange(k.shape[0]) == k.shape[0] - 1

@@ -127,6 +127,12 @@ def relaxation(spins: Spins, dt) -> tuple[jax.Array, jax.Array]:
     return jnp.exp(-spins.r1 * dt), jnp.exp(-spins.r2 * dt)
 
 
+def half_relaxation(spins: Spins, dt, relax=None) -> tuple[jax.Array, jax.Array]:
+    """An RF step's half-step factors ``relaxation(spins, dt / 2)``, or ``relax`` when
+    they were computed already."""
+    return relaxation(spins, 0.5 * dt) if relax is None else relax
+
+
 def free_step(spins: Spins, m: State, dt, k, c0=0.0, relax=None) -> State:
     """Free precession and relaxation over ``dt`` with gradient moment ``k`` [1/m] and an
     extra phase ``c0`` [cycles] common to all spins: exact. ``relax``: ``relaxation(spins,
@@ -273,7 +279,7 @@ def rf_step(spins: Spins, m: State, dt, k, b1dt, c0=0.0, rotation: str = "auto",
 
 def _rf_step_with(rotation, spins: Spins, m: State, dt, k, b1dt, c0, relax=None) -> State:
     w, a, b, c = rotation(spins, dt, k, b1dt, c0)
-    e1, e2 = relaxation(spins, 0.5 * dt) if relax is None else relax
+    e1, e2 = half_relaxation(spins, dt, relax)
     m = _relax(spins, m, e1, e2)
     return _relax(spins, _rotate(m, w, a, b, c), e1, e2)
 
