@@ -1,11 +1,12 @@
-"""Benchmark: mritwin vs the peer simulators sycomore and cmrsim on bench_peers.py's 2D spoiled GRE (CPU).
+"""Benchmark: mritwin vs the peer simulators sycomore, cmrsim and blochsimulator on bench_peers.py's 2D spoiled GRE (CPU).
 
 Workload (as in `bench_peers.py`): `mritwin.benchmarking.cartesian_gre(n, 0.2)` (n x n, FOV
 0.2 m, TR 12 ms, TE 5 ms, 15 degrees, 100 us hard pulse, RF spoiling with matched ADC phase,
 n samples at 20 us dwell on a constant readout gradient, spoiler) on `grid_twin(n, 0.2)`
-(one point spin per pixel centre, PD 1, T1 1 s, T2 0.1 s, no off-resonance). Neither peer
-reads Pulseq files, so each one is given the identical event train built from mritwin's own
-`Sequence` (no file in between).
+(one point spin per pixel centre, PD 1, T1 1 s, T2 0.1 s, no off-resonance). sycomore and
+cmrsim do not read Pulseq files, so each is given the identical event train built from
+mritwin's own `Sequence` (no file in between); blochsimulator reads the sequence's Pulseq
+file, as mritwin's users would give it.
 
 Records (one JSON object per line, the keys of `bench_peers.py`):
 
@@ -63,6 +64,21 @@ Records (one JSON object per line, the keys of `bench_peers.py`):
   number of states after each pulse grow to 6 080 (instead of 128) over the 128 TRs at
   n = 128 (cause not investigated).
 
+- blochsimulator `BlochSimulator.simulate_sequence` (C core with OpenMP, float64; the
+  Hargreaves-style isochromat solver of the ``blochsimulator`` GUI package, 2.9.5): the
+  sequence written by `mritwin.write_seq` in format 1.5.0 (the newest blochsimulator
+  accepts; mritwin's default is 1.5.1), read by its `load_pulseq` (pypulseq 1.5.0 inside;
+  ``prepare_s``, not part of ``run_s``), and a `Phantom` of the twin's n x n grid (pixel
+  centres via ``affine_ijk_to_xyz_m``, the twin's T1, T2 and PD maps), one spin per voxel,
+  ``spoiler_mode="gradient"`` (the gradient waveforms act on the spin positions; this file
+  declares no ideal spoilers, and ``"ideal"`` gives the same signal), its default kernel
+  (``"optimized"``; ``"strict_reference"`` agrees with it to 1e-13) and chunking, with
+  ``num_threads`` = the cores this process may use. ``run_s`` = median of
+  ``--peer-repeats`` calls after a first one (``first_run_s``; nothing is compiled on the
+  first call) and includes the sequence compilation that every call repeats
+  (``sequence_compile_s``, timed on its own). Its rotation sense is mritwin's, so its
+  signal is compared as it is (no conjugate).
+
 Errors, vs mritwin's exact result (``Bloch()``), as in `bench_peers.py`:
 ``rel_err_vs_mritwin_exact`` = ``|| |s| - |s_ref| || / ||s_ref||``,
 ``rel_err_complex_vs_mritwin_exact`` the same on the complex signal after the best global
@@ -101,6 +117,11 @@ Run (each peer in its own venv; both also need mritwin and therefore JAX)::
         jax==0.4.30 jaxlib==0.4.30 equinox==0.11.8 optax==0.2.3
     /tmp/cmrsim-venv/bin/python benchmarks/bench_peers_more.py --peers cmrsim
 
+    # blochsimulator 2.9.5 (a wheel; pins pypulseq 1.5.0, pulls in PyQt5 for its GUI)
+    python3 -m venv /tmp/bsim-venv
+    /tmp/bsim-venv/bin/pip install blochsimulator==2.9.5 -e .
+    /tmp/bsim-venv/bin/python benchmarks/bench_peers_more.py --peers blochsimulator --sizes 64 128 256
+
 A peer that cannot be imported gives one ``{"simulator": ..., "skipped": reason}`` record,
 so the script also runs in mritwin's own venv (mritwin's records only).
 
@@ -123,6 +144,14 @@ Caveats:
   n = 128), not the number of spins. A heterogeneous object needs one EPG model per
   distinct tissue. The projection ``L(k)`` is ours (NumPy), computed from the states
   sycomore returns, and it dominates ``run_s``. sycomore itself runs on one thread.
+- blochsimulator's signal drifts from the exact one as the sequence goes on: its interval
+  compiler gives the readout axis a moment of 2 882.49345 cycles/m per TR at n = 128
+  instead of the sequence's 2 882.5 (the summed trapezoid areas; mritwin's reading of the
+  same file differs from its in-memory sequence by 8e-6 in the signal), an error of
+  2.3e-6 per TR that dephases the spins far from the centre across TRs: at x = 9.8 cm a
+  single spin's samples are off by up to 1.4 % of the peak by the 48th TR (2e-5 after the
+  first; 1e-4 at x = 0). Hence its 2.4e-4, 9.4e-3 and 1.4e-2 at n = 64, 128 and 256
+  against mritwin, which agrees with sycomore's float64 EPG to 1e-6 on this workload.
 - Timings share the machine with whatever else runs on it; ``loadavg_1m`` is in every
   record.
 """
@@ -146,7 +175,7 @@ from bench_peers import FOV, _base, _cores, _emit, _errors, _version, run_mritwi
 import mritwin as mt  # noqa: E402
 from mritwin.benchmarking import grid_twin  # noqa: E402
 
-PEERS = ("sycomore", "cmrsim")
+PEERS = ("sycomore", "cmrsim", "blochsimulator")
 _SCANNER = dict(rf_dead_time=0.0, rf_ringdown_time=0.0, adc_dead_time=0.0)  # cartesian_gre's default scanner
 
 
@@ -156,6 +185,9 @@ def _importable(peer: str) -> str | None:
         if peer == "sycomore":
             import sycomore  # noqa: F401
             import sycomore.epg  # noqa: F401
+        elif peer == "blochsimulator":
+            import blochsimulator  # noqa: F401
+            from blochsimulator.sequence.pulseq import load_pulseq  # noqa: F401  (needs pypulseq 1.5.0)
         else:
             os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
             import tensorflow as tf
@@ -289,6 +321,66 @@ def run_cmrsim(n: int, seq, twin, ref, repeats: int, rf_steps: int):
                            tf.config.threading.get_inter_op_parallelism_threads()],
                n_steps=int(rf_w.shape[0] * (grid.size - 1)), **_errors(np.conj(sig), ref, n))
     rec["_signal"] = np.conj(sig)  # popped by main
+    return rec
+
+
+# -- blochsimulator ------------------------------------------------------------------------------
+
+def run_blochsimulator(n: int, seq, twin, ref, repeats: int):
+    """blochsimulator's sequence mode on the Pulseq file of ``seq`` (format 1.5.0, the newest
+    it reads) and a ``Phantom`` with the twin's grid, maps and positions."""
+    import tempfile
+
+    from blochsimulator import BlochSimulator
+    from blochsimulator.phantom import Phantom
+    from blochsimulator.sequence import SequenceCompiler
+    from blochsimulator.sequence.pulseq import load_pulseq
+
+    threads = _cores()
+    pos = np.asarray(twin.position, np.float64)
+    dx = FOV / n
+    c = (np.arange(n) - n / 2) * dx
+    # grid_twin's spins are the pixel centres in [x, y] order (x slowest): Phantom's order
+    if pos.shape[0] != n * n or not np.allclose(pos[:, :2], np.stack(np.meshgrid(c, c, indexing="ij"), -1)
+                                                .reshape(-1, 2)) or np.any(pos[:, 2] != 0):
+        raise ValueError("run_blochsimulator needs grid_twin's n x n grid")
+    affine = np.eye(4)
+    affine[0, 0] = affine[1, 1] = dx
+    affine[0, 3] = affine[1, 3] = c[0]
+    phantom = Phantom(shape=(n, n), fov=(FOV, FOV), affine_ijk_to_xyz_m=affine,
+                      t1_map=np.asarray(twin.t1, np.float64).reshape(n, n),
+                      t2_map=np.asarray(twin.t2, np.float64).reshape(n, n),
+                      pd_map=np.asarray(twin.pd, np.float64).reshape(n, n))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, f"gre{n}.seq")
+        mt.write_seq(seq, path, version="1.5.0")
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = load_pulseq(path)
+        prepare_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    compiled = SequenceCompiler().compile(program)  # also done inside every simulate_sequence call
+    seq_compile_s = time.perf_counter() - t0
+    sim = BlochSimulator(use_parallel=True, num_threads=threads)
+
+    def simulate():
+        out = sim.simulate_sequence(program, phantom, spoiler_mode="gradient")
+        return np.asarray(out.signal).ravel(), out.metadata
+
+    times, sig, meta = [], None, None
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        sig, meta = simulate()
+        times.append(time.perf_counter() - t0)
+    run = statistics.median(times[1:])
+    rec = _base(n, "blochsimulator", _version("blochsimulator"),
+                "BlochSimulator.simulate_sequence (C core, OpenMP), Pulseq 1.5.0 file via load_pulseq, "
+                "spoiler_mode='gradient', one spin per voxel, float64", int(meta.get("effective_threads", threads)))
+    rec.update(run_s=run, first_run_s=times[0], prepare_s=prepare_s, sequence_compile_s=seq_compile_s,
+               repeats=repeats, n_intervals=int(compiled.n_intervals),
+               numerical_contract=str(meta.get("numerical_contract")), **_errors(sig, ref, n))
+    rec["_signal"] = sig  # popped by main
     return rec
 
 
@@ -461,6 +553,8 @@ def main(argv=None) -> int:
                 continue
             if peer == "cmrsim":
                 recs = [run_cmrsim(n, seq, twin, ref, a.peer_repeats, a.cmrsim_rf_steps)]
+            elif peer == "blochsimulator":
+                recs = [run_blochsimulator(n, seq, twin, ref, a.peer_repeats)]
             else:
                 recs = [run_sycomore(n, seq, twin, ref, a.peer_repeats, a.sycomore_bin_width, window)
                         for window in (False, True)]
