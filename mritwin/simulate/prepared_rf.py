@@ -64,12 +64,16 @@ def _concrete(x):
     return np.asarray(x)
 
 
-def _key(x, scale) -> bytes:
-    """Hashable rounded values (``+ 0.0`` turns a rounded ``-0.0`` into ``0.0``)."""
-    x = np.asarray(x)
-    if np.iscomplexobj(x):
-        return _key(x.real, scale) + _key(x.imag, scale)
-    return (np.round(x / scale) + 0.0).tobytes()
+def _match_tol(t, dt, kind) -> float:
+    """Relative tolerance to which two plays of a pulse count as the same: 1e-10, or the
+    rounding of a step's integrals at the sequence's latest time (a step's B1 integral
+    is taken between absolute times, so a 1 us step 2.4 s into a sequence carries ~5e-10
+    of relative rounding), at most 1e-7 (the candidate buckets' width)."""
+    rf = (kind == 0) & (dt > 0)
+    if not rf.any():
+        return 1e-10
+    late = float(np.abs(t).max()) + float(dt.max())
+    return min(max(1e-10, 16 * np.finfo(np.float64).eps * late / float(dt[rf].min())), 1e-7)
 
 
 def _runs(kind: np.ndarray):
@@ -115,11 +119,17 @@ def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int, min_repeats: int = MI
     sample, spoil = fields["sample"][:m], fields["spoil"][:m]
     dt, kst, b1, cyc = fields["dt"][:m], fields["kstep"][:m], fields["b1dt"][:m], fields["cyc0"][:m]
     # group the runs by shape: durations, moments, B1 up to a common phase and the common
-    # phases, equal to 1e-10 of each field's largest value (float rounding apart);
-    # candidates are found by a coarse hash (1e-7), then compared
+    # phases, equal to `_match_tol` of each field's largest value (float rounding apart).
+    # Candidates come from buckets of two sums (|B1| and durations, to 1e-7), looked up
+    # with their neighbours: a hash of all the rounded values would put plays that differ
+    # only by rounding into different buckets whenever one of their ~2 000 values
+    # straddles a rounding boundary (a 256-line GRE: 89 of its 256 sinc plays were left
+    # unprepared)
     scales = [max(float(np.abs(x).max()), 1e-300) for x in (dt, kst, b1, cyc)]
+    tol = _match_tol(fields["t"][:m], dt, kind)
     buckets: dict = {}
     groups = []  # [(dt, k, shape), [runs]]
+    near = [(i, j) for i in (-1, 0, 1) for j in (-1, 0, 1)]
     phases = np.zeros(starts.size, complex)
     for r, (a, b) in enumerate(zip(starts, stops)):
         if b - a < (1 if single_steps else MIN_SAMPLES) or sample[a:b].any() or spoil[a + 1:b].any():
@@ -130,15 +140,16 @@ def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int, min_repeats: int = MI
         ph = b1[ref] / abs(b1[ref])
         phases[r] = ph
         vals = (dt[a:b], kst[a:b], b1[a:b] * np.conj(ph), cyc[a:b])
-        coarse = (b - a,) + tuple(_key(v, 1e-7 * sc) for v, sc in zip(vals, scales))
-        for g in buckets.setdefault(coarse, []):
-            rep = groups[g][0]
-            if all(np.abs(v - w).max() <= 1e-10 * sc for v, w, sc in zip(vals, rep, scales)):
-                groups[g][1].append(r)
-                break
-        else:
-            buckets[coarse].append(len(groups))
+        q = (int(np.floor(np.abs(vals[2]).sum() / (1e-7 * scales[2] * (b - a)))),
+             int(np.floor(vals[0].sum() / (1e-7 * scales[0] * (b - a)))))
+        match = next((g for i, j in near for g in buckets.get((b - a, q[0] + i, q[1] + j), ())
+                      if all(np.abs(v - w).max() <= tol * sc for v, w, sc in zip(vals, groups[g][0], scales))),
+                     None)
+        if match is None:
+            buckets.setdefault((b - a,) + q, []).append(len(groups))
             groups.append((vals, [r]))
+        else:
+            groups[match][1].append(r)
     groups = {g: runs for g, (_, runs) in enumerate(groups)}
     def enough(runs):  # (a one-step pulse: repeated MIN_REPEATS times whatever min_repeats)
         one = stops[runs[0]] - starts[runs[0]] == 1
