@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 import mritwin as mt
-from mritwin.simulate import trace_count
+from mritwin.simulate import engine, trace_count
 
 __all__ = ["cartesian_gre", "grid_twin", "fft_recon", "numpy_reference", "run_gre", "run_scenario", "run_case",
            "records_to_markdown", "RECORD_FIELDS", "time_call"]
@@ -407,7 +407,7 @@ def run_case(name: str, case, *, quick: bool = False, repeats: int = 3, dtype: s
     m = case.method
     t0 = time.perf_counter()
     dseq = mt.discretize(case.seq, case.scanner, rf_dt=m.rf_dt, windows=m.windows, motion=case.motion,
-                         general_windows=m.readout is not None)
+                         general_windows=m.readout is not None, rf_per_step=engine.rf_per_step(m))
     discretize_s = time.perf_counter() - t0
     twin = case.twin
     n_steps = int(dseq.n_real_steps)

@@ -165,6 +165,19 @@ def _bucket(n: int) -> int:
     return int(math.ceil(n / step) * step)
 
 
+def _fused_away(is_rf, dt, size: int) -> int:
+    """How many fewer steps the RF steps take when runs of ``size`` consecutive RF steps of
+    equal duration become one step each (as `mritwin.simulate.fused_rf.fuse_starts`
+    groups them, without its sample and spoiling conditions)."""
+    if size < 2 or not is_rf.any():
+        return 0
+    cont = np.zeros(is_rf.size, bool)
+    cont[1:] = is_rf[1:] & is_rf[:-1] & (np.abs(dt[1:] - dt[:-1]) <= 1e-9 * np.abs(dt[:-1]))
+    seg_a = np.flatnonzero(~cont)  # maximal runs: every later step continues the first
+    lengths = (np.r_[seg_a[1:], is_rf.size] - seg_a)[is_rf[seg_a]]
+    return int((lengths // size * (size - 1)).sum())
+
+
 def discretize(
     seq: Sequence,
     scanner: Scanner | None = None,
@@ -177,6 +190,7 @@ def discretize(
     diffusion: bool = False,
     general_windows: bool = False,
     max_dt: float | None = None,
+    rf_per_step: int = 1,
 ) -> DiscreteSequence:
     """Discretize ``seq`` into a `DiscreteSequence` (see the module docstring).
 
@@ -208,6 +222,11 @@ def discretize(
         max_dt: cut steps outside RF pulses that are longer than this [s] into equal
             steps of at most ``max_dt`` (for per-spin dynamics such as random walks,
             `mritwin.twin.dynamics`). Default: no limit.
+        rf_per_step: RF raster steps of equal duration that the simulator applies as one
+            step (the engine's fused RF steps, `Bloch.fuse_rf`). Only sizes the window
+            output buffer, which has one row per simulator step: windows fall back to
+            stepping when it would pass 2**24 entries, and a shaped pulse's raster steps
+            (2 000 per 2 ms sinc at 1 us) would otherwise count one row each.
 
     Returns:
         The discretized sequence; values are NumPy/JAX arrays (JAX when any event value
@@ -267,8 +286,10 @@ def discretize(
             cand = cand[ok]
             win_general = ~const[ok]
         # window outputs are (n_steps, n_window) per coil: fall back to stepping when that
-        # buffer would exceed _MAX_WINDOW_BUFFER entries (and be mostly padding)
-        n_after = n - int((adt.count[cand] - 2).sum()) if cand.size else n
+        # buffer would exceed _MAX_WINDOW_BUFFER entries (and be mostly padding); the
+        # simulator's steps: RF raster steps fused rf_per_step at a time
+        n_after = n - _fused_away(is_rf, b - a, rf_per_step)
+        n_after -= int((adt.count[cand] - 2).sum()) if cand.size else 0
         buffer = n_after * (int(adt.count[cand].max()) if cand.size else 0)
         if cand.size and buffer <= max(_MAX_WINDOW_BUFFER, 4 * adt.time.size):
             win_first = cand

@@ -1050,12 +1050,19 @@ def _fused_steps(dseq: DiscreteSequence, method: Bloch, kind_id: int, step_kind:
     """``(dseq, table)``: runs of ``method.fuse_rf`` RF (``step_kind`` 0) or free
     precession steps (1) as single fused steps (`fused_rf`), or ``(dseq, None)``. Cached
     per sequence object and discretization."""
-    if method.fuse_rf < 2 or method.reversible or method.analytic_diffusion:
+    if rf_per_step(method) < 2:
         return dseq, None
     from .fused_rf import plan_fused_rf
 
     return _remembered(dseq, ("fused", kind_id, method.fuse_rf, step_kind),
                        lambda: plan_fused_rf(dseq, kind_id, method.fuse_rf, step_kind))
+
+
+def rf_per_step(method: Bloch) -> int:
+    """RF raster steps the engine applies per step under ``method`` (its fused RF steps,
+    `_fused_steps`; 1 without): `discretize`'s ``rf_per_step``."""
+    fused = method.fuse_rf >= 2 and not method.reversible and not method.analytic_diffusion
+    return int(method.fuse_rf) if fused else 1
 
 
 def _prepare(seq: Sequence, scanner: Scanner, method: Bloch, motion=None):
@@ -1066,13 +1073,15 @@ def _prepare(seq: Sequence, scanner: Scanner, method: Bloch, motion=None):
     it is recomputed inside the trace.
     """
     general = method.readout is not None
-    key = (scanner, method.rf_dt, method.windows, method.ideal_spoiling, method.analytic_diffusion, general)
+    key = (scanner, method.rf_dt, method.windows, method.ideal_spoiling, method.analytic_diffusion, general,
+           rf_per_step(method))
     per_seq = _PREPARED.get(seq)
     if motion is None and per_seq is not None and key in per_seq:
         return per_seq[key]
     dseq = discretize(seq, scanner, rf_dt=method.rf_dt, windows=method.windows,
                       ideal_spoiling=method.ideal_spoiling, motion=motion,
-                      diffusion=method.analytic_diffusion, general_windows=general)
+                      diffusion=method.analytic_diffusion, general_windows=general,
+                      rf_per_step=rf_per_step(method))
     kspace = seq.kspace()
     counts = [b.adc.num_samples for b in seq.blocks if b.adc is not None]
     adc_event = np.repeat(np.arange(len(counts)), counts)

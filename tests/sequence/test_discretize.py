@@ -150,3 +150,52 @@ def test_every_step_of_a_multislice_pulse_gets_its_own_slice_offset():
         np.testing.assert_allclose(np.asarray(d.cyc0)[:n][inside], -rf.freq_offset * dt[inside], rtol=1e-12)
     _, table = plan_prepared_rf(d, kind_id=4, min_repeats=1)
     assert table is not None and table.dt.shape[0] == 4
+
+
+def test_window_buffer_counts_the_engines_fused_rf_steps(monkeypatch):
+    """Windows fall back to stepping when their output buffer (one row per simulator step)
+    would pass `_MAX_WINDOW_BUFFER` entries. A shaped pulse's raster steps are applied 16 at
+    a time by the engine (`Bloch.fuse_rf`), so they count as 16 times fewer rows: a GRE with
+    a 2 ms sinc (2 000 raster steps per TR) keeps its windows at 128 x 128 (it was stepped
+    sample by sample, 16x slower), and the engine's windows give stepping's samples."""
+    import importlib
+
+    import jax
+
+    from mritwin.simulate import engine
+    from mritwin.simulate.fused_rf import fuse_starts
+
+    disc = importlib.import_module("mritwin.sequence.discretize")  # (the package exports the function)
+    seq = mt.sequences.gre(scanner=mt.Scanner(), fov=0.2, matrix=8, flip_angle_deg=20, slice_thickness=5e-3)
+    plain = mt.discretize(seq, windows=False)
+    m = plain.n_real_steps
+    kind, dt = np.asarray(plain.kind)[:m], np.asarray(plain.dt)[:m]
+    # the estimate removes what the engine's fusion removes (no samples or spoiling inside pulses here)
+    sample, spoil = np.asarray(plain.sample)[:m].astype(bool), np.asarray(plain.spoil)[:m].astype(bool)
+    for size in (2, 5, 16):
+        fused = fuse_starts(kind, dt, sample, spoil, size)
+        assert fused.size > 0
+        assert disc._fused_away(kind == 0, dt, size) == fused.size * (size - 1)
+    assert disc._fused_away(kind == 0, dt, 1) == 0
+    n_rf = int((kind == 0).sum())
+
+    # a bound between the fused and the raster-step buffers
+    with_windows = mt.discretize(seq, rf_per_step=16)
+    bound = (with_windows.n_real_steps - n_rf + n_rf // 16) * 8 * 2
+    assert bound < m * 8
+    monkeypatch.setattr(disc, "_MAX_WINDOW_BUFFER", bound)
+    assert mt.discretize(seq).n_window == 0
+    assert mt.discretize(seq, rf_per_step=16).n_window == 8
+    assert engine._prepare(seq, mt.Scanner(), mt.Bloch())[0].n_window == 8
+    assert engine._prepare(seq, mt.Scanner(), mt.Bloch(fuse_rf=1))[0].n_window == 0
+
+    jax.config.update("jax_enable_x64", True)
+    rng = np.random.default_rng(2)
+    n = 40
+    twin = mt.Twin(position=np.c_[rng.uniform(-0.1, 0.1, (n, 2)), rng.uniform(-3e-3, 3e-3, n)],
+                   pd=np.ones(n), t1=rng.uniform(0.5, 1.5, n), t2=rng.uniform(0.03, 0.2, n),
+                   delta_f=rng.normal(0, 10, n))
+    out = mt.simulate(twin, seq, dtype=jnp.float64)
+    ref = mt.simulate(twin, seq, method=mt.Bloch(windows=False), dtype=jnp.float64)
+    err = np.max(np.abs(np.asarray(out.samples) - np.asarray(ref.samples))) / np.max(np.abs(np.asarray(ref.samples)))
+    assert err < 1e-10
