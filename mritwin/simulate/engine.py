@@ -879,7 +879,7 @@ def _rf_group_axes(twin: Twin, dseq: DiscreteSequence, method: Bloch, chunk: int
     spins (`Bloch.group_spins`): the twin's values and the RF steps are concrete, and the
     spins form at most ``chunk / 4`` groups; else None."""
     if (not method.group_spins or not method.prepare_pulses or method.reversible
-            or method.analytic_diffusion or method.readout is not None):
+            or method.analytic_diffusion):  # (the NUFFT readout's spin order: `_rf_groups`)
         return None
     fields = (twin.position, twin.delta_f, twin.b1, twin.t1, twin.t2, dseq.kstep, dseq.kind)
     if any(isinstance(f, jax.core.Tracer) for f in fields):

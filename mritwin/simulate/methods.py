@@ -152,9 +152,9 @@ class Bloch(AbstractSimMethod):
             every spin, and on the CPU so are repeated pulses of 16 or more steps in all
             (instead of prepared for every spin). The same result to float rounding.
             Planned on the host when the twin's values and the sequence's gradients are
-            concrete, and used when the groups at least quarter the work; never with a
-            NUFFT ``readout``, the reversible adjoint or analytic diffusion (windows: nor
-            with motion). Whole sequence: spins that no
+            concrete, and used when the groups at least quarter the work; never with the
+            reversible adjoint or analytic diffusion (windows: nor with motion or a NUFFT
+            ``readout``, whose windows are its own). Whole sequence: spins that no
             gradient of the sequence tells apart (a sequence without gradients, or with
             gradients on one or two axes only) run once per group with receive weights
             ``Σ PD_j c_j`` (`mritwin.simulate.seqgroups`), when that at least halves the
