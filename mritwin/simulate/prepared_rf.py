@@ -65,15 +65,15 @@ def _concrete(x):
 
 
 def _match_tol(t, dt, kind) -> float:
-    """Relative tolerance to which two plays of a pulse count as the same: 1e-10, or the
-    rounding of a step's integrals at the sequence's latest time (a step's B1 integral
-    is taken between absolute times, so a 1 us step 2.4 s into a sequence carries ~5e-10
-    of relative rounding), at most 1e-7 (the candidate buckets' width)."""
+    """Relative rounding of a step's values at the sequence's latest time, to which two
+    plays of a pulse still count as the same: a step's integrals (B1, gradient moment,
+    duration) are taken between absolute times, so a 1 us step 2.4 s into a sequence
+    carries ~5e-10 of relative rounding. At most 1e-7 (the candidate buckets' width)."""
     rf = (kind == 0) & (dt > 0)
     if not rf.any():
-        return 1e-10
+        return 0.0
     late = float(np.abs(t).max()) + float(dt.max())
-    return min(max(1e-10, 16 * np.finfo(np.float64).eps * late / float(dt[rf].min())), 1e-7)
+    return min(16 * np.finfo(np.float64).eps * late / float(dt[rf].min()), 1e-7)
 
 
 def _runs(kind: np.ndarray):
@@ -119,7 +119,8 @@ def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int, min_repeats: int = MI
     sample, spoil = fields["sample"][:m], fields["spoil"][:m]
     dt, kst, b1, cyc = fields["dt"][:m], fields["kstep"][:m], fields["b1dt"][:m], fields["cyc0"][:m]
     # group the runs by shape: durations, moments, B1 up to a common phase and the common
-    # phases, equal to `_match_tol` of each field's largest value (float rounding apart).
+    # phases, equal to 1e-10 of each field's largest value plus `_match_tol` of each value
+    # (float rounding apart).
     # Candidates come from buckets of two sums (|B1| and durations, to 1e-7), looked up
     # with their neighbours: a hash of all the rounded values would put plays that differ
     # only by rounding into different buckets whenever one of their ~2 000 values
@@ -143,7 +144,8 @@ def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int, min_repeats: int = MI
         q = (int(np.floor(np.abs(vals[2]).sum() / (1e-7 * scales[2] * (b - a)))),
              int(np.floor(vals[0].sum() / (1e-7 * scales[0] * (b - a)))))
         match = next((g for i, j in near for g in buckets.get((b - a, q[0] + i, q[1] + j), ())
-                      if all(np.abs(v - w).max() <= tol * sc for v, w, sc in zip(vals, groups[g][0], scales))),
+                      if all(np.all(np.abs(v - w) <= 1e-10 * sc + tol * np.abs(w))
+                             for v, w, sc in zip(vals, groups[g][0], scales))),
                      None)
         if match is None:
             buckets.setdefault((b - a,) + q, []).append(len(groups))
