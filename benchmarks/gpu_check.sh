@@ -35,7 +35,7 @@ timeout 60 python benchmarks/bench_pallas.py --quick --repeats 3 --out "$OUT/pal
   --scenario koma-column gre-64 koma-brain-motion > /dev/null || echo "pallas quick: rc $?"
 # 2. the suite, full sizes, XLA engine; the two target cases first (26k brain spiral, >= 1M spins)
 for s in koma-brain-spiral brain3d-gre koma-epi koma-brain-motion koma-brain-suscept koma-column koma-sphere-cs \
-         mrilab-spiral gre-64 gre-128 gre-256 mrf-train; do suite "$s" --kernel xla; done
+         mrilab-spiral gre-64 gre-128 gre-256 gre-sinc-256 mrf-train; do suite "$s" --kernel xla; done
 # 3. what simulate's default Bloch(kernel="auto") runs (the fused kernel where it covers the case)
 for s in koma-brain-spiral brain3d-gre koma-epi koma-brain-motion mrilab-spiral gre-256 mrf-train; do
   suite "$s" --kernel auto; done

@@ -283,6 +283,17 @@ def _gre(n_full: int) -> Callable[[bool], Case]:
     return build
 
 
+def _gre_sinc(quick: bool) -> Case:
+    n = 64 if quick else 256
+    fov, sc = 0.22, mt.Scanner()
+    seq = mt.sequences.gre(scanner=sc, fov=fov, matrix=n, flip_angle_deg=15, slice_thickness=5e-3)
+    return Case(grid_twin(n, fov, t1=1.0, t2=0.08), seq, sc, mt.Bloch(),
+                note="the library's clinical GRE (mt.sequences.gre: 2 ms sinc slice selection on its 1 us "
+                     "raster, minimum TR/TE, RF spoiling), one spin per pixel on the slice"
+                     + (f"; quick size {n}x{n}" if quick else ""),
+                params={"matrix": n, "flip_deg": 15, "slice_thickness_m": 5e-3, "tr_s": float(seq.duration) / n})
+
+
 def _brain3d_twin(quick: bool) -> tuple[mt.Scanner, int, mt.Twin]:
     """The 3D-brain scenarios' scanner, twin matrix and twin."""
     mat = 32 if quick else 147  # 147: 1.50 mm isotropic over 22 cm, ~1.68M spins
@@ -379,6 +390,7 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in [
     Scenario("gre-64", "2D Cartesian spoiled GRE 64x64 (issue 2)", _gre(64)),
     Scenario("gre-128", "2D Cartesian spoiled GRE 128x128 (issue 2)", _gre(128)),
     Scenario("gre-256", "2D Cartesian spoiled GRE 256x256 (issue 2)", _gre(256)),
+    Scenario("gre-sinc-256", "2D spoiled GRE 256x256 with a 2 ms sinc per TR (mt.sequences.gre)", _gre_sinc),
     Scenario("brain3d-gre", "3D brain at 1.5 mm (~1.7M spins), one slice of a 2D GRE 32x32", _brain3d),
     Scenario("brain3d-ms", "3D brain at 1.5 mm (~1.7M spins), 2D multi-slice GRE 32x32, 4 slices", _brain3d_multislice),
     Scenario("brain3d-slab", "3D brain at 1.5 mm (~1.7M spins), 3D GRE 32x32x8 over a 40 mm slab", _brain3d_slab),
