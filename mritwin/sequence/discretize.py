@@ -165,17 +165,39 @@ def _bucket(n: int) -> int:
     return int(math.ceil(n / step) * step)
 
 
+def fuse_starts(kind, dt, sample, spoil, size: int, step_kind: int = 0) -> np.ndarray:
+    """First steps of the fused steps: greedy, left to right, non-overlapping runs of
+    ``size`` steps of kind ``step_kind`` of equal duration (to 1e-9 relative: raster times
+    carry float rounding), with no ideal spoiling after their first step. RF runs (kind 0)
+    take no ADC sample; free-precession runs (kind 1) may sample after any step."""
+    if step_kind == 1:
+        sample = np.zeros_like(sample)
+    m = kind.shape[0]
+    if m < size:
+        return np.zeros(0, np.int64)
+    # a step can continue a run started before it when it has the run's kind, takes no
+    # sample (nor does the step before it; RF only), is not spoiled and lasts as long as
+    # the step before
+    cont = np.zeros(m, bool)
+    cont[1:] = ((kind[1:] == step_kind) & (kind[:-1] == step_kind) & ~sample[1:] & ~sample[:-1] & ~spoil[1:]
+                & (np.abs(dt[1:] - dt[:-1]) <= 1e-9 * np.abs(dt[:-1])))
+    # maximal segments [a, b) in which every step after the first continues the run
+    # (the first is then RF without a sample too, whenever the segment is longer than one)
+    seg_a = np.nonzero(~cont)[0]
+    seg_b = np.r_[seg_a[1:], m]
+    n_fused = (seg_b - seg_a) // size
+    seg_a, n_fused = seg_a[n_fused > 0], n_fused[n_fused > 0]
+    out = [a + size * np.arange(n) for a, n in zip(seg_a, n_fused)]
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
+
+
 def _fused_away(is_rf, dt, size: int) -> int:
-    """How many fewer steps the RF steps take when runs of ``size`` consecutive RF steps of
-    equal duration become one step each (as `mritwin.simulate.fused_rf.fuse_starts`
-    groups them, without its sample and spoiling conditions)."""
+    """How many fewer steps the RF steps take when the engine fuses them ``size`` at a time
+    (`fuse_starts`, without its sample and spoiling conditions)."""
     if size < 2 or not is_rf.any():
         return 0
-    cont = np.zeros(is_rf.size, bool)
-    cont[1:] = is_rf[1:] & is_rf[:-1] & (np.abs(dt[1:] - dt[:-1]) <= 1e-9 * np.abs(dt[:-1]))
-    seg_a = np.flatnonzero(~cont)  # maximal runs: every later step continues the first
-    lengths = (np.r_[seg_a[1:], is_rf.size] - seg_a)[is_rf[seg_a]]
-    return int((lengths // size * (size - 1)).sum())
+    none = np.zeros(is_rf.size, bool)
+    return int(fuse_starts(np.where(is_rf, 0, 1), dt, none, none, size).size * (size - 1))
 
 
 def discretize(

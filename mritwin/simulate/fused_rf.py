@@ -35,7 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..sequence.discretize import DiscreteSequence, _bucket
+from ..sequence.discretize import DiscreteSequence, _bucket, fuse_starts  # noqa: F401  (fuse_starts: here too)
 from . import kernels
 from .kernels import Spins, State
 from .prepared_rf import STEP_FIELDS, _concrete, shorten_steps
@@ -60,32 +60,6 @@ class FusedTable(NamedTuple):
     k: jax.Array
     b1dt: jax.Array
     c0: jax.Array
-
-
-def fuse_starts(kind, dt, sample, spoil, size: int, step_kind: int = 0) -> np.ndarray:
-    """First steps of the fused steps: greedy, left to right, non-overlapping runs of
-    ``size`` steps of kind ``step_kind`` of equal duration (to 1e-9 relative: raster times
-    carry float rounding), with no ideal spoiling after their first step. RF runs (kind 0)
-    take no ADC sample; free-precession runs (kind 1) may sample after any step."""
-    if step_kind == 1:
-        sample = np.zeros_like(sample)
-    m = kind.shape[0]
-    if m < size:
-        return np.zeros(0, np.int64)
-    # a step can continue a run started before it when it has the run's kind, takes no
-    # sample (nor does the step before it; RF only), is not spoiled and lasts as long as
-    # the step before
-    cont = np.zeros(m, bool)
-    cont[1:] = ((kind[1:] == step_kind) & (kind[:-1] == step_kind) & ~sample[1:] & ~sample[:-1] & ~spoil[1:]
-                & (np.abs(dt[1:] - dt[:-1]) <= 1e-9 * np.abs(dt[:-1])))
-    # maximal segments [a, b) in which every step after the first continues the run
-    # (the first is then RF without a sample too, whenever the segment is longer than one)
-    seg_a = np.nonzero(~cont)[0]
-    seg_b = np.r_[seg_a[1:], m]
-    n_fused = (seg_b - seg_a) // size
-    seg_a, n_fused = seg_a[n_fused > 0], n_fused[n_fused > 0]
-    out = [a + size * np.arange(n) for a, n in zip(seg_a, n_fused)]
-    return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
 def plan_fused_rf(dseq: DiscreteSequence, kind_id: int, size: int = DEFAULT_FUSE, step_kind: int = 0):

@@ -162,8 +162,8 @@ def test_window_buffer_counts_the_engines_fused_rf_steps(monkeypatch):
 
     import jax
 
+    from mritwin.sequence.discretize import fuse_starts
     from mritwin.simulate import engine
-    from mritwin.simulate.fused_rf import fuse_starts
 
     disc = importlib.import_module("mritwin.sequence.discretize")  # (the package exports the function)
     seq = mt.sequences.gre(scanner=mt.Scanner(), fov=0.2, matrix=8, flip_angle_deg=20, slice_thickness=5e-3)
