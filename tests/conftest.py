@@ -1,6 +1,6 @@
 """Shared test configuration: float64 JAX for validation against closed forms, a cheaper
-XLA CPU compile, an opt-in persistent JAX compilation cache, and the slow tests scheduled
-first."""
+XLA CPU compile, an opt-in persistent JAX compilation cache, the slow tests scheduled
+first, and a test whose xdist worker crashed run once more."""
 
 import os
 import pathlib
@@ -98,3 +98,32 @@ def pytest_collection_modifyitems(config, items):
     one at the end while the other idles.
     """
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+_CRASH_RERUNS: dict[str, int] = {}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_handlecrashitem(crashitem, report, sched):
+    """pytest-xdist: a worker process died (a signal, not a test failure) while running
+    ``crashitem``: run that test once more on a fresh worker, and let that run decide.
+
+    XLA's CPU compiler segfaulted now and then under the suite (jaxlib 0.10.1 and 0.10.2,
+    about one full run in ten: inside `backend_compile_and_load` or the compilation
+    cache's writer, each time in a different test, every one of which passes when run
+    again; jax-ml/jax#39257 reports SIGSEGV regressions of XLA:CPU in these releases). The
+    crash is reported as a skip with its reason and printed; a test that crashes its
+    worker twice fails."""
+    if _CRASH_RERUNS.get(crashitem, 0) >= 1:
+        return
+    _CRASH_RERUNS[crashitem] = 1
+    try:
+        sched.mark_test_pending(crashitem)
+    except NotImplementedError:  # (a scheduler that cannot: the crash stays a failure)
+        return
+    msg = f"{report.longrepr}: rerun once on a fresh worker (its result follows)"
+    report.outcome = "skipped"
+    report.longrepr = (crashitem.split("::")[0], 0, msg)
+    reporter = sched.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"\n{msg}", yellow=True)
