@@ -1039,7 +1039,7 @@ def _packed_branch(f):
 def _rows_share_dt(table) -> bool:
     """Whether the raster steps of every fused RF step last as long as the first row's (to
     1e-9 relative, the tolerance within a row: `discretize.fuse_starts`; padding rows, of
-    zero duration, apart): their half-step relaxation factors are then computed once per
+    zero duration, apart): their half-step relaxation fractions are then computed once per
     chunk instead of once per fused step."""
     dt = np.asarray(table.dt)[:, 0]
     live = dt[dt > 0]

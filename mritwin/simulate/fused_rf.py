@@ -13,10 +13,10 @@ factors.
 own kind. The steps of a run have the same duration and no ideal spoiling inside; RF runs
 take no ADC sample, free-precession runs may sample after every step.
 
-- `fused_rf_steps` applies ``S`` RF steps in one unrolled kernel: the relaxation factors
-  ``exp(-dt/2T)`` are computed once, the half-step relaxations of neighbouring steps
-  merged (relaxing for ``dt/2`` and again for ``dt/2`` is relaxing for ``dt``, with the
-  factor squared), and the magnetization stays in registers between the steps.
+- `fused_rf_steps` applies ``S`` RF steps in one unrolled kernel: the fractions relaxed
+  per half step, ``1 - exp(-dt/2T)``, are computed once, the half-step relaxations of
+  neighbouring steps merged (relaxing for ``dt/2`` and again for ``dt/2`` is relaxing
+  for ``dt``: ``d (2 - d)``), and the magnetization stays in registers between the steps.
 - `fused_free_steps` applies ``S`` free-precession steps in a loop without dispatch, each
   followed by its ADC sample, with the relaxation factors computed once; the samples
   leave the engine as a third output block (see `prepared_rf.shorten_steps`).
@@ -166,7 +166,7 @@ def fused_rf_steps(spins: Spins, m: State, dt, k, b1dt, c0, rotation: str = "aut
     ``dt/2``. ``rotation`` as in `kernels.rf_step`: ``"small"`` (every spin's field within
     `kernels.SMALL_FIELD` cycles per step, as on a 1 µs raster of a typical shaped pulse:
     Taylor series, less arithmetic), ``"general"``, or ``"auto"`` (`kernels.small_field`
-    decides once for the S steps). ``relax``: the half-step factors
+    decides once for the S steps). ``relax``: the half-step fractions
     ``kernels.relaxation(spins, dt[0] / 2)`` when computed already (the engine does so once
     per chunk when every fused step's raster steps last as long).
 
@@ -178,32 +178,37 @@ def fused_rf_steps(spins: Spins, m: State, dt, k, b1dt, c0, rotation: str = "aut
     return _FUSED_RF[rotation](spins, m, dt, k, b1dt, c0, relax)
 
 
+def _twice(d):
+    """The fraction relaxed over two half steps that relax by ``d`` each: ``1 - (1 - d)²``."""
+    return d * (2.0 - d)
+
+
 def _fused_unrolled(rotation, spins: Spins, m: State, dt, k, b1dt, c0, relax=None) -> State:
     """The unrolled steps of `fused_rf_steps` with the rotation ``rotation``
     (`kernels._rf_rotation` or, for small fields, `kernels._rf_rotation_small`)."""
-    e1, e2 = kernels.half_relaxation(spins, dt[0], relax)
-    e2_full, e1_full = e2 * e2, e1 * e1
-    m = kernels._relax(spins, m, e1, e2)
+    d1, d2 = kernels.half_relaxation(spins, dt[0], relax)
+    d1_full, d2_full = _twice(d1), _twice(d2)
+    m = kernels._relax(spins, m, d1, d2)
     size = k.shape[0]
     for i in range(size):
         w, a, b, c = rotation(spins, dt[i], k[i], b1dt[i], c0[i])
         m = kernels._rotate(m, w, a, b, c)
-        m = kernels._relax(spins, m, e1_full, e2_full) if i < size - 1 else kernels._relax(spins, m, e1, e2)
+        m = kernels._relax(spins, m, d1_full, d2_full) if i < size - 1 else kernels._relax(spins, m, d1, d2)
     return State(*kernels.one_fusion(*m))
 
 
 def _fused_rf_rolled(spins: Spins, m: State, dt, k, b1dt, c0, relax=None) -> State:
     """`fused_rf_steps` as a `lax.scan` over the steps (the same arithmetic)."""
-    e1, e2 = kernels.half_relaxation(spins, dt[0], relax)
-    e2_full, e1_full = e2 * e2, e1 * e1
-    m = kernels._relax(spins, m, e1, e2)
+    d1, d2 = kernels.half_relaxation(spins, dt[0], relax)
+    d1_full, d2_full = _twice(d1), _twice(d2)
+    m = kernels._relax(spins, m, d1, d2)
     last = jnp.arange(k.shape[0]) == k.shape[0] - 1
 
     def body(m, step):
         dti, ki, bi, ci, is_last = step
         w, a, b, c = kernels._rf_rotation(spins, dti, ki, bi, ci)
         m = kernels._rotate(m, w, a, b, c)
-        return kernels._relax(spins, m, jnp.where(is_last, e1, e1_full), jnp.where(is_last, e2, e2_full)), None
+        return kernels._relax(spins, m, jnp.where(is_last, d1, d1_full), jnp.where(is_last, d2, d2_full)), None
 
     return jax.lax.scan(body, m, (dt, k, b1dt, c0, last))[0]
 

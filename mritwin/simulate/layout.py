@@ -44,7 +44,7 @@ class Slot(NamedTuple):
             its samples at once instead of being deferred.
         same_dt: every step at this position has the same duration, up to the rounding
             of the time grid (16 ulp of the sequence's length: the durations are
-            differences of times): their relaxation factors ``exp(-R dt)`` are computed once
+            differences of times): their relaxation (``kernels.relaxation``) is computed once
             per chunk of spins instead of at every step (the engine does so for RF and
             free-precession steps, from the first macro step's duration).
     """
