@@ -7,12 +7,13 @@
 # It needs jax with CUDA, equinox, optax, h5py and matplotlib (no install: the repo is put
 # on PYTHONPATH; the IO libraries are imported lazily). Each scenario runs in its own
 # process, so that a compiler crash (seen once: benchmarks/RESULTS.md, "GPU: NVIDIA H200")
-# costs one scenario, not the rest. Everything lands under $OUT (at most 8 files):
+# costs one scenario, not the rest. Everything lands under $OUT (8 files):
 #   devices.txt   the card, driver, JAX version, commit
 #   suite.jsonl   the suite on the GPU: the XLA engine, then simulate's default (kernel="auto")
 #   pallas.jsonl  the fused Pallas kernel vs the XLA engine: quick checks, blocks x warps sweep
 #   scale.jsonl   50M spins on the one GPU, grouped (default Bloch) and every spin simulated
 #   layout.jsonl  periodic step layouts vs the generic scan by twin size
+#   precision.jsonl  float32 against float64 on shaped-pulse GREs (prepared, stepped, auto)
 #   suite.md      the RESULTS.md table of suite.jsonl
 #   log.txt       everything printed
 set -uo pipefail
@@ -33,6 +34,8 @@ suite() {  # one scenario per process; extra arguments go to bench_suite.py
 # 1. the kernel compiled for the GPU against the XLA engine on small cases (correctness first)
 timeout 60 python benchmarks/bench_pallas.py --quick --repeats 3 --out "$OUT/pallas.jsonl" \
   --scenario koma-column gre-64 koma-brain-motion > /dev/null || echo "pallas quick: rc $?"
+# 1b. float32 against float64 (the compensated pulse preparation kept by XLA's GPU compiler?)
+timeout 60 python benchmarks/bench_precision.py --out "$OUT/precision.jsonl" > /dev/null || echo "precision: rc $?"
 # 2. the suite, full sizes, XLA engine; the two target cases first (26k brain spiral, >= 1M spins)
 for s in koma-brain-spiral brain3d-gre koma-epi koma-brain-motion koma-brain-suscept koma-column koma-sphere-cs \
          mrilab-spiral gre-64 gre-128 gre-256 gre-sinc-256 mrf-train; do suite "$s" --kernel xla; done

@@ -234,3 +234,19 @@ def test_3d_brain_scenarios_match_numpy_reference_and_excite_only_their_slices(n
     # off-centre slices that averaging their modulated samples gave held 26 % here
     assert np.abs(s_far).max() < 0.03 * peak
     assert np.abs(s_near - ours).max() < 0.03 * peak
+
+
+def test_precision_benchmark_reports_float32_against_float64(capsys):
+    """benchmarks/bench_precision.py (a stage of gpu_check.sh): on 16 CSF-like spins under
+    the library's sinc GRE, float32 prepared pulses within 1e-4 of the float64 peak and
+    stepped pulses within 4e-4 (as tests/simulate/test_prepared_rf.py checks directly)."""
+    import pathlib
+    import runpy
+
+    script = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "bench_precision.py"
+    main = runpy.run_path(str(script))["main"]
+    assert main(["--cases", "csf", "--methods", "prepared", "stepped"]) == 0
+    recs = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()[-2:]]
+    assert [r["method"] for r in recs] == ["prepared", "stepped"]
+    assert recs[0]["max_rel_diff_vs_float64"] < 1e-4 and recs[1]["max_rel_diff_vs_float64"] < 4e-4
+    assert all(r["device"] and r["n_spins"] == 16 for r in recs)
