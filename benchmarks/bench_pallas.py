@@ -14,7 +14,6 @@ works; its times mean nothing.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -25,6 +24,7 @@ import numpy as np
 
 import mritwin as mt
 from mritwin.bench_scenarios import build_case, scenario_names
+from mritwin.benchmarking import emit_record
 from mritwin.simulate.engine import _default_chunk, _pack_spins
 from mritwin.simulate.pallas_kernel import (
     SINCOS,
@@ -122,11 +122,7 @@ def main(argv=None) -> int:
     for name in a.scenario or DEFAULT_SCENARIOS:
         print(f"[{name}]", file=sys.stderr, flush=True)
         for rec in run(name, quick=a.quick, repeats=a.repeats, configs=configs):
-            line = json.dumps(rec)
-            print(line, flush=True)
-            if a.out:
-                with open(a.out, "a") as f:
-                    f.write(line + "\n")
+            emit_record(rec, a.out)
     return 0
 
 

@@ -24,7 +24,6 @@ Usage:  python benchmarks/bench_precision.py [--cases gre-sinc csf] [--out preci
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
@@ -37,6 +36,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import mritwin as mt  # noqa: E402
 from mritwin.bench_scenarios import build_case  # noqa: E402
+from mritwin.benchmarking import emit_record  # noqa: E402
 
 
 def _cases(names):
@@ -73,11 +73,7 @@ def main(argv=None) -> int:
             rec = {"bench": "precision", "case": name, "method": label, "device": device,
                    "n_spins": int(twin.n_spins), "n_samples": int(ref.size),
                    "max_rel_diff_vs_float64": float(np.abs(got - ref).max() / peak)}
-            line = json.dumps(rec)
-            print(line, flush=True)
-            if args.out:
-                with open(args.out, "a") as f:
-                    f.write(line + "\n")
+            emit_record(rec, args.out)
     return 0
 
 

@@ -25,7 +25,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from mritwin.bench_scenarios import scenario_names  # noqa: E402
-from mritwin.benchmarking import records_to_markdown, run_scenario  # noqa: E402
+from mritwin.benchmarking import emit_record, records_to_markdown, run_scenario  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -68,11 +68,7 @@ def main(argv=None) -> int:
         rec = run_scenario(name, quick=a.quick, repeats=repeats, dtype=a.dtype, with_numpy=not a.no_numpy,
                            nufft=a.nufft, kernel=a.kernel, rf_interpolation=a.rf_interp)
         records.append(rec)
-        line = json.dumps(rec)
-        print(line, flush=True)
-        if a.out:
-            with open(a.out, "a") as f:
-                f.write(line + "\n")
+        emit_record(rec, a.out)
     if a.markdown:
         print(records_to_markdown(records), end="")
     return 0

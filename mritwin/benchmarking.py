@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import platform
 import statistics
@@ -206,6 +207,16 @@ def numpy_reference(twin: mt.Twin, dseq) -> np.ndarray:
             out[i] = mxy.sum()
     idx = np.asarray(dseq.out_index)
     return out[idx] * np.asarray(dseq.demod)
+
+
+def emit_record(rec: dict, out: str | None = None) -> None:
+    """Print one benchmark record as a JSON line (flushed) and, with ``out``, append it to
+    that file: the output of every script in ``benchmarks/``."""
+    line = json.dumps(rec)
+    print(line, flush=True)
+    if out:
+        with open(out, "a") as f:
+            f.write(line + "\n")
 
 
 def rss_mb() -> float:
