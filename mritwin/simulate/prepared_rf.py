@@ -271,12 +271,11 @@ def _step_map(rotation, spins: Spins, dt, k, b1dt, c0):
     """One RF step (`kernels.rf_step`: relax dt/2, rotate, relax dt/2) as the affine map
     ``M -> (I + D) M + pd u``, returned as ``D`` (3 x 3 nested tuples of (n,)) and ``u``
     (3 (n,)): the *change* it makes, so that a raster step's tiny rotation and relaxation
-    keep their relative precision. With ``d = 1 - exp(-R dt/2)`` (``expm1``: in float32
-    ``exp(-R dt/2)`` itself is 1 to within a few ulps for a 1 us step and T1 ~ 1 s) and
+    keep their relative precision. With ``d = 1 - exp(-R dt/2)`` (`kernels.half_relaxation`:
+    in float32 ``exp(-R dt/2)`` itself is 1 to within a few ulps for a 1 us step) and
     ``R - I = b (w wᵀ - |w|² I) - a [w]x`` (``1 - cos θ = b |w|²``)."""
     (wx, wy, wz), a, b, _ = rotation(spins, dt, k, b1dt, c0)
-    d1 = -jnp.expm1(-0.5 * dt * spins.r1)
-    d2 = -jnp.expm1(-0.5 * dt * spins.r2)
+    d1, d2 = kernels.half_relaxation(spins, dt)
     d = (d2, d2, d1)
     e = (1.0 - d2, 1.0 - d2, 1.0 - d1)
     bxy, bxz, byz = b * wx * wy, b * wx * wz, b * wy * wz
