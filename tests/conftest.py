@@ -1,6 +1,7 @@
 """Shared test configuration: float64 JAX for validation against closed forms, a cheaper
 XLA CPU compile, an opt-in persistent JAX compilation cache, the slow tests scheduled
-first, and a test whose xdist worker crashed run once more."""
+first, compiled programs released before a worker runs out of memory mappings, and a test
+whose xdist worker crashed run once more."""
 
 import os
 import pathlib
@@ -108,12 +109,14 @@ def pytest_handlecrashitem(crashitem, report, sched):
     """pytest-xdist: a worker process died (a signal, not a test failure) while running
     ``crashitem``: run that test once more on a fresh worker, and let that run decide.
 
-    XLA's CPU compiler segfaulted now and then under the suite (jaxlib 0.10.1 and 0.10.2,
-    about one full run in ten: inside `backend_compile_and_load` or the compilation
-    cache's writer, each time in a different test, every one of which passes when run
-    again; jax-ml/jax#39257 reports SIGSEGV regressions of XLA:CPU in these releases). The
-    crash is reported as a skip with its reason and printed; a test that crashes its
-    worker twice fails."""
+    The crashes this was written for (about one full run in two: a segmentation fault or
+    an abort inside XLA's `backend_compile_and_load`, each time in another test) were a
+    worker reaching Linux's limit on memory mappings (``vm.max_map_count``, 65 530) with
+    the programs XLA had compiled for it (a core dump held 65 370 mappings; XLA's JIT
+    failed with "Failed to materialize symbols", or LLVM with "Unable to allocate section
+    memory"). `_release_compiled_programs` now keeps the workers below it; this stays as
+    the safety net for whatever else kills a worker. The crash is reported as a skip with
+    its reason and printed; a test that crashes its worker twice fails."""
     if _CRASH_RERUNS.get(crashitem, 0) >= 1:
         return
     _CRASH_RERUNS[crashitem] = 1
@@ -127,3 +130,22 @@ def pytest_handlecrashitem(crashitem, report, sched):
     reporter = sched.config.pluginmanager.get_plugin("terminalreporter")
     if reporter is not None:
         reporter.write_line(f"\n{msg}", yellow=True)
+
+
+@pytest.fixture(autouse=True)
+def _release_compiled_programs():
+    """After a test, clear JAX's caches when this worker holds more than 40 % of the memory
+    mappings Linux allows a process.
+
+    Every kernel of a compiled program takes three mappings (about 220 for one simulation
+    core), and a worker compiles a few hundred programs in a run: near
+    ``vm.max_map_count`` XLA crashes (see `pytest_handlecrashitem`). `mritwin.simulate`
+    guards users' sessions at 80 % (`mritwin.simulate.memory_maps`); the suite clears
+    earlier and silently, between tests, so that no test sees the library's warning or a
+    recompile in the middle. Reading the count takes a few milliseconds per test."""
+    yield
+    from mritwin.simulate import memory_maps
+
+    limit, count = memory_maps.map_limit(), memory_maps.map_count()
+    if limit is not None and count is not None and count > 0.4 * limit:
+        jax.clear_caches()

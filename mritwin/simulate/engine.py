@@ -22,7 +22,7 @@ from ..signal.signal import Signal
 from ..twin.dynamics import AbstractDynamics, combine_effects
 from ..twin.motion import AbstractMotion
 from ..twin.twin import Twin
-from . import kernels
+from . import kernels, memory_maps
 from .adjoint import reversible_scan
 from .fused_rf import _FUSED_RF, fused_free_steps
 from .interp_rf import interpolated_pulse
@@ -34,11 +34,21 @@ from .seqgroups import expand_magnetization, group_weights, number_codes, plan_s
 __all__ = ["simulate", "trace_count", "spin_sharding"]
 
 _TRACES = {"core": 0}
+_MAPS_CHECKED = {"core": 0}  # the trace count at the last `_guard_memory_maps` check
 
 
 def trace_count() -> int:
     """How many times the simulation core has been traced (compiled) in this process."""
     return _TRACES["core"]
+
+
+def _guard_memory_maps(samples) -> None:
+    """After a new compile of the core, outside any trace: keep this process below Linux's
+    limit on memory mappings (`memory_maps.release_if_near_limit`: XLA crashes there)."""
+    if _TRACES["core"] == _MAPS_CHECKED["core"] or isinstance(samples, jax.core.Tracer):
+        return
+    _MAPS_CHECKED["core"] = _TRACES["core"]
+    memory_maps.release_if_near_limit(stacklevel=4)  # (the warning names the caller of simulate)
 
 
 def _default_chunk(n_spins: int) -> int:
@@ -157,6 +167,7 @@ def simulate(
             stacklevel=2,
         )
     samples, mag = run.call()
+    _guard_memory_maps(samples)
     if mag is not None:
         mag = mag[: run.n_spins]
         if run.perm is not None:  # back to the twin's spin order
