@@ -42,6 +42,9 @@ def main(argv=None) -> int:
                    help="auto (default): what simulate's default Bloch() runs (the fused kernel on one GPU "
                         "where it covers the scenario, else XLA); xla: the XLA engine; pallas: the fused "
                         "Pallas kernel (interpreted on a CPU: checking only)")
+    p.add_argument("--cpu-devices", type=int, default=None, metavar="N",
+                   help="JAX CPU devices (default: one per core, unless JAX_NUM_CPU_DEVICES or XLA_FLAGS set "
+                        "them): large twins are split over them (mritwin.use_cpu_devices)")
     p.add_argument("--out", help="also append the JSON lines to this file")
     p.add_argument("--markdown", action="store_true", help="print the RESULTS.md table at the end")
     p.add_argument("--from", dest="from_file", help="read JSON lines from this file instead of running")
@@ -51,6 +54,13 @@ def main(argv=None) -> int:
             records = [json.loads(line) for line in f if line.strip()]
         print(records_to_markdown(records), end="")
         return 0
+    from mritwin.simulate.devices import use_cpu_devices, use_cpu_devices_by_default
+
+    try:
+        use_cpu_devices(a.cpu_devices) if a.cpu_devices is not None else use_cpu_devices_by_default()
+    except (ValueError, RuntimeError) as e:
+        print(f"bench_suite: error: {e}", file=sys.stderr)
+        return 2
     names = a.scenario or scenario_names()
     unknown = [n for n in names if n not in scenario_names()]
     if unknown:

@@ -7,8 +7,9 @@ needs no special engine support:
    or Cloud TPU the arguments are detected; elsewhere pass them, see below);
 2. every process builds the same twin and sequence (or loads its slice from disk) and
    keeps the spins ``[i * n / P, (i + 1) * n / P)`` of process ``i`` of ``P``;
-3. each process runs `mritwin.simulate` on its slice; ``Bloch(shard=True)`` (the default)
-   spreads that slice over the process's own devices (``jax.local_devices()``);
+3. each process runs `mritwin.simulate` on its slice; ``Bloch(shard="auto")`` (the
+   default) spreads that slice over the process's own devices (``jax.local_devices()``;
+   on CPU devices at least 8 192 spins each);
 4. the partial signals (same shape on every process) are gathered with
    `jax.experimental.multihost_utils.process_allgather` and summed.
 

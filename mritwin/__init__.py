@@ -55,6 +55,7 @@ from .simulate import (
     Bloch as Bloch,
     NUFFTReadout as NUFFTReadout,
     simulate as simulate,
+    use_cpu_devices as use_cpu_devices,
 )
 from .twin import (
     DEFAULT_LIBRARY as DEFAULT_LIBRARY,

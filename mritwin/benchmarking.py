@@ -286,7 +286,7 @@ def run_gre(n: int, repeats: int = 3, with_numpy: bool = True) -> dict:
 
 #: fields every `run_scenario` record has (values may be None where noted)
 RECORD_FIELDS = (
-    "scenario", "quick", "device", "platform", "cpu_count", "precision", "readout", "rf", "n_spins", "n_steps",
+    "scenario", "quick", "device", "platform", "cpu_count", "n_devices", "precision", "readout", "rf", "n_spins", "n_steps",
     "n_steps_padded", "n_samples", "discretize_s", "compile_s", "first_call_s", "run_s", "run_s_all",
     "repeats", "spin_steps_per_s", "compiled_on_first_call", "recompiled_on_new_values", "peak_host_mb", "peak_device_mb",
     "anchor", "note", "params",
@@ -445,6 +445,7 @@ def run_case(name: str, case, *, quick: bool = False, repeats: int = 3, dtype: s
         "device": jax.devices()[0].device_kind,
         "platform": jax.default_backend(),
         "cpu_count": os.cpu_count(),
+        "n_devices": engine.last_devices(),
         "precision": dtype,
         "readout": "exact" if m.readout is None else f"nufft tol={m.readout.tol:g}",
         "rf": "exact" if m.rf_interpolation is None else f"interpolated tol={m.rf_interpolation:g}",

@@ -59,6 +59,9 @@ def main(argv=None) -> int:
         parser.print_help()
         return 2
     mod = modules[args.command]
+    from ..simulate.devices import use_cpu_devices_by_default
+
+    use_cpu_devices_by_default()  # one JAX device per CPU core: large twins use every core
     try:
         return int(mod.run(args) or 0)
     except (UserError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError,

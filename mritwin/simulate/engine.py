@@ -31,15 +31,22 @@ from .methods import AbstractSimMethod, Bloch
 from .prepared_rf import apply_pulse, prepare_pulse, prepare_pulse_grouped
 from .seqgroups import expand_magnetization, group_weights, number_codes, plan_sequence_groups, unique_rows
 
-__all__ = ["simulate", "trace_count", "spin_sharding"]
+__all__ = ["simulate", "trace_count", "last_devices", "spin_sharding"]
 
 _TRACES = {"core": 0}
 _MAPS_CHECKED = {"core": 0}  # the trace count at the last `_guard_memory_maps` check
+_LAST = {"n_devices": 1}  # of the last simulate call (`last_devices`)
 
 
 def trace_count() -> int:
     """How many times the simulation core has been traced (compiled) in this process."""
     return _TRACES["core"]
+
+
+def last_devices() -> int:
+    """How many devices the last `simulate` call in this process split its spins over
+    (``Bloch.shard``; after sequence groups folded the twin)."""
+    return _LAST["n_devices"]
 
 
 def _guard_memory_maps(samples) -> None:
@@ -49,6 +56,22 @@ def _guard_memory_maps(samples) -> None:
         return
     _MAPS_CHECKED["core"] = _TRACES["core"]
     memory_maps.release_if_near_limit(stacklevel=4)  # (the warning names the caller of simulate)
+
+
+#: with ``Bloch(shard="auto")``, the fewest spins a CPU device is given: on 2 emulated CPU
+#: devices of a 2-core VM, twins of 200-7 845 spins ran 0.6-0.8x as fast as on one device,
+#: 16 384-65 536 spins 1.4-2.4x as fast (benchmarks/RESULTS.md, "CPU: two devices")
+CPU_SHARD_MIN_SPINS = 8192
+
+
+def _shard_devices(method: Bloch, n_spins: int) -> list:
+    """The devices `simulate` splits ``n_spins`` spins over (``Bloch.shard``)."""
+    devices = jax.local_devices()
+    if not method.shard:
+        return devices[:1]
+    if method.shard == "auto" and len(devices) > 1 and devices[0].platform == "cpu":
+        return devices[:max(1, min(len(devices), n_spins // CPU_SHARD_MIN_SPINS))]
+    return devices
 
 
 def _default_chunk(n_spins: int) -> int:
@@ -167,6 +190,7 @@ def simulate(
             stacklevel=2,
         )
     samples, mag = run.call()
+    _LAST["n_devices"] = run.n_devices
     _guard_memory_maps(samples)
     if mag is not None:
         mag = mag[: run.n_spins]
@@ -199,7 +223,7 @@ def _resolve_auto(method: Bloch, twin: Twin, seq, coils, motion, dtype, dynamics
     n_coils = 1 if sens is None else int(np.shape(sens)[0])
     n_samples = seq.n_adc if isinstance(seq, DiscreteSequence) else seq.n_adc_samples if isinstance(seq, Sequence) else 0
     return method.resolve_kernel(dtype=dtype, traced=traced, dynamics=dynamics,
-                                 n_devices=len(jax.local_devices()) if method.shard else 1,
+                                 n_devices=len(_shard_devices(method, twin.n_spins)),
                                  windowed=not traced and _windowed(seq), n_outputs=n_coils * int(n_samples))
 
 
@@ -224,6 +248,7 @@ class _Run(NamedTuple):
     kspace: np.ndarray | jax.Array
     dseq: DiscreteSequence
     adc_event: np.ndarray | None
+    n_devices: int = 1  # devices the spins are split over (`_shard_devices`)
 
 
 def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return_magnetization: bool, motion,
@@ -256,13 +281,13 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
         seq_groups = plan_sequence_groups(twin, dseq, diffusion=method.analytic_diffusion, dtype=dtype)
         if seq_groups is not None:
             sens, twin = group_weights(seq_groups, twin.pd, sens), seq_groups.twin
-    devices = jax.local_devices() if method.shard else jax.local_devices()[:1]
+    devices = _shard_devices(method, twin.n_spins)
     n_dev = len(devices)
     chunk = _chunk_for(method, -(-twin.n_spins // n_dev))
     if pallas:
         call = functools.partial(_run_pallas, twin, sens, dseq, chunk, devices, return_magnetization,
                                  method.ideal_spoiling)
-        return _Run(call, twin.n_spins, None, seq_groups, pd0, kspace, dseq, adc_event)
+        return _Run(call, twin.n_spins, None, seq_groups, pd0, kspace, dseq, adc_event, n_dev)
     if method.analytic_diffusion and twin.diffusion is None:
         raise ValueError("Bloch(analytic_diffusion=True) needs twin.diffusion [m^2/s]")
     if dseq.n_general and method.readout is None:
@@ -368,7 +393,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
                              checkpoint=method.checkpoint, want_mag=return_magnetization,
                              spoiling=method.ideal_spoiling, sharding=sharding,
                              diffusion=method.analytic_diffusion)
-    return _Run(call, twin.n_spins, perm, seq_groups, pd0, kspace, dseq, adc_event)
+    return _Run(call, twin.n_spins, perm, seq_groups, pd0, kspace, dseq, adc_event, n_dev)
 
 
 def _rf_rotation_mode(twin: Twin, dseq: DiscreteSequence, ftab=None, fused_only: bool = False, ext=None) -> str:
@@ -1352,7 +1377,7 @@ def spin_sharding(devices=None):
     """The `NamedSharding` that splits the spin (device) axis over ``devices``.
 
     `simulate` lays spins out as (n_devices, chunks per device, chunk) and shards the
-    leading axis over all local devices (``Bloch(shard=True)``, the default); each device
+    leading axis over the local devices (``Bloch(shard=...)``, `_shard_devices`); each device
     runs its chunks and the signals are summed across devices (an all-reduce). Spins are
     independent, so the result equals a single-device run up to float rounding.
     """

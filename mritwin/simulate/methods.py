@@ -103,8 +103,13 @@ class Bloch(AbstractSimMethod):
             pulses). Exact for single-pathway sequences (PGSE, spin and gradient echoes);
             stimulated-echo pathways are not tracked. Off by default: ``twin.diffusion`` is
             then not simulated.
-        shard: split the spins over all local JAX devices (``jax.local_devices()``) when
+        shard: split the spins over the local JAX devices (``jax.local_devices()``) when
             there is more than one; results equal a single-device run to float rounding.
+            ``"auto"`` (default): all of them, except on CPU devices, where a device gets at
+            least ``engine.CPU_SHARD_MIN_SPINS`` (8 192) spins (smaller twins run on fewer
+            devices: below that, splitting costs more than it gains); ``True``: all of them;
+            ``False``: one. A CPU shows JAX one device unless asked for more: see
+            `mritwin.use_cpu_devices`.
         ideal_spoiling: null the transverse magnetization at the start of every
             excitation pulse (the idealization behind the Ernst formula). Use it to model a
             well-spoiled sequence with one isochromat per voxel, which cannot dephase.
@@ -200,7 +205,7 @@ class Bloch(AbstractSimMethod):
     chunk_size: int | None = eqx.field(default=None, static=True)
     checkpoint: bool = eqx.field(default=True, static=True)
     ideal_spoiling: bool = eqx.field(default=False, static=True)
-    shard: bool = eqx.field(default=True, static=True)
+    shard: bool | str = eqx.field(default="auto", static=True)
     analytic_diffusion: bool = eqx.field(default=False, static=True)
     readout: NUFFTReadout | None = eqx.field(default=None, static=True)
     reversible: bool = eqx.field(default=False, static=True)
@@ -234,6 +239,8 @@ class Bloch(AbstractSimMethod):
                                                       and 0 < self.rf_interpolation < 0.1):
             raise ValueError(f"Bloch.rf_interpolation must be None or a tolerance between 0 and 0.1 (e.g. 1e-6), "
                              f"got {self.rf_interpolation!r}")
+        if self.shard not in (True, False, "auto"):
+            raise ValueError(f"Bloch.shard must be True, False or 'auto', got {self.shard!r}")
         if self.chunk_size is not None and (int(self.chunk_size) != self.chunk_size or self.chunk_size < 1):
             raise ValueError(f"Bloch.chunk_size must be a positive integer, got {self.chunk_size}")
 

@@ -17,7 +17,7 @@ from tests.seqkit import random_twin  # noqa: E402
 assert jax.device_count() == 4, jax.devices()
 twin = random_twin(1001, seed=0, n_coils=2)
 seq = cartesian_gre(8, 0.2, tr=8e-3, te=3e-3)
-sharded = mt.simulate(twin, seq, method=mt.Bloch(kernel="pallas"), return_magnetization=True)
+sharded = mt.simulate(twin, seq, method=mt.Bloch(kernel="pallas", shard=True), return_magnetization=True)
 single = mt.simulate(twin, seq, method=mt.Bloch(kernel="pallas", shard=False), return_magnetization=True)
 rel = np.max(np.abs(np.asarray(sharded.samples) - np.asarray(single.samples))) / np.max(np.abs(single.samples))
 mag = np.max(np.abs(np.asarray(sharded.magnetization) - np.asarray(single.magnetization)))
@@ -34,7 +34,7 @@ def spy(*a, **kw):
 
 pk_mod = sys.modules["mritwin.simulate.pallas_kernel"]
 pk_mod.pallas_core = spy
-mt.simulate(twin, seq, method=mt.Bloch(kernel="pallas"))
+mt.simulate(twin, seq, method=mt.Bloch(kernel="pallas", shard=True))
 pk_mod.pallas_core = orig
 hlo = orig.lower(*seen["args"], **seen["kw"]).compile().as_text()
 mesh = seen["kw"]["mesh"]

@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 
 import mritwin as mt  # noqa: E402
 from mritwin.benchmarking import cartesian_gre  # noqa: E402
-from mritwin.simulate.engine import _pack_spins, spin_sharding  # noqa: E402
+from mritwin.simulate.engine import _pack_spins, _shard_devices, last_devices, spin_sharding  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # the checkout, for tests.seqkit
 from tests.seqkit import random_twin  # noqa: E402
@@ -21,23 +21,33 @@ assert jax.device_count() == 4, jax.devices()
 rng = np.random.default_rng(0)
 twin = random_twin(1001, seed=0, n_coils=2)
 seq = cartesian_gre(8, 0.2, tr=8e-3, te=3e-3)
-sharded = mt.simulate(twin, seq, dtype=jnp.float64, return_magnetization=True)
+# shard=True: every device, however small the twin (the default, "auto", keeps at least
+# 8 192 spins on a CPU device: this twin would run on one)
+SHARD = mt.Bloch(shard=True)
+sharded = mt.simulate(twin, seq, dtype=jnp.float64, return_magnetization=True, method=SHARD)
 single = mt.simulate(twin, seq, dtype=jnp.float64, return_magnetization=True, method=mt.Bloch(shard=False))
-grad_sharded = jax.grad(lambda t2: jnp.sum(jnp.abs(mt.simulate(twin.replace(t2=t2), seq, dtype=jnp.float64).samples) ** 2))(twin.t2)
+grad_sharded = jax.grad(lambda t2: jnp.sum(jnp.abs(mt.simulate(twin.replace(t2=t2), seq, dtype=jnp.float64,
+                                                                method=SHARD).samples) ** 2))(twin.t2)
 grad_single = jax.grad(lambda t2: jnp.sum(jnp.abs(mt.simulate(twin.replace(t2=t2), seq, dtype=jnp.float64,
                                                                 method=mt.Bloch(shard=False)).samples) ** 2))(twin.t2)
-nufft = mt.Bloch(readout=mt.NUFFTReadout(1e-8))
+nufft = mt.Bloch(readout=mt.NUFFTReadout(1e-8), shard=True)
 nufft_sharded = mt.simulate(twin, seq, dtype=jnp.float64, method=nufft).samples
 nufft_single = mt.simulate(twin, seq, dtype=jnp.float64, method=mt.Bloch(readout=mt.NUFFTReadout(1e-8), shard=False)).samples
 # every ADC sample a step: free steps fused 16 at a time, against one device stepping each
-stepped_sharded = mt.simulate(twin, seq, dtype=jnp.float64, method=mt.Bloch(windows=False)).samples
+stepped_sharded = mt.simulate(twin, seq, dtype=jnp.float64, method=mt.Bloch(windows=False, shard=True)).samples
 stepped_single = mt.simulate(twin, seq, dtype=jnp.float64, method=mt.Bloch(windows=False, shard=False, fuse_rf=1)).samples
 # a voxel grid: windows evaluated on groups of spins (Bloch.group_spins), sharded
 grid = mt.Twin(position=np.c_[np.repeat(np.linspace(-0.1, 0.1, 32), 32), np.tile(np.linspace(-0.1, 0.1, 32), 32),
                               np.zeros(1024)], pd=rng.uniform(0.5, 1, 1024), t1=np.full(1024, 1.0),
                t2=np.where(rng.uniform(size=1024) < 0.5, 0.05, 0.1))
-grouped_sharded = mt.simulate(grid, seq, dtype=jnp.float64).samples
+grouped_sharded = mt.simulate(grid, seq, dtype=jnp.float64, method=SHARD).samples
 grouped_single = mt.simulate(grid, seq, dtype=jnp.float64, method=mt.Bloch(shard=False, group_spins=False)).samples
+# the default, shard="auto": CPU devices of at least 8 192 spins each
+auto_devices = [len(_shard_devices(mt.Bloch(), n)) for n in (1001, 16383, 16384, 40000, 10**6)]
+big = random_twin(16384, seed=1)
+auto_big = mt.simulate(big, seq, dtype=jnp.float64).samples  # on 2 of the 4 devices
+auto_used = last_devices()
+single_big = mt.simulate(big, seq, dtype=jnp.float64, method=mt.Bloch(shard=False)).samples
 spins, _ = _pack_spins(twin, None, 256, jnp.float64, 4)
 placed = jax.device_put(spins.x, spin_sharding())
 print(json.dumps({
@@ -56,5 +66,9 @@ print(json.dumps({
     "n_shards": len(placed.addressable_shards),
     "devices": sorted({str(s.device) for s in placed.addressable_shards}),
     "spins_shape": list(spins.x.shape),
+    "auto_devices": auto_devices,
+    "auto_used": auto_used,
+    "auto_rel_diff": float(np.max(np.abs(np.asarray(auto_big) - np.asarray(single_big)))
+                           / np.max(np.abs(np.asarray(single_big)))),
 }))
 sys.exit(0)

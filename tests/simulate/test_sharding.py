@@ -32,3 +32,43 @@ def test_sharded_simulation_equals_single_device():
     # the spin axis is really split: 4 shards of 1/4 of the device axis, on 4 devices
     assert out["spins_shape"][0] == 4 and out["n_shards"] == 4 and len(out["devices"]) == 4
     assert out["shard_shapes"] == [[1] + out["spins_shape"][1:]]
+    # the default (shard="auto") gives a CPU device at least 8 192 spins, and equals one device
+    assert out["auto_devices"] == [1, 1, 2, 4, 4]
+    assert out["auto_used"] == 2  # (what simulate reports it used)
+    assert out["auto_rel_diff"] <= 1e-12
+
+
+def _python(code: str, **env_extra) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("JAX_NUM_CPU_DEVICES",)}
+    env["XLA_FLAGS"] = " ".join(f for f in env.get("XLA_FLAGS", "").split()
+                                if "xla_force_host_platform_device_count" not in f)
+    env.update(JAX_PLATFORMS="cpu", **env_extra)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_use_cpu_devices_gives_jax_a_device_per_core():
+    r = _python("import mritwin as mt, jax; n = mt.use_cpu_devices(3); print(n, jax.device_count())")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split() == ["3", "3"]
+    r = _python("import mritwin as mt, jax\nfrom mritwin.simulate.devices import cpu_cores\n"
+                "print(mt.use_cpu_devices(), cpu_cores(), jax.device_count())")
+    assert r.returncode == 0, r.stderr[-2000:]
+    n, cores, count = r.stdout.split()
+    assert n == cores == count
+    # too late: JAX has run something, its devices are fixed; a clear error says what to do
+    r = _python("import mritwin as mt, jax.numpy as jnp\njnp.ones(2).block_until_ready()\n"
+                "try:\n    mt.use_cpu_devices(2)\nexcept RuntimeError as e:\n    print('RuntimeError', e)")
+    assert "RuntimeError" in r.stdout and "right after `import mritwin`" in r.stdout
+    # the commands' default leaves a device count set in the environment alone
+    r = _python("from mritwin.simulate.devices import use_cpu_devices_by_default\nimport jax\n"
+                "use_cpu_devices_by_default(); print(jax.device_count())", JAX_NUM_CPU_DEVICES="1")
+    assert r.returncode == 0 and r.stdout.split() == ["1"], r.stderr[-2000:]
+
+
+def test_bad_device_options_are_refused():
+    import mritwin as mt
+
+    with pytest.raises(ValueError, match="positive integer"):
+        mt.use_cpu_devices(0)
+    with pytest.raises(ValueError, match="shard must be True, False or 'auto'"):
+        mt.Bloch(shard="all")
