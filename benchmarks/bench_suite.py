@@ -57,7 +57,10 @@ def main(argv=None) -> int:
     from mritwin.simulate.devices import use_cpu_devices, use_cpu_devices_by_default
 
     try:
-        use_cpu_devices(a.cpu_devices) if a.cpu_devices is not None else use_cpu_devices_by_default()
+        if a.cpu_devices is None:
+            use_cpu_devices_by_default()
+        else:
+            use_cpu_devices(a.cpu_devices)
     except (ValueError, RuntimeError) as e:
         print(f"bench_suite: error: {e}", file=sys.stderr)
         return 2

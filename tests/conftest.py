@@ -146,6 +146,4 @@ def _release_compiled_programs():
     yield
     from mritwin.simulate import memory_maps
 
-    limit, count = memory_maps.map_limit(), memory_maps.map_count()
-    if limit is not None and count is not None and count > 0.4 * limit:
-        jax.clear_caches()
+    memory_maps.release_if_near_limit(0.4, warn=False)

@@ -51,16 +51,17 @@ def map_limit() -> int | None:
         return None
 
 
-def release_if_near_limit(fraction: float | None = None, *, stacklevel: int = 2) -> bool:
+def release_if_near_limit(fraction: float | None = None, *, warn: bool = True, stacklevel: int = 2) -> bool:
     """Clear JAX's compilation caches (`jax.clear_caches`) when this process holds more than
     ``fraction`` (default `GUARD_FRACTION`) of the memory mappings Linux allows it.
 
     Args:
         fraction: of ``vm.max_map_count``; None: `GUARD_FRACTION`.
+        warn: say so with a `UserWarning` when clearing.
         stacklevel: of the warning (2: the caller's line).
 
     Returns:
-        True when the caches were cleared (a `UserWarning` says why), False otherwise.
+        True when the caches were cleared, False otherwise.
     """
     fraction = GUARD_FRACTION if fraction is None else fraction
     if fraction is None:
@@ -71,14 +72,15 @@ def release_if_near_limit(fraction: float | None = None, *, stacklevel: int = 2)
     count = map_count()
     if count is None or count <= fraction * limit:
         return False
-    warnings.warn(
-        f"this process holds {count} memory mappings, {count / limit:.0%} of Linux's limit "
-        f"(vm.max_map_count = {limit}); XLA's compiled programs hold most of them (about 220 per "
-        "simulation core) and XLA crashes when the limit is reached, so mritwin cleared JAX's "
-        "compilation caches (jax.clear_caches()): programs compile again when next used. To avoid "
-        "this, keep sequence structures and shapes few, or raise the limit "
-        "(sysctl -w vm.max_map_count=262144)",
-        stacklevel=stacklevel,
-    )
+    if warn:
+        warnings.warn(
+            f"this process holds {count} memory mappings, {count / limit:.0%} of Linux's limit "
+            f"(vm.max_map_count = {limit}); XLA's compiled programs hold most of them (about 220 per "
+            "simulation core) and XLA crashes when the limit is reached, so mritwin cleared JAX's "
+            "compilation caches (jax.clear_caches()): programs compile again when next used. To avoid "
+            "this, keep sequence structures and shapes few, or raise the limit "
+            "(sysctl -w vm.max_map_count=262144)",
+            stacklevel=stacklevel,
+        )
     jax.clear_caches()
     return True
