@@ -77,17 +77,34 @@ def _step_arrays(dt, kstep, b1dt, kind, slot, spoil, cyc0):
 # polynomial (`kernels.sincos_half_cycle`)
 SINCOS = ("libdevice", "poly")
 
+# the kernel's relaxation: "expm1" applies 1 - exp(-dt/T) from ``expm1`` (``M - M d``,
+# towards M0 for Mz), as the XLA engine does (`kernels.relaxation`): float32 keeps the
+# recovery of microsecond steps (``exp(-dt/T)`` is 1 to within a few ulps there, and its
+# rounding adds up over thousands of steps: Mz 1-5 % off after 20 000 steps of 1 us).
+# "exp" multiplies by exp(-dt/T) (the kernel's form before 2026-12-05, kept to time
+# against on a GPU: `benchmarks/bench_pallas.py --relax`)
+RELAX = ("expm1", "exp")
 
-def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: str = "libdevice"):
+
+def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: str = "libdevice",
+            relax: str = "expm1"):
     """One program: ``block`` spins through all steps. ``refs``: the 8 spin fields, the
     2 n_coils coil rows (re, im) when ``coils``, the 10 step arrays; outputs: the block's
     signal (re, im) of ``n_coils * width`` values, then mx, my, mz. ``sincos``: see
-    `SINCOS`."""
+    `SINCOS`; ``relax``: see `RELAX`."""
 
     def sin_cos(ph):  # |ph| <= 1/2 cycles
         if sincos == "poly":
             return kernels.sincos_half_cycle(ph)
         return jnp.sin(_TWO_PI * ph), jnp.cos(_TWO_PI * ph)
+
+    def relaxed(mx, my, mz, rate_dt):
+        """(mx, my, mz) after ``rate_dt`` = (dt/T2, dt/T1): decay, recovery towards pd."""
+        if relax == "exp":
+            e2, e1 = jnp.exp(-rate_dt[0]), jnp.exp(-rate_dt[1])
+            return mx * e2, my * e2, mz * e1 + pd * (1.0 - e1)
+        d2, d1 = -jnp.expm1(-rate_dt[0]), -jnp.expm1(-rate_dt[1])  # 1 - exp(-dt/T)
+        return mx - mx * d2, my - my * d2, mz + (pd - mz) * d1
 
     nc = 2 * n_coils if coils else 0
     x, y, z, pd, r1, r2, df, b1 = (r[...] for r in refs[:8])
@@ -105,9 +122,8 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
         wx = b1 * bre
         wy = b1 * bim
         wz = kx * x + ky * y + kz * z + df * dt + c0  # cycles
-        e2 = jnp.exp(-0.5 * dt * r2)
-        e1 = jnp.exp(-0.5 * dt * r1)
-        mx, my, mz = mx * e2, my * e2, mz * e1 + pd * (1.0 - e1)
+        half = (0.5 * dt * r2, 0.5 * dt * r1)
+        mx, my, mz = relaxed(mx, my, mz, half)
         n2 = wx * wx + wy * wy + wz * wz
         big = n2 > 1e-6
         inv = jnp.where(big, jax.lax.rsqrt(jnp.where(big, n2, 1.0)), 0.0)
@@ -123,16 +139,14 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
         cy = wz * mx - wx * mz
         cz = wx * my - wy * mx
         mx, my, mz = mx * cs - cx * a + wx * wdm, my * cs - cy * a + wy * wdm, mz * cs - cz * a + wz * wdm
-        return mx * e2, my * e2, mz * e1 + pd * (1.0 - e1)
+        return relaxed(mx, my, mz, half)
 
     def free(dt, kx, ky, kz, c0, m):
         mx, my, mz = m
         ph = kx * x + ky * y + kz * z + df * dt + c0  # cycles
         ph = ph - jnp.floor(ph + 0.5)
         s, cs = sin_cos(ph)
-        e2 = jnp.exp(-dt * r2)
-        e1 = jnp.exp(-dt * r1)
-        return e2 * (mx * cs + my * s), e2 * (my * cs - mx * s), mz * e1 + pd * (1.0 - e1)
+        return relaxed(mx * cs + my * s, my * cs - mx * s, mz, (dt * r2, dt * r1))
 
     def body(i, m):
         dt, kx, ky, kz, c0 = dt_r[i], kx_r[i], ky_r[i], kz_r[i], c0_r[i]
@@ -170,7 +184,7 @@ def _next_pow2(n: int) -> int:
 
 
 def _pallas_forward(spins: Spins, steps: tuple, *, n_slots: int, block: int, interpret: bool,
-                    num_warps: int = DEFAULT_WARPS, sincos: str = "libdevice"):
+                    num_warps: int = DEFAULT_WARPS, sincos: str = "libdevice", relax: str = "expm1"):
     """The kernel on one chunk: ``spins`` fields (n,), ``steps`` from `_step_arrays`.
     Returns ((n_coils, n_slots) complex64 signal, (n, 3) final magnetization)."""
     from jax.experimental import pallas as pl
@@ -196,7 +210,8 @@ def _pallas_forward(spins: Spins, steps: tuple, *, n_slots: int, block: int, int
     row = pl.BlockSpec((None, n_coils * width), lambda i: (i, 0))
     out_shape = (jax.ShapeDtypeStruct((n_blocks, n_coils * width), jnp.float32),) * 2 + \
         (jax.ShapeDtypeStruct((n,), jnp.float32),) * 3
-    kern = functools.partial(_kernel, n_steps=n_steps, n_coils=n_coils, coils=coils, width=width, sincos=sincos)
+    kern = functools.partial(_kernel, n_steps=n_steps, n_coils=n_coils, coils=coils, width=width, sincos=sincos,
+                             relax=relax)
     sre, sim, mx, my, mz = pl.pallas_call(
         kern,
         grid=(n_blocks,),
@@ -241,19 +256,20 @@ def stepped_xla(spins: Spins, steps: tuple, *, n_slots: int):
     return sig[:n_slots].T, jnp.stack([m.mx, m.my, m.mz], -1)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6))
-def _signal(spins, steps, n_slots, block, interpret, num_warps, sincos):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6, 7))
+def _signal(spins, steps, n_slots, block, interpret, num_warps, sincos, relax):
     return _pallas_forward(spins, steps, n_slots=n_slots, block=block, interpret=interpret, num_warps=num_warps,
-                           sincos=sincos)
+                           sincos=sincos, relax=relax)
 
 
 @_signal.defjvp
-def _signal_jvp(n_slots, block, interpret, num_warps, sincos, primals, tangents):
+def _signal_jvp(n_slots, block, interpret, num_warps, sincos, relax, primals, tangents):
     return jax.jvp(functools.partial(stepped_xla, n_slots=n_slots), primals, tangents)
 
 
 def pallas_signal(spins: Spins, steps: tuple, *, n_slots: int, block: int = DEFAULT_BLOCK,
-                  interpret: bool | None = None, num_warps: int = DEFAULT_WARPS, sincos: str = "libdevice"):
+                  interpret: bool | None = None, num_warps: int = DEFAULT_WARPS, sincos: str = "libdevice",
+                  relax: str = "expm1"):
     """Run the fused kernel on one chunk of spins.
 
     Args:
@@ -268,6 +284,9 @@ def pallas_signal(spins: Spins, steps: tuple, *, n_slots: int, block: int = DEFA
         sincos: ``"libdevice"`` (``jnp.sin``/``jnp.cos``, CUDA's libdevice on a GPU: what
             was measured) or ``"poly"`` (the XLA engine's float32 polynomial, fewer
             instructions per step; an experiment for `benchmarks/bench_pallas.py`).
+        relax: ``"expm1"`` (relaxation from ``1 - exp(-dt/T)``, the XLA engine's form:
+            float32 keeps microsecond steps' recovery) or ``"exp"`` (multiplying by
+            ``exp(-dt/T)``: the earlier form, to time against; see `RELAX`).
 
     Returns:
         ``(signal, magnetization)``: (n_coils, n_slots) complex64 and (n, 3).
@@ -278,7 +297,9 @@ def pallas_signal(spins: Spins, steps: tuple, *, n_slots: int, block: int = DEFA
         raise ValueError(f"pallas kernel: block must be a power of two >= 32, got {block}")
     if sincos not in SINCOS:
         raise ValueError(f"pallas kernel: sincos must be one of {SINCOS}, got {sincos!r}")
-    return _signal(spins, steps, int(n_slots), int(block), bool(interpret), int(num_warps), sincos)
+    if relax not in RELAX:
+        raise ValueError(f"pallas kernel: relax must be one of {RELAX}, got {relax!r}")
+    return _signal(spins, steps, int(n_slots), int(block), bool(interpret), int(num_warps), sincos, relax)
 
 
 # ---- the engine's entry: chunks, devices ---------------------------------------------
@@ -308,9 +329,10 @@ def step_slots(sample: np.ndarray, out_index: np.ndarray):
 
 
 @functools.partial(jax.jit, static_argnames=("n_slots", "block", "interpret", "want_mag", "mesh", "num_warps",
-                                             "sincos"))
+                                             "sincos", "relax"))
 def pallas_core(spins: Spins, steps: tuple, slot_of_sample, demod, *, n_slots: int, block: int,
-                interpret: bool, want_mag: bool, mesh=None, num_warps: int = DEFAULT_WARPS, sincos: str = "libdevice"):
+                interpret: bool, want_mag: bool, mesh=None, num_warps: int = DEFAULT_WARPS, sincos: str = "libdevice",
+                relax: str = "expm1"):
     """All chunks on all devices: ``spins`` fields (n_dev, chunks per device, chunk).
     Returns ((n_coils, n_adc) samples, (n_dev · n_chunks · chunk, 3) magnetization or None)."""
     from .engine import _TRACES
@@ -321,7 +343,7 @@ def pallas_core(spins: Spins, steps: tuple, slot_of_sample, demod, *, n_slots: i
     def per_device(sp_dev):  # fields (chunks, chunk)
         def body(acc, sp):
             sig, mag = pallas_signal(sp, steps, n_slots=n_slots, block=block, interpret=interpret,
-                                     num_warps=num_warps, sincos=sincos)
+                                     num_warps=num_warps, sincos=sincos, relax=relax)
             return acc + sig, (mag if want_mag else None)
 
         return jax.lax.scan(body, jnp.zeros((n_coils, n_slots), jnp.complex64), sp_dev)

@@ -6,6 +6,7 @@ Pallas's interpreter, which executes the same kernel program."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import pathlib
 import subprocess
@@ -81,6 +82,40 @@ def test_kernel_matches_its_xla_reference(n_coils, sincos):
     assert sig.shape == ref.shape == (max(n_coils, 1), n_slots)
     assert _rel(sig, ref) < 1e-5
     assert float(jnp.max(jnp.abs(mag - mag_ref))) < 1e-5
+
+
+@pytest.mark.parametrize("relax", pk.RELAX)
+def test_float32_relaxation_in_microsecond_steps(relax):
+    # a 90 deg RF step, then 20 000 free steps of 1 us in float32: Mz recovers as
+    # 1 - exp(-t/T1) and |Mxy| decays as exp(-t/T2). With relax="expm1" (the default, as
+    # the XLA engine: tests/physics/test_free_precession.py) to 1e-4 of the change; the
+    # earlier "exp" form multiplied by exp(-dt/T1) = 1 - 1e-6, a few ulps of 1 in float32,
+    # and its rounding added up over the steps: Mz 4.6 % off at T1 = 4 s
+    t1 = np.tile([0.3, 1.0, 2.0, 4.0], 8)
+    t2 = np.tile([0.05, 0.1, 0.05, 0.08], 8)
+    n, dt, n_free = t1.size, 1e-6, 20000
+    zero = jnp.zeros(n, jnp.float32)
+    sp = Spins(x=zero, y=zero, z=zero, pd=zero + 1, r1=jnp.asarray(1 / t1, jnp.float32),
+               r2=jnp.asarray(1 / t2, jnp.float32), df=zero, b1=zero + 1, coil_re=None, coil_im=None)
+    kind = np.ones(n_free + 1, np.int32)
+    kind[0] = 0
+    dts = np.full(n_free + 1, dt, np.float32)
+    dts[0] = 0.0  # the RF step: a rotation of 1/4 cycle, no relaxation
+    b1dt = np.zeros(n_free + 1, np.complex64)
+    b1dt[0] = 0.25
+    slot = np.full(n_free + 1, -1)
+    slot[-1] = 0
+    steps = pk._step_arrays(dts, np.zeros((n_free + 1, 3), np.float32), b1dt, kind, slot,
+                            np.zeros(n_free + 1, np.int32), np.zeros(n_free + 1, np.float32))
+    _, mag = pk.pallas_signal(sp, steps, n_slots=1, block=32, interpret=True, relax=relax)
+    mag = np.asarray(mag, float)
+    t = n_free * dt
+    mz_err = np.max(np.abs(mag[:, 2] / (1 - np.exp(-t / t1)) - 1))
+    decay_err = np.max(np.abs((1 - np.hypot(mag[:, 0], mag[:, 1])) / (1 - np.exp(-t / t2)) - 1))
+    if relax == "expm1":
+        assert mz_err < 1e-4 and decay_err < 1e-4
+    else:  # the check tells the two forms apart
+        assert mz_err > 1e-2
 
 
 def test_ernst_steady_state_with_ideal_spoiling():
@@ -169,28 +204,34 @@ def test_derivatives_are_the_xla_engines():
     np.testing.assert_allclose(float(g_pallas[7]), float(fd), rtol=1e-3)
 
 
-@pytest.mark.parametrize("config", [(256, 4, "libdevice"), (*pk.launch_config(interpret=False), "libdevice"),
-                                    (64, 1, "poly")])
+@pytest.mark.parametrize("config", [(256, 4, "libdevice", "expm1"),
+                                    (*pk.launch_config(interpret=False), "libdevice", "expm1"),
+                                    (64, 1, "poly", "expm1"), (64, 1, "libdevice", "exp")])
 def test_lowers_to_a_triton_kernel_for_cuda(config):
     # the GPU program (also with the launch configuration simulate uses on a GPU): lowered
     # here without a GPU (jaxlib carries the Triton dialect); compiling it to PTX needs the
     # CUDA plugin, so that part is checked on a GPU only (benchmarks/gpu_check.sh)
-    block, warps, sincos = config
+    block, warps, sincos, relax = config
     steps, n_slots = _random_steps(200)
     sp = _spins(n=512, n_coils=2)
     fn = jax.jit(lambda sp, st: pk._pallas_forward(sp, st, n_slots=n_slots, block=block, interpret=False,
-                                                   num_warps=warps, sincos=sincos))
+                                                   num_warps=warps, sincos=sincos, relax=relax))
     try:
         text = fn.trace(sp, steps).lower(lowering_platforms=("cuda",)).as_text()
     except ImportError as e:  # a jaxlib build without the Triton dialect; any other error fails
         pytest.skip(f"this jaxlib has no Triton dialect to lower Pallas for CUDA: {e}")
     assert "triton" in text  # one custom call holding the Triton module
+    # the relaxation's libdevice call, named in the module (Triton links CUDA's libdevice)
+    assert ("__nv_expm1f" in text) == (relax == "expm1")
+    assert ("__nv_expf" in text) == (relax == "exp")
 
 
 def test_bad_options_are_refused():
     steps, n_slots = _random_steps(200)
     with pytest.raises(ValueError, match="sincos must be one of"):
         pk.pallas_signal(_spins(n=64), steps, n_slots=n_slots, block=64, sincos="fast")
+    with pytest.raises(ValueError, match="relax must be one of"):
+        pk.pallas_signal(_spins(n=64), steps, n_slots=n_slots, block=64, relax="taylor")
     with pytest.raises(ValueError, match="kernel must be"):
         mt.Bloch(kernel="cuda")
     with pytest.raises(ValueError, match="reversible"):
@@ -285,3 +326,19 @@ def test_auto_kernel_in_simulate(monkeypatch):
 
     g = jax.grad(loss)(jnp.asarray(twin.t2))
     assert np.all(np.isfinite(np.asarray(g))) and float(jnp.max(jnp.abs(g))) > 0
+
+
+def test_kernel_benchmark_times_both_relaxation_forms(capsys):
+    # benchmarks/bench_pallas.py (gpu_check.sh's stage 4b) on a CPU, where only --quick is
+    # allowed (the interpreter): one record for the XLA engine, one per relaxation form,
+    # each naming its form and agreeing with the XLA engine's signal
+    import runpy
+
+    script = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "bench_pallas.py"
+    main = runpy.run_path(str(script))["main"]
+    assert main(["--quick", "--scenario", "gre-64", "--repeats", "1", "--relax", "expm1", "exp"]) == 0
+    recs = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()[-3:]]
+    assert [r["kernel"] for r in recs] == ["xla", "pallas", "pallas"]
+    assert [r["relax"] for r in recs[1:]] == ["expm1", "exp"]
+    assert all(r["max_rel_diff_vs_xla"] < 1e-4 for r in recs[1:])
+    assert main(["--scenario", "gre-64"]) == 2  # full size in the interpreter: refused
