@@ -27,7 +27,6 @@ from mritwin.bench_scenarios import build_case, scenario_names
 from mritwin.benchmarking import emit_record
 from mritwin.simulate.engine import _default_chunk, _pack_spins
 from mritwin.simulate.pallas_kernel import (
-    RELAX,
     SINCOS,
     _step_arrays,
     launch_config,
@@ -74,13 +73,13 @@ def run(name, *, quick, repeats, configs):
                          np.zeros(stepped.dt.shape, bool), stepped.cyc0)
     demod = jnp.asarray(stepped.demod, jnp.complex64)
     sos = jnp.asarray(slot_of_sample)
-    for block, warps, sincos, relax in configs:
+    for block, warps, sincos, compensate in configs:
         chunk = pallas_chunk(_default_chunk(twin.n_spins), 1, n_slots, block)
         spins, _ = _pack_spins(twin, None, chunk, jnp.float32, 1)
 
-        def call(spins=spins, block=block, warps=warps, sincos=sincos, relax=relax):
+        def call(spins=spins, block=block, warps=warps, sincos=sincos, compensate=compensate):
             return pallas_core(spins, steps, sos, demod, n_slots=n_slots, block=block, interpret=interpret,
-                               want_mag=False, num_warps=warps, sincos=sincos, relax=relax)[0]
+                               want_mag=False, num_warps=warps, sincos=sincos, compensate=compensate)[0]
 
         t = time.perf_counter()
         out = call()
@@ -89,7 +88,7 @@ def run(name, *, quick, repeats, configs):
         run_s, out = _median_time(call, repeats)
         out = np.asarray(out)
         n_steps = int(stepped.n_real_steps)
-        yield {**base, "kernel": "pallas", "block": block, "num_warps": warps, "sincos": sincos, "relax": relax,
+        yield {**base, "kernel": "pallas", "block": block, "num_warps": warps, "sincos": sincos, "compensate": compensate,
                "chunk": chunk,
                "n_steps": n_steps, "run_s": run_s, "compile_s": max(first - run_s, 0.0),
                "spin_steps_per_s": twin.n_spins * n_steps / run_s, "xla_run_s": xla_s,
@@ -111,9 +110,8 @@ def main(argv=None) -> int:
     p.add_argument("--sincos", nargs="+", choices=SINCOS, default=["libdevice"],
                    help="the kernel's sine/cosine variants to time (default libdevice; poly: the XLA engine's "
                         "polynomial)")
-    p.add_argument("--relax", nargs="+", choices=RELAX, default=[RELAX[0]],
-                   help=f"the kernel's relaxation forms to time (default {RELAX[0]}; exp: multiplying by "
-                        "exp(-dt/T), the form before 2026-12-05)")
+    p.add_argument("--compensate", nargs="+", choices=["no", "yes"], default=["no"],
+                   help="plain and/or compensated (Kahan) summation of each step's change (default no)")
     p.add_argument("--out", help="also append the JSON lines to this file")
     a = p.parse_args(argv)
     if jax.default_backend() == "cpu" and not a.quick:
@@ -123,7 +121,7 @@ def main(argv=None) -> int:
     configs = [launch_config(jax.default_backend() == "cpu")]  # what simulate launches
     if a.sweep:
         configs = [(b, w) for b in a.blocks for w in a.warps if b >= 32 * w]
-    configs = [(b, w, sc, rx) for b, w in configs for sc in a.sincos for rx in a.relax]
+    configs = [(b, w, sc, c == "yes") for b, w in configs for sc in a.sincos for c in a.compensate]
     for name in a.scenario or DEFAULT_SCENARIOS:
         print(f"[{name}]", file=sys.stderr, flush=True)
         for rec in run(name, quick=a.quick, repeats=a.repeats, configs=configs):

@@ -51,10 +51,10 @@ python benchmarks/bench_suite.py --from "$OUT/suite.jsonl" > "$OUT/suite.md" 2>/
 # 4. the kernel's launch sweep at full size
 timeout $((90 * T)) python benchmarks/bench_pallas.py "${Q[@]}" --sweep --blocks 32 64 128 256 --warps 1 2 4 --repeats 5 \
   --out "$OUT/pallas.jsonl" --scenario koma-brain-spiral brain3d-gre > /dev/null || echo "pallas sweep: rc $?"
-# 4b. the kernel's sine/cosine (CUDA's libdevice against the XLA engine's polynomial) and its
-#     relaxation (1 - exp from expm1, the default since 2026-12-05, against multiplying by exp)
+# 4b. the kernel's sine/cosine (CUDA's libdevice against the XLA engine's polynomial) and the
+#     cost of compensated (Kahan) summation of each step's change
 timeout $((60 * T)) python benchmarks/bench_pallas.py "${Q[@]}" --sweep --blocks 64 --warps 1 2 --sincos libdevice poly \
-  --relax expm1 exp --repeats 5 \
+  --compensate no yes --repeats 5 \
   --out "$OUT/pallas.jsonl" --scenario brain3d-gre koma-brain-spiral > /dev/null || echo "pallas sincos: rc $?"
 # 5. 50M spins: grouped (the default) and every spin simulated
 timeout $((60 * T)) python benchmarks/bench_scale.py --one $BIG --repeats 2 >> "$OUT/scale.jsonl" || echo "scale: rc $?"

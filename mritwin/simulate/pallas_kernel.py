@@ -77,34 +77,27 @@ def _step_arrays(dt, kstep, b1dt, kind, slot, spoil, cyc0):
 # polynomial (`kernels.sincos_half_cycle`)
 SINCOS = ("libdevice", "poly")
 
-# the kernel's relaxation: "expm1" applies 1 - exp(-dt/T) from ``expm1`` (``M - M d``,
-# towards M0 for Mz), as the XLA engine does (`kernels.relaxation`): float32 keeps the
-# recovery of microsecond steps (``exp(-dt/T)`` is 1 to within a few ulps there, and its
-# rounding adds up over thousands of steps: Mz 1-5 % off after 20 000 steps of 1 us).
-# "exp" multiplies by exp(-dt/T) (the kernel's form before 2026-12-05, kept to time
-# against on a GPU: `benchmarks/bench_pallas.py --relax`)
-RELAX = ("expm1", "exp")
-
-
 def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: str = "libdevice",
-            relax: str = "expm1"):
+            compensate: bool = False):
     """One program: ``block`` spins through all steps. ``refs``: the 8 spin fields, the
     2 n_coils coil rows (re, im) when ``coils``, the 10 step arrays; outputs: the block's
     signal (re, im) of ``n_coils * width`` values, then mx, my, mz. ``sincos``: see
-    `SINCOS`; ``relax``: see `RELAX`."""
+    `SINCOS`.
+
+    Each step computes the *change* of the magnetization and adds it: a microsecond step
+    changes it by a few ulps, and a product form (``M cos θ``, ``M exp(-dt/T)``) rounds
+    ``cos θ`` and ``exp(-dt/T)``, both within ulps of 1, the same way at every step of a
+    repeated raster. So rotations use ``cos θ - 1 = -2 sin²(θ/2)`` (one sine/cosine of the
+    half angle) and relaxation ``d = 1 - exp(-dt/T)`` from ``expm1`` (``-M d``, ``(M0 - Mz)
+    d``), as the XLA engine does (`kernels.relaxation`, `kernels._rf_rotation`). With
+    ``compensate`` the changes are added by compensated (Kahan) summation, carrying each
+    component's rounding error (three more registers, four more operations per component
+    and step)."""
 
     def sin_cos(ph):  # |ph| <= 1/2 cycles
         if sincos == "poly":
             return kernels.sincos_half_cycle(ph)
         return jnp.sin(_TWO_PI * ph), jnp.cos(_TWO_PI * ph)
-
-    def relaxed(mx, my, mz, rate_dt):
-        """(mx, my, mz) after ``rate_dt`` = (dt/T2, dt/T1): decay, recovery towards pd."""
-        if relax == "exp":
-            e2, e1 = jnp.exp(-rate_dt[0]), jnp.exp(-rate_dt[1])
-            return mx * e2, my * e2, mz * e1 + pd * (1.0 - e1)
-        d2, d1 = -jnp.expm1(-rate_dt[0]), -jnp.expm1(-rate_dt[1])  # 1 - exp(-dt/T)
-        return mx - mx * d2, my - my * d2, mz + (pd - mz) * d1
 
     nc = 2 * n_coils if coils else 0
     x, y, z, pd, r1, r2, df, b1 = (r[...] for r in refs[:8])
@@ -117,44 +110,74 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
     # (the output rows are not initialized: every slot below n_slots is written by exactly
     # one step, and the padding up to ``width`` is cut off afterwards)
 
-    def rf(dt, kx, ky, kz, bre, bim, c0, m):
-        mx, my, mz = m
+    def fractions(dt):
+        """1 - exp(-dt/T2), 1 - exp(-dt/T1)."""
+        return -jnp.expm1(-dt * r2), -jnp.expm1(-dt * r1)
+
+    def relax_change(m, d2, d1):
+        return -m[0] * d2, -m[1] * d2, (pd - m[2]) * d1
+
+    def plus(m, d):
+        return m[0] + d[0], m[1] + d[1], m[2] + d[2]
+
+    def rf_change(dt, kx, ky, kz, bre, bim, c0, m):
+        """An RF step's change of ``m``: relax dt/2, rotate about the effective field
+        ``w`` [cycles], relax dt/2 (the engine's Strang step)."""
         wx = b1 * bre
         wy = b1 * bim
         wz = kx * x + ky * y + kz * z + df * dt + c0  # cycles
-        half = (0.5 * dt * r2, 0.5 * dt * r1)
-        mx, my, mz = relaxed(mx, my, mz, half)
+        d2, d1 = fractions(0.5 * dt)
+        ch1 = relax_change(m, d2, d1)
+        mx, my, mz = plus(m, ch1)
         n2 = wx * wx + wy * wy + wz * wz
         big = n2 > 1e-6
         inv = jnp.where(big, jax.lax.rsqrt(jnp.where(big, n2, 1.0)), 0.0)
-        th = n2 * inv  # |w| [cycles]
-        th = th - jnp.floor(th + 0.5)
-        s, cs = sin_cos(th)
-        q = (_TWO_PI * _TWO_PI) * n2
-        a = jnp.where(big, s * inv, _TWO_PI * (1.0 - q / 6.0 * (1.0 - q / 20.0)))
-        b = jnp.where(big, (1.0 - cs) * (inv * inv), 0.5 * (_TWO_PI * _TWO_PI) * (1.0 - q / 12.0 * (1.0 - q / 30.0)))
-        cs = jnp.where(big, cs, 1.0 - 0.5 * q * (1.0 - q / 12.0 * (1.0 - q / 30.0)))
+        h = 0.5 * n2 * inv  # θ/2 [cycles]
+        h = h - jnp.floor(h + 0.5)
+        sh, chh = sin_cos(h)
+        sh2 = sh * sh
+        q = (_TWO_PI * _TWO_PI) * n2  # below |w|² = 1e-6 the ratios' Taylor series
+        a = jnp.where(big, 2.0 * sh * chh * inv, _TWO_PI * (1.0 - q / 6.0 * (1.0 - q / 20.0)))  # sin θ / |w|
+        b = jnp.where(big, 2.0 * sh2 * (inv * inv),  # (1 - cos θ) / |w|²
+                      0.5 * (_TWO_PI * _TWO_PI) * (1.0 - q / 12.0 * (1.0 - q / 30.0)))
+        cm1 = jnp.where(big, -2.0 * sh2, -0.5 * q * (1.0 - q / 12.0 * (1.0 - q / 30.0)))  # cos θ - 1
         wdm = (wx * mx + wy * my + wz * mz) * b
         cx = wy * mz - wz * my
         cy = wz * mx - wx * mz
         cz = wx * my - wy * mx
-        mx, my, mz = mx * cs - cx * a + wx * wdm, my * cs - cy * a + wy * wdm, mz * cs - cz * a + wz * wdm
-        return relaxed(mx, my, mz, half)
+        ch2 = (mx * cm1 - cx * a + wx * wdm, my * cm1 - cy * a + wy * wdm, mz * cm1 - cz * a + wz * wdm)
+        ch3 = relax_change(plus((mx, my, mz), ch2), d2, d1)
+        return ch1[0] + ch2[0] + ch3[0], ch1[1] + ch2[1] + ch3[1], ch1[2] + ch2[2] + ch3[2]
 
-    def free(dt, kx, ky, kz, c0, m):
+    def free_change(dt, kx, ky, kz, c0, m):
+        """A free step's change of ``m``: precess (gradients, off-resonance, the step's
+        common phase), relax dt."""
         mx, my, mz = m
         ph = kx * x + ky * y + kz * z + df * dt + c0  # cycles
         ph = ph - jnp.floor(ph + 0.5)
-        s, cs = sin_cos(ph)
-        return relaxed(mx * cs + my * s, my * cs - mx * s, mz, (dt * r2, dt * r1))
+        sh, chh = sin_cos(0.5 * ph)
+        s, cm1 = 2.0 * sh * chh, -2.0 * sh * sh
+        rx, ry = mx * cm1 + my * s, my * cm1 - mx * s
+        d2, d1 = fractions(dt)
+        ch2 = relax_change((mx + rx, my + ry, mz), d2, d1)
+        return rx + ch2[0], ry + ch2[1], ch2[2]
 
-    def body(i, m):
+    def body(i, carry):  # carry: (mx, my, mz), then their rounding errors with ``compensate``
         dt, kx, ky, kz, c0 = dt_r[i], kx_r[i], ky_r[i], kz_r[i], c0_r[i]
         bre, bim = bre_r[i], bim_r[i]
         keep = 1.0 - spoil_r[i].astype(jnp.float32)  # spoil is 0 or 1
-        m = (m[0] * keep, m[1] * keep, m[2])
-        m = jax.lax.cond(kind_r[i] == 0, lambda m: rf(dt, kx, ky, kz, bre, bim, c0, m),
-                         lambda m: free(dt, kx, ky, kz, c0, m), m)
+        carry = (carry[0] * keep, carry[1] * keep, carry[2]) + (
+            (carry[3] * keep, carry[4] * keep, carry[5]) if compensate else ())
+        m = carry[:3]
+        d = jax.lax.cond(kind_r[i] == 0, lambda m: rf_change(dt, kx, ky, kz, bre, bim, c0, m),
+                         lambda m: free_change(dt, kx, ky, kz, c0, m), m)
+        if compensate:  # Kahan: the error of the previous additions goes into this change
+            d = tuple(u - v for u, v in zip(d, carry[3:]))
+            t = plus(m, d)
+            carry = t + tuple((u - v) - w for u, v, w in zip(t, m, d))
+            m = t
+        else:
+            carry = m = plus(m, d)
         slot = slot_r[i]
 
         def record(m):
@@ -170,10 +193,10 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
             return 0
 
         jax.lax.cond(slot >= 0, record, lambda m: 0, m)
-        return m
+        return carry
 
-    m0 = (jnp.zeros_like(pd), jnp.zeros_like(pd), pd)
-    mx, my, mz = jax.lax.fori_loop(0, n_steps, body, m0)
+    m0 = (jnp.zeros_like(pd), jnp.zeros_like(pd), pd) + ((jnp.zeros_like(pd),) * 3 if compensate else ())
+    mx, my, mz = jax.lax.fori_loop(0, n_steps, body, m0)[:3]
     mx_o[...] = mx
     my_o[...] = my
     mz_o[...] = mz
@@ -184,7 +207,7 @@ def _next_pow2(n: int) -> int:
 
 
 def _pallas_forward(spins: Spins, steps: tuple, *, n_slots: int, block: int, interpret: bool,
-                    num_warps: int = DEFAULT_WARPS, sincos: str = "libdevice", relax: str = "expm1"):
+                    num_warps: int = DEFAULT_WARPS, sincos: str = "libdevice", compensate: bool = False):
     """The kernel on one chunk: ``spins`` fields (n,), ``steps`` from `_step_arrays`.
     Returns ((n_coils, n_slots) complex64 signal, (n, 3) final magnetization)."""
     from jax.experimental import pallas as pl
@@ -211,7 +234,7 @@ def _pallas_forward(spins: Spins, steps: tuple, *, n_slots: int, block: int, int
     out_shape = (jax.ShapeDtypeStruct((n_blocks, n_coils * width), jnp.float32),) * 2 + \
         (jax.ShapeDtypeStruct((n,), jnp.float32),) * 3
     kern = functools.partial(_kernel, n_steps=n_steps, n_coils=n_coils, coils=coils, width=width, sincos=sincos,
-                             relax=relax)
+                             compensate=compensate)
     sre, sim, mx, my, mz = pl.pallas_call(
         kern,
         grid=(n_blocks,),
@@ -257,19 +280,19 @@ def stepped_xla(spins: Spins, steps: tuple, *, n_slots: int):
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6, 7))
-def _signal(spins, steps, n_slots, block, interpret, num_warps, sincos, relax):
+def _signal(spins, steps, n_slots, block, interpret, num_warps, sincos, compensate):
     return _pallas_forward(spins, steps, n_slots=n_slots, block=block, interpret=interpret, num_warps=num_warps,
-                           sincos=sincos, relax=relax)
+                           sincos=sincos, compensate=compensate)
 
 
 @_signal.defjvp
-def _signal_jvp(n_slots, block, interpret, num_warps, sincos, relax, primals, tangents):
+def _signal_jvp(n_slots, block, interpret, num_warps, sincos, compensate, primals, tangents):
     return jax.jvp(functools.partial(stepped_xla, n_slots=n_slots), primals, tangents)
 
 
 def pallas_signal(spins: Spins, steps: tuple, *, n_slots: int, block: int = DEFAULT_BLOCK,
                   interpret: bool | None = None, num_warps: int = DEFAULT_WARPS, sincos: str = "libdevice",
-                  relax: str = "expm1"):
+                  compensate: bool = False):
     """Run the fused kernel on one chunk of spins.
 
     Args:
@@ -284,9 +307,10 @@ def pallas_signal(spins: Spins, steps: tuple, *, n_slots: int, block: int = DEFA
         sincos: ``"libdevice"`` (``jnp.sin``/``jnp.cos``, CUDA's libdevice on a GPU: what
             was measured) or ``"poly"`` (the XLA engine's float32 polynomial, fewer
             instructions per step; an experiment for `benchmarks/bench_pallas.py`).
-        relax: ``"expm1"`` (relaxation from ``1 - exp(-dt/T)``, the XLA engine's form:
-            float32 keeps microsecond steps' recovery) or ``"exp"`` (multiplying by
-            ``exp(-dt/T)``: the earlier form, to time against; see `RELAX`).
+        compensate: add each step's change by compensated (Kahan) summation (three more
+            registers per spin; float32 about 2x closer to float64 on long stepped
+            sequences of slowly relaxing spins; an experiment for
+            `benchmarks/bench_pallas.py --compensate`).
 
     Returns:
         ``(signal, magnetization)``: (n_coils, n_slots) complex64 and (n, 3).
@@ -297,9 +321,8 @@ def pallas_signal(spins: Spins, steps: tuple, *, n_slots: int, block: int = DEFA
         raise ValueError(f"pallas kernel: block must be a power of two >= 32, got {block}")
     if sincos not in SINCOS:
         raise ValueError(f"pallas kernel: sincos must be one of {SINCOS}, got {sincos!r}")
-    if relax not in RELAX:
-        raise ValueError(f"pallas kernel: relax must be one of {RELAX}, got {relax!r}")
-    return _signal(spins, steps, int(n_slots), int(block), bool(interpret), int(num_warps), sincos, relax)
+    return _signal(spins, steps, int(n_slots), int(block), bool(interpret), int(num_warps), sincos,
+                   bool(compensate))
 
 
 # ---- the engine's entry: chunks, devices ---------------------------------------------
@@ -329,10 +352,10 @@ def step_slots(sample: np.ndarray, out_index: np.ndarray):
 
 
 @functools.partial(jax.jit, static_argnames=("n_slots", "block", "interpret", "want_mag", "mesh", "num_warps",
-                                             "sincos", "relax"))
+                                             "sincos", "compensate"))
 def pallas_core(spins: Spins, steps: tuple, slot_of_sample, demod, *, n_slots: int, block: int,
                 interpret: bool, want_mag: bool, mesh=None, num_warps: int = DEFAULT_WARPS, sincos: str = "libdevice",
-                relax: str = "expm1"):
+                compensate: bool = False):
     """All chunks on all devices: ``spins`` fields (n_dev, chunks per device, chunk).
     Returns ((n_coils, n_adc) samples, (n_dev · n_chunks · chunk, 3) magnetization or None)."""
     from .engine import _TRACES
@@ -343,7 +366,8 @@ def pallas_core(spins: Spins, steps: tuple, slot_of_sample, demod, *, n_slots: i
     def per_device(sp_dev):  # fields (chunks, chunk)
         def body(acc, sp):
             sig, mag = pallas_signal(sp, steps, n_slots=n_slots, block=block, interpret=interpret,
-                                     num_warps=num_warps, sincos=sincos, relax=relax)
+                                     num_warps=num_warps, sincos=sincos,
+                                     compensate=compensate)
             return acc + sig, (mag if want_mag else None)
 
         return jax.lax.scan(body, jnp.zeros((n_coils, n_slots), jnp.complex64), sp_dev)
