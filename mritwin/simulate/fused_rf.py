@@ -188,12 +188,16 @@ def _fused_unrolled(rotation, spins: Spins, m: State, dt, k, b1dt, c0, relax=Non
     (`kernels._rf_rotation` or, for small fields, `kernels._rf_rotation_small`)."""
     d1, d2 = kernels.half_relaxation(spins, dt[0], relax)
     d1_full, d2_full = _twice(d1), _twice(d2)
+    # each raster step's changes (rotation, relaxation) summed, then added to the state:
+    # one rounding of the state per raster step
     m = kernels._relax(spins, m, d1, d2)
     size = k.shape[0]
     for i in range(size):
-        w, a, b, c = rotation(spins, dt[i], k[i], b1dt[i], c0[i])
-        m = kernels._rotate(m, w, a, b, c)
-        m = kernels._relax(spins, m, d1_full, d2_full) if i < size - 1 else kernels._relax(spins, m, d1, d2)
+        w, a, b, cm1 = rotation(spins, dt[i], k[i], b1dt[i], c0[i])
+        ch = kernels._rotate_change(m, w, a, b, cm1)
+        ch = kernels._plus(ch, kernels._relax_change(spins, kernels._plus(m, ch), *(
+            (d1_full, d2_full) if i < size - 1 else (d1, d2))))
+        m = kernels._plus(m, ch)
     return State(*kernels.one_fusion(*m))
 
 
@@ -206,9 +210,11 @@ def _fused_rf_rolled(spins: Spins, m: State, dt, k, b1dt, c0, relax=None) -> Sta
 
     def body(m, step):
         dti, ki, bi, ci, is_last = step
-        w, a, b, c = kernels._rf_rotation(spins, dti, ki, bi, ci)
-        m = kernels._rotate(m, w, a, b, c)
-        return kernels._relax(spins, m, jnp.where(is_last, d1, d1_full), jnp.where(is_last, d2, d2_full)), None
+        w, a, b, cm1 = kernels._rf_rotation(spins, dti, ki, bi, ci)
+        ch = kernels._rotate_change(m, w, a, b, cm1)
+        ch = kernels._plus(ch, kernels._relax_change(spins, kernels._plus(m, ch), jnp.where(is_last, d1, d1_full),
+                                                    jnp.where(is_last, d2, d2_full)))
+        return kernels._plus(m, ch), None
 
     return jax.lax.scan(body, m, (dt, k, b1dt, c0, last))[0]
 

@@ -173,10 +173,21 @@ def _relax(spins: Spins, m: State, d1, d2) -> State:
     return State(m.mx - m.mx * d2, m.my - m.my * d2, m.mz - (m.mz - spins.pd) * d1)
 
 
+def _relax_change(spins: Spins, m: State, d1, d2) -> State:
+    """The change `_relax` makes."""
+    return State(-m.mx * d2, -m.my * d2, (spins.pd - m.mz) * d1)
+
+
+def _plus(m: State, d: State) -> State:
+    return State(m.mx + d.mx, m.my + d.my, m.mz + d.mz)
+
+
 def _rf_rotation(spins: Spins, dt, k, b1dt, c0):
     """An RF step's rotation about its constant effective field
-    ``w = (b1 Re B1dt, b1 Im B1dt, k·r + Δf dt)`` [cycles]: ``(w, a, b, cos θ)`` with
-    ``θ = 2π|w|``, ``a = sin θ / |w|`` and ``b = (1 - cos θ) / |w|²`` (see `_rotate`).
+    ``w = (b1 Re B1dt, b1 Im B1dt, k·r + Δf dt)`` [cycles]: ``(w, a, b, cos θ - 1)`` with
+    ``θ = 2π|w|``, ``a = sin θ / |w|`` and ``b = (1 - cos θ) / |w|²`` (see `_rotate`);
+    ``cos θ - 1 = -2 sin²(θ/2)`` without cancellation (``cos θ`` itself, within ulps of 1
+    for a raster step, would round alike at every step).
 
     One reciprocal square root instead of a square root and three divisions (a quarter of
     the step on XLA's CPU backend); below ``|w|² = 1e-6`` the ratios are their Taylor
@@ -191,10 +202,11 @@ def _rf_rotation(spins: Spins, dt, k, b1dt, c0):
     sh, ch = sincos_cycles(0.5 * n2 * inv)  # of θ/2: 1 - cos θ = 2 sin²(θ/2) without cancellation
     sh2 = sh * sh
     q = (TWO_PI * TWO_PI) * n2  # θ² < 4e-5 in the series (`_taylor`): truncation below 1e-17
+    t2 = _taylor(q, 2, 3)  # (1 - cos θ) / θ²
     a = jnp.where(big, 2.0 * sh * ch * inv, TWO_PI * _taylor(q, 1, 3))
-    b = jnp.where(big, 2.0 * sh2 * (inv * inv), (TWO_PI * TWO_PI) * _taylor(q, 2, 3))
-    c = jnp.where(big, 1.0 - 2.0 * sh2, _taylor(q, 0, 4))
-    return (wx, wy, wz), a, b, c
+    b = jnp.where(big, 2.0 * sh2 * (inv * inv), (TWO_PI * TWO_PI) * t2)
+    cm1 = jnp.where(big, -2.0 * sh2, -q * t2)
+    return (wx, wy, wz), a, b, cm1
 
 
 SMALL_FIELD = 0.08  # [cycles] per RF step: up to it `_rf_rotation_small` applies (θ <= 0.503 rad, 29°)
@@ -213,7 +225,7 @@ def _taylor(q, first: int, n_terms: int):
 
 def _rf_rotation_small(spins: Spins, dt, k, b1dt, c0):
     """`_rf_rotation` for fields of at most `SMALL_FIELD` cycles per step (see
-    `small_field`): ``a``, ``b`` and ``cos θ`` as their Taylor series in ``θ²``, without a
+    `small_field`): ``a``, ``b`` and ``cos θ - 1`` as their Taylor series in ``θ²``, without a
     square root, a range reduction or a branch. The terms left out are below float
     rounding (3e-10 in float32, 1e-21 in float64), so the result is that of `_rf_rotation`
     to float rounding, with less arithmetic per spin and step.
@@ -226,7 +238,8 @@ def _rf_rotation_small(spins: Spins, dt, k, b1dt, c0):
     wz = _cycles(spins, k, dt, c0)
     q = (TWO_PI * TWO_PI) * (wx * wx + wy * wy + wz * wz)
     n = _SMALL_TERMS.get(np.dtype(q.dtype), _SMALL_TERMS[np.dtype(np.float64)])
-    return ((wx, wy, wz), TWO_PI * _taylor(q, 1, n), (TWO_PI * TWO_PI) * _taylor(q, 2, n), _taylor(q, 0, n))
+    t2 = _taylor(q, 2, n)  # (1 - cos θ) / θ²
+    return (wx, wy, wz), TWO_PI * _taylor(q, 1, n), (TWO_PI * TWO_PI) * t2, -q * t2
 
 
 def spin_extent(spins: Spins):
@@ -249,15 +262,23 @@ def small_field(spins: Spins, dt, k, b1dt, c0):
     return jnp.max(wxy * wxy + wz * wz) <= SMALL_FIELD * SMALL_FIELD
 
 
-def _rotate(m: State, w, a, b, c) -> State:
-    """Left-handed rotation about the field ``w``: ``M cos θ - (w × M) a + w (w·M) b`` with
-    ``a = sin θ / |w|``, ``b = (1 - cos θ) / |w|²`` (`_rf_rotation`; ``-a`` rotates back)."""
+def _rotate_change(m: State, w, a, b, cm1) -> State:
+    """The change of ``M`` in a left-handed rotation about the field ``w``, ``M cos θ -
+    (w × M) a + w (w·M) b``, with ``a = sin θ / |w|``, ``b = (1 - cos θ) / |w|²``, ``cm1 =
+    cos θ - 1`` (`_rf_rotation`; ``-a`` rotates back): ``M cm1 - (w × M) a + w (w·M) b``.
+    A raster step's rotation changes ``M`` by ulps; multiplying by ``cos θ``, rounded
+    within ulps of 1 alike at every step of a pulse, biased stepped pulses in float32."""
     wx, wy, wz = w
     wdm = (wx * m.mx + wy * m.my + wz * m.mz) * b
     cx = wy * m.mz - wz * m.my
     cy = wz * m.mx - wx * m.mz
     cz = wx * m.my - wy * m.mx
-    return State(m.mx * c - cx * a + wx * wdm, m.my * c - cy * a + wy * wdm, m.mz * c - cz * a + wz * wdm)
+    return State(m.mx * cm1 - cx * a + wx * wdm, m.my * cm1 - cy * a + wy * wdm, m.mz * cm1 - cz * a + wz * wdm)
+
+
+def _rotate(m: State, w, a, b, cm1) -> State:
+    """``M`` rotated (`_rotate_change`)."""
+    return _plus(m, _rotate_change(m, w, a, b, cm1))
 
 
 def rf_step(spins: Spins, m: State, dt, k, b1dt, c0=0.0, rotation: str = "auto", relax=None) -> State:
@@ -279,10 +300,13 @@ def rf_step(spins: Spins, m: State, dt, k, b1dt, c0=0.0, rotation: str = "auto",
 
 
 def _rf_step_with(rotation, spins: Spins, m: State, dt, k, b1dt, c0, relax=None) -> State:
-    w, a, b, c = rotation(spins, dt, k, b1dt, c0)
+    w, a, b, cm1 = rotation(spins, dt, k, b1dt, c0)
     d1, d2 = half_relaxation(spins, dt, relax)
-    m = _relax(spins, m, d1, d2)
-    return _relax(spins, _rotate(m, w, a, b, c), d1, d2)
+    # the three changes summed, then added once: one rounding of the state per step
+    ch = _relax_change(spins, m, d1, d2)
+    ch = _plus(ch, _rotate_change(_plus(m, ch), w, a, b, cm1))
+    ch = _plus(ch, _relax_change(spins, _plus(m, ch), d1, d2))
+    return _plus(m, ch)
 
 
 def diffuse(spins: Spins, m: State, bstep) -> State:
@@ -591,14 +615,14 @@ def window_step_inverse(spins: Spins, m: State, dt, k, count) -> State:
 
 def rf_step_inverse(spins: Spins, m: State, dt, k, b1dt, c0=0.0) -> State:
     """The state before `rf_step`: un-relax dt/2, rotate back, un-relax dt/2."""
-    w, a, b, c = _rf_rotation(spins, dt, k, b1dt, c0)
+    w, a, b, cm1 = _rf_rotation(spins, dt, k, b1dt, c0)
     e2 = jnp.exp(0.5 * spins.r2 * dt)
     e1 = jnp.exp(-0.5 * spins.r1 * dt)
 
     def unrelax(m):
         return State(m.mx * e2, m.my * e2, (m.mz - spins.pd * (1.0 - e1)) / e1)
 
-    return unrelax(_rotate(unrelax(m), w, -a, b, c))
+    return unrelax(_rotate(unrelax(m), w, -a, b, cm1))
 
 
 def diffuse_inverse(spins: Spins, m: State, bstep) -> State:

@@ -239,7 +239,7 @@ def test_3d_brain_scenarios_match_numpy_reference_and_excite_only_their_slices(n
 def test_precision_benchmark_reports_float32_against_float64(capsys):
     """benchmarks/bench_precision.py (a stage of gpu_check.sh): on 16 CSF-like spins under
     the library's sinc GRE, float32 prepared pulses within 1e-4 of the float64 peak and
-    stepped pulses within 4e-4 (as tests/simulate/test_prepared_rf.py checks directly)."""
+    stepped pulses within 1.5e-4 (as tests/simulate/test_prepared_rf.py checks directly)."""
     import pathlib
     import runpy
 
@@ -248,5 +248,5 @@ def test_precision_benchmark_reports_float32_against_float64(capsys):
     assert main(["--cases", "csf", "--methods", "prepared", "stepped"]) == 0
     recs = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()[-2:]]
     assert [r["method"] for r in recs] == ["prepared", "stepped"]
-    assert recs[0]["max_rel_diff_vs_float64"] < 1e-4 and recs[1]["max_rel_diff_vs_float64"] < 4e-4
+    assert recs[0]["max_rel_diff_vs_float64"] < 1e-4 and recs[1]["max_rel_diff_vs_float64"] < 1.5e-4
     assert all(r["device"] and r["n_spins"] == 16 for r in recs)
