@@ -77,3 +77,16 @@ def sample_times(sig):
 
 
 from mritwin.benchmarking import cartesian_gre, fft_recon, grid_twin  # noqa: E402,F401
+
+
+def csf_sinc_gre(n=16, seed=0):
+    """``(twin, seq, scanner)``: ``n`` CSF-like spins (T1 4 s, T2 2 s) in a 20 cm slice
+    under the library's GRE (32 × 32, 15°, a 2 ms sinc on its 1 us raster per TR, RF
+    spoiling): where float32 stepping of shaped pulses is hardest (slow relaxation, 32
+    pulses of 2 000 raster steps)."""
+    scanner = mt.Scanner()
+    seq = mt.sequences.gre(scanner=scanner, fov=0.2, matrix=32, flip_angle_deg=15, slice_thickness=5e-3)
+    rng = np.random.default_rng(seed)
+    twin = mt.Twin(position=np.c_[rng.uniform(-0.08, 0.08, (n, 2)), np.zeros(n)], pd=np.ones(n),
+                   t1=np.full(n, 4.0), t2=np.full(n, 2.0))
+    return twin, seq, scanner

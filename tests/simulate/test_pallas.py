@@ -21,7 +21,7 @@ import mritwin as mt
 from mritwin.benchmarking import cartesian_gre
 from mritwin.simulate import pallas_kernel as pk
 from mritwin.simulate.kernels import Spins
-from tests.seqkit import IDEAL, adc_at, build, hard, rf_at
+from tests.seqkit import IDEAL, adc_at, build, csf_sinc_gre, hard, rf_at
 
 PALLAS = mt.Bloch(kernel="pallas")
 
@@ -121,12 +121,7 @@ def test_float32_gre_with_a_shaped_pulse_matches_float64(compensate):
     XLA engine in float64: within 1.5e-4 of the peak (measured 8.1e-5; 4.1e-5 with
     ``compensate``). While the kernel multiplied by ``cos θ`` and ``exp(-dt/T)`` (both
     within ulps of 1 for a raster step, rounded alike at every step) it was 6.1e-4 off."""
-    scanner = mt.Scanner()
-    seq = mt.sequences.gre(scanner=scanner, fov=0.2, matrix=32, flip_angle_deg=15, slice_thickness=5e-3)
-    rng = np.random.default_rng(0)
-    n = 16
-    twin = mt.Twin(position=np.c_[rng.uniform(-0.08, 0.08, (n, 2)), np.zeros(n)], pd=np.ones(n),
-                   t1=np.full(n, 4.0), t2=np.full(n, 2.0))
+    twin, seq, scanner = csf_sinc_gre()
     s64 = np.asarray(mt.simulate(twin, seq, scanner=scanner, dtype=jnp.float64).samples)
     stepped = mt.discretize(seq, scanner, windows=False)
     slot, slot_of_sample, n_slots = pk.step_slots(np.asarray(stepped.sample), np.asarray(stepped.out_index))

@@ -12,7 +12,7 @@ import pytest
 import mritwin as mt
 from mritwin.sequence.discretize import discretize
 from mritwin.simulate.prepared_rf import plan_prepared_rf
-from tests.seqkit import IDEAL
+from tests.seqkit import IDEAL, csf_sinc_gre
 
 jax.config.update("jax_enable_x64", True)
 
@@ -309,12 +309,7 @@ def test_float32_gre_with_a_shaped_pulse_matches_float64():
     and added to the state once; 1.9e-4 and 7.0e-4 while the state was rounded after each
     half step and rotated by multiplying with ``cos θ``; 6.4e-4 fused while a step relaxed
     by multiplying with ``exp(-dt/2T)``, see `kernels.relaxation`)."""
-    scanner = mt.Scanner()
-    seq = mt.sequences.gre(scanner=scanner, fov=0.2, matrix=32, flip_angle_deg=15, slice_thickness=5e-3)
-    rng = np.random.default_rng(0)
-    n = 16
-    twin = mt.Twin(position=np.c_[rng.uniform(-0.08, 0.08, (n, 2)), np.zeros(n)], pd=np.ones(n),
-                   t1=np.full(n, 4.0), t2=np.full(n, 2.0))
+    twin, seq, scanner = csf_sinc_gre()
     s64 = np.asarray(mt.simulate(twin, seq, scanner=scanner, dtype=jnp.float64).samples)
     s32 = np.asarray(mt.simulate(twin, seq, scanner=scanner).samples)
     assert np.abs(s32 - s64).max() < 1e-4 * np.abs(s64).max()
