@@ -168,18 +168,18 @@ def one_fusion(*arrays):
     return jax.lax.reduce(ops, init, lambda x, y: tuple(jnp.maximum(p, q) for p, q in zip(x, y)), (0,))
 
 
-def _relax(spins: Spins, m: State, d1, d2) -> State:
-    """Relax by the fractions ``d1``, ``d2`` (`relaxation`)."""
-    return State(m.mx - m.mx * d2, m.my - m.my * d2, m.mz - (m.mz - spins.pd) * d1)
-
-
 def _relax_change(spins: Spins, m: State, d1, d2) -> State:
-    """The change `_relax` makes."""
+    """The change that relaxing by the fractions ``d1``, ``d2`` (`relaxation`) makes."""
     return State(-m.mx * d2, -m.my * d2, (spins.pd - m.mz) * d1)
 
 
 def _plus(m: State, d: State) -> State:
     return State(m.mx + d.mx, m.my + d.my, m.mz + d.mz)
+
+
+def _relax(spins: Spins, m: State, d1, d2) -> State:
+    """Relax by the fractions ``d1``, ``d2`` (`relaxation`)."""
+    return _plus(m, _relax_change(spins, m, d1, d2))
 
 
 def _rf_rotation(spins: Spins, dt, k, b1dt, c0):
@@ -594,7 +594,7 @@ def general_window_step(spins: Spins, m: State, dt, k, wk, wt, n_window: int, pl
 
 def _unrelax_change(spins: Spins, m: State, g1, g2) -> State:
     """The change that undoes relaxation by the fractions ``d``: with ``g = expm1(R t) =
-    d / (1 - d)``, ``M (1 + g2)`` for Mxy and ``Mz + (Mz - pd) g1``."""
+    d / (1 - d)``, ``Mxy g2`` and ``(Mz - pd) g1``."""
     return State(m.mx * g2, m.my * g2, (m.mz - spins.pd) * g1)
 
 

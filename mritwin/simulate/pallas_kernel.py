@@ -77,6 +77,7 @@ def _step_arrays(dt, kstep, b1dt, kind, slot, spoil, cyc0):
 # polynomial (`kernels.sincos_half_cycle`)
 SINCOS = ("libdevice", "poly")
 
+
 def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: str = "libdevice",
             compensate: bool = False):
     """One program: ``block`` spins through all steps. ``refs``: the 8 spin fields, the
