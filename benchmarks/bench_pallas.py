@@ -27,12 +27,12 @@ from mritwin.bench_scenarios import build_case, scenario_names
 from mritwin.benchmarking import emit_record
 from mritwin.simulate.engine import _default_chunk, _pack_spins
 from mritwin.simulate.pallas_kernel import (
+    PREPARED,
     SINCOS,
-    _step_arrays,
+    kernel_steps,
     launch_config,
     pallas_chunk,
     pallas_core,
-    step_slots,
 )
 
 DEFAULT_SCENARIOS = ["koma-brain-spiral", "koma-epi", "mrilab-spiral", "gre-256", "brain3d-gre", "mrf-train"]
@@ -68,18 +68,21 @@ def run(name, *, quick, repeats, configs):
            "compile_s": max(first - xla_s, 0.0)}
     # the fused kernel on the stepped sequence
     stepped = mt.discretize(case.seq, case.scanner, rf_dt=m.rf_dt, windows=False, motion=case.motion)
-    slot, slot_of_sample, n_slots = step_slots(np.asarray(stepped.sample), np.asarray(stepped.out_index))
-    steps = _step_arrays(stepped.dt, stepped.kstep, stepped.b1dt, stepped.kind, slot,
-                         np.zeros(stepped.dt.shape, bool), stepped.cyc0)
     demod = jnp.asarray(stepped.demod, jnp.complex64)
-    sos = jnp.asarray(slot_of_sample)
-    for block, warps, sincos, compensate in configs:
+    plans = {}
+    for prepare in sorted({c[5] for c in configs}):
+        steps, pulse, slot_of_sample, n_slots = kernel_steps(stepped, spoiling=False, prepare=prepare)
+        plans[prepare] = (steps, pulse, jnp.asarray(slot_of_sample), n_slots)
+    for block, warps, sincos, compensate, reuse, prepare in configs:
+        steps, pulse, sos, n_slots = plans[prepare]
         chunk = pallas_chunk(_default_chunk(twin.n_spins), 1, n_slots, block)
         spins, _ = _pack_spins(twin, None, chunk, jnp.float32, 1)
 
-        def call(spins=spins, block=block, warps=warps, sincos=sincos, compensate=compensate):
-            return pallas_core(spins, steps, sos, demod, n_slots=n_slots, block=block, interpret=interpret,
-                               want_mag=False, num_warps=warps, sincos=sincos, compensate=compensate)[0]
+        def call(spins=spins, block=block, warps=warps, sincos=sincos, compensate=compensate, reuse=reuse,
+                 steps=steps, pulse=pulse, sos=sos, n_slots=n_slots):
+            return pallas_core(spins, steps, sos, demod, pulse, n_slots=n_slots, block=block, interpret=interpret,
+                               want_mag=False, num_warps=warps, sincos=sincos, compensate=compensate,
+                               reuse=reuse)[0]
 
         t = time.perf_counter()
         out = call()
@@ -89,7 +92,10 @@ def run(name, *, quick, repeats, configs):
         out = np.asarray(out)
         n_steps = int(stepped.n_real_steps)
         yield {**base, "kernel": "pallas", "block": block, "num_warps": warps, "sincos": sincos, "compensate": compensate,
-               "chunk": chunk,
+               "reuse": reuse, "prepare": prepare, "chunk": chunk,
+               "kernel_loop_steps": int(steps[0].shape[0]),
+               "prepared_plays": int(np.sum(np.asarray(steps[7]) == PREPARED)),
+               "prepared_pulse_steps": 0 if pulse is None else int(pulse[0].shape[0]),
                "n_steps": n_steps, "run_s": run_s, "compile_s": max(first - run_s, 0.0),
                "spin_steps_per_s": twin.n_spins * n_steps / run_s, "xla_run_s": xla_s,
                "speedup_vs_xla": xla_s / run_s,
@@ -112,6 +118,12 @@ def main(argv=None) -> int:
                         "polynomial)")
     p.add_argument("--compensate", nargs="+", choices=["no", "yes"], default=["no"],
                    help="plain and/or compensated (Kahan) summation of each step's change (default no)")
+    p.add_argument("--reuse", nargs="+", choices=["yes", "no"], default=["yes"],
+                   help="reuse a step's rotation and relaxation factors where they repeat (yes, the default) "
+                        "and/or compute them at every step (no)")
+    p.add_argument("--prepare", nargs="+", choices=["yes", "no"], default=["yes"],
+                   help="the most repeated RF pulse prepared into a per-spin map (yes, the default) and/or "
+                        "stepped at every play (no)")
     p.add_argument("--out", help="also append the JSON lines to this file")
     a = p.parse_args(argv)
     if jax.default_backend() == "cpu" and not a.quick:
@@ -121,7 +133,8 @@ def main(argv=None) -> int:
     configs = [launch_config(jax.default_backend() == "cpu")]  # what simulate launches
     if a.sweep:
         configs = [(b, w) for b in a.blocks for w in a.warps if b >= 32 * w]
-    configs = [(b, w, sc, c == "yes") for b, w in configs for sc in a.sincos for c in a.compensate]
+    configs = [(b, w, sc, c == "yes", r == "yes", pr == "yes") for b, w in configs for sc in a.sincos
+               for c in a.compensate for r in a.reuse for pr in a.prepare]
     for name in a.scenario or DEFAULT_SCENARIOS:
         print(f"[{name}]", file=sys.stderr, flush=True)
         for rec in run(name, quick=a.quick, repeats=a.repeats, configs=configs):

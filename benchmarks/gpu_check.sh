@@ -23,6 +23,9 @@
 set -uo pipefail
 OUT=${OUT:-gpu-out}
 if [ "${DRY:-0}" = 1 ]; then Q=(--quick); T=10; BIG=200000; else Q=(); T=1; BIG=50000000; fi
+# the kernel's A/B stages at the GPU's launch configuration (the interpreter's in a dry run:
+# 64-spin programs take 4x as long there)
+if [ "${DRY:-0}" = 1 ]; then AB=(); else AB=(--sweep --blocks 64 --warps 1); fi
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 exec > >(tee -a "$OUT/log.txt") 2>&1
@@ -41,6 +44,11 @@ timeout $((60 * T)) python benchmarks/bench_pallas.py --quick --repeats 3 --out 
   --scenario koma-column gre-64 koma-brain-motion > /dev/null || echo "pallas quick: rc $?"
 # 1b. float32 against float64 (the compensated pulse preparation kept by XLA's GPU compiler?)
 timeout $((60 * T)) python benchmarks/bench_precision.py --out "$OUT/precision.jsonl" > /dev/null || echo "precision: rc $?"
+# 1c. the kernel's reuse of repeated factors and its prepared pulse (both on by default,
+#     unmeasured on a GPU before) against neither, at full size, on the two target cases
+timeout $((120 * T)) python benchmarks/bench_pallas.py "${Q[@]}" "${AB[@]}" --reuse yes no \
+  --prepare yes no --repeats 5 --out "$OUT/pallas.jsonl" --scenario brain3d-gre koma-brain-spiral > /dev/null \
+  || echo "pallas reuse/prepare: rc $?"
 # 2. the suite, full sizes, XLA engine; the two target cases first (26k brain spiral, >= 1M spins)
 for s in koma-brain-spiral brain3d-gre koma-epi koma-brain-motion koma-brain-suscept koma-column koma-sphere-cs \
          mrilab-spiral gre-64 gre-128 gre-256 gre-sinc-256 mrf-train; do suite "$s" --kernel xla; done
@@ -53,9 +61,13 @@ timeout $((90 * T)) python benchmarks/bench_pallas.py "${Q[@]}" --sweep --blocks
   --out "$OUT/pallas.jsonl" --scenario koma-brain-spiral brain3d-gre > /dev/null || echo "pallas sweep: rc $?"
 # 4b. the kernel's sine/cosine (CUDA's libdevice against the XLA engine's polynomial) and the
 #     cost of compensated (Kahan) summation of each step's change
-timeout $((60 * T)) python benchmarks/bench_pallas.py "${Q[@]}" --sweep --blocks 64 --warps 1 2 --sincos libdevice poly \
+timeout $((60 * T)) python benchmarks/bench_pallas.py "${Q[@]}" --sweep --blocks 64 --warps 1 --sincos libdevice poly \
   --compensate no yes --repeats 5 \
   --out "$OUT/pallas.jsonl" --scenario brain3d-gre koma-brain-spiral > /dev/null || echo "pallas sincos: rc $?"
+# 4c. the same on readout-bound and pulse-bound cases
+timeout $((120 * T)) python benchmarks/bench_pallas.py "${Q[@]}" "${AB[@]}" --reuse yes no \
+  --prepare yes no --repeats 5 --out "$OUT/pallas.jsonl" --scenario koma-epi mrf-train gre-sinc-256 mrilab-spiral \
+  > /dev/null || echo "pallas reuse/prepare 2: rc $?"
 # 5. 50M spins: grouped (the default) and every spin simulated
 timeout $((60 * T)) python benchmarks/bench_scale.py --one $BIG --repeats 2 >> "$OUT/scale.jsonl" || echo "scale: rc $?"
 timeout $((60 * T)) python benchmarks/bench_scale.py --one $BIG --repeats 2 --ungrouped >> "$OUT/scale.jsonl" \

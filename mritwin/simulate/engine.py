@@ -286,7 +286,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
     chunk = _chunk_for(method, -(-twin.n_spins // n_dev))
     if pallas:
         call = functools.partial(_run_pallas, twin, sens, dseq, chunk, devices, return_magnetization,
-                                 method.ideal_spoiling)
+                                 method.ideal_spoiling, method.prepare_pulses)
         return _Run(call, twin.n_spins, None, seq_groups, pd0, kspace, dseq, adc_event, n_dev)
     if method.analytic_diffusion and twin.diffusion is None:
         raise ValueError("Bloch(analytic_diffusion=True) needs twin.diffusion [m^2/s]")
@@ -556,9 +556,10 @@ def _signal_out(samples, mag, kspace, dseq, adc_event, noise, key, seq, dtype) -
     return sig
 
 
-def _run_pallas(twin: Twin, sens, dseq: DiscreteSequence, chunk: int, devices, want_mag: bool, spoiling: bool):
+def _run_pallas(twin: Twin, sens, dseq: DiscreteSequence, chunk: int, devices, want_mag: bool, spoiling: bool,
+                prepare: bool):
     """`simulate` with ``Bloch(kernel="pallas")``: ``(samples, magnetization)``."""
-    from .pallas_kernel import _step_arrays, launch_config, pallas_chunk, pallas_core, step_slots
+    from .pallas_kernel import kernel_steps, launch_config, pallas_chunk, pallas_core, step_slots
 
     if _windowed(dseq):
         raise ValueError("Bloch(kernel='pallas') needs a stepped sequence (one step per ADC sample); this "
@@ -566,17 +567,16 @@ def _run_pallas(twin: Twin, sens, dseq: DiscreteSequence, chunk: int, devices, w
     if not isinstance(dseq.bstep, jax.core.Tracer) and np.any(np.asarray(dseq.bstep) != 0):
         raise ValueError("Bloch(kernel='pallas') does not simulate analytic diffusion; this DiscreteSequence "
                          "carries diffusion weighting (discretize(..., diffusion=True))")
-    slot, slot_of_sample, n_slots = step_slots(np.asarray(dseq.sample), np.asarray(dseq.out_index))
+    step_slots(np.asarray(dseq.sample), np.asarray(dseq.out_index))  # (a stepped sequence?)
+    steps, pulse, slot_of_sample, n_slots = kernel_steps(dseq, spoiling=spoiling, prepare=prepare)
     n_coils = 1 if sens is None else int(sens.shape[0])
     n_dev = len(devices)
     interpret = jax.default_backend() == "cpu"
     block, warps = launch_config(interpret)
     chunk = pallas_chunk(chunk, n_coils, n_slots, block)
     spins, n_chunks = _pack_spins(twin, sens, chunk, jnp.float32, n_dev)
-    spoil = dseq.spoil if spoiling else np.zeros(dseq.dt.shape, bool)
-    steps = _step_arrays(dseq.dt, dseq.kstep, dseq.b1dt, dseq.kind, slot, spoil, dseq.cyc0)
     mesh = spin_sharding(devices).mesh if n_dev > 1 else None
-    samples, mag = pallas_core(spins, steps, jnp.asarray(slot_of_sample), jnp.asarray(dseq.demod, jnp.complex64),
+    samples, mag = pallas_core(spins, steps, jnp.asarray(slot_of_sample), jnp.asarray(dseq.demod, jnp.complex64), pulse,
                                n_slots=n_slots, block=block, interpret=interpret, want_mag=want_mag, mesh=mesh,
                                num_warps=warps)
     return samples, (None if mag is None else mag[: twin.n_spins])

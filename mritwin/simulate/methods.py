@@ -188,8 +188,9 @@ class Bloch(AbstractSimMethod):
             XLA programs, every option above. ``"pallas"``: one fused Pallas (Triton) kernel per chunk of spins that
             keeps the magnetization in registers through all steps and reduces each ADC
             sample per block of spins (`mritwin.simulate.pallas_kernel`), the design of
-            GPU Bloch simulators. It steps every ADC sample (``windows``,
-            ``prepare_pulses`` and ``fuse_rf`` do not apply) and runs float32 only; not
+            GPU Bloch simulators. It steps every ADC sample (``windows`` and ``fuse_rf``
+            do not apply; with ``prepare_pulses`` the most repeated shaped pulse is
+            prepared into a per-spin map in registers) and runs float32 only; not
             with ``reversible``, ``analytic_diffusion``, a NUFFT ``readout`` or dynamics.
             On the CPU it runs in Pallas's interpreter (slow: for testing). Derivatives
             come from the XLA engine's steps.

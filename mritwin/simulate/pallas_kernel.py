@@ -15,6 +15,11 @@ runs in Pallas's interpreter, which is slow; it is there so that the kernel is t
 everywhere (`tests/test_pallas.py` compares it with the XLA engine and lowers it for
 CUDA).
 
+Less work per step where the sequence repeats itself: a step's rotation and relaxation
+factors stay in registers while its ``dt``, gradient and phase repeat (``reuse``), and the
+most repeated shaped pulse is stepped once per program into each spin's affine map, then
+applied whole at every play (`kernel_steps`, ``Bloch(prepare_pulses=True)``).
+
 What it covers: the stepped discretization (``windows=False``: one free-precession step
 per ADC sample, RF raster steps), any B1, gradient and ADC phase, B1+ maps, coil
 sensitivities, rigid motion, ideal spoiling, several devices (`jax.shard_map` over the
@@ -41,7 +46,7 @@ import numpy as np
 from . import kernels
 from .kernels import Spins, State
 
-__all__ = ["pallas_signal", "pallas_core", "stepped_xla", "launch_config", "DEFAULT_BLOCK", "DEFAULT_WARPS",
+__all__ = ["pallas_signal", "pallas_core", "stepped_xla", "kernel_steps", "launch_config", "DEFAULT_BLOCK", "DEFAULT_WARPS",
            "GPU_BLOCK", "GPU_WARPS"]
 
 DEFAULT_BLOCK = 256  # spins per program in Pallas's interpreter (fewer, wider programs run faster there)
@@ -63,14 +68,56 @@ _TWO_PI = float(2.0 * np.pi)
 _SPIN_FIELDS = ("x", "y", "z", "pd", "r1", "r2", "df", "b1")
 
 
+# step kinds: an RF raster step, a free step, a play of the prepared pulse (`kernel_steps`)
+RF, FREE, PREPARED = 0, 1, 2
+
+
 def _step_arrays(dt, kstep, b1dt, kind, slot, spoil, cyc0):
     """The per-step inputs of the kernel: (dt, kx, ky, kz, b1 re, b1 im, c0) float32 and
-    (kind, slot, spoil) int32, each (n_steps,)."""
+    (kind, slot, spoil) int32, each (n_steps,). ``kind``: `RF`, `FREE` or `PREPARED` (then
+    ``b1dt`` is the play's phase offset ``exp(iα)``)."""
     f = jnp.float32
     return (jnp.asarray(dt, f), jnp.asarray(kstep[:, 0], f), jnp.asarray(kstep[:, 1], f),
             jnp.asarray(kstep[:, 2], f), jnp.real(b1dt).astype(f), jnp.imag(b1dt).astype(f),
             jnp.asarray(cyc0, f), jnp.asarray(kind, jnp.int32), jnp.asarray(slot, jnp.int32),
             jnp.asarray(spoil, jnp.int32))
+
+
+# bits of `_fresh`: which of a step's factors the kernel computes (else it reuses the
+# factors it computed for the previous step of the same kind)
+_FREE_RELAX, _FREE_ROT, _RF_RELAX = 1, 2, 4
+
+
+def _fresh(steps):
+    """Per step, an int32 bit mask (`_FREE_RELAX`, `_FREE_ROT`, `_RF_RELAX`) of the factors
+    the kernel must compute: a free step's relaxation fractions unless the previous free
+    step had the same ``dt``; its rotation (``sin``, ``cos - 1`` of the phase) unless that
+    step also had the same ``k`` and common phase ``c0``; an RF step's half-step relaxation
+    unless the previous RF step had the same ``dt`` (plays of a prepared pulse between them
+    change nothing). Equal float32 inputs give equal factors, so reusing them changes no
+    bit of the result. (n_steps,) from the step arrays of `_step_arrays`; traceable."""
+    dt, kx, ky, kz, _, _, c0, kind = steps[:8]
+    n = dt.shape[0]
+    idx = jnp.arange(n, dtype=jnp.int32)
+
+    def previous(mask):  # index of the previous step with ``mask`` (-1: none)
+        last = jax.lax.cummax(jnp.where(mask, idx, -1))
+        return jnp.concatenate([jnp.full((1,), -1, jnp.int32), last[:-1]])
+
+    def same(prev, *arrays):
+        at = jnp.maximum(prev, 0)
+        eq = prev >= 0
+        for a in arrays:
+            eq &= a[at] == a
+        return eq
+
+    free, rf = kind == FREE, kind == RF
+    pf, pr = previous(free), previous(rf)
+    same_dt = same(pf, dt)
+    out = jnp.where(free & ~same_dt, _FREE_RELAX, 0)
+    out |= jnp.where(free & ~(same_dt & same(pf, kx, ky, kz, c0)), _FREE_ROT, 0)
+    out |= jnp.where(rf & ~same(pr, dt), _RF_RELAX, 0)
+    return out.astype(jnp.int32)
 
 
 # the kernel's sine and cosine: jnp.sin/cos (CUDA's libdevice), or the XLA engine's float32
@@ -79,11 +126,12 @@ SINCOS = ("libdevice", "poly")
 
 
 def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: str = "libdevice",
-            compensate: bool = False):
+            compensate: bool = False, reuse: bool = False, n_pulse: int = 0):
     """One program: ``block`` spins through all steps. ``refs``: the 8 spin fields, the
-    2 n_coils coil rows (re, im) when ``coils``, the 10 step arrays; outputs: the block's
-    signal (re, im) of ``n_coils * width`` values, then mx, my, mz. ``sincos``: see
-    `SINCOS`.
+    2 n_coils coil rows (re, im) when ``coils``, the 10 step arrays, `_fresh`'s when
+    ``reuse``, the prepared pulse's 7 raster arrays (dt, kx, ky, kz, B1 re, B1 im, c0 at
+    phase 0, ``n_pulse`` long) when ``n_pulse``; outputs: the block's signal (re, im) of
+    ``n_coils * width`` values, then mx, my, mz. ``sincos``: see `SINCOS`.
 
     Each step computes the *change* of the magnetization and adds it: a microsecond step
     changes it by a few ulps, and a product form (``M cos θ``, ``M exp(-dt/T)``) rounds
@@ -93,7 +141,20 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
     d``), as the XLA engine does (`kernels.relaxation`, `kernels._rf_rotation`). With
     ``compensate`` the changes are added by compensated (Kahan) summation, carrying each
     component's rounding error (three more registers, four more operations per component
-    and step)."""
+    and step).
+
+    With ``reuse`` the program keeps each spin's last free-step rotation (``sin θ``,
+    ``cos θ - 1``) and relaxation fractions and its last RF half-step fractions in
+    registers, and computes them only at the steps `_fresh` marks: in a readout of equal
+    samples a free step is then a few multiply-adds instead of a sine, a cosine and two
+    ``expm1`` (the same for every spin of the launch, so the branch never diverges).
+
+    With ``n_pulse`` the program first steps the prepared pulse's raster on the unit
+    vectors and the zero state (each step's change added by compensated summation, as
+    `prepared_rf.prepare_pulse` does), which gives each spin the pulse's affine map
+    ``M -> A M + b`` (12 registers); a step of kind `PREPARED` applies it with the play's
+    phase offset ``exp(iα)`` (its B1 entry): ``Rz(α) (A Rz(-α) M + b)``.
+    """
 
     def sin_cos(ph):  # |ph| <= 1/2 cycles
         if sincos == "poly":
@@ -104,7 +165,12 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
     x, y, z, pd, r1, r2, df, b1 = (r[...] for r in refs[:8])
     crefs = refs[8:8 + nc]
     dt_r, kx_r, ky_r, kz_r, bre_r, bim_r, c0_r, kind_r, slot_r, spoil_r = refs[8 + nc:18 + nc]
-    sre_r, sim_r, mx_o, my_o, mz_o = refs[18 + nc:]
+    at = 18 + nc
+    fresh_r = refs[at] if reuse else None
+    at += int(reuse)
+    pulse_r = refs[at:at + 7] if n_pulse else None
+    at += 7 if n_pulse else 0
+    sre_r, sim_r, mx_o, my_o, mz_o = refs[at:]
     cre = [crefs[2 * c][...] for c in range(n_coils)] if coils else None
     cim = [crefs[2 * c + 1][...] for c in range(n_coils)] if coils else None
 
@@ -115,21 +181,19 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
         """1 - exp(-dt/T2), 1 - exp(-dt/T1)."""
         return -jnp.expm1(-dt * r2), -jnp.expm1(-dt * r1)
 
-    def relax_change(m, d2, d1):
-        return -m[0] * d2, -m[1] * d2, (pd - m[2]) * d1
+    def relax_change(m, d2, d1, p):
+        """Relaxation's change of ``m`` towards ``(0, 0, p)``."""
+        return -m[0] * d2, -m[1] * d2, (p - m[2]) * d1
 
     def plus(m, d):
         return m[0] + d[0], m[1] + d[1], m[2] + d[2]
 
-    def rf_change(dt, kx, ky, kz, bre, bim, c0, m):
-        """An RF step's change of ``m``: relax dt/2, rotate about the effective field
-        ``w`` [cycles], relax dt/2 (the engine's Strang step)."""
+    def rf_rotation(dt, kx, ky, kz, bre, bim, c0):
+        """An RF step's rotation per spin: the effective field ``w`` [cycles], ``sin θ /
+        |w|``, ``(1 - cos θ) / |w|²`` and ``cos θ - 1``."""
         wx = b1 * bre
         wy = b1 * bim
         wz = kx * x + ky * y + kz * z + df * dt + c0  # cycles
-        d2, d1 = fractions(0.5 * dt)
-        ch1 = relax_change(m, d2, d1)
-        mx, my, mz = plus(m, ch1)
         n2 = wx * wx + wy * wy + wz * wz
         big = n2 > 1e-6
         inv = jnp.where(big, jax.lax.rsqrt(jnp.where(big, n2, 1.0)), 0.0)
@@ -142,36 +206,106 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
         b = jnp.where(big, 2.0 * sh2 * (inv * inv),  # (1 - cos θ) / |w|²
                       0.5 * (_TWO_PI * _TWO_PI) * (1.0 - q / 12.0 * (1.0 - q / 30.0)))
         cm1 = jnp.where(big, -2.0 * sh2, -0.5 * q * (1.0 - q / 12.0 * (1.0 - q / 30.0)))  # cos θ - 1
+        return wx, wy, wz, a, b, cm1
+
+    def rf_change(rot, m, d2, d1, p):
+        """An RF step's change of ``m``: relax dt/2 (fractions ``d2``, ``d1``, towards
+        ``(0, 0, p)``), rotate (``rot`` from `rf_rotation`), relax dt/2 (the engine's
+        Strang step)."""
+        wx, wy, wz, a, b, cm1 = rot
+        ch1 = relax_change(m, d2, d1, p)
+        mx, my, mz = plus(m, ch1)
         wdm = (wx * mx + wy * my + wz * mz) * b
         cx = wy * mz - wz * my
         cy = wz * mx - wx * mz
         cz = wx * my - wy * mx
         ch2 = (mx * cm1 - cx * a + wx * wdm, my * cm1 - cy * a + wy * wdm, mz * cm1 - cz * a + wz * wdm)
-        ch3 = relax_change(plus((mx, my, mz), ch2), d2, d1)
+        ch3 = relax_change(plus((mx, my, mz), ch2), d2, d1, p)
         return ch1[0] + ch2[0] + ch3[0], ch1[1] + ch2[1] + ch3[1], ch1[2] + ch2[2] + ch3[2]
 
-    def free_change(dt, kx, ky, kz, c0, m):
-        """A free step's change of ``m``: precess (gradients, off-resonance, the step's
-        common phase), relax dt."""
-        mx, my, mz = m
+    def rotation(dt, kx, ky, kz, c0):
+        """``sin θ``, ``cos θ - 1`` of a free step's precession (gradients, off-resonance,
+        the step's common phase)."""
         ph = kx * x + ky * y + kz * z + df * dt + c0  # cycles
         ph = ph - jnp.floor(ph + 0.5)
         sh, chh = sin_cos(0.5 * ph)
-        s, cm1 = 2.0 * sh * chh, -2.0 * sh * sh
+        return 2.0 * sh * chh, -2.0 * sh * sh
+
+    def free_change(m, s, cm1, d2, d1):
+        """A free step's change of ``m``: precess (``s``, ``cm1`` from `rotation`), relax
+        (fractions ``d2``, ``d1``)."""
+        mx, my, mz = m
         rx, ry = mx * cm1 + my * s, my * cm1 - mx * s
-        d2, d1 = fractions(dt)
-        ch2 = relax_change((mx + rx, my + ry, mz), d2, d1)
+        ch2 = relax_change((mx + rx, my + ry, mz), d2, d1, pd)
         return rx + ch2[0], ry + ch2[1], ch2[2]
 
-    def body(i, carry):  # carry: (mx, my, mz), then their rounding errors with ``compensate``
+    zero = jnp.zeros_like(pd)
+    cols = None
+    if n_pulse:  # the prepared pulse's map: its columns A e_x, A e_y, A e_z, then b
+        one = jnp.ones_like(pd)
+        target = (zero, zero, zero, pd)  # relaxation's target: none for the linear part
+
+        def prepare(j, carry):
+            vs, errs = carry[:4], carry[4:]
+            dt = pulse_r[0][j]
+            rot = rf_rotation(dt, *(r[j] for r in pulse_r[1:]))
+            d2, d1 = fractions(0.5 * dt)
+            out_v, out_e = (), ()
+            for v, e, p in zip(vs, errs, target):
+                u = tuple(c - w for c, w in zip(rf_change(rot, v, d2, d1, p), e))
+                t = plus(v, u)
+                out_v += (t,)
+                out_e += (tuple((a - b) - c for a, b, c in zip(t, v, u)),)
+            return out_v + out_e
+
+        start = ((one, zero, zero), (zero, one, zero), (zero, zero, one), (zero, zero, zero))
+        cols = jax.lax.fori_loop(0, n_pulse, prepare, start + ((zero, zero, zero),) * 4)[:4]
+
+    def pulse_change(c, s, m):
+        """A prepared pulse's change of ``m`` at phase offset ``exp(iα) = c + i s``."""
+        mx, my, mz = m
+        u = (mx * c + my * s, my * c - mx * s, mz)
+        v = tuple(cols[0][i] * u[0] + cols[1][i] * u[1] + cols[2][i] * u[2] + cols[3][i] for i in range(3))
+        return v[0] * c - v[1] * s - mx, v[1] * c + v[0] * s - my, v[2] - mz
+
+    n_state = 6 if compensate else 3
+
+    def body(i, carry):
+        # carry: (mx, my, mz), their rounding errors with ``compensate``, the reused factors
+        # (free s, cm1, d2, d1; RF d2, d1) with ``reuse``
         dt, kx, ky, kz, c0 = dt_r[i], kx_r[i], ky_r[i], kz_r[i], c0_r[i]
         bre, bim = bre_r[i], bim_r[i]
+        kind = kind_r[i]
         keep = 1.0 - spoil_r[i].astype(jnp.float32)  # spoil is 0 or 1
+        cache = carry[n_state:]
         carry = (carry[0] * keep, carry[1] * keep, carry[2]) + (
             (carry[3] * keep, carry[4] * keep, carry[5]) if compensate else ())
         m = carry[:3]
-        d = jax.lax.cond(kind_r[i] == 0, lambda m: rf_change(dt, kx, ky, kz, bre, bim, c0, m),
-                         lambda m: free_change(dt, kx, ky, kz, c0, m), m)
+        if reuse:
+            fresh = fresh_r[i]
+
+            def update(bit, compute, old):
+                return jax.lax.cond((fresh & bit) != 0, compute, lambda: old)
+
+            fs, fcm1 = update(_FREE_ROT, lambda: rotation(dt, kx, ky, kz, c0), cache[0:2])
+            fd2, fd1 = update(_FREE_RELAX, lambda: fractions(dt), cache[2:4])
+            rd2, rd1 = update(_RF_RELAX, lambda: fractions(0.5 * dt), cache[4:6])
+            cache = (fs, fcm1, fd2, fd1, rd2, rd1)
+
+            def stepped(m):
+                return jax.lax.cond(
+                    kind == RF, lambda m: rf_change(rf_rotation(dt, kx, ky, kz, bre, bim, c0), m, rd2, rd1, pd),
+                    lambda m: free_change(m, fs, fcm1, fd2, fd1), m)
+        else:
+            def stepped(m):
+                return jax.lax.cond(
+                    kind == RF,
+                    lambda m: rf_change(rf_rotation(dt, kx, ky, kz, bre, bim, c0), m, *fractions(0.5 * dt), pd),
+                    lambda m: free_change(m, *rotation(dt, kx, ky, kz, c0), *fractions(dt)), m)
+        if n_pulse:
+            d = jax.lax.cond(kind == PREPARED, lambda m: pulse_change(bre, bim, m), stepped, m)
+        else:
+            d = stepped(m)
         if compensate:  # Kahan: the error of the previous additions goes into this change
             d = tuple(u - v for u, v in zip(d, carry[3:]))
             t = plus(m, d)
@@ -194,9 +328,9 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
             return 0
 
         jax.lax.cond(slot >= 0, record, lambda m: 0, m)
-        return carry
+        return carry + tuple(cache)
 
-    m0 = (jnp.zeros_like(pd), jnp.zeros_like(pd), pd) + ((jnp.zeros_like(pd),) * 3 if compensate else ())
+    m0 = (zero, zero, pd) + (zero,) * ((3 if compensate else 0) + (6 if reuse else 0))
     mx, my, mz = jax.lax.fori_loop(0, n_steps, body, m0)[:3]
     mx_o[...] = mx
     my_o[...] = my
@@ -207,10 +341,12 @@ def _next_pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
 
 
-def _pallas_forward(spins: Spins, steps: tuple, *, n_slots: int, block: int, interpret: bool,
-                    num_warps: int = DEFAULT_WARPS, sincos: str = "libdevice", compensate: bool = False):
-    """The kernel on one chunk: ``spins`` fields (n,), ``steps`` from `_step_arrays`.
-    Returns ((n_coils, n_slots) complex64 signal, (n, 3) final magnetization)."""
+def _pallas_forward(spins: Spins, steps: tuple, pulse=None, *, n_slots: int, block: int, interpret: bool,
+                    num_warps: int = DEFAULT_WARPS, sincos: str = "libdevice", compensate: bool = False,
+                    reuse: bool = True):
+    """The kernel on one chunk: ``spins`` fields (n,), ``steps`` from `_step_arrays`,
+    ``pulse`` the prepared pulse's raster (`kernel_steps`) or None. Returns ((n_coils,
+    n_slots) complex64 signal, (n, 3) final magnetization)."""
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import triton as pl_triton
 
@@ -229,17 +365,24 @@ def _pallas_forward(spins: Spins, steps: tuple, *, n_slots: int, block: int, int
     per_spin = pl.BlockSpec((block,), lambda i: (i,))
     # step arrays: padded to a power of two (Triton block shapes), read one scalar at a time
     s_pad = _next_pow2(n_steps)
+    steps = tuple(steps) + ((_fresh(steps),) if reuse else ())
     steps = tuple(jnp.pad(s, (0, s_pad - n_steps)) for s in steps)
     whole = pl.BlockSpec((s_pad,), lambda i: (0,))
+    n_pulse = 0 if pulse is None else int(pulse[0].shape[0])
+    pulse_in, pulse_specs = [], []
+    if n_pulse:
+        p_pad = _next_pow2(n_pulse)
+        pulse_in = [jnp.pad(jnp.asarray(a, jnp.float32), (0, p_pad - n_pulse)) for a in pulse]
+        pulse_specs = [pl.BlockSpec((p_pad,), lambda i: (0,))] * 7
     row = pl.BlockSpec((None, n_coils * width), lambda i: (i, 0))
     out_shape = (jax.ShapeDtypeStruct((n_blocks, n_coils * width), jnp.float32),) * 2 + \
         (jax.ShapeDtypeStruct((n,), jnp.float32),) * 3
     kern = functools.partial(_kernel, n_steps=n_steps, n_coils=n_coils, coils=coils, width=width, sincos=sincos,
-                             compensate=compensate)
+                             compensate=compensate, reuse=reuse, n_pulse=n_pulse)
     sre, sim, mx, my, mz = pl.pallas_call(
         kern,
         grid=(n_blocks,),
-        in_specs=[per_spin] * len(spin_in) + [whole] * len(steps),
+        in_specs=[per_spin] * len(spin_in) + [whole] * len(steps) + pulse_specs,
         out_specs=[row, row, per_spin, per_spin, per_spin],
         out_shape=out_shape,
         interpret=interpret,
@@ -247,28 +390,36 @@ def _pallas_forward(spins: Spins, steps: tuple, *, n_slots: int, block: int, int
         # pipelines; this kernel is a plain loop over registers)
         compiler_params=pl_triton.CompilerParams(num_warps=num_warps),
         name="mritwin_bloch_steps",
-    )(*spin_in, *steps)
+    )(*spin_in, *steps, *pulse_in)
     sig = jax.lax.complex(sre.sum(0), sim.sum(0)).reshape(n_coils, width)[:, :n_slots]
     return sig, jnp.stack([mx, my, mz], -1)
 
 
-def stepped_xla(spins: Spins, steps: tuple, *, n_slots: int):
+def stepped_xla(spins: Spins, steps: tuple, pulse=None, *, n_slots: int):
     """The XLA reference of the kernel (same inputs and outputs), built from the engine's
-    step kernels; reverse mode is segment-checkpointed. Used for the kernel's derivatives
-    and in tests."""
+    step kernels (a prepared pulse: `prepared_rf.prepare_pulse`, `apply_pulse`); reverse
+    mode is segment-checkpointed. Used for the kernel's derivatives and in tests."""
     from .engine import _segmented_scan
+    from .prepared_rf import apply_pulse, prepare_pulse
 
     dt, kx, ky, kz, bre, bim, c0, kind, slot, spoil = steps
     n_coils = 1 if spins.coil_re is None else spins.coil_re.shape[0]
     spins = spins._replace(extent=kernels.spin_extent(spins))  # once, not per RF step (`kernels.rf_step`)
+    prepared = None
+    if pulse is not None:
+        p_dt, p_kx, p_ky, p_kz, p_re, p_im, p_c0 = pulse
+        prepared = prepare_pulse(spins, p_dt, jnp.stack([p_kx, p_ky, p_kz], -1), jax.lax.complex(p_re, p_im), p_c0)
 
     def body(m, st):
         dt, slot, spoil, kind, kx, ky, kz, bre, bim, c0 = st
         k = (kx, ky, kz)
         keep = spoil == 0
         m = State(jnp.where(keep, m.mx, 0.0), jnp.where(keep, m.my, 0.0), m.mz)
-        m = jax.lax.cond(kind == 0, lambda m: kernels.rf_step(spins, m, dt, k, jax.lax.complex(bre, bim), c0),
-                         lambda m: kernels.free_step(spins, m, dt, k, c0), m)
+        branches = [lambda m: kernels.rf_step(spins, m, dt, k, jax.lax.complex(bre, bim), c0),
+                    lambda m: kernels.free_step(spins, m, dt, k, c0)]
+        if prepared is not None:
+            branches.append(lambda m: apply_pulse(m, prepared, jax.lax.complex(bre, bim)))
+        m = jax.lax.switch(kind, branches, m)
         sig = jnp.where(slot >= 0, kernels.receive(spins, m), jnp.zeros((n_coils,), jnp.complex64))
         return m, sig
 
@@ -280,26 +431,29 @@ def stepped_xla(spins: Spins, steps: tuple, *, n_slots: int):
     return sig[:n_slots].T, jnp.stack([m.mx, m.my, m.mz], -1)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3, 4, 5, 6, 7))
-def _signal(spins, steps, n_slots, block, interpret, num_warps, sincos, compensate):
-    return _pallas_forward(spins, steps, n_slots=n_slots, block=block, interpret=interpret, num_warps=num_warps,
-                           sincos=sincos, compensate=compensate)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4, 5, 6, 7, 8, 9))
+def _signal(spins, steps, pulse, n_slots, block, interpret, num_warps, sincos, compensate, reuse):
+    return _pallas_forward(spins, steps, pulse, n_slots=n_slots, block=block, interpret=interpret,
+                           num_warps=num_warps, sincos=sincos, compensate=compensate, reuse=reuse)
 
 
 @_signal.defjvp
-def _signal_jvp(n_slots, block, interpret, num_warps, sincos, compensate, primals, tangents):
+def _signal_jvp(n_slots, block, interpret, num_warps, sincos, compensate, reuse, primals, tangents):
     return jax.jvp(functools.partial(stepped_xla, n_slots=n_slots), primals, tangents)
 
 
-def pallas_signal(spins: Spins, steps: tuple, *, n_slots: int, block: int = DEFAULT_BLOCK,
+def pallas_signal(spins: Spins, steps: tuple, pulse=None, *, n_slots: int, block: int = DEFAULT_BLOCK,
                   interpret: bool | None = None, num_warps: int = DEFAULT_WARPS, sincos: str = "libdevice",
-                  compensate: bool = False):
+                  compensate: bool = False, reuse: bool = True):
     """Run the fused kernel on one chunk of spins.
 
     Args:
         spins: one chunk's `Spins` (fields (n,), coils (n_coils, n)); ``n`` a multiple of
             ``block``; float32.
         steps: the 10 per-step arrays of `_step_arrays` (n_steps,).
+        pulse: the prepared pulse's raster steps at phase 0, 7 arrays (L,) (dt [s], k
+            [1/m] x, y, z, B1 integral [cycles] re, im, common phase c0 [cycles]), when
+            ``steps`` has steps of kind `PREPARED` (`kernel_steps`); else None.
         n_slots: number of ADC samples (``slot`` values run over ``0 .. n_slots - 1``, -1
             for steps without a sample).
         block: spins per program (a power of two).
@@ -312,6 +466,11 @@ def pallas_signal(spins: Spins, steps: tuple, *, n_slots: int, block: int = DEFA
             registers per spin; float32 about 2x closer to float64 on long stepped
             sequences of slowly relaxing spins; an experiment for
             `benchmarks/bench_pallas.py --compensate`).
+        reuse: keep a step's rotation and relaxation factors in registers and recompute
+            them only where its ``dt``, gradient and phase differ from the previous
+            step's of the same kind (`_fresh`); the same result bit for bit, a sine, a
+            cosine and two ``expm1`` fewer per repeated readout step. ``False`` computes
+            them at every step (for `benchmarks/bench_pallas.py --reuse`).
 
     Returns:
         ``(signal, magnetization)``: (n_coils, n_slots) complex64 and (n, 3).
@@ -322,8 +481,8 @@ def pallas_signal(spins: Spins, steps: tuple, *, n_slots: int, block: int = DEFA
         raise ValueError(f"pallas kernel: block must be a power of two >= 32, got {block}")
     if sincos not in SINCOS:
         raise ValueError(f"pallas kernel: sincos must be one of {SINCOS}, got {sincos!r}")
-    return _signal(spins, steps, int(n_slots), int(block), bool(interpret), int(num_warps), sincos,
-                   bool(compensate))
+    return _signal(spins, steps, pulse, int(n_slots), int(block), bool(interpret), int(num_warps), sincos,
+                   bool(compensate), bool(reuse))
 
 
 # ---- the engine's entry: chunks, devices ---------------------------------------------
@@ -340,6 +499,39 @@ def pallas_chunk(chunk: int, n_coils: int, n_slots: int, block: int = DEFAULT_BL
     return min(-(-chunk // block) * block, cap)
 
 
+def kernel_steps(dseq, *, spoiling: bool = True, prepare: bool = True):
+    """Host side: the kernel's inputs for a stepped `DiscreteSequence` (one step per ADC
+    sample).
+
+    With ``prepare``, the repeated RF pulse that saves the most steps (played at least
+    `prepared_rf.MIN_REPEATS` times with the same raster, durations, gradients and common
+    phases, any phase offset; at least two raster steps; `prepared_rf.plan_prepared_rf`)
+    becomes one step of kind `PREPARED` per play, its raster returned as ``pulse``: the
+    kernel steps it once per program into each spin's affine map and applies the map at
+    every play. ``spoiling``: keep the sequence's ideal-spoiling marks.
+
+    Returns:
+        ``(steps, pulse, slot_of_sample, n_slots)``: the 10 arrays of `_step_arrays`, the
+        pulse's 7 raster arrays (dt, kx, ky, kz, B1 re, B1 im, c0 at phase 0; float32
+        (L,)) or None, and `step_slots`'s.
+    """
+    from .prepared_rf import plan_prepared_rf
+
+    pulse = None
+    if prepare:
+        short, table = plan_prepared_rf(dseq, PREPARED, max_pulses=1)
+        if table is not None:
+            dseq = short
+            f = np.float32
+            pulse = (table.dt[0].astype(f), table.k[0, :, 0].astype(f), table.k[0, :, 1].astype(f),
+                     table.k[0, :, 2].astype(f), table.b1dt[0].real.astype(f), table.b1dt[0].imag.astype(f),
+                     table.c0[0].astype(f))
+    slot, slot_of_sample, n_slots = step_slots(np.asarray(dseq.sample), np.asarray(dseq.out_index))
+    spoil = dseq.spoil if spoiling else np.zeros(np.shape(dseq.dt), bool)
+    steps = _step_arrays(dseq.dt, dseq.kstep, dseq.b1dt, dseq.kind, slot, spoil, dseq.cyc0)
+    return steps, pulse, slot_of_sample, n_slots
+
+
 def step_slots(sample: np.ndarray, out_index: np.ndarray):
     """Host side: ``(slot, slot_of_sample, n_slots)``: each step's ADC slot (-1 without a
     sample) and, for each ADC sample of the engine's output, its slot."""
@@ -353,10 +545,10 @@ def step_slots(sample: np.ndarray, out_index: np.ndarray):
 
 
 @functools.partial(jax.jit, static_argnames=("n_slots", "block", "interpret", "want_mag", "mesh", "num_warps",
-                                             "sincos", "compensate"))
-def pallas_core(spins: Spins, steps: tuple, slot_of_sample, demod, *, n_slots: int, block: int,
+                                             "sincos", "compensate", "reuse"))
+def pallas_core(spins: Spins, steps: tuple, slot_of_sample, demod, pulse=None, *, n_slots: int, block: int,
                 interpret: bool, want_mag: bool, mesh=None, num_warps: int = DEFAULT_WARPS, sincos: str = "libdevice",
-                compensate: bool = False):
+                compensate: bool = False, reuse: bool = True):
     """All chunks on all devices: ``spins`` fields (n_dev, chunks per device, chunk).
     Returns ((n_coils, n_adc) samples, (n_dev · n_chunks · chunk, 3) magnetization or None)."""
     from .engine import _TRACES
@@ -366,9 +558,9 @@ def pallas_core(spins: Spins, steps: tuple, slot_of_sample, demod, *, n_slots: i
 
     def per_device(sp_dev):  # fields (chunks, chunk)
         def body(acc, sp):
-            sig, mag = pallas_signal(sp, steps, n_slots=n_slots, block=block, interpret=interpret,
+            sig, mag = pallas_signal(sp, steps, pulse, n_slots=n_slots, block=block, interpret=interpret,
                                      num_warps=num_warps, sincos=sincos,
-                                     compensate=compensate)
+                                     compensate=compensate, reuse=reuse)
             return acc + sig, (mag if want_mag else None)
 
         return jax.lax.scan(body, jnp.zeros((n_coils, n_slots), jnp.complex64), sp_dev)

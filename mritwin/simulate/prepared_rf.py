@@ -85,7 +85,7 @@ def _runs(kind: np.ndarray):
 
 
 def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int, min_repeats: int = MIN_REPEATS,
-                     single_steps: bool = False):
+                     single_steps: bool = False, max_pulses: int = MAX_PULSES):
     """Replace the RF pulses that repeat by one step each (host side).
 
     Args:
@@ -97,6 +97,8 @@ def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int, min_repeats: int = MI
             `MIN_REPEATS` times, when every one-step pulse of the sequence is (the engine
             does so on the CPU, where applying the map costs less arithmetic than the
             step's rotation).
+        max_pulses: prepare at most this many pulse shapes (those that save the most
+            steps; the fused Pallas kernel keeps one map in registers).
 
     Returns:
         ``(dseq, table)``: the sequence with each repeated pulse as one step of kind
@@ -160,7 +162,7 @@ def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int, min_repeats: int = MI
 
     chosen = [runs for runs in groups.values() if enough(runs)]
     chosen.sort(key=lambda runs: -len(runs) * (stops[runs[0]] - starts[runs[0]]))
-    chosen = chosen[:MAX_PULSES]
+    chosen = chosen[:max_pulses]
     if single_steps:  # all one-step pulses or none: one left as a step (an inversion between
         # two trains) would be a kind outside the period of the others (`layout`)
         one = [runs for runs in chosen if stops[runs[0]] - starts[runs[0]] == 1]

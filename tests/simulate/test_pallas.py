@@ -6,6 +6,7 @@ Pallas's interpreter, which executes the same kernel program."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -57,6 +58,23 @@ def _random_steps(n_steps=300, seed=1):
     return pk._step_arrays(dt, k, b1dt, kind, slot, spoil, c0), int(sample.sum())
 
 
+def _with_prepared(steps, length=24, seed=2):
+    """``(steps, pulse)``: `_random_steps`' steps with six free steps without a sample
+    turned into plays of a random ``length``-step pulse (kind PREPARED, random phase
+    offsets), and the pulse's raster."""
+    rng = np.random.default_rng(seed)
+    st = [np.asarray(a).copy() for a in steps]
+    at = np.arange(41, 290, 42)
+    assert np.all(st[8][at] < 0) and np.all(st[7][at] == pk.FREE)
+    st[7][at] = pk.PREPARED
+    ph = rng.uniform(0, 2 * np.pi, at.size)
+    st[4][at], st[5][at] = np.cos(ph), np.sin(ph)
+    b1 = 0.01 * np.sinc(np.linspace(-2, 2, length)) * np.exp(0.3j)
+    pulse = (np.full(length, 1e-5), np.zeros(length), np.zeros(length), rng.normal(0, 20, length),
+             b1.real, b1.imag, rng.normal(0, 0.01, length))
+    return tuple(jnp.asarray(a) for a in st), tuple(jnp.asarray(a, jnp.float32) for a in pulse)
+
+
 def _spins(n=512, seed=0, n_coils=0):
     rng = np.random.default_rng(seed)
 
@@ -71,17 +89,76 @@ def _spins(n=512, seed=0, n_coils=0):
                  df=f(rng.normal(0, 20, n)), b1=f(rng.uniform(0.8, 1.2, n)), coil_re=cre, coil_im=cim)
 
 
-@pytest.mark.parametrize("n_coils,sincos", [(0, "libdevice"), (2, "libdevice"), (2, "poly")])
-def test_kernel_matches_its_xla_reference(n_coils, sincos):
+@pytest.mark.parametrize("n_coils,sincos,prepared", [(0, "libdevice", False), (2, "libdevice", False),
+                                                     (2, "poly", False), (2, "libdevice", True)])
+def test_kernel_matches_its_xla_reference(n_coils, sincos, prepared):
     # random RF and free steps with B1 phases, gradients, a spoiling step and a common
-    # phase per step; several blocks of spins; both sine/cosine variants
+    # phase per step; several blocks of spins; both sine/cosine variants; plays of a
+    # prepared pulse with phase offsets (the reference: prepared_rf's map)
     steps, n_slots = _random_steps()
+    pulse = None
+    if prepared:
+        steps, pulse = _with_prepared(steps)
     sp = _spins(n_coils=n_coils)
-    sig, mag = pk.pallas_signal(sp, steps, n_slots=n_slots, block=128, interpret=True, sincos=sincos)
-    ref, mag_ref = pk.stepped_xla(sp, steps, n_slots=n_slots)
+    sig, mag = pk.pallas_signal(sp, steps, pulse, n_slots=n_slots, block=128, interpret=True, sincos=sincos)
+    ref, mag_ref = pk.stepped_xla(sp, steps, pulse, n_slots=n_slots)
     assert sig.shape == ref.shape == (max(n_coils, 1), n_slots)
     assert _rel(sig, ref) < 1e-5
     assert float(jnp.max(jnp.abs(mag - mag_ref))) < 1e-5
+
+
+def _repeating_steps():
+    """Steps whose factors repeat in stretches: `_random_steps` with one gradient and phase
+    over steps 200-399 (a readout), dt changed over 300-349 and on some RF steps."""
+    steps, n_slots = _random_steps(600)
+    st = [np.asarray(a).copy() for a in steps]
+    for j in (1, 2, 3, 6):  # kx, ky, kz, c0
+        st[j][200:400] = st[j][200]
+    st[0][300:350] = 2e-5
+    st[0][5:10] = 3e-6
+    return tuple(jnp.asarray(a) for a in st), n_slots
+
+
+def test_fresh_marks_the_factors_that_change():
+    # `_fresh` against a loop over the steps: a free step's relaxation is computed when its
+    # dt differs from the previous free step's, its rotation when dt, k or c0 does, an RF
+    # step's relaxation when its dt differs from the previous RF step's
+    steps, _ = _repeating_steps()
+    fresh = np.asarray(pk._fresh(steps))
+    dt, kx, ky, kz, _, _, c0, kind = (np.asarray(a) for a in steps[:8])
+    want = np.zeros_like(fresh)
+    last_free = last_rf = None
+    for i in range(dt.size):
+        if kind[i] == 0:
+            want[i] = pk._RF_RELAX if last_rf is None or dt[i] != dt[last_rf] else 0
+            last_rf = i
+        else:
+            key = (dt[i], kx[i], ky[i], kz[i], c0[i])
+            old = None if last_free is None else (dt[last_free], kx[last_free], ky[last_free], kz[last_free],
+                                                  c0[last_free])
+            want[i] = (pk._FREE_RELAX if old is None or dt[i] != old[0] else 0) | (pk._FREE_ROT if key != old else 0)
+            last_free = i
+    np.testing.assert_array_equal(fresh, want)
+    # the stretch's rotation is reused, and both kinds' relaxation nearly everywhere
+    assert ((fresh & pk._FREE_ROT) != 0).sum() < 400
+    assert ((fresh & (pk._FREE_RELAX | pk._RF_RELAX)) != 0).sum() == 6
+
+
+def test_reused_factors_equal_recomputed_ones(monkeypatch):
+    # reusing a step's factors gives the result of computing them at every step: bit for
+    # bit against the same program with every factor marked fresh, and to float rounding
+    # against the kernel without reuse (another program: XLA compiles it differently)
+    steps, n_slots = _repeating_steps()
+    sp = _spins(n=256, n_coils=2)
+    run = functools.partial(pk.pallas_signal, sp, steps, n_slots=n_slots, block=128, interpret=True)
+    sig, mag = run()
+    plain, plain_mag = run(reuse=False)
+    monkeypatch.setattr(pk, "_fresh", lambda st: jnp.full(st[0].shape, 7, jnp.int32))
+    every, every_mag = run()
+    np.testing.assert_array_equal(np.asarray(sig), np.asarray(every))
+    np.testing.assert_array_equal(np.asarray(mag), np.asarray(every_mag))
+    assert _rel(sig, plain) < 2e-6
+    assert float(jnp.max(jnp.abs(mag - plain_mag))) < 2e-6
 
 
 @pytest.mark.parametrize("compensate", [False, True])
@@ -114,25 +191,47 @@ def test_float32_relaxation_in_microsecond_steps(compensate):
     np.testing.assert_allclose(1 - np.hypot(mag[:, 0], mag[:, 1]), 1 - np.exp(-t / t2), rtol=1e-4, atol=0)
 
 
-@pytest.mark.parametrize("compensate", [False, True])
-def test_float32_gre_with_a_shaped_pulse_matches_float64(compensate):
+@pytest.mark.parametrize("compensate,prepare", [(False, False), (True, False), (False, True)])
+def test_float32_gre_with_a_shaped_pulse_matches_float64(compensate, prepare):
     """The library's GRE (a 2 ms sinc on its 1 us raster, 32 TRs, RF spoiling: 65 025
     stepped steps) on CSF-like spins (T1 4 s, T2 2 s), the kernel in float32 against the
     XLA engine in float64: within 1.5e-4 of the peak (measured 8.1e-5; 4.1e-5 with
-    ``compensate``). While the kernel multiplied by ``cos θ`` and ``exp(-dt/T)`` (both
-    within ulps of 1 for a raster step, rounded alike at every step) it was 6.1e-4 off."""
+    ``compensate``; 4.0e-5 with the pulse prepared, 1 152 steps). While the kernel
+    multiplied by ``cos θ`` and ``exp(-dt/T)`` (both within ulps of 1 for a raster step,
+    rounded alike at every step) it was 6.1e-4 off."""
     twin, seq, scanner = csf_sinc_gre()
     s64 = np.asarray(mt.simulate(twin, seq, scanner=scanner, dtype=jnp.float64).samples)
     stepped = mt.discretize(seq, scanner, windows=False)
-    slot, slot_of_sample, n_slots = pk.step_slots(np.asarray(stepped.sample), np.asarray(stepped.out_index))
-    steps = pk._step_arrays(stepped.dt, stepped.kstep, stepped.b1dt, stepped.kind, slot,
-                            np.zeros(stepped.dt.shape, bool), stepped.cyc0)
+    steps, pulse, slot_of_sample, n_slots = pk.kernel_steps(stepped, spoiling=False, prepare=prepare)
+    assert (pulse is not None) == prepare
     from mritwin.simulate.engine import _pack_spins
     spins, _ = _pack_spins(twin, None, 32, jnp.float32, 1)
     s32, _ = pk.pallas_core(spins, steps, jnp.asarray(slot_of_sample), jnp.asarray(stepped.demod, jnp.complex64),
-                            n_slots=n_slots, block=32, interpret=True, want_mag=False, compensate=compensate)
+                            pulse, n_slots=n_slots, block=32, interpret=True, want_mag=False, compensate=compensate)
     err = np.abs(np.asarray(s32)[0] - s64[0]).max() / np.abs(s64).max()
-    assert err < (1e-4 if compensate else 1.5e-4)
+    assert err < (1e-4 if compensate or prepare else 1.5e-4)
+
+
+def test_prepared_pulse_equals_stepping_it():
+    # the library's GRE (a 2 ms sinc per TR, RF spoiling: every play another phase offset)
+    # on spins spread across the 5 mm slice with B1+, off-resonance and coil maps: the
+    # kernel steps the sinc once per program into each spin's affine map and applies it at
+    # the 16 plays; the result equals stepping every raster step (the kernel with
+    # prepare_pulses=False) and the XLA engine (its own prepared pulses) to float rounding
+    scanner = mt.Scanner()
+    seq = mt.sequences.gre(scanner=scanner, fov=0.2, matrix=16, flip_angle_deg=30, slice_thickness=5e-3)
+    twin = _twin(n=256, coils=True)
+    steps, pulse, _, _ = pk.kernel_steps(mt.discretize(seq, scanner, windows=False))
+    kind = np.asarray(steps[7])
+    assert pulse is not None and pulse[0].size >= 1000  # the sinc's raster steps
+    assert (kind == pk.PREPARED).sum() == 16 and (kind == pk.RF).sum() == 0
+    kw = dict(scanner=scanner, return_magnetization=True)
+    out = mt.simulate(twin, seq, method=PALLAS, **kw)
+    stepped = mt.simulate(twin, seq, method=mt.Bloch(kernel="pallas", prepare_pulses=False), **kw)
+    ref = mt.simulate(twin, seq, **kw)
+    assert _rel(out.samples, stepped.samples) < 2e-5
+    assert _rel(out.samples, ref.samples) < 2e-5
+    assert float(np.max(np.abs(np.asarray(out.magnetization) - np.asarray(stepped.magnetization)))) < 2e-5
 
 
 def test_ernst_steady_state_with_ideal_spoiling():
@@ -201,11 +300,17 @@ def test_several_chunks_and_padding():
 
 
 @pytest.mark.slow
-def test_derivatives_are_the_xla_engines():
+@pytest.mark.parametrize("pulse", ["hard", "prepared-sinc"])
+def test_derivatives_are_the_xla_engines(pulse):
     # the kernel's tangents come from its XLA reference: grad through kernel='pallas'
-    # equals grad through the XLA engine (both float32), and float64 central differences
+    # equals grad through the XLA engine (both float32), and float64 central differences;
+    # also through a prepared pulse (the library's GRE: a sinc played at every TR)
     twin = _twin(n=256)
-    seq = cartesian_gre(8, 0.2, tr=8e-3, te=3e-3)
+    if pulse == "hard":
+        seq = cartesian_gre(8, 0.2, tr=8e-3, te=3e-3)
+    else:
+        seq = mt.sequences.gre(scanner=mt.Scanner(), fov=0.2, matrix=8, flip_angle_deg=30, slice_thickness=5e-3)
+        assert pk.kernel_steps(mt.discretize(seq, mt.Scanner(), windows=False))[1] is not None
 
     def loss(t2, method, dtype=jnp.float32):
         return jnp.sum(jnp.abs(mt.simulate(twin.replace(t2=t2), seq, method=method, dtype=dtype).samples) ** 2)
@@ -221,20 +326,25 @@ def test_derivatives_are_the_xla_engines():
     np.testing.assert_allclose(float(g_pallas[7]), float(fd), rtol=1e-3)
 
 
-@pytest.mark.parametrize("config", [(256, 4, "libdevice", False), (*pk.launch_config(interpret=False), "libdevice", False),
-                                    (64, 1, "poly", False), (64, 1, "libdevice", True)])
+@pytest.mark.parametrize("config", [(256, 4, "libdevice", False, True, True),
+                                    (*pk.launch_config(interpret=False), "libdevice", False, True, True),
+                                    (64, 1, "poly", False, True, False), (64, 1, "libdevice", True, True, True),
+                                    (64, 1, "libdevice", False, False, False)])
 def test_lowers_to_a_triton_kernel_for_cuda(config):
     # the GPU program (also with the launch configuration simulate uses on a GPU): lowered
     # here without a GPU (jaxlib carries the Triton dialect); compiling it to PTX needs the
     # CUDA plugin, so that part is checked on a GPU only (benchmarks/gpu_check.sh)
-    block, warps, sincos, compensate = config
-    steps, n_slots = _random_steps(200)
+    block, warps, sincos, compensate, reuse, prepared = config
+    steps, n_slots = _repeating_steps()
+    pulse = None
+    if prepared:
+        steps, pulse = _with_prepared(steps)
     sp = _spins(n=512, n_coils=2)
-    fn = jax.jit(lambda sp, st: pk._pallas_forward(sp, st, n_slots=n_slots, block=block, interpret=False,
-                                                   num_warps=warps, sincos=sincos,
-                                                   compensate=compensate))
+    fn = jax.jit(lambda sp, st, pulse: pk._pallas_forward(sp, st, pulse, n_slots=n_slots, block=block,
+                                                          interpret=False, num_warps=warps, sincos=sincos,
+                                                          compensate=compensate, reuse=reuse))
     try:
-        text = fn.trace(sp, steps).lower(lowering_platforms=("cuda",)).as_text()
+        text = fn.trace(sp, steps, pulse).lower(lowering_platforms=("cuda",)).as_text()
     except ImportError as e:  # a jaxlib build without the Triton dialect; any other error fails
         pytest.skip(f"this jaxlib has no Triton dialect to lower Pallas for CUDA: {e}")
     assert "triton" in text  # one custom call holding the Triton module
