@@ -28,6 +28,7 @@ from mritwin.benchmarking import emit_record
 from mritwin.simulate.engine import _default_chunk, _pack_spins
 from mritwin.simulate.pallas_kernel import (
     PREPARED,
+    _loop_length,
     SINCOS,
     kernel_steps,
     launch_config,
@@ -93,7 +94,7 @@ def run(name, *, quick, repeats, configs):
         n_steps = int(stepped.n_real_steps)
         yield {**base, "kernel": "pallas", "block": block, "num_warps": warps, "sincos": sincos, "compensate": compensate,
                "reuse": reuse, "prepare": prepare, "chunk": chunk,
-               "kernel_loop_steps": int(steps[0].shape[0]),
+               "kernel_loop_steps": int(_loop_length(steps)[0]),
                "prepared_plays": int(np.sum(np.asarray(steps[7]) == PREPARED)),
                "prepared_pulse_steps": 0 if pulse is None else int(pulse[0].shape[0]),
                "n_steps": n_steps, "run_s": run_s, "compile_s": max(first - run_s, 0.0),

@@ -120,6 +120,18 @@ def _fresh(steps):
     return out.astype(jnp.int32)
 
 
+def _loop_length(steps):
+    """(1,) int32: the steps up to the last one that changes anything. The rest, the
+    length bucket's padding (free steps of 0 s without gradient, phase, sample or
+    spoiling), would leave the magnetization as it is; the kernel's loop stops before it
+    (the compiled kernel is still shared by every sequence of the bucket)."""
+    dt, kx, ky, kz, bre, bim, c0, kind, slot, spoil = steps[:10]
+    busy = ((dt != 0) | (kind != FREE) | (slot >= 0) | (spoil != 0) | (kx != 0) | (ky != 0) | (kz != 0)
+            | (c0 != 0) | (bre != 0) | (bim != 0))
+    idx = jnp.arange(1, dt.shape[0] + 1, dtype=jnp.int32)
+    return jnp.max(jnp.where(busy, idx, 0), keepdims=True)
+
+
 # the kernel's sine and cosine: jnp.sin/cos (CUDA's libdevice), or the XLA engine's float32
 # polynomial (`kernels.sincos_half_cycle`)
 SINCOS = ("libdevice", "poly")
@@ -130,7 +142,8 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
     """One program: ``block`` spins through all steps. ``refs``: the 8 spin fields, the
     2 n_coils coil rows (re, im) when ``coils``, the 10 step arrays, `_fresh`'s when
     ``reuse``, the prepared pulse's 7 raster arrays (dt, kx, ky, kz, B1 re, B1 im, c0 at
-    phase 0, ``n_pulse`` long) when ``n_pulse``; outputs: the block's signal (re, im) of
+    phase 0, ``n_pulse`` long) when ``n_pulse``, the loop's length (`_loop_length`, at
+    most ``n_steps``); outputs: the block's signal (re, im) of
     ``n_coils * width`` values, then mx, my, mz. ``sincos``: see `SINCOS`.
 
     Each step computes the *change* of the magnetization and adds it: a microsecond step
@@ -170,7 +183,8 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
     at += int(reuse)
     pulse_r = refs[at:at + 7] if n_pulse else None
     at += 7 if n_pulse else 0
-    sre_r, sim_r, mx_o, my_o, mz_o = refs[at:]
+    n_run = refs[at][0]
+    sre_r, sim_r, mx_o, my_o, mz_o = refs[at + 1:]
     cre = [crefs[2 * c][...] for c in range(n_coils)] if coils else None
     cim = [crefs[2 * c + 1][...] for c in range(n_coils)] if coils else None
 
@@ -325,13 +339,13 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
                     re, im = jnp.sum(mx), jnp.sum(my)
                 sre_r[c * width + slot] = re
                 sim_r[c * width + slot] = im
-            return 0
+            return None
 
-        jax.lax.cond(slot >= 0, record, lambda m: 0, m)
+        jax.lax.cond(slot >= 0, record, lambda m: None, m)  # (no outputs: Triton yields no literal)
         return carry + tuple(cache)
 
     m0 = (zero, zero, pd) + (zero,) * ((3 if compensate else 0) + (6 if reuse else 0))
-    mx, my, mz = jax.lax.fori_loop(0, n_steps, body, m0)[:3]
+    mx, my, mz = jax.lax.fori_loop(0, jnp.minimum(n_run, n_steps), body, m0)[:3]
     mx_o[...] = mx
     my_o[...] = my
     mz_o[...] = mz
@@ -365,6 +379,7 @@ def _pallas_forward(spins: Spins, steps: tuple, pulse=None, *, n_slots: int, blo
     per_spin = pl.BlockSpec((block,), lambda i: (i,))
     # step arrays: padded to a power of two (Triton block shapes), read one scalar at a time
     s_pad = _next_pow2(n_steps)
+    n_run = _loop_length(steps)
     steps = tuple(steps) + ((_fresh(steps),) if reuse else ())
     steps = tuple(jnp.pad(s, (0, s_pad - n_steps)) for s in steps)
     whole = pl.BlockSpec((s_pad,), lambda i: (0,))
@@ -382,7 +397,7 @@ def _pallas_forward(spins: Spins, steps: tuple, pulse=None, *, n_slots: int, blo
     sre, sim, mx, my, mz = pl.pallas_call(
         kern,
         grid=(n_blocks,),
-        in_specs=[per_spin] * len(spin_in) + [whole] * len(steps) + pulse_specs,
+        in_specs=[per_spin] * len(spin_in) + [whole] * len(steps) + pulse_specs + [pl.BlockSpec((1,), lambda i: (0,))],
         out_specs=[row, row, per_spin, per_spin, per_spin],
         out_shape=out_shape,
         interpret=interpret,
@@ -390,7 +405,7 @@ def _pallas_forward(spins: Spins, steps: tuple, pulse=None, *, n_slots: int, blo
         # pipelines; this kernel is a plain loop over registers)
         compiler_params=pl_triton.CompilerParams(num_warps=num_warps),
         name="mritwin_bloch_steps",
-    )(*spin_in, *steps, *pulse_in)
+    )(*spin_in, *steps, *pulse_in, n_run)
     sig = jax.lax.complex(sre.sum(0), sim.sum(0)).reshape(n_coils, width)[:, :n_slots]
     return sig, jnp.stack([mx, my, mz], -1)
 

@@ -161,6 +161,26 @@ def test_reused_factors_equal_recomputed_ones(monkeypatch):
     assert float(jnp.max(jnp.abs(mag - plain_mag))) < 2e-6
 
 
+def test_the_loop_stops_before_the_padding(monkeypatch):
+    # a DiscreteSequence is padded to its length bucket with free steps of 0 s, which
+    # change nothing: the kernel's loop ends at the last real step, with the same result
+    # bit for bit as looping over the padding
+    scanner = mt.Scanner()
+    seq = cartesian_gre(12, 0.2, tr=8e-3, te=3e-3)  # 168 steps in a bucket of 176
+    dseq = mt.discretize(seq, scanner, windows=False)
+    steps, pulse, slot_of_sample, n_slots = pk.kernel_steps(dseq)
+    n_real = int(dseq.n_real_steps)
+    assert steps[0].shape[0] > n_real  # (this sequence is padded)
+    assert int(pk._loop_length(steps)[0]) == n_real
+    sp = _spins(n=256)
+    run = functools.partial(pk.pallas_signal, sp, steps, pulse, n_slots=n_slots, block=128, interpret=True)
+    sig, mag = run()
+    monkeypatch.setattr(pk, "_loop_length", lambda st: jnp.full((1,), st[0].shape[0], jnp.int32))
+    every, every_mag = run()
+    np.testing.assert_array_equal(np.asarray(sig), np.asarray(every))
+    np.testing.assert_array_equal(np.asarray(mag), np.asarray(every_mag))
+
+
 @pytest.mark.parametrize("compensate", [False, True])
 def test_float32_relaxation_in_microsecond_steps(compensate):
     # a 90 deg RF step, then 20 000 free steps of 1 us in float32: Mz recovers as
