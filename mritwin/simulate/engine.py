@@ -285,8 +285,8 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
     n_dev = len(devices)
     chunk = _chunk_for(method, -(-twin.n_spins // n_dev))
     if pallas:
-        call = functools.partial(_run_pallas, twin, sens, dseq, chunk, devices, return_magnetization,
-                                 method.ideal_spoiling, method.prepare_pulses)
+        call = _plan_pallas(twin, sens, dseq, chunk, devices, return_magnetization, method.ideal_spoiling,
+                            method.prepare_pulses)
         return _Run(call, twin.n_spins, None, seq_groups, pd0, kspace, dseq, adc_event, n_dev)
     if method.analytic_diffusion and twin.diffusion is None:
         raise ValueError("Bloch(analytic_diffusion=True) needs twin.diffusion [m^2/s]")
@@ -556,10 +556,12 @@ def _signal_out(samples, mag, kspace, dseq, adc_event, noise, key, seq, dtype) -
     return sig
 
 
-def _run_pallas(twin: Twin, sens, dseq: DiscreteSequence, chunk: int, devices, want_mag: bool, spoiling: bool,
-                prepare: bool):
-    """`simulate` with ``Bloch(kernel="pallas")``: ``(samples, magnetization)``."""
-    from .pallas_kernel import kernel_steps, launch_config, pallas_chunk, pallas_core, step_slots
+def _plan_pallas(twin: Twin, sens, dseq: DiscreteSequence, chunk: int, devices, want_mag: bool, spoiling: bool,
+                 prepare: bool):
+    """`simulate` with ``Bloch(kernel="pallas")``: the host work (the kernel's steps,
+    remembered with the sequence; the packed spins, remembered with the run), then a
+    ``call()`` that launches the kernel and returns ``(samples, magnetization)``."""
+    from .pallas_kernel import kernel_steps, launch_config, pallas_chunk, step_slots
 
     if _windowed(dseq):
         raise ValueError("Bloch(kernel='pallas') needs a stepped sequence (one step per ADC sample); this "
@@ -568,18 +570,31 @@ def _run_pallas(twin: Twin, sens, dseq: DiscreteSequence, chunk: int, devices, w
         raise ValueError("Bloch(kernel='pallas') does not simulate analytic diffusion; this DiscreteSequence "
                          "carries diffusion weighting (discretize(..., diffusion=True))")
     step_slots(np.asarray(dseq.sample), np.asarray(dseq.out_index))  # (a stepped sequence?)
-    steps, pulse, slot_of_sample, n_slots = kernel_steps(dseq, spoiling=spoiling, prepare=prepare)
+
+    def inputs():
+        steps, pulse, slot_of_sample, n_slots = kernel_steps(dseq, spoiling=spoiling, prepare=prepare)
+        return (tuple(jnp.asarray(a) for a in steps), None if pulse is None else tuple(jnp.asarray(a) for a in pulse),
+                jnp.asarray(slot_of_sample), jnp.asarray(dseq.demod, jnp.complex64), n_slots)
+
+    steps, pulse, slot_of_sample, demod, n_slots = _remembered(dseq, ("pallas-steps", spoiling, prepare), inputs)
     n_coils = 1 if sens is None else int(sens.shape[0])
     n_dev = len(devices)
     interpret = jax.default_backend() == "cpu"
     block, warps = launch_config(interpret)
     chunk = pallas_chunk(chunk, n_coils, n_slots, block)
-    spins, n_chunks = _pack_spins(twin, sens, chunk, jnp.float32, n_dev)
+    spins, _ = _pack_spins(twin, sens, chunk, jnp.float32, n_dev)
     mesh = spin_sharding(devices).mesh if n_dev > 1 else None
-    samples, mag = pallas_core(spins, steps, jnp.asarray(slot_of_sample), jnp.asarray(dseq.demod, jnp.complex64), pulse,
-                               n_slots=n_slots, block=block, interpret=interpret, want_mag=want_mag, mesh=mesh,
-                               num_warps=warps)
-    return samples, (None if mag is None else mag[: twin.n_spins])
+    return functools.partial(_call_pallas, spins, steps, slot_of_sample, demod, pulse, n_spins=twin.n_spins,
+                             n_slots=n_slots, block=block, interpret=interpret, want_mag=want_mag, mesh=mesh,
+                             num_warps=warps)
+
+
+def _call_pallas(spins, steps, slot_of_sample, demod, pulse, *, n_spins: int, **kw):
+    """Launch the planned kernel (`_plan_pallas`): ``(samples, magnetization)``."""
+    from .pallas_kernel import pallas_core
+
+    samples, mag = pallas_core(spins, steps, slot_of_sample, demod, pulse, **kw)
+    return samples, (None if mag is None else mag[:n_spins])
 
 
 def _reversible_segment(method: Bloch, twin: Twin, dtype) -> float:

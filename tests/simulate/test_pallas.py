@@ -456,7 +456,7 @@ def test_auto_kernel_in_simulate(monkeypatch):
         raise Chosen
 
     monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
-    monkeypatch.setattr(engine, "_run_pallas", pallas_chosen)
+    monkeypatch.setattr(engine, "_plan_pallas", pallas_chosen)
     with pytest.raises(Chosen):
         mt.simulate(twin, seq)
     many = twin.replace(coil_sensitivity=np.ones((600, twin.n_spins), np.complex64))  # 600 x 64 samples
