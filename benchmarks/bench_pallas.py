@@ -28,8 +28,8 @@ from mritwin.benchmarking import emit_record
 from mritwin.simulate.engine import _default_chunk, _pack_spins
 from mritwin.simulate.pallas_kernel import (
     PREPARED,
-    _loop_length,
     SINCOS,
+    _loop_length,
     kernel_steps,
     launch_config,
     pallas_chunk,
