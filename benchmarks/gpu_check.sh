@@ -66,7 +66,7 @@ timeout $((60 * T)) python benchmarks/bench_pallas.py "${Q[@]}" --sweep --blocks
   --out "$OUT/pallas.jsonl" --scenario brain3d-gre koma-brain-spiral > /dev/null || echo "pallas sincos: rc $?"
 # 4c. the same on readout-bound and pulse-bound cases
 timeout $((120 * T)) python benchmarks/bench_pallas.py "${Q[@]}" "${AB[@]}" --reuse yes no \
-  --prepare yes no --repeats 5 --out "$OUT/pallas.jsonl" --scenario koma-epi mrf-train gre-sinc-256 mrilab-spiral \
+  --prepare yes no --repeats 5 --out "$OUT/pallas.jsonl" --scenario koma-epi mrf-train gre-sinc-256 mrilab-spiral brain3d-ms \
   > /dev/null || echo "pallas reuse/prepare 2: rc $?"
 # 5. 50M spins: grouped (the default) and every spin simulated
 timeout $((60 * T)) python benchmarks/bench_scale.py --one $BIG --repeats 2 >> "$OUT/scale.jsonl" || echo "scale: rc $?"

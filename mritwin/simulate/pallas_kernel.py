@@ -16,9 +16,9 @@ everywhere (`tests/test_pallas.py` compares it with the XLA engine and lowers it
 CUDA).
 
 Less work per step where the sequence repeats itself: a step's rotation and relaxation
-factors stay in registers while its ``dt``, gradient and phase repeat (``reuse``), and the
-most repeated shaped pulse is stepped once per program into each spin's affine map, then
-applied whole at every play (`kernel_steps`, ``Bloch(prepare_pulses=True)``).
+factors stay in registers while its ``dt``, gradient and phase repeat (``reuse``), and a
+repeated shaped pulse is stepped once per run of its plays into each spin's affine map,
+then applied whole at every play (`kernel_steps`, ``Bloch(prepare_pulses=True)``).
 
 What it covers: the stepped discretization (``windows=False``: one free-precession step
 per ADC sample, RF raster steps), any B1, gradient and ADC phase, B1+ maps, coil
@@ -68,14 +68,17 @@ _TWO_PI = float(2.0 * np.pi)
 _SPIN_FIELDS = ("x", "y", "z", "pd", "r1", "r2", "df", "b1")
 
 
-# step kinds: an RF raster step, a free step, a play of the prepared pulse (`kernel_steps`)
-RF, FREE, PREPARED = 0, 1, 2
+# step kinds: an RF raster step, a free step, a play of the prepared pulse, the preparation
+# of a pulse's map (`kernel_steps`)
+RF, FREE, PREPARED, PREPARE = 0, 1, 2, 3
 
 
 def _step_arrays(dt, kstep, b1dt, kind, slot, spoil, cyc0):
     """The per-step inputs of the kernel: (dt, kx, ky, kz, b1 re, b1 im, c0) float32 and
-    (kind, slot, spoil) int32, each (n_steps,). ``kind``: `RF`, `FREE` or `PREPARED` (then
-    ``b1dt`` is the play's phase offset ``exp(iα)``)."""
+    (kind, slot, spoil) int32, each (n_steps,). ``kind``: `RF`, `FREE`, `PREPARED` (a play
+    of the prepared pulse: ``b1dt`` is its phase offset ``exp(iα)``) or `PREPARE` (the map
+    of the pulse in row ``dt`` of the pulse table is computed; no change of the
+    magnetization)."""
     f = jnp.float32
     return (jnp.asarray(dt, f), jnp.asarray(kstep[:, 0], f), jnp.asarray(kstep[:, 1], f),
             jnp.asarray(kstep[:, 2], f), jnp.real(b1dt).astype(f), jnp.imag(b1dt).astype(f),
@@ -141,9 +144,9 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
             compensate: bool = False, reuse: bool = False, n_pulse: int = 0):
     """One program: ``block`` spins through all steps. ``refs``: the 8 spin fields, the
     2 n_coils coil rows (re, im) when ``coils``, the 10 step arrays, `_fresh`'s when
-    ``reuse``, the prepared pulse's 7 raster arrays (dt, kx, ky, kz, B1 re, B1 im, c0 at
-    phase 0, ``n_pulse`` long) when ``n_pulse``, the loop's length (`_loop_length`, at
-    most ``n_steps``); outputs: the block's signal (re, im) of
+    ``reuse``, the prepared pulses' 7 raster arrays (dt, kx, ky, kz, B1 re, B1 im, c0 at
+    phase 0; one row of ``n_pulse`` steps per pulse, row after row) when ``n_pulse``, the
+    loop's length (`_loop_length`, at most ``n_steps``); outputs: the block's signal (re, im) of
     ``n_coils * width`` values, then mx, my, mz. ``sincos``: see `SINCOS`.
 
     Each step computes the *change* of the magnetization and adds it: a microsecond step
@@ -162,11 +165,12 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
     samples a free step is then a few multiply-adds instead of a sine, a cosine and two
     ``expm1`` (the same for every spin of the launch, so the branch never diverges).
 
-    With ``n_pulse`` the program first steps the prepared pulse's raster on the unit
-    vectors and the zero state (each step's change added by compensated summation, as
-    `prepared_rf.prepare_pulse` does), which gives each spin the pulse's affine map
-    ``M -> A M + b`` (12 registers); a step of kind `PREPARED` applies it with the play's
-    phase offset ``exp(iα)`` (its B1 entry): ``Rz(α) (A Rz(-α) M + b)``.
+    With ``n_pulse``, a step of kind `PREPARE` steps a pulse's raster (a row of the table)
+    on the unit vectors and the zero state (each step's change added by compensated
+    summation, as `prepared_rf.prepare_pulse` does), which gives each spin the pulse's
+    affine map ``M -> A M + b`` (12 registers, kept until the next `PREPARE`); a step of
+    kind `PREPARED` applies it with the play's phase offset ``exp(iα)`` (its B1 entry):
+    ``Rz(α) (A Rz(-α) M + b)``.
     """
 
     def sin_cos(ph):  # |ph| <= 1/2 cycles
@@ -254,15 +258,19 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
         return rx + ch2[0], ry + ch2[1], ch2[2]
 
     zero = jnp.zeros_like(pd)
-    cols = None
-    if n_pulse:  # the prepared pulse's map: its columns A e_x, A e_y, A e_z, then b
-        one = jnp.ones_like(pd)
+    one = jnp.ones_like(pd)
+
+    def prepare_map(row):
+        """The prepared pulse in row ``row`` of the table: its map's columns ``A e_x, A e_y,
+        A e_z, b``, each (mx, my, mz), stepped from the unit vectors and the zero state
+        with each raster step's change added by compensated summation."""
         target = (zero, zero, zero, pd)  # relaxation's target: none for the linear part
+        base = row * n_pulse
 
         def prepare(j, carry):
             vs, errs = carry[:4], carry[4:]
-            dt = pulse_r[0][j]
-            rot = rf_rotation(dt, *(r[j] for r in pulse_r[1:]))
+            dt = pulse_r[0][base + j]
+            rot = rf_rotation(dt, *(r[base + j] for r in pulse_r[1:]))
             d2, d1 = fractions(0.5 * dt)
             out_v, out_e = (), ()
             for v, e, p in zip(vs, errs, target):
@@ -274,24 +282,31 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
 
         start = ((one, zero, zero), (zero, one, zero), (zero, zero, one), (zero, zero, zero))
         cols = jax.lax.fori_loop(0, n_pulse, prepare, start + ((zero, zero, zero),) * 4)[:4]
+        return sum(cols, ())  # 12 arrays: column after column
 
-    def pulse_change(c, s, m):
-        """A prepared pulse's change of ``m`` at phase offset ``exp(iα) = c + i s``."""
+    def pulse_change(c, s, m, cols):
+        """A prepared pulse's change of ``m`` at phase offset ``exp(iα) = c + i s``; ``cols``
+        from `prepare_map`."""
         mx, my, mz = m
         u = (mx * c + my * s, my * c - mx * s, mz)
-        v = tuple(cols[0][i] * u[0] + cols[1][i] * u[1] + cols[2][i] * u[2] + cols[3][i] for i in range(3))
+        v = tuple(cols[i] * u[0] + cols[3 + i] * u[1] + cols[6 + i] * u[2] + cols[9 + i] for i in range(3))
         return v[0] * c - v[1] * s - mx, v[1] * c + v[0] * s - my, v[2] - mz
 
     n_state = 6 if compensate else 3
+    n_cache = 6 if reuse else 0
 
     def body(i, carry):
         # carry: (mx, my, mz), their rounding errors with ``compensate``, the reused factors
-        # (free s, cm1, d2, d1; RF d2, d1) with ``reuse``
+        # (free s, cm1, d2, d1; RF d2, d1) with ``reuse``, the prepared pulse's map (12)
+        # with ``n_pulse``
         dt, kx, ky, kz, c0 = dt_r[i], kx_r[i], ky_r[i], kz_r[i], c0_r[i]
         bre, bim = bre_r[i], bim_r[i]
         kind = kind_r[i]
         keep = 1.0 - spoil_r[i].astype(jnp.float32)  # spoil is 0 or 1
-        cache = carry[n_state:]
+        cache = carry[n_state:n_state + n_cache]
+        cols = carry[n_state + n_cache:]
+        if n_pulse:  # a PREPARE step: the map of the pulse in the table's row ``dt``
+            cols = jax.lax.cond(kind == PREPARE, lambda: prepare_map(dt.astype(jnp.int32)), lambda: cols)
         carry = (carry[0] * keep, carry[1] * keep, carry[2]) + (
             (carry[3] * keep, carry[4] * keep, carry[5]) if compensate else ())
         m = carry[:3]
@@ -317,7 +332,8 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
                     lambda m: rf_change(rf_rotation(dt, kx, ky, kz, bre, bim, c0), m, *fractions(0.5 * dt), pd),
                     lambda m: free_change(m, *rotation(dt, kx, ky, kz, c0), *fractions(dt)), m)
         if n_pulse:
-            d = jax.lax.cond(kind == PREPARED, lambda m: pulse_change(bre, bim, m), stepped, m)
+            d = jax.lax.cond(kind == PREPARED, lambda m: pulse_change(bre, bim, m, cols),
+                             lambda m: jax.lax.cond(kind == PREPARE, lambda m: (zero, zero, zero), stepped, m), m)
         else:
             d = stepped(m)
         if compensate:  # Kahan: the error of the previous additions goes into this change
@@ -342,9 +358,9 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
             return None
 
         jax.lax.cond(slot >= 0, record, lambda m: None, m)  # (no outputs: Triton yields no literal)
-        return carry + tuple(cache)
+        return carry + tuple(cache) + tuple(cols)
 
-    m0 = (zero, zero, pd) + (zero,) * ((3 if compensate else 0) + (6 if reuse else 0))
+    m0 = (zero, zero, pd) + (zero,) * ((3 if compensate else 0) + n_cache + (12 if n_pulse else 0))
     mx, my, mz = jax.lax.fori_loop(0, jnp.minimum(n_run, n_steps), body, m0)[:3]
     mx_o[...] = mx
     my_o[...] = my
@@ -359,7 +375,7 @@ def _pallas_forward(spins: Spins, steps: tuple, pulse=None, *, n_slots: int, blo
                     num_warps: int = DEFAULT_WARPS, sincos: str = "libdevice", compensate: bool = False,
                     reuse: bool = True):
     """The kernel on one chunk: ``spins`` fields (n,), ``steps`` from `_step_arrays`,
-    ``pulse`` the prepared pulse's raster (`kernel_steps`) or None. Returns ((n_coils,
+    ``pulse`` the prepared pulses' rasters (`kernel_steps`: 7 arrays (P, L)) or None. Returns ((n_coils,
     n_slots) complex64 signal, (n, 3) final magnetization)."""
     from jax.experimental import pallas as pl
     from jax.experimental.pallas import triton as pl_triton
@@ -383,11 +399,12 @@ def _pallas_forward(spins: Spins, steps: tuple, pulse=None, *, n_slots: int, blo
     steps = tuple(steps) + ((_fresh(steps),) if reuse else ())
     steps = tuple(jnp.pad(s, (0, s_pad - n_steps)) for s in steps)
     whole = pl.BlockSpec((s_pad,), lambda i: (0,))
-    n_pulse = 0 if pulse is None else int(pulse[0].shape[0])
+    n_pulse = 0 if pulse is None else int(pulse[0].shape[1])  # raster steps per row
     pulse_in, pulse_specs = [], []
     if n_pulse:
-        p_pad = _next_pow2(n_pulse)
-        pulse_in = [jnp.pad(jnp.asarray(a, jnp.float32), (0, p_pad - n_pulse)) for a in pulse]
+        flat = [jnp.asarray(a, jnp.float32).reshape(-1) for a in pulse]
+        p_pad = _next_pow2(flat[0].shape[0])
+        pulse_in = [jnp.pad(a, (0, p_pad - a.shape[0])) for a in flat]
         pulse_specs = [pl.BlockSpec((p_pad,), lambda i: (0,))] * 7
     row = pl.BlockSpec((None, n_coils * width), lambda i: (i, 0))
     out_shape = (jax.ShapeDtypeStruct((n_blocks, n_coils * width), jnp.float32),) * 2 + \
@@ -415,32 +432,36 @@ def stepped_xla(spins: Spins, steps: tuple, pulse=None, *, n_slots: int):
     step kernels (a prepared pulse: `prepared_rf.prepare_pulse`, `apply_pulse`); reverse
     mode is segment-checkpointed. Used for the kernel's derivatives and in tests."""
     from .engine import _segmented_scan
-    from .prepared_rf import apply_pulse, prepare_pulse
+    from .prepared_rf import PreparedPulse, apply_pulse, prepare_pulse
 
     dt, kx, ky, kz, bre, bim, c0, kind, slot, spoil = steps
     n_coils = 1 if spins.coil_re is None else spins.coil_re.shape[0]
     spins = spins._replace(extent=kernels.spin_extent(spins))  # once, not per RF step (`kernels.rf_step`)
-    prepared = None
-    if pulse is not None:
-        p_dt, p_kx, p_ky, p_kz, p_re, p_im, p_c0 = pulse
-        prepared = prepare_pulse(spins, p_dt, jnp.stack([p_kx, p_ky, p_kz], -1), jax.lax.complex(p_re, p_im), p_c0)
+    zero = jnp.zeros_like(spins.pd)
+    no_map = () if pulse is None else PreparedPulse(((zero,) * 3,) * 3, (zero,) * 3)
 
-    def body(m, st):
+    def prepare(row):  # the map of the pulse in row ``row`` of the table
+        p_dt, p_kx, p_ky, p_kz, p_re, p_im, p_c0 = (jnp.asarray(a)[row] for a in pulse)
+        return prepare_pulse(spins, p_dt, jnp.stack([p_kx, p_ky, p_kz], -1), jax.lax.complex(p_re, p_im), p_c0)
+
+    def body(carry, st):
+        m, mp = carry
         dt, slot, spoil, kind, kx, ky, kz, bre, bim, c0 = st
         k = (kx, ky, kz)
         keep = spoil == 0
         m = State(jnp.where(keep, m.mx, 0.0), jnp.where(keep, m.my, 0.0), m.mz)
-        branches = [lambda m: kernels.rf_step(spins, m, dt, k, jax.lax.complex(bre, bim), c0),
-                    lambda m: kernels.free_step(spins, m, dt, k, c0)]
-        if prepared is not None:
-            branches.append(lambda m: apply_pulse(m, prepared, jax.lax.complex(bre, bim)))
-        m = jax.lax.switch(kind, branches, m)
+        branches = [lambda m, mp: (kernels.rf_step(spins, m, dt, k, jax.lax.complex(bre, bim), c0), mp),
+                    lambda m, mp: (kernels.free_step(spins, m, dt, k, c0), mp)]
+        if pulse is not None:
+            branches += [lambda m, mp: (apply_pulse(m, mp, jax.lax.complex(bre, bim)), mp),
+                         lambda m, mp: (m, prepare(dt.astype(jnp.int32)))]
+        m, mp = jax.lax.switch(kind, branches, m, mp)
         sig = jnp.where(slot >= 0, kernels.receive(spins, m), jnp.zeros((n_coils,), jnp.complex64))
-        return m, sig
+        return (m, mp), sig
 
-    m0 = State(jnp.zeros_like(spins.pd), jnp.zeros_like(spins.pd), spins.pd)
+    m0 = (State(zero, zero, spins.pd), no_map)
     # (the kind third: `_segmented_scan` pads with free steps of 0 s)
-    m, per_step = _segmented_scan(body, m0, (dt, slot, spoil, kind, kx, ky, kz, bre, bim, c0))
+    (m, _), per_step = _segmented_scan(body, m0, (dt, slot, spoil, kind, kx, ky, kz, bre, bim, c0))
     # per-step signal -> slots (steps without a sample carry zeros and are dropped)
     sig = jnp.zeros((n_slots + 1, n_coils), per_step.dtype).at[jnp.where(slot >= 0, slot, n_slots)].add(per_step)
     return sig[:n_slots].T, jnp.stack([m.mx, m.my, m.mz], -1)
@@ -466,9 +487,10 @@ def pallas_signal(spins: Spins, steps: tuple, pulse=None, *, n_slots: int, block
         spins: one chunk's `Spins` (fields (n,), coils (n_coils, n)); ``n`` a multiple of
             ``block``; float32.
         steps: the 10 per-step arrays of `_step_arrays` (n_steps,).
-        pulse: the prepared pulse's raster steps at phase 0, 7 arrays (L,) (dt [s], k
-            [1/m] x, y, z, B1 integral [cycles] re, im, common phase c0 [cycles]), when
-            ``steps`` has steps of kind `PREPARED` (`kernel_steps`); else None.
+        pulse: the prepared pulses' raster steps at phase 0, 7 arrays (P, L) (dt [s], k
+            [1/m] x, y, z, B1 integral [cycles] re, im, common phase c0 [cycles]; rows
+            zero padded), when ``steps`` has steps of kinds `PREPARE` and `PREPARED`
+            (`kernel_steps`); else None.
         n_slots: number of ADC samples (``slot`` values run over ``0 .. n_slots - 1``, -1
             for steps without a sample).
         block: spins per program (a power of two).
@@ -518,32 +540,63 @@ def kernel_steps(dseq, *, spoiling: bool = True, prepare: bool = True):
     """Host side: the kernel's inputs for a stepped `DiscreteSequence` (one step per ADC
     sample).
 
-    With ``prepare``, the repeated RF pulse that saves the most steps (played at least
-    `prepared_rf.MIN_REPEATS` times with the same raster, durations, gradients and common
-    phases, any phase offset; at least two raster steps; `prepared_rf.plan_prepared_rf`)
-    becomes one step of kind `PREPARED` per play, its raster returned as ``pulse``: the
-    kernel steps it once per program into each spin's affine map and applies the map at
-    every play. ``spoiling``: keep the sequence's ideal-spoiling marks.
+    With ``prepare``, repeated RF pulses (each played at least `prepared_rf.MIN_REPEATS`
+    times with the same raster, durations, gradients and common phases, any phase offset;
+    at least two raster steps; `prepared_rf.plan_prepared_rf`) become one step of kind
+    `PREPARED` per play. The kernel keeps one pulse's map at a time: a `PREPARE` step
+    before each run of plays of one pulse (among the prepared plays, in time order)
+    computes it, at the cost of stepping the pulse on four vectors. So pulses join in the
+    order of the steps they save while every joined pulse's plays still come in runs of
+    `prepared_rf.MIN_REPEATS` or more on average (sequential multi-slice: one run per
+    slice's pulse; interleaved slices, whose pulses alternate: only the first). ``spoiling``:
+    keep the sequence's ideal-spoiling marks.
 
     Returns:
         ``(steps, pulse, slot_of_sample, n_slots)``: the 10 arrays of `_step_arrays`, the
-        pulse's 7 raster arrays (dt, kx, ky, kz, B1 re, B1 im, c0 at phase 0; float32
-        (L,)) or None, and `step_slots`'s.
+        prepared pulses' 7 raster arrays (dt, kx, ky, kz, B1 re, B1 im, c0 at phase 0;
+        float32 (P, L), zero padded) or None, and `step_slots`'s.
     """
-    from .prepared_rf import plan_prepared_rf
+    from .prepared_rf import MIN_REPEATS, plan_prepared_rf
 
-    pulse = None
-    if prepare:
-        short, table = plan_prepared_rf(dseq, PREPARED, max_pulses=1)
-        if table is not None:
-            dseq = short
-            f = np.float32
-            pulse = (table.dt[0].astype(f), table.k[0, :, 0].astype(f), table.k[0, :, 1].astype(f),
-                     table.k[0, :, 2].astype(f), table.b1dt[0].real.astype(f), table.b1dt[0].imag.astype(f),
-                     table.c0[0].astype(f))
-    slot, slot_of_sample, n_slots = step_slots(np.asarray(dseq.sample), np.asarray(dseq.out_index))
-    spoil = dseq.spoil if spoiling else np.zeros(np.shape(dseq.dt), bool)
-    steps = _step_arrays(dseq.dt, dseq.kstep, dseq.b1dt, dseq.kind, slot, spoil, dseq.cyc0)
+    def arrays(dseq):
+        slot, slot_of_sample, n_slots = step_slots(np.asarray(dseq.sample), np.asarray(dseq.out_index))
+        spoil = dseq.spoil if spoiling else np.zeros(np.shape(dseq.dt), bool)
+        return _step_arrays(dseq.dt, dseq.kstep, dseq.b1dt, dseq.kind, slot, spoil, dseq.cyc0), slot_of_sample, n_slots
+
+    short, table = plan_prepared_rf(dseq, PREPARED) if prepare else (dseq, None)
+    if table is None:
+        steps, slot_of_sample, n_slots = arrays(dseq)
+        return steps, None, slot_of_sample, n_slots
+    m = short.n_real_steps
+
+    def plays(keep):  # the prepared plays' pulses in time order, with only the pulses ``keep``
+        kind, count = np.asarray(short.kind)[:m], np.asarray(short.count)[:m]
+        order = count[kind == PREPARED]
+        return order[np.isin(order, keep)]
+
+    keep = [0]
+    for p in range(1, table.dt.shape[0]):
+        order = plays(keep + [p])
+        starts = np.r_[True, order[1:] != order[:-1]]
+        if all(np.sum(order == q) >= MIN_REPEATS * np.sum(starts & (order == q)) for q in keep + [p]):
+            keep.append(p)
+    if len(keep) < table.dt.shape[0]:
+        short, table = plan_prepared_rf(dseq, PREPARED, keep=keep)
+        m = short.n_real_steps
+    steps, slot_of_sample, n_slots = arrays(short)
+    # a PREPARE step (the pulse's row in ``dt``) before each run of plays of one pulse
+    kind, count = np.asarray(short.kind)[:m], np.asarray(short.count)[:m]
+    at = np.nonzero(kind == PREPARED)[0]
+    first = at[np.r_[True, count[at][1:] != count[at][:-1]]]
+    steps = [np.asarray(a) for a in steps]
+    new = [np.zeros(first.size, a.dtype) for a in steps]
+    new[0] = count[first].astype(np.float32)  # dt: the row
+    new[7][:] = PREPARE
+    new[8][:] = -1  # no sample
+    steps = tuple(jnp.asarray(np.insert(a, first, v)) for a, v in zip(steps, new))
+    f = np.float32
+    pulse = (table.dt.astype(f), table.k[..., 0].astype(f), table.k[..., 1].astype(f), table.k[..., 2].astype(f),
+             table.b1dt.real.astype(f), table.b1dt.imag.astype(f), table.c0.astype(f))
     return steps, pulse, slot_of_sample, n_slots
 
 
