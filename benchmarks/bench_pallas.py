@@ -4,7 +4,9 @@ For each scenario: the XLA engine with the scenario's method (windows, prepared 
 fused pulses: what `mritwin bench` times), then `Bloch(kernel="pallas")` for each
 (block, warps) configuration, all in one process on the same device, with the median of
 ``--repeats`` runs, the kernel's throughput in stepped spin-steps per second (every ADC
-sample a step) and its largest deviation from the XLA engine's signal.
+sample and every RF raster sample a step, whether the kernel steps it or applies a
+prepared pulse) and in its own loop iterations (``loop_spin_steps_per_s``), and its
+largest deviation from the XLA engine's signal.
 
 Meant for a GPU (`python benchmarks/bench_pallas.py --sweep`). On a CPU the kernel runs
 in Pallas's interpreter: only ``--quick`` is allowed there, as a check that the script
@@ -92,9 +94,13 @@ def run(name, *, quick, repeats, configs):
         run_s, out = _median_time(call, repeats)
         out = np.asarray(out)
         n_steps = int(stepped.n_real_steps)
+        loop = int(_loop_length(steps)[0])
         yield {**base, "kernel": "pallas", "block": block, "num_warps": warps, "sincos": sincos, "compensate": compensate,
                "reuse": reuse, "prepare": prepare, "chunk": chunk,
-               "kernel_loop_steps": int(_loop_length(steps)[0]),
+               "kernel_loop_steps": loop,
+               # the same throughput counted in the kernel's loop iterations (prepared plays,
+               # not their raster steps; the pulses' preparation not counted)
+               "loop_spin_steps_per_s": twin.n_spins * loop / run_s,
                "prepared_plays": int(np.sum(np.asarray(steps[7]) == PREPARED)),
                "prepared_pulse_steps": 0 if pulse is None else int(pulse[0].shape[0]),
                "n_steps": n_steps, "run_s": run_s, "compile_s": max(first - run_s, 0.0),
