@@ -561,7 +561,7 @@ def _plan_pallas(twin: Twin, sens, dseq: DiscreteSequence, chunk: int, devices, 
     """`simulate` with ``Bloch(kernel="pallas")``: the host work (the kernel's steps,
     remembered with the sequence; the packed spins, remembered with the run), then a
     ``call()`` that launches the kernel and returns ``(samples, magnetization)``."""
-    from .pallas_kernel import kernel_steps, launch_config, pallas_chunk, step_slots
+    from .pallas_kernel import kernel_steps, launch_config, pallas_chunk
 
     if _windowed(dseq):
         raise ValueError("Bloch(kernel='pallas') needs a stepped sequence (one step per ADC sample); this "
@@ -569,7 +569,6 @@ def _plan_pallas(twin: Twin, sens, dseq: DiscreteSequence, chunk: int, devices, 
     if not isinstance(dseq.bstep, jax.core.Tracer) and np.any(np.asarray(dseq.bstep) != 0):
         raise ValueError("Bloch(kernel='pallas') does not simulate analytic diffusion; this DiscreteSequence "
                          "carries diffusion weighting (discretize(..., diffusion=True))")
-    step_slots(np.asarray(dseq.sample), np.asarray(dseq.out_index))  # (a stepped sequence?)
 
     def inputs():
         steps, pulse, slot_of_sample, n_slots = kernel_steps(dseq, spoiling=spoiling, prepare=prepare)

@@ -316,21 +316,26 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
             def update(bit, compute, old):
                 return jax.lax.cond((fresh & bit) != 0, compute, lambda: old)
 
-            fs, fcm1 = update(_FREE_ROT, lambda: rotation(dt, kx, ky, kz, c0), cache[0:2])
-            fd2, fd1 = update(_FREE_RELAX, lambda: fractions(dt), cache[2:4])
-            rd2, rd1 = update(_RF_RELAX, lambda: fractions(0.5 * dt), cache[4:6])
-            cache = (fs, fcm1, fd2, fd1, rd2, rd1)
+            cache = (update(_FREE_ROT, lambda: rotation(dt, kx, ky, kz, c0), cache[0:2])
+                     + update(_FREE_RELAX, lambda: fractions(dt), cache[2:4])
+                     + update(_RF_RELAX, lambda: fractions(0.5 * dt), cache[4:6]))
 
-            def stepped(m):
-                return jax.lax.cond(
-                    kind == RF, lambda m: rf_change(rf_rotation(dt, kx, ky, kz, bre, bim, c0), m, rd2, rd1, pd),
-                    lambda m: free_change(m, fs, fcm1, fd2, fd1), m)
-        else:
-            def stepped(m):
-                return jax.lax.cond(
-                    kind == RF,
-                    lambda m: rf_change(rf_rotation(dt, kx, ky, kz, bre, bim, c0), m, *fractions(0.5 * dt), pd),
-                    lambda m: free_change(m, *rotation(dt, kx, ky, kz, c0), *fractions(dt)), m)
+            def free_factors():
+                return cache[:4]
+
+            def rf_fractions():
+                return cache[4:]
+        else:  # computed in the step's branch
+            def free_factors():
+                return rotation(dt, kx, ky, kz, c0) + fractions(dt)
+
+            def rf_fractions():
+                return fractions(0.5 * dt)
+
+        def stepped(m):
+            return jax.lax.cond(
+                kind == RF, lambda m: rf_change(rf_rotation(dt, kx, ky, kz, bre, bim, c0), m, *rf_fractions(), pd),
+                lambda m: free_change(m, *free_factors()), m)
         if n_pulse:
             d = jax.lax.cond(kind == PREPARED, lambda m: pulse_change(bre, bim, m, cols),
                              lambda m: jax.lax.cond(kind == PREPARE, lambda m: (zero, zero, zero), stepped, m), m)
@@ -568,15 +573,10 @@ def kernel_steps(dseq, *, spoiling: bool = True, prepare: bool = True):
         steps, slot_of_sample, n_slots = arrays(dseq)
         return steps, None, slot_of_sample, n_slots
     m = short.n_real_steps
-
-    def plays(keep):  # the prepared plays' pulses in time order, with only the pulses ``keep``
-        kind, count = np.asarray(short.kind)[:m], np.asarray(short.count)[:m]
-        order = count[kind == PREPARED]
-        return order[np.isin(order, keep)]
-
+    played = np.asarray(short.count)[:m][np.asarray(short.kind)[:m] == PREPARED]  # pulses, in time order
     keep = [0]
     for p in range(1, table.dt.shape[0]):
-        order = plays(keep + [p])
+        order = played[np.isin(played, keep + [p])]
         starts = np.r_[True, order[1:] != order[:-1]]
         if all(np.sum(order == q) >= MIN_REPEATS * np.sum(starts & (order == q)) for q in keep + [p]):
             keep.append(p)
