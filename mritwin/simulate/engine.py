@@ -580,7 +580,7 @@ def _plan_pallas(twin: Twin, sens, dseq: DiscreteSequence, chunk: int, devices, 
     n_dev = len(devices)
     interpret = jax.default_backend() == "cpu"
     block, warps = launch_config(interpret)
-    chunk = pallas_chunk(chunk, n_coils, n_slots, block)
+    chunk = pallas_chunk(chunk, n_coils, n_slots, block, 0 if pulse is None else len(pulse[0]))
     spins, _ = _pack_spins(twin, sens, chunk, jnp.float32, n_dev)
     mesh = spin_sharding(devices).mesh if n_dev > 1 else None
     return functools.partial(_call_pallas, spins, steps, slot_of_sample, demod, pulse, n_spins=twin.n_spins,

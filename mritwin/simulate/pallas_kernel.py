@@ -68,17 +68,15 @@ _TWO_PI = float(2.0 * np.pi)
 _SPIN_FIELDS = ("x", "y", "z", "pd", "r1", "r2", "df", "b1")
 
 
-# step kinds: an RF raster step, a free step, a play of the prepared pulse, the preparation
-# of a pulse's map (`kernel_steps`)
-RF, FREE, PREPARED, PREPARE = 0, 1, 2, 3
+# step kinds: an RF raster step, a free step, a play of a prepared pulse (`kernel_steps`)
+RF, FREE, PREPARED = 0, 1, 2
 
 
 def _step_arrays(dt, kstep, b1dt, kind, slot, spoil, cyc0):
     """The per-step inputs of the kernel: (dt, kx, ky, kz, b1 re, b1 im, c0) float32 and
-    (kind, slot, spoil) int32, each (n_steps,). ``kind``: `RF`, `FREE`, `PREPARED` (a play
-    of the prepared pulse: ``b1dt`` is its phase offset ``exp(iα)``) or `PREPARE` (the map
-    of the pulse in row ``dt`` of the pulse table is computed; no change of the
-    magnetization)."""
+    (kind, slot, spoil) int32, each (n_steps,). ``kind``: `RF`, `FREE` or `PREPARED` (a
+    play of the prepared pulse in row ``dt`` of the pulse table; ``b1dt`` is its phase
+    offset ``exp(iα)``)."""
     f = jnp.float32
     return (jnp.asarray(dt, f), jnp.asarray(kstep[:, 0], f), jnp.asarray(kstep[:, 1], f),
             jnp.asarray(kstep[:, 2], f), jnp.real(b1dt).astype(f), jnp.imag(b1dt).astype(f),
@@ -140,84 +138,53 @@ def _loop_length(steps):
 SINCOS = ("libdevice", "poly")
 
 
-def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: str = "libdevice",
-            compensate: bool = False, reuse: bool = False, n_pulse: int = 0):
-    """One program: ``block`` spins through all steps. ``refs``: the 8 spin fields, the
-    2 n_coils coil rows (re, im) when ``coils``, the 10 step arrays, `_fresh`'s when
-    ``reuse``, the prepared pulses' 7 raster arrays (dt, kx, ky, kz, B1 re, B1 im, c0 at
-    phase 0; one row of ``n_pulse`` steps per pulse, row after row) when ``n_pulse``, the
-    loop's length (`_loop_length`, at most ``n_steps``); outputs: the block's signal (re, im) of
-    ``n_coils * width`` values, then mx, my, mz. ``sincos``: see `SINCOS`.
+class _SpinArithmetic:
+    """The per-spin arithmetic of a step, shared by the stepping kernel and the kernel
+    that prepares pulses: the block's spin fields (``block``,) and the sine/cosine
+    (``sincos``, see `SINCOS`).
 
     Each step computes the *change* of the magnetization and adds it: a microsecond step
     changes it by a few ulps, and a product form (``M cos θ``, ``M exp(-dt/T)``) rounds
     ``cos θ`` and ``exp(-dt/T)``, both within ulps of 1, the same way at every step of a
     repeated raster. So rotations use ``cos θ - 1 = -2 sin²(θ/2)`` (one sine/cosine of the
     half angle) and relaxation ``d = 1 - exp(-dt/T)`` from ``expm1`` (``-M d``, ``(M0 - Mz)
-    d``), as the XLA engine does (`kernels.relaxation`, `kernels._rf_rotation`). With
-    ``compensate`` the changes are added by compensated (Kahan) summation, carrying each
-    component's rounding error (three more registers, four more operations per component
-    and step).
-
-    With ``reuse`` the program keeps each spin's last free-step rotation (``sin θ``,
-    ``cos θ - 1``) and relaxation fractions and its last RF half-step fractions in
-    registers, and computes them only at the steps `_fresh` marks: in a readout of equal
-    samples a free step is then a few multiply-adds instead of a sine, a cosine and two
-    ``expm1`` (the same for every spin of the launch, so the branch never diverges).
-
-    With ``n_pulse``, a step of kind `PREPARE` steps a pulse's raster (a row of the table)
-    on the unit vectors and the zero state (each step's change added by compensated
-    summation, as `prepared_rf.prepare_pulse` does), which gives each spin the pulse's
-    affine map ``M -> A M + b`` (12 registers, kept until the next `PREPARE`); a step of
-    kind `PREPARED` applies it with the play's phase offset ``exp(iα)`` (its B1 entry):
-    ``Rz(α) (A Rz(-α) M + b)``.
+    d``), as the XLA engine does (`kernels.relaxation`, `kernels._rf_rotation`).
     """
 
-    def sin_cos(ph):  # |ph| <= 1/2 cycles
-        if sincos == "poly":
+    def __init__(self, x, y, z, pd, r1, r2, df, b1, sincos):
+        self.x, self.y, self.z, self.pd, self.r1, self.r2, self.df, self.b1 = x, y, z, pd, r1, r2, df, b1
+        self.sincos = sincos
+
+    def sin_cos(self, ph):  # |ph| <= 1/2 cycles
+        if self.sincos == "poly":
             return kernels.sincos_half_cycle(ph)
         return jnp.sin(_TWO_PI * ph), jnp.cos(_TWO_PI * ph)
 
-    nc = 2 * n_coils if coils else 0
-    x, y, z, pd, r1, r2, df, b1 = (r[...] for r in refs[:8])
-    crefs = refs[8:8 + nc]
-    dt_r, kx_r, ky_r, kz_r, bre_r, bim_r, c0_r, kind_r, slot_r, spoil_r = refs[8 + nc:18 + nc]
-    at = 18 + nc
-    fresh_r = refs[at] if reuse else None
-    at += int(reuse)
-    pulse_r = refs[at:at + 7] if n_pulse else None
-    at += 7 if n_pulse else 0
-    n_run = refs[at][0]
-    sre_r, sim_r, mx_o, my_o, mz_o = refs[at + 1:]
-    cre = [crefs[2 * c][...] for c in range(n_coils)] if coils else None
-    cim = [crefs[2 * c + 1][...] for c in range(n_coils)] if coils else None
-
-    # (the output rows are not initialized: every slot below n_slots is written by exactly
-    # one step, and the padding up to ``width`` is cut off afterwards)
-
-    def fractions(dt):
+    def fractions(self, dt):
         """1 - exp(-dt/T2), 1 - exp(-dt/T1)."""
-        return -jnp.expm1(-dt * r2), -jnp.expm1(-dt * r1)
+        return -jnp.expm1(-dt * self.r2), -jnp.expm1(-dt * self.r1)
 
+    @staticmethod
     def relax_change(m, d2, d1, p):
         """Relaxation's change of ``m`` towards ``(0, 0, p)``."""
         return -m[0] * d2, -m[1] * d2, (p - m[2]) * d1
 
+    @staticmethod
     def plus(m, d):
         return m[0] + d[0], m[1] + d[1], m[2] + d[2]
 
-    def rf_rotation(dt, kx, ky, kz, bre, bim, c0):
+    def rf_rotation(self, dt, kx, ky, kz, bre, bim, c0):
         """An RF step's rotation per spin: the effective field ``w`` [cycles], ``sin θ /
         |w|``, ``(1 - cos θ) / |w|²`` and ``cos θ - 1``."""
-        wx = b1 * bre
-        wy = b1 * bim
-        wz = kx * x + ky * y + kz * z + df * dt + c0  # cycles
+        wx = self.b1 * bre
+        wy = self.b1 * bim
+        wz = kx * self.x + ky * self.y + kz * self.z + self.df * dt + c0  # cycles
         n2 = wx * wx + wy * wy + wz * wz
         big = n2 > 1e-6
         inv = jnp.where(big, jax.lax.rsqrt(jnp.where(big, n2, 1.0)), 0.0)
         h = 0.5 * n2 * inv  # θ/2 [cycles]
         h = h - jnp.floor(h + 0.5)
-        sh, chh = sin_cos(h)
+        sh, chh = self.sin_cos(h)
         sh2 = sh * sh
         q = (_TWO_PI * _TWO_PI) * n2  # below |w|² = 1e-6 the ratios' Taylor series
         a = jnp.where(big, 2.0 * sh * chh * inv, _TWO_PI * (1.0 - q / 6.0 * (1.0 - q / 20.0)))  # sin θ / |w|
@@ -226,87 +193,144 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
         cm1 = jnp.where(big, -2.0 * sh2, -0.5 * q * (1.0 - q / 12.0 * (1.0 - q / 30.0)))  # cos θ - 1
         return wx, wy, wz, a, b, cm1
 
-    def rf_change(rot, m, d2, d1, p):
+    def rf_change(self, rot, m, d2, d1, p):
         """An RF step's change of ``m``: relax dt/2 (fractions ``d2``, ``d1``, towards
         ``(0, 0, p)``), rotate (``rot`` from `rf_rotation`), relax dt/2 (the engine's
         Strang step)."""
         wx, wy, wz, a, b, cm1 = rot
-        ch1 = relax_change(m, d2, d1, p)
-        mx, my, mz = plus(m, ch1)
+        ch1 = self.relax_change(m, d2, d1, p)
+        mx, my, mz = self.plus(m, ch1)
         wdm = (wx * mx + wy * my + wz * mz) * b
         cx = wy * mz - wz * my
         cy = wz * mx - wx * mz
         cz = wx * my - wy * mx
         ch2 = (mx * cm1 - cx * a + wx * wdm, my * cm1 - cy * a + wy * wdm, mz * cm1 - cz * a + wz * wdm)
-        ch3 = relax_change(plus((mx, my, mz), ch2), d2, d1, p)
+        ch3 = self.relax_change(self.plus((mx, my, mz), ch2), d2, d1, p)
         return ch1[0] + ch2[0] + ch3[0], ch1[1] + ch2[1] + ch3[1], ch1[2] + ch2[2] + ch3[2]
 
-    def rotation(dt, kx, ky, kz, c0):
+    def rotation(self, dt, kx, ky, kz, c0):
         """``sin θ``, ``cos θ - 1`` of a free step's precession (gradients, off-resonance,
         the step's common phase)."""
-        ph = kx * x + ky * y + kz * z + df * dt + c0  # cycles
+        ph = kx * self.x + ky * self.y + kz * self.z + self.df * dt + c0  # cycles
         ph = ph - jnp.floor(ph + 0.5)
-        sh, chh = sin_cos(0.5 * ph)
+        sh, chh = self.sin_cos(0.5 * ph)
         return 2.0 * sh * chh, -2.0 * sh * sh
 
-    def free_change(m, s, cm1, d2, d1):
+    def free_change(self, m, s, cm1, d2, d1):
         """A free step's change of ``m``: precess (``s``, ``cm1`` from `rotation`), relax
         (fractions ``d2``, ``d1``)."""
         mx, my, mz = m
         rx, ry = mx * cm1 + my * s, my * cm1 - mx * s
-        ch2 = relax_change((mx + rx, my + ry, mz), d2, d1, pd)
+        ch2 = self.relax_change((mx + rx, my + ry, mz), d2, d1, self.pd)
         return rx + ch2[0], ry + ch2[1], ch2[2]
 
-    zero = jnp.zeros_like(pd)
-    one = jnp.ones_like(pd)
+    def pulse_map(self, raster, n):
+        """A pulse's affine map ``M -> A M + b``: its columns ``A e_x, A e_y, A e_z, b``,
+        each (mx, my, mz), stepped from the unit vectors and the zero state through the
+        first ``n`` raster steps ``raster(j) = (dt, kx, ky, kz, B1 re, B1 im, c0)``, each
+        step's change added by compensated (Kahan) summation, as
+        `prepared_rf.prepare_pulse` does. Returns 12 arrays, column after column."""
+        zero, one = jnp.zeros_like(self.pd), jnp.ones_like(self.pd)
+        target = (zero, zero, zero, self.pd)  # relaxation's target: none for the linear part
 
-    def prepare_map(row):
-        """The prepared pulse in row ``row`` of the table: its map's columns ``A e_x, A e_y,
-        A e_z, b``, each (mx, my, mz), stepped from the unit vectors and the zero state
-        with each raster step's change added by compensated summation."""
-        target = (zero, zero, zero, pd)  # relaxation's target: none for the linear part
-        base = row * n_pulse
-
-        def prepare(j, carry):
+        def step(j, carry):
             vs, errs = carry[:4], carry[4:]
-            dt = pulse_r[0][base + j]
-            rot = rf_rotation(dt, *(r[base + j] for r in pulse_r[1:]))
-            d2, d1 = fractions(0.5 * dt)
+            dt, *rest = raster(j)
+            rot = self.rf_rotation(dt, *rest)
+            d2, d1 = self.fractions(0.5 * dt)
             out_v, out_e = (), ()
             for v, e, p in zip(vs, errs, target):
-                u = tuple(c - w for c, w in zip(rf_change(rot, v, d2, d1, p), e))
-                t = plus(v, u)
+                u = tuple(c - w for c, w in zip(self.rf_change(rot, v, d2, d1, p), e))
+                t = self.plus(v, u)
                 out_v += (t,)
                 out_e += (tuple((a - b) - c for a, b, c in zip(t, v, u)),)
             return out_v + out_e
 
         start = ((one, zero, zero), (zero, one, zero), (zero, zero, one), (zero, zero, zero))
-        cols = jax.lax.fori_loop(0, n_pulse, prepare, start + ((zero, zero, zero),) * 4)[:4]
-        return sum(cols, ())  # 12 arrays: column after column
+        cols = jax.lax.fori_loop(0, n, step, start + ((zero, zero, zero),) * 4)[:4]
+        return sum(cols, ())
 
+    @staticmethod
     def pulse_change(c, s, m, cols):
-        """A prepared pulse's change of ``m`` at phase offset ``exp(iα) = c + i s``; ``cols``
-        from `prepare_map`."""
+        """A prepared pulse's change of ``m`` at phase offset ``exp(iα) = c + i s``: ``Rz(α)
+        (A Rz(-α) M + b) - M``; ``cols`` from `pulse_map`."""
         mx, my, mz = m
         u = (mx * c + my * s, my * c - mx * s, mz)
         v = tuple(cols[i] * u[0] + cols[3 + i] * u[1] + cols[6 + i] * u[2] + cols[9 + i] for i in range(3))
         return v[0] * c - v[1] * s - mx, v[1] * c + v[0] * s - my, v[2] - mz
 
+
+def _prepare_kernel(*refs, length: int, sincos: str):
+    """One program: one prepared pulse's map (the grid's second index: the pulse table's
+    row) for one block of spins. ``refs``: the 8 spin fields, the table's 7 raster arrays
+    (rows of ``length`` steps, row after row), the rows' lengths to their last step;
+    outputs: the 12 columns of `_SpinArithmetic.pulse_map` (``block``,) each."""
+    from jax.experimental import pallas as pl
+
+    ops = _SpinArithmetic(*(r[...] for r in refs[:8]), sincos)
+    raster_r, len_r, outs = refs[8:15], refs[15], refs[16:]
+    row = pl.program_id(1)
+    base = row * length
+    cols = ops.pulse_map(lambda j: tuple(r[base + j] for r in raster_r), len_r[row])
+    for o, c in zip(outs, cols):
+        o[...] = c
+
+
+def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: str = "libdevice",
+            compensate: bool = False, reuse: bool = False, prepared: bool = False):
+    """One program: ``block`` spins through all steps. ``refs``: the 8 spin fields, the
+    2 n_coils coil rows (re, im) when ``coils``, the 10 step arrays, `_fresh`'s when
+    ``reuse``, the 12 columns of the prepared pulses' maps (`_prepare_maps`: this block's
+    row, pulse after pulse) when ``prepared``, the loop's length (`_loop_length`, at most
+    ``n_steps``); outputs: the block's signal (re, im) of ``n_coils * width`` values, then
+    mx, my, mz. ``sincos``: see `SINCOS`.
+
+    The step arithmetic is `_SpinArithmetic`'s. With ``compensate`` the changes are added
+    by compensated (Kahan) summation, carrying each component's rounding error (three more
+    registers, four more operations per component and step).
+
+    With ``reuse`` the program keeps each spin's last free-step rotation (``sin θ``,
+    ``cos θ - 1``) and relaxation fractions and its last RF half-step fractions in
+    registers, and computes them only at the steps `_fresh` marks: in a readout of equal
+    samples a free step is then a few multiply-adds instead of a sine, a cosine and two
+    ``expm1`` (the same for every spin of the launch, so the branch never diverges).
+
+    A step of kind `PREPARED` plays the prepared pulse of row ``dt`` of the pulse table:
+    it loads the block's 12 map columns of that pulse from memory (written before the loop
+    by `_prepare_kernel`) and applies them with the play's phase offset ``exp(iα)`` (its
+    B1 entry): ``Rz(α) (A Rz(-α) M + b)``. No register holds a map between plays.
+    """
+    from jax.experimental import pallas as pl
+
+    nc = 2 * n_coils if coils else 0
+    ops = _SpinArithmetic(*(r[...] for r in refs[:8]), sincos)
+    pd = ops.pd
+    block = pd.shape[0]
+    crefs = refs[8:8 + nc]
+    dt_r, kx_r, ky_r, kz_r, bre_r, bim_r, c0_r, kind_r, slot_r, spoil_r = refs[8 + nc:18 + nc]
+    at = 18 + nc
+    fresh_r = refs[at] if reuse else None
+    at += int(reuse)
+    map_r = refs[at:at + 12] if prepared else None
+    at += 12 if prepared else 0
+    n_run = refs[at][0]
+    sre_r, sim_r, mx_o, my_o, mz_o = refs[at + 1:]
+    cre = [crefs[2 * c][...] for c in range(n_coils)] if coils else None
+    cim = [crefs[2 * c + 1][...] for c in range(n_coils)] if coils else None
+
+    # (the output rows are not initialized: every slot below n_slots is written by exactly
+    # one step, and the padding up to ``width`` is cut off afterwards)
+
     n_state = 6 if compensate else 3
-    n_cache = 6 if reuse else 0
 
     def body(i, carry):
         # carry: (mx, my, mz), their rounding errors with ``compensate``, the reused factors
-        # (free s, cm1, d2, d1; RF d2, d1) with ``reuse``, the prepared pulse's map (12)
-        # with ``n_pulse``
+        # (free s, cm1, d2, d1; RF d2, d1) with ``reuse``
         dt, kx, ky, kz, c0 = dt_r[i], kx_r[i], ky_r[i], kz_r[i], c0_r[i]
         bre, bim = bre_r[i], bim_r[i]
         kind = kind_r[i]
         keep = 1.0 - spoil_r[i].astype(jnp.float32)  # spoil is 0 or 1
-        cache = carry[n_state:n_state + n_cache]
-        cols = carry[n_state + n_cache:]
-        if n_pulse:  # a PREPARE step: the map of the pulse in the table's row ``dt``
-            cols = jax.lax.cond(kind == PREPARE, lambda: prepare_map(dt.astype(jnp.int32)), lambda: cols)
+        cache = carry[n_state:]
         carry = (carry[0] * keep, carry[1] * keep, carry[2]) + (
             (carry[3] * keep, carry[4] * keep, carry[5]) if compensate else ())
         m = carry[:3]
@@ -316,9 +340,9 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
             def update(bit, compute, old):
                 return jax.lax.cond((fresh & bit) != 0, compute, lambda: old)
 
-            cache = (update(_FREE_ROT, lambda: rotation(dt, kx, ky, kz, c0), cache[0:2])
-                     + update(_FREE_RELAX, lambda: fractions(dt), cache[2:4])
-                     + update(_RF_RELAX, lambda: fractions(0.5 * dt), cache[4:6]))
+            cache = (update(_FREE_ROT, lambda: ops.rotation(dt, kx, ky, kz, c0), cache[0:2])
+                     + update(_FREE_RELAX, lambda: ops.fractions(dt), cache[2:4])
+                     + update(_RF_RELAX, lambda: ops.fractions(0.5 * dt), cache[4:6]))
 
             def free_factors():
                 return cache[:4]
@@ -327,27 +351,29 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
                 return cache[4:]
         else:  # computed in the step's branch
             def free_factors():
-                return rotation(dt, kx, ky, kz, c0) + fractions(dt)
+                return ops.rotation(dt, kx, ky, kz, c0) + ops.fractions(dt)
 
             def rf_fractions():
-                return fractions(0.5 * dt)
+                return ops.fractions(0.5 * dt)
 
         def stepped(m):
             return jax.lax.cond(
-                kind == RF, lambda m: rf_change(rf_rotation(dt, kx, ky, kz, bre, bim, c0), m, *rf_fractions(), pd),
-                lambda m: free_change(m, *free_factors()), m)
-        if n_pulse:
-            d = jax.lax.cond(kind == PREPARED, lambda m: pulse_change(bre, bim, m, cols),
-                             lambda m: jax.lax.cond(kind == PREPARE, lambda m: (zero, zero, zero), stepped, m), m)
-        else:
-            d = stepped(m)
+                kind == RF,
+                lambda m: ops.rf_change(ops.rf_rotation(dt, kx, ky, kz, bre, bim, c0), m, *rf_fractions(), pd),
+                lambda m: ops.free_change(m, *free_factors()), m)
+
+        def play(m):  # the prepared pulse of row ``dt``
+            at = dt.astype(jnp.int32) * block
+            return ops.pulse_change(bre, bim, m, tuple(r[pl.ds(at, block)] for r in map_r))
+
+        d = jax.lax.cond(kind == PREPARED, play, stepped, m) if prepared else stepped(m)
         if compensate:  # Kahan: the error of the previous additions goes into this change
             d = tuple(u - v for u, v in zip(d, carry[3:]))
-            t = plus(m, d)
+            t = ops.plus(m, d)
             carry = t + tuple((u - v) - w for u, v, w in zip(t, m, d))
             m = t
         else:
-            carry = m = plus(m, d)
+            carry = m = ops.plus(m, d)
         slot = slot_r[i]
 
         def record(m):
@@ -363,9 +389,10 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
             return None
 
         jax.lax.cond(slot >= 0, record, lambda m: None, m)  # (no outputs: Triton yields no literal)
-        return carry + tuple(cache) + tuple(cols)
+        return carry + tuple(cache)
 
-    m0 = (zero, zero, pd) + (zero,) * ((3 if compensate else 0) + n_cache + (12 if n_pulse else 0))
+    zero = jnp.zeros_like(pd)
+    m0 = (zero, zero, pd) + (zero,) * ((3 if compensate else 0) + (6 if reuse else 0))
     mx, my, mz = jax.lax.fori_loop(0, jnp.minimum(n_run, n_steps), body, m0)[:3]
     mx_o[...] = mx
     my_o[...] = my
@@ -374,6 +401,41 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
 
 def _next_pow2(n: int) -> int:
     return 1 << max(0, int(n) - 1).bit_length()
+
+
+def _prepare_maps(spin_in, pulse, *, block: int, interpret: bool, sincos: str):
+    """The prepared pulses' maps for every block of spins (`_prepare_kernel`: one program
+    per block and pulse, one spin per GPU thread: stepping four vectors with their rounding
+    errors takes 79 registers per thread on sm_90, 128 with two spins per thread -- ptxas
+    of CUDA 13.4). ``spin_in``: the 8 spin fields (n,) float32; ``pulse``: the 7 raster
+    arrays (P, L). Returns 12 arrays (n / block, P' · block), P' = P rounded up to a
+    power of two: block ``b``'s column ``c`` of pulse ``p`` is ``maps[c][b, p · block:(p +
+    1) · block]`` (the rows past P are not written)."""
+    from jax.experimental import pallas as pl
+    from jax.experimental.pallas import triton as pl_triton
+
+    n = spin_in[0].shape[0]
+    n_blocks = n // block
+    n_rows, length = (int(s) for s in pulse[0].shape)
+    rows_pad = _next_pow2(n_rows)
+    busy = jnp.asarray(pulse[0]) != 0  # rows are zero padded: each runs to its last step
+    lengths = jnp.max(jnp.where(busy, jnp.arange(1, length + 1), 0), axis=1).astype(jnp.int32)
+    lengths = jnp.pad(lengths, (0, rows_pad - n_rows))
+    raster = [jnp.asarray(a, jnp.float32).reshape(-1) for a in pulse]
+    r_pad = _next_pow2(raster[0].shape[0])  # (Triton blocks are powers of two)
+    raster = [jnp.pad(a, (0, r_pad - a.shape[0])) for a in raster]
+    return pl.pallas_call(
+        functools.partial(_prepare_kernel, length=length, sincos=sincos),
+        grid=(n_blocks, n_rows),
+        in_specs=[pl.BlockSpec((block,), lambda i, p: (i,))] * 8
+        + [pl.BlockSpec((r_pad,), lambda i, p: (0,))] * 7
+        + [pl.BlockSpec((rows_pad,), lambda i, p: (0,))],
+        out_specs=[pl.BlockSpec((None, block), lambda i, p: (i, p))] * 12,
+        out_shape=[jax.ShapeDtypeStruct((n_blocks, rows_pad * block), jnp.float32)] * 12,
+        interpret=interpret,
+        compiler_params=pl_triton.CompilerParams(num_warps=block // 32),
+        name="mritwin_prepare_pulses",
+    )(*spin_in, *raster, lengths)
 
 
 def _pallas_forward(spins: Spins, steps: tuple, pulse=None, *, n_slots: int, block: int, interpret: bool,
@@ -404,22 +466,19 @@ def _pallas_forward(spins: Spins, steps: tuple, pulse=None, *, n_slots: int, blo
     steps = tuple(steps) + ((_fresh(steps),) if reuse else ())
     steps = tuple(jnp.pad(s, (0, s_pad - n_steps)) for s in steps)
     whole = pl.BlockSpec((s_pad,), lambda i: (0,))
-    n_pulse = 0 if pulse is None else int(pulse[0].shape[1])  # raster steps per row
-    pulse_in, pulse_specs = [], []
-    if n_pulse:
-        flat = [jnp.asarray(a, jnp.float32).reshape(-1) for a in pulse]
-        p_pad = _next_pow2(flat[0].shape[0])
-        pulse_in = [jnp.pad(a, (0, p_pad - a.shape[0])) for a in flat]
-        pulse_specs = [pl.BlockSpec((p_pad,), lambda i: (0,))] * 7
+    maps, map_specs = [], []
+    if pulse is not None:  # the prepared pulses' maps, for every block (one launch before the steps)
+        maps = _prepare_maps(spin_in[:8], pulse, block=block, interpret=interpret, sincos=sincos)
+        map_specs = [pl.BlockSpec((None, maps[0].shape[1]), lambda i: (i, 0))] * 12
     row = pl.BlockSpec((None, n_coils * width), lambda i: (i, 0))
     out_shape = (jax.ShapeDtypeStruct((n_blocks, n_coils * width), jnp.float32),) * 2 + \
         (jax.ShapeDtypeStruct((n,), jnp.float32),) * 3
     kern = functools.partial(_kernel, n_steps=n_steps, n_coils=n_coils, coils=coils, width=width, sincos=sincos,
-                             compensate=compensate, reuse=reuse, n_pulse=n_pulse)
+                             compensate=compensate, reuse=reuse, prepared=pulse is not None)
     sre, sim, mx, my, mz = pl.pallas_call(
         kern,
         grid=(n_blocks,),
-        in_specs=[per_spin] * len(spin_in) + [whole] * len(steps) + pulse_specs + [pl.BlockSpec((1,), lambda i: (0,))],
+        in_specs=[per_spin] * len(spin_in) + [whole] * len(steps) + map_specs + [pl.BlockSpec((1,), lambda i: (0,))],
         out_specs=[row, row, per_spin, per_spin, per_spin],
         out_shape=out_shape,
         interpret=interpret,
@@ -427,7 +486,7 @@ def _pallas_forward(spins: Spins, steps: tuple, pulse=None, *, n_slots: int, blo
         # pipelines; this kernel is a plain loop over registers)
         compiler_params=pl_triton.CompilerParams(num_warps=num_warps),
         name="mritwin_bloch_steps",
-    )(*spin_in, *steps, *pulse_in, n_run)
+    )(*spin_in, *steps, *maps, n_run)
     sig = jax.lax.complex(sre.sum(0), sim.sum(0)).reshape(n_coils, width)[:, :n_slots]
     return sig, jnp.stack([mx, my, mz], -1)
 
@@ -437,36 +496,37 @@ def stepped_xla(spins: Spins, steps: tuple, pulse=None, *, n_slots: int):
     step kernels (a prepared pulse: `prepared_rf.prepare_pulse`, `apply_pulse`); reverse
     mode is segment-checkpointed. Used for the kernel's derivatives and in tests."""
     from .engine import _segmented_scan
-    from .prepared_rf import PreparedPulse, apply_pulse, prepare_pulse
+    from .prepared_rf import apply_pulse, prepare_pulse
 
     dt, kx, ky, kz, bre, bim, c0, kind, slot, spoil = steps
     n_coils = 1 if spins.coil_re is None else spins.coil_re.shape[0]
     spins = spins._replace(extent=kernels.spin_extent(spins))  # once, not per RF step (`kernels.rf_step`)
     zero = jnp.zeros_like(spins.pd)
-    no_map = () if pulse is None else PreparedPulse(((zero,) * 3,) * 3, (zero,) * 3)
 
     def prepare(row):  # the map of the pulse in row ``row`` of the table
         p_dt, p_kx, p_ky, p_kz, p_re, p_im, p_c0 = (jnp.asarray(a)[row] for a in pulse)
         return prepare_pulse(spins, p_dt, jnp.stack([p_kx, p_ky, p_kz], -1), jax.lax.complex(p_re, p_im), p_c0)
 
-    def body(carry, st):
-        m, mp = carry
+    # every prepared pulse's map before the steps, as the kernel does (`_prepare_maps`)
+    maps = None if pulse is None else jax.vmap(prepare)(jnp.arange(pulse[0].shape[0]))
+
+    def body(m, st):
         dt, slot, spoil, kind, kx, ky, kz, bre, bim, c0 = st
         k = (kx, ky, kz)
         keep = spoil == 0
         m = State(jnp.where(keep, m.mx, 0.0), jnp.where(keep, m.my, 0.0), m.mz)
-        branches = [lambda m, mp: (kernels.rf_step(spins, m, dt, k, jax.lax.complex(bre, bim), c0), mp),
-                    lambda m, mp: (kernels.free_step(spins, m, dt, k, c0), mp)]
-        if pulse is not None:
-            branches += [lambda m, mp: (apply_pulse(m, mp, jax.lax.complex(bre, bim)), mp),
-                         lambda m, mp: (m, prepare(dt.astype(jnp.int32)))]
-        m, mp = jax.lax.switch(kind, branches, m, mp)
+        branches = [lambda m: kernels.rf_step(spins, m, dt, k, jax.lax.complex(bre, bim), c0),
+                    lambda m: kernels.free_step(spins, m, dt, k, c0)]
+        if maps is not None:  # a play of the pulse in row ``dt``
+            branches.append(lambda m: apply_pulse(m, jax.tree_util.tree_map(lambda a: a[dt.astype(jnp.int32)], maps),
+                                                  jax.lax.complex(bre, bim)))
+        m = jax.lax.switch(kind, branches, m)
         sig = jnp.where(slot >= 0, kernels.receive(spins, m), jnp.zeros((n_coils,), jnp.complex64))
-        return (m, mp), sig
+        return m, sig
 
-    m0 = (State(zero, zero, spins.pd), no_map)
+    m0 = State(zero, zero, spins.pd)
     # (the kind third: `_segmented_scan` pads with free steps of 0 s)
-    (m, _), per_step = _segmented_scan(body, m0, (dt, slot, spoil, kind, kx, ky, kz, bre, bim, c0))
+    m, per_step = _segmented_scan(body, m0, (dt, slot, spoil, kind, kx, ky, kz, bre, bim, c0))
     # per-step signal -> slots (steps without a sample carry zeros and are dropped)
     sig = jnp.zeros((n_slots + 1, n_coils), per_step.dtype).at[jnp.where(slot >= 0, slot, n_slots)].add(per_step)
     return sig[:n_slots].T, jnp.stack([m.mx, m.my, m.mz], -1)
@@ -494,8 +554,8 @@ def pallas_signal(spins: Spins, steps: tuple, pulse=None, *, n_slots: int, block
         steps: the 10 per-step arrays of `_step_arrays` (n_steps,).
         pulse: the prepared pulses' raster steps at phase 0, 7 arrays (P, L) (dt [s], k
             [1/m] x, y, z, B1 integral [cycles] re, im, common phase c0 [cycles]; rows
-            zero padded), when ``steps`` has steps of kinds `PREPARE` and `PREPARED`
-            (`kernel_steps`); else None.
+            zero padded), when ``steps`` has steps of kind `PREPARED` (`kernel_steps`);
+            else None. Their maps take 48 bytes per spin and pulse of device memory.
         n_slots: number of ADC samples (``slot`` values run over ``0 .. n_slots - 1``, -1
             for steps without a sample).
         block: spins per program (a power of two).
@@ -529,15 +589,17 @@ def pallas_signal(spins: Spins, steps: tuple, pulse=None, *, n_slots: int, block
 
 # ---- the engine's entry: chunks, devices ---------------------------------------------
 
-_OUT_BYTES = 1 << 28  # at most 256 MB of per-block partial signals per chunk
+_OUT_BYTES = 1 << 28  # at most 256 MB of per-block partial signals and pulse maps per chunk
 
 
-def pallas_chunk(chunk: int, n_coils: int, n_slots: int, block: int = DEFAULT_BLOCK) -> int:
+def pallas_chunk(chunk: int, n_coils: int, n_slots: int, block: int = DEFAULT_BLOCK, n_pulses: int = 0) -> int:
     """Spins per chunk for the kernel: ``chunk`` rounded up to a multiple of ``block``,
-    capped so that the per-block partial signals, ``(chunk / block) · n_coils ·
-    width · 8`` bytes, stay under 256 MB."""
+    capped so that the per-block partial signals, ``(chunk / block) · n_coils · width ·
+    8`` bytes, and the maps of ``n_pulses`` prepared pulses, ``chunk · 48 ·
+    n_pulses'`` bytes (``n_pulses'``: rounded up to a power of two), stay under 256 MB."""
     width = _next_pow2(max(n_slots, 1))
-    cap = max(1, _OUT_BYTES // (8 * n_coils * width)) * block
+    per_block = 8 * n_coils * width + (48 * _next_pow2(n_pulses) * block if n_pulses else 0)
+    cap = max(1, _OUT_BYTES // per_block) * block
     return min(-(-chunk // block) * block, cap)
 
 
@@ -547,53 +609,30 @@ def kernel_steps(dseq, *, spoiling: bool = True, prepare: bool = True):
 
     With ``prepare``, repeated RF pulses (each played at least `prepared_rf.MIN_REPEATS`
     times with the same raster, durations, gradients and common phases, any phase offset;
-    at least two raster steps; `prepared_rf.plan_prepared_rf`) become one step of kind
-    `PREPARED` per play. The kernel keeps one pulse's map at a time: a `PREPARE` step
-    before each run of plays of one pulse (among the prepared plays, in time order)
-    computes it, at the cost of stepping the pulse on four vectors. So pulses join in the
-    order of the steps they save while every joined pulse's plays still come in runs of
-    `prepared_rf.MIN_REPEATS` or more on average (sequential multi-slice: one run per
-    slice's pulse; interleaved slices, whose pulses alternate: only the first). ``spoiling``:
-    keep the sequence's ideal-spoiling marks.
+    at least two raster steps; up to `prepared_rf.MAX_PULSES` shapes:
+    `prepared_rf.plan_prepared_rf`) become one step of kind `PREPARED` per play, its
+    ``dt`` the pulse's row in the table. Their maps are computed for every spin before
+    the steps (`_prepare_maps`), so plays of different pulses may come in any order
+    (interleaved slices, spin echoes, inversions). ``spoiling``: keep the sequence's
+    ideal-spoiling marks.
 
     Returns:
         ``(steps, pulse, slot_of_sample, n_slots)``: the 10 arrays of `_step_arrays`, the
         prepared pulses' 7 raster arrays (dt, kx, ky, kz, B1 re, B1 im, c0 at phase 0;
         float32 (P, L), zero padded) or None, and `step_slots`'s.
     """
-    from .prepared_rf import MIN_REPEATS, plan_prepared_rf
-
-    def arrays(dseq):
-        slot, slot_of_sample, n_slots = step_slots(np.asarray(dseq.sample), np.asarray(dseq.out_index))
-        spoil = dseq.spoil if spoiling else np.zeros(np.shape(dseq.dt), bool)
-        return _step_arrays(dseq.dt, dseq.kstep, dseq.b1dt, dseq.kind, slot, spoil, dseq.cyc0), slot_of_sample, n_slots
+    from .prepared_rf import plan_prepared_rf
 
     short, table = plan_prepared_rf(dseq, PREPARED) if prepare else (dseq, None)
+    slot, slot_of_sample, n_slots = step_slots(np.asarray(short.sample), np.asarray(short.out_index))
+    spoil = short.spoil if spoiling else np.zeros(np.shape(short.dt), bool)
+    dt = np.asarray(short.dt)
+    if table is not None:  # a play's dt: its pulse's row
+        played = np.asarray(short.kind) == PREPARED
+        dt = np.where(played, np.asarray(short.count), dt)
+    steps = _step_arrays(dt, short.kstep, short.b1dt, short.kind, slot, spoil, short.cyc0)
     if table is None:
-        steps, slot_of_sample, n_slots = arrays(dseq)
         return steps, None, slot_of_sample, n_slots
-    m = short.n_real_steps
-    played = np.asarray(short.count)[:m][np.asarray(short.kind)[:m] == PREPARED]  # pulses, in time order
-    keep = [0]
-    for p in range(1, table.dt.shape[0]):
-        order = played[np.isin(played, keep + [p])]
-        starts = np.r_[True, order[1:] != order[:-1]]
-        if all(np.sum(order == q) >= MIN_REPEATS * np.sum(starts & (order == q)) for q in keep + [p]):
-            keep.append(p)
-    if len(keep) < table.dt.shape[0]:
-        short, table = plan_prepared_rf(dseq, PREPARED, keep=keep)
-        m = short.n_real_steps
-    steps, slot_of_sample, n_slots = arrays(short)
-    # a PREPARE step (the pulse's row in ``dt``) before each run of plays of one pulse
-    kind, count = np.asarray(short.kind)[:m], np.asarray(short.count)[:m]
-    at = np.nonzero(kind == PREPARED)[0]
-    first = at[np.r_[True, count[at][1:] != count[at][:-1]]]
-    steps = [np.asarray(a) for a in steps]
-    new = [np.zeros(first.size, a.dtype) for a in steps]
-    new[0] = count[first].astype(np.float32)  # dt: the row
-    new[7][:] = PREPARE
-    new[8][:] = -1  # no sample
-    steps = tuple(jnp.asarray(np.insert(a, first, v)) for a, v in zip(steps, new))
     f = np.float32
     pulse = (table.dt.astype(f), table.k[..., 0].astype(f), table.k[..., 1].astype(f), table.k[..., 2].astype(f),
              table.b1dt.real.astype(f), table.b1dt.imag.astype(f), table.c0.astype(f))

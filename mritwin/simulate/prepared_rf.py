@@ -85,7 +85,7 @@ def _runs(kind: np.ndarray):
 
 
 def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int, min_repeats: int = MIN_REPEATS,
-                     single_steps: bool = False, max_pulses: int = MAX_PULSES, keep=None):
+                     single_steps: bool = False, max_pulses: int = MAX_PULSES):
     """Replace the RF pulses that repeat by one step each (host side).
 
     Args:
@@ -99,9 +99,6 @@ def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int, min_repeats: int = MI
             step's rotation).
         max_pulses: prepare at most this many pulse shapes (those that save the most
             steps).
-        keep: indices into the pulses this call would prepare (in the order of the steps
-            they save) of those to keep; the others stay stepped (the fused Pallas
-            kernel's choice, `pallas_kernel.kernel_steps`). None: all.
 
     Returns:
         ``(dseq, table)``: the sequence with each repeated pulse as one step of kind
@@ -166,8 +163,6 @@ def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int, min_repeats: int = MI
     chosen = [runs for runs in groups.values() if enough(runs)]
     chosen.sort(key=lambda runs: -len(runs) * (stops[runs[0]] - starts[runs[0]]))
     chosen = chosen[:max_pulses]
-    if keep is not None:
-        chosen = [chosen[i] for i in keep]
     if single_steps:  # all one-step pulses or none: one left as a step (an inversion between
         # two trains) would be a kind outside the period of the others (`layout`)
         one = [runs for runs in chosen if stops[runs[0]] - starts[runs[0]] == 1]

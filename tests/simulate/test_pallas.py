@@ -60,25 +60,23 @@ def _random_steps(n_steps=300, seed=1):
 
 def _with_prepared(steps, length=24, seed=2):
     """``(steps, pulse)``: `_random_steps`' steps with six free steps without a sample
-    turned into plays of two random ``length``-step pulses (kind PREPARED, random phase
-    offsets: pulse 0, 0, 1, 1, 0, 0), a PREPARE step before each run of one pulse, and the
-    pulses' rasters (2, length)."""
+    turned into plays of two random pulses (kind PREPARED, ``dt`` the pulse's row: 0, 1,
+    0, 1, 1, 0, random phase offsets) of ``length`` and ``length - 5`` raster steps (the
+    shorter row zero padded), and the pulses' rasters (2, length)."""
     rng = np.random.default_rng(seed)
     st = [np.asarray(a).copy() for a in steps]
     at = np.arange(41, 290, 42)  # the plays
-    prep = at[::2] - 1  # a PREPARE step before each pair
-    both = np.r_[at, prep]
-    assert np.all(st[8][both] < 0) and np.all(st[7][both] == pk.FREE)
-    for j in (0, 1, 2, 3, 4, 5, 6):
-        st[j][prep] = 0.0
+    assert np.all(st[8][at] < 0) and np.all(st[7][at] == pk.FREE)
     st[7][at] = pk.PREPARED
-    st[7][prep] = pk.PREPARE
-    st[0][prep] = [0, 1, 0]  # the pulses' rows
+    st[0][at] = [0, 1, 0, 1, 1, 0]  # the pulses' rows
     ph = rng.uniform(0, 2 * np.pi, at.size)
     st[4][at], st[5][at] = np.cos(ph), np.sin(ph)
     b1 = 0.01 * np.sinc(np.linspace(-2, 2, length)) * np.exp([[0.3j], [1.1j]]) * [[1.0], [0.7]]
-    pulse = (np.full((2, length), 1e-5), np.zeros((2, length)), np.zeros((2, length)),
-             rng.normal(0, 20, (2, length)), b1.real, b1.imag, rng.normal(0, 0.01, (2, length)))
+    dt = np.full((2, length), 1e-5)
+    dt[1, length - 5:] = 0.0
+    b1[1, length - 5:] = 0.0
+    pulse = (dt, np.zeros((2, length)), np.zeros((2, length)),
+             rng.normal(0, 20, (2, length)) * (dt > 0), b1.real, b1.imag, rng.normal(0, 0.01, (2, length)) * (dt > 0))
     return tuple(jnp.asarray(a) for a in st), tuple(jnp.asarray(a, jnp.float32) for a in pulse)
 
 
@@ -178,16 +176,17 @@ def _slab_twin(n=256, seed=3):
 
 def test_sequential_slices_prepare_each_pulse_once():
     # a 2D multi-slice GRE plays all TRs of one slice, then the next: each slice's sinc (its
-    # own frequency offset) is prepared once, before its run of plays (a PREPARE step),
-    # and no RF raster step is left; against float64 it is as close as stepping every
-    # pulse and as the XLA engine in float32 (all three 2.8e-5 of the peak: rounding)
+    # own frequency offset) is one prepared pulse, and no RF raster step is left; against
+    # float64 it is as close as stepping every pulse and as the XLA engine in float32 (all
+    # three 2.8e-5 of the peak: rounding)
     scanner = mt.Scanner()
     seq = mt.sequences.gre(scanner=scanner, fov=0.2, matrix=8, flip_angle_deg=30, slice_thickness=5e-3,
                            n_slices=3, slice_gap=5e-3, dims=2)
     steps, pulse, _, _ = pk.kernel_steps(mt.discretize(seq, scanner, windows=False))
     kind = np.asarray(steps[7])
     assert pulse[0].shape[0] == 3
-    assert (kind == pk.PREPARE).sum() == 3 and (kind == pk.PREPARED).sum() == 24 and (kind == pk.RF).sum() == 0
+    assert (kind == pk.PREPARED).sum() == 24 and (kind == pk.RF).sum() == 0
+    np.testing.assert_array_equal(np.asarray(steps[0])[kind == pk.PREPARED], np.repeat([0, 1, 2], 8))
     twin = _slab_twin()
     out = mt.simulate(twin, seq, scanner=scanner, method=PALLAS)
     stepped = mt.simulate(twin, seq, scanner=scanner, method=mt.Bloch(kernel="pallas", prepare_pulses=False))
@@ -198,10 +197,11 @@ def test_sequential_slices_prepare_each_pulse_once():
     assert _rel(out.samples, stepped.samples) < 5e-5
 
 
-def test_alternating_pulses_prepare_only_one():
-    # two sinc pulses (30 and 60 deg) alternating TR by TR: preparing both would recompute
-    # a map at every play, so only one is prepared (one PREPARE step) and the other's
-    # plays stay RF raster steps; the result equals the XLA engine's
+def test_alternating_pulses_are_all_prepared():
+    # pulses whose plays alternate -- a 30 deg and a 60 deg sinc TR by TR (like the
+    # excitation and refocusing of a spin echo, or interleaved slices) -- are each prepared
+    # once, before the steps: no RF raster step is left, and the result equals the XLA
+    # engine's and, to float32 rounding, float64's
     scanner = IDEAL
     blocks = []
     for i in range(8):
@@ -214,13 +214,14 @@ def test_alternating_pulses_prepare_only_one():
     dseq = mt.discretize(seq, scanner, windows=False)
     steps, pulse, _, _ = pk.kernel_steps(dseq)
     kind = np.asarray(steps[7])
-    n_raster = int(np.count_nonzero(np.asarray(pulse[0])))
-    assert pulse[0].shape[0] == 1 and (kind == pk.PREPARE).sum() == 1 and (kind == pk.PREPARED).sum() == 4
-    assert (kind == pk.RF).sum() == 4 * n_raster  # the other pulse's four plays, stepped
+    assert pulse[0].shape[0] == 2 and (kind == pk.PREPARED).sum() == 8 and (kind == pk.RF).sum() == 0
+    assert sorted(np.asarray(steps[0])[kind == pk.PREPARED].tolist()) == [0] * 4 + [1] * 4
     twin = _slab_twin()
     out = mt.simulate(twin, seq, scanner=scanner, method=PALLAS)
     ref = mt.simulate(twin, seq, scanner=scanner)
+    exact = mt.simulate(twin, seq, scanner=scanner, dtype=jnp.float64)
     assert _rel(out.samples, ref.samples) < 2e-5
+    assert _rel(out.samples, exact.samples) < 2e-5
 
 
 def test_the_loop_stops_before_the_padding(monkeypatch):
