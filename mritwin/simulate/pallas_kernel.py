@@ -133,6 +133,26 @@ def _loop_length(steps):
     return jnp.max(jnp.where(busy, idx, 0), keepdims=True)
 
 
+_REAL_FIELDS, _INT_FIELDS = 8, 4  # a step's row in the kernel's table (padded to powers of two)
+
+
+def _step_table(steps, reuse: bool):
+    """The steps as the kernel reads them: a float32 table of rows ``(dt, kx, ky, kz, B1 re,
+    B1 im, c0, 0)`` and an int32 table of rows ``(kind, slot, spoil, fresh)`` (`_fresh`'s
+    mask, or 7 -- compute every factor -- without ``reuse``), each flattened and padded
+    with zero rows to a power of two (Triton's blocks). A step then costs one address
+    computation and loads at fixed offsets from it: with ten separate arrays each scalar
+    took its own 64-bit address (~60 of the ~160 instructions of a readout step on sm_90)."""
+    dt, kx, ky, kz, bre, bim, c0, kind, slot, spoil = steps[:10]
+    n = dt.shape[0]
+    fresh = _fresh(steps) if reuse else jnp.full((n,), _FREE_RELAX | _FREE_ROT | _RF_RELAX, jnp.int32)
+    zero = jnp.zeros((n,), jnp.float32)
+    real = jnp.stack([jnp.asarray(a, jnp.float32) for a in (dt, kx, ky, kz, bre, bim, c0)] + [zero], -1)
+    ints = jnp.stack([jnp.asarray(a, jnp.int32) for a in (kind, slot, spoil, fresh)], -1)
+    rows = _next_pow2(n)
+    return tuple(jnp.pad(t, ((0, rows - n), (0, 0))).reshape(-1) for t in (real, ints))
+
+
 # the kernel's sine and cosine: jnp.sin/cos (CUDA's libdevice), or the XLA engine's float32
 # polynomial (`kernels.sincos_half_cycle`)
 SINCOS = ("libdevice", "poly")
@@ -279,8 +299,8 @@ def _prepare_kernel(*refs, length: int, sincos: str):
 def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: str = "libdevice",
             compensate: bool = False, reuse: bool = False, prepared: bool = False):
     """One program: ``block`` spins through all steps. ``refs``: the 8 spin fields, the
-    2 n_coils coil rows (re, im) when ``coils``, the 10 step arrays, `_fresh`'s when
-    ``reuse``, the 12 columns of the prepared pulses' maps (`_prepare_maps`: this block's
+    2 n_coils coil rows (re, im) when ``coils``, the step table (`_step_table`: float32
+    and int32 rows), the 12 columns of the prepared pulses' maps (`_prepare_maps`: this block's
     row, pulse after pulse) when ``prepared``, the loop's length (`_loop_length`, at most
     ``n_steps``); outputs: the block's signal (re, im) of ``n_coils * width`` values, then
     mx, my, mz. ``sincos``: see `SINCOS`.
@@ -307,10 +327,8 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
     pd = ops.pd
     block = pd.shape[0]
     crefs = refs[8:8 + nc]
-    dt_r, kx_r, ky_r, kz_r, bre_r, bim_r, c0_r, kind_r, slot_r, spoil_r = refs[8 + nc:18 + nc]
-    at = 18 + nc
-    fresh_r = refs[at] if reuse else None
-    at += int(reuse)
+    real_r, int_r = refs[8 + nc:10 + nc]  # the step table (`_step_table`)
+    at = 10 + nc
     map_r = refs[at:at + 12] if prepared else None
     at += 12 if prepared else 0
     n_run = refs[at][0]
@@ -326,17 +344,15 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
     def body(i, carry):
         # carry: (mx, my, mz), their rounding errors with ``compensate``, the reused factors
         # (free s, cm1, d2, d1; RF d2, d1) with ``reuse``
-        dt, kx, ky, kz, c0 = dt_r[i], kx_r[i], ky_r[i], kz_r[i], c0_r[i]
-        bre, bim = bre_r[i], bim_r[i]
-        kind = kind_r[i]
-        keep = 1.0 - spoil_r[i].astype(jnp.float32)  # spoil is 0 or 1
+        # the step's row: one address, the fields at fixed offsets from it
+        dt, kx, ky, kz, bre, bim, c0 = (real_r[i * _REAL_FIELDS + j] for j in range(7))
+        kind, slot, spoil, fresh = (int_r[i * _INT_FIELDS + j] for j in range(4))
+        keep = 1.0 - spoil.astype(jnp.float32)  # spoil is 0 or 1
         cache = carry[n_state:]
         carry = (carry[0] * keep, carry[1] * keep, carry[2]) + (
             (carry[3] * keep, carry[4] * keep, carry[5]) if compensate else ())
         m = carry[:3]
         if reuse:
-            fresh = fresh_r[i]
-
             def update(bit, compute, old):
                 return jax.lax.cond((fresh & bit) != 0, compute, lambda: old)
 
@@ -374,8 +390,6 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
             m = t
         else:
             carry = m = ops.plus(m, d)
-        slot = slot_r[i]
-
         def record(m):
             mx, my, _ = m
             for c in range(n_coils):
@@ -460,12 +474,8 @@ def _pallas_forward(spins: Spins, steps: tuple, pulse=None, *, n_slots: int, blo
         for c in range(n_coils):
             spin_in += [spins.coil_re[c].astype(jnp.float32), spins.coil_im[c].astype(jnp.float32)]
     per_spin = pl.BlockSpec((block,), lambda i: (i,))
-    # step arrays: padded to a power of two (Triton block shapes), read one scalar at a time
-    s_pad = _next_pow2(n_steps)
     n_run = _loop_length(steps)
-    steps = tuple(steps) + ((_fresh(steps),) if reuse else ())
-    steps = tuple(jnp.pad(s, (0, s_pad - n_steps)) for s in steps)
-    whole = pl.BlockSpec((s_pad,), lambda i: (0,))
+    table = _step_table(steps, reuse)
     maps, map_specs = [], []
     if pulse is not None:  # the prepared pulses' maps, for every block (one launch before the steps)
         maps = _prepare_maps(spin_in[:8], pulse, block=block, interpret=interpret, sincos=sincos)
@@ -478,7 +488,8 @@ def _pallas_forward(spins: Spins, steps: tuple, pulse=None, *, n_slots: int, blo
     sre, sim, mx, my, mz = pl.pallas_call(
         kern,
         grid=(n_blocks,),
-        in_specs=[per_spin] * len(spin_in) + [whole] * len(steps) + map_specs + [pl.BlockSpec((1,), lambda i: (0,))],
+        in_specs=[per_spin] * len(spin_in) + [pl.BlockSpec(t.shape, lambda i: (0,)) for t in table] + map_specs
+        + [pl.BlockSpec((1,), lambda i: (0,))],
         out_specs=[row, row, per_spin, per_spin, per_spin],
         out_shape=out_shape,
         interpret=interpret,
@@ -486,7 +497,7 @@ def _pallas_forward(spins: Spins, steps: tuple, pulse=None, *, n_slots: int, blo
         # pipelines; this kernel is a plain loop over registers)
         compiler_params=pl_triton.CompilerParams(num_warps=num_warps),
         name="mritwin_bloch_steps",
-    )(*spin_in, *steps, *maps, n_run)
+    )(*spin_in, *table, *maps, n_run)
     sig = jax.lax.complex(sre.sum(0), sim.sum(0)).reshape(n_coils, width)[:, :n_slots]
     return sig, jnp.stack([mx, my, mz], -1)
 
