@@ -16,9 +16,11 @@ everywhere (`tests/test_pallas.py` compares it with the XLA engine and lowers it
 CUDA).
 
 Less work per step where the sequence repeats itself: a step's rotation and relaxation
-factors stay in registers while its ``dt``, gradient and phase repeat (``reuse``), and a
-repeated shaped pulse is stepped once per run of its plays into each spin's affine map,
-then applied whole at every play (`kernel_steps`, ``Bloch(prepare_pulses=True)``).
+factors stay in registers while its ``dt``, gradient and phase repeat (``reuse``), and
+each repeated shaped pulse is stepped once, before the steps, into each spin's affine map
+(a second kernel, `_prepare_kernel`; the maps in device memory), then applied whole at
+every play (`kernel_steps`, ``Bloch(prepare_pulses=True)``). The steps are read as one
+row of a packed table per step (`_step_table`).
 
 What it covers: the stepped discretization (``windows=False``: one free-precession step
 per ADC sample, RF raster steps), any B1, gradient and ADC phase, B1+ maps, coil
