@@ -106,10 +106,11 @@ def _resources(tools: Path, cubin: Path) -> dict:
             "local_bytes": int(got.get("LOCAL", -1)), "shared_bytes": int(got.get("SHARED", -1))}
 
 
-def _sass(tools: Path, cubin: Path) -> list[str]:
+def _sass(tools: Path, cubin: Path) -> list[tuple[str, str]]:
+    """The kernel's instructions: (address, text) pairs."""
     out = subprocess.run([str(tools / "cuobjdump"), "-sass", str(cubin)], capture_output=True, text=True,
                          check=True).stdout
-    return [m.group(1).strip() for m in re.finditer(r"^\s+/\*[0-9a-f]{4,}\*/\s+([^;]*);", out, re.M)]
+    return [(m.group(1), m.group(2).strip()) for m in re.finditer(r"^\s+/\*([0-9a-f]{4,})\*/\s+([^;]*);", out, re.M)]
 
 
 def main(argv=None) -> int:
@@ -155,12 +156,12 @@ def main(argv=None) -> int:
                                 cubin = Path(tmp) / f"{name}.cubin"
                                 cubin.write_bytes(k.asm["cubin"])
                                 sass = _sass(tools, cubin)
-                                ops = [s.split()[1] if s.startswith("@") else s.split()[0] for s in sass]
+                                ops = [t.split()[1] if t.startswith("@") else t.split()[0] for _, t in sass]
                                 tag = f"{name}-b{block}w{w}-c{n_coils}-{'prep' if prepare else 'step'}" \
                                       f"-{'reuse' if reuse else 'fresh'}-{sincos}"
                                 if a.sass:
                                     Path(a.sass).mkdir(parents=True, exist_ok=True)
-                                    (Path(a.sass) / f"{tag}.sass").write_text("\n".join(sass) + "\n")
+                                    (Path(a.sass) / f"{tag}.sass").write_text("".join(f"{at} {t}\n" for at, t in sass))
                                 emit_record({"kernel": name, "block": block, "num_warps": w, "coils": n_coils,
                                              "prepare": prepare, "reuse": reuse, "sincos": sincos,
                                              "arch": f"sm_{a.arch}", **_resources(tools, cubin),

@@ -182,14 +182,17 @@ class _SpinArithmetic:
             return kernels.sincos_half_cycle(ph)
         return jnp.sin(_TWO_PI * ph), jnp.cos(_TWO_PI * ph)
 
-    def fractions(self, dt):
-        """1 - exp(-dt/T2), 1 - exp(-dt/T1)."""
-        return -jnp.expm1(-dt * self.r2), -jnp.expm1(-dt * self.r1)
+    def decays(self, dt):
+        """``exp(-dt/T2) - 1``, ``exp(-dt/T1) - 1`` (from ``expm1``; at most 0)."""
+        return jnp.expm1(-dt * self.r2), jnp.expm1(-dt * self.r1)
 
     @staticmethod
-    def relax_change(m, d2, d1, p):
-        """Relaxation's change of ``m`` towards ``(0, 0, p)``."""
-        return -m[0] * d2, -m[1] * d2, (p - m[2]) * d1
+    def relax_change(m, e2, e1, p):
+        """Relaxation's change of ``m`` towards ``(0, 0, p)``, ``e2``, ``e1`` from `decays`:
+        ``(mx e2, my e2, (mz - p) e1)``, equal bit for bit to ``-mx (1 - exp(-dt/T2))``
+        and ``(p - mz) (1 - exp(-dt/T1))`` (negation is exact), without the negations a
+        GPU spends an instruction on (``0 - x``: the compiler may not assume ``-0 = 0``)."""
+        return m[0] * e2, m[1] * e2, (m[2] - p) * e1
 
     @staticmethod
     def plus(m, d):
@@ -215,19 +218,19 @@ class _SpinArithmetic:
         cm1 = jnp.where(big, -2.0 * sh2, -0.5 * q * (1.0 - q / 12.0 * (1.0 - q / 30.0)))  # cos θ - 1
         return wx, wy, wz, a, b, cm1
 
-    def rf_change(self, rot, m, d2, d1, p):
-        """An RF step's change of ``m``: relax dt/2 (fractions ``d2``, ``d1``, towards
+    def rf_change(self, rot, m, e2, e1, p):
+        """An RF step's change of ``m``: relax dt/2 (``e2``, ``e1`` from `decays`, towards
         ``(0, 0, p)``), rotate (``rot`` from `rf_rotation`), relax dt/2 (the engine's
         Strang step)."""
         wx, wy, wz, a, b, cm1 = rot
-        ch1 = self.relax_change(m, d2, d1, p)
+        ch1 = self.relax_change(m, e2, e1, p)
         mx, my, mz = self.plus(m, ch1)
         wdm = (wx * mx + wy * my + wz * mz) * b
         cx = wy * mz - wz * my
         cy = wz * mx - wx * mz
         cz = wx * my - wy * mx
         ch2 = (mx * cm1 - cx * a + wx * wdm, my * cm1 - cy * a + wy * wdm, mz * cm1 - cz * a + wz * wdm)
-        ch3 = self.relax_change(self.plus((mx, my, mz), ch2), d2, d1, p)
+        ch3 = self.relax_change(self.plus((mx, my, mz), ch2), e2, e1, p)
         return ch1[0] + ch2[0] + ch3[0], ch1[1] + ch2[1] + ch3[1], ch1[2] + ch2[2] + ch3[2]
 
     def rotation(self, dt, kx, ky, kz, c0):
@@ -238,12 +241,12 @@ class _SpinArithmetic:
         sh, chh = self.sin_cos(0.5 * ph)
         return 2.0 * sh * chh, -2.0 * sh * sh
 
-    def free_change(self, m, s, cm1, d2, d1):
+    def free_change(self, m, s, cm1, e2, e1):
         """A free step's change of ``m``: precess (``s``, ``cm1`` from `rotation`), relax
-        (fractions ``d2``, ``d1``)."""
+        (``e2``, ``e1`` from `decays`)."""
         mx, my, mz = m
         rx, ry = mx * cm1 + my * s, my * cm1 - mx * s
-        ch2 = self.relax_change((mx + rx, my + ry, mz), d2, d1, self.pd)
+        ch2 = self.relax_change((mx + rx, my + ry, mz), e2, e1, self.pd)
         return rx + ch2[0], ry + ch2[1], ch2[2]
 
     def pulse_map(self, raster, n):
@@ -259,10 +262,10 @@ class _SpinArithmetic:
             vs, errs = carry[:4], carry[4:]
             dt, *rest = raster(j)
             rot = self.rf_rotation(dt, *rest)
-            d2, d1 = self.fractions(0.5 * dt)
+            e2, e1 = self.decays(0.5 * dt)
             out_v, out_e = (), ()
             for v, e, p in zip(vs, errs, target):
-                u = tuple(c - w for c, w in zip(self.rf_change(rot, v, d2, d1, p), e))
+                u = tuple(c - w for c, w in zip(self.rf_change(rot, v, e2, e1, p), e))
                 t = self.plus(v, u)
                 out_v += (t,)
                 out_e += (tuple((a - b) - c for a, b, c in zip(t, v, u)),)
@@ -327,6 +330,7 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
     nc = 2 * n_coils if coils else 0
     ops = _SpinArithmetic(*(r[...] for r in refs[:8]), sincos)
     pd = ops.pd
+    zero = jnp.zeros_like(pd)
     block = pd.shape[0]
     crefs = refs[8:8 + nc]
     real_r, int_r = refs[8 + nc:10 + nc]  # the step table (`_step_table`)
@@ -345,39 +349,44 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
 
     def body(i, carry):
         # carry: (mx, my, mz), their rounding errors with ``compensate``, the reused factors
-        # (free s, cm1, d2, d1; RF d2, d1) with ``reuse``
+        # (free s, cm1, e2, e1; RF e2, e1: `_SpinArithmetic.decays`) with ``reuse``
         # the step's row: one address, the fields at fixed offsets from it
         dt, kx, ky, kz, bre, bim, c0 = (real_r[i * _REAL_FIELDS + j] for j in range(7))
         kind, slot, spoil, fresh = (int_r[i * _INT_FIELDS + j] for j in range(4))
-        keep = 1.0 - spoil.astype(jnp.float32)  # spoil is 0 or 1
         cache = carry[n_state:]
-        carry = (carry[0] * keep, carry[1] * keep, carry[2]) + (
-            (carry[3] * keep, carry[4] * keep, carry[5]) if compensate else ())
+        carry = carry[:n_state]
+        if compensate:
+            def spoiled(c):  # ideal spoiling: no transverse magnetization (nor its rounding error)
+                return (zero, zero, c[2], zero, zero, c[5])
+        else:
+            def spoiled(c):
+                return (zero, zero, c[2])
+        carry = jax.lax.cond(spoil != 0, spoiled, lambda c: c, carry)  # (rare: a branch, not 4 products)
         m = carry[:3]
         if reuse:
             def update(bit, compute, old):
                 return jax.lax.cond((fresh & bit) != 0, compute, lambda: old)
 
             cache = (update(_FREE_ROT, lambda: ops.rotation(dt, kx, ky, kz, c0), cache[0:2])
-                     + update(_FREE_RELAX, lambda: ops.fractions(dt), cache[2:4])
-                     + update(_RF_RELAX, lambda: ops.fractions(0.5 * dt), cache[4:6]))
+                          + update(_FREE_RELAX, lambda: ops.decays(dt), cache[2:4])
+                     + update(_RF_RELAX, lambda: ops.decays(0.5 * dt), cache[4:6]))
 
             def free_factors():
                 return cache[:4]
 
-            def rf_fractions():
+            def rf_decays():
                 return cache[4:]
         else:  # computed in the step's branch
             def free_factors():
-                return ops.rotation(dt, kx, ky, kz, c0) + ops.fractions(dt)
+                return ops.rotation(dt, kx, ky, kz, c0) + ops.decays(dt)
 
-            def rf_fractions():
-                return ops.fractions(0.5 * dt)
+            def rf_decays():
+                return ops.decays(0.5 * dt)
 
         def stepped(m):
             return jax.lax.cond(
                 kind == RF,
-                lambda m: ops.rf_change(ops.rf_rotation(dt, kx, ky, kz, bre, bim, c0), m, *rf_fractions(), pd),
+                lambda m: ops.rf_change(ops.rf_rotation(dt, kx, ky, kz, bre, bim, c0), m, *rf_decays(), pd),
                 lambda m: ops.free_change(m, *free_factors()), m)
 
         def play(m):  # the prepared pulse of row ``dt``
@@ -407,7 +416,6 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
         jax.lax.cond(slot >= 0, record, lambda m: None, m)  # (no outputs: Triton yields no literal)
         return carry + tuple(cache)
 
-    zero = jnp.zeros_like(pd)
     m0 = (zero, zero, pd) + (zero,) * ((3 if compensate else 0) + (6 if reuse else 0))
     mx, my, mz = jax.lax.fori_loop(0, jnp.minimum(n_run, n_steps), body, m0)[:3]
     mx_o[...] = mx
