@@ -112,6 +112,34 @@ def test_kernel_matches_its_xla_reference(n_coils, sincos, prepared):
     assert float(jnp.max(jnp.abs(mag - mag_ref))) < 1e-5
 
 
+def test_prepared_maps_are_prepared_rf_maps():
+    # the preparing kernel's maps against the XLA engine's (`prepared_rf.prepare_pulse`),
+    # for each of two pulses of different lengths and every spin of two blocks, in the
+    # layout the stepping kernel reads: column c of pulse p of block b at
+    # maps[c][b, p * block:(p + 1) * block], columns A e_x, A e_y, A e_z, b
+    from mritwin.simulate import kernels
+    from mritwin.simulate.prepared_rf import prepare_pulse
+
+    block = 128
+    _, pulse = _with_prepared(_random_steps()[0])
+    sp = _spins(n=2 * block)
+    maps = pk._prepare_maps([getattr(sp, f) for f in pk._SPIN_FIELDS], pulse, block=block, interpret=True,
+                            sincos="libdevice")
+    assert len(maps) == 12 and all(m.shape == (2, 2 * block) for m in maps)
+    sp_ext = sp._replace(extent=kernels.spin_extent(sp))
+    for p in range(2):
+        dt, kx, ky, kz, bre, bim, c0 = (np.asarray(a)[p] for a in pulse)
+        ref = prepare_pulse(sp_ext, jnp.asarray(dt), jnp.asarray(np.stack([kx, ky, kz], -1)),
+                            jnp.asarray(bre + 1j * bim, jnp.complex64), jnp.asarray(c0))
+        want = [ref.a[i][j] for j in range(3) for i in range(3)] + list(ref.b)
+        for c in range(12):
+            got = np.asarray(maps[c])[:, p * block:(p + 1) * block].reshape(-1)
+            # (float32, two orders of operations: 1.6e-6 at most, on entries up to ~2)
+            np.testing.assert_allclose(got, np.asarray(want[c]), rtol=0, atol=3e-6)
+    # the pulses rotate far (A - I reaches 1.8 in these random pulses: a test of the layout)
+    assert float(jnp.max(jnp.abs(maps[0][:, :block] - 1.0))) > 0.5
+
+
 def _repeating_steps():
     """Steps whose factors repeat in stretches: `_random_steps` with one gradient and phase
     over steps 200-399 (a readout), dt changed over 300-349 and on some RF steps."""
