@@ -189,8 +189,9 @@ class Bloch(AbstractSimMethod):
             keeps the magnetization in registers through all steps and reduces each ADC
             sample per block of spins (`mritwin.simulate.pallas_kernel`), the design of
             GPU Bloch simulators. It steps every ADC sample (``windows`` and ``fuse_rf``
-            do not apply; with ``prepare_pulses`` repeated shaped pulses are prepared
-            into a per-spin map in registers, one pulse at a time) and runs float32 only; not
+            do not apply; with ``prepare_pulses`` repeated shaped pulses, up to 8, are
+            prepared into per-spin maps in device memory by a launch before the steps,
+            48 bytes per spin and pulse, and played in any order) and runs float32 only; not
             with ``reversible``, ``analytic_diffusion``, a NUFFT ``readout`` or dynamics.
             On the CPU it runs in Pallas's interpreter (slow: for testing). Derivatives
             come from the XLA engine's steps.
