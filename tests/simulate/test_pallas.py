@@ -252,6 +252,20 @@ def test_alternating_pulses_are_all_prepared():
     assert _rel(out.samples, exact.samples) < 2e-5
 
 
+def test_chunks_leave_room_for_the_prepared_maps():
+    # a chunk's partial signals and prepared maps (48 bytes per spin and pulse, pulses
+    # rounded up to a power of two) stay under 256 MB; chunks stay multiples of the block
+    for n_pulses in (0, 1, 3, 8):
+        for n_slots in (100, 40_000):
+            chunk = pk.pallas_chunk(50_000_000, 2, n_slots, 64, n_pulses)
+            width = pk._next_pow2(n_slots)
+            maps = 48 * pk._next_pow2(n_pulses) * chunk if n_pulses else 0
+            assert chunk % 64 == 0 and chunk > 0
+            assert (chunk // 64) * 2 * width * 8 + maps <= 1 << 28
+    assert pk.pallas_chunk(50_000_000, 1, 100, 64, 8) < pk.pallas_chunk(50_000_000, 1, 100, 64, 0)
+    assert pk.pallas_chunk(1000, 1, 100, 64, 8) == 1024  # small chunks: only rounded up to the block
+
+
 def test_a_spin_echo_from_pypulseq_prepares_both_pulses(seq_dir):
     # pypulseq's spin echo (a 90 and a 180 deg sinc, alternating at every TR: the first
     # kernel design prepared only one of them and stepped the other's 2 499-step raster
