@@ -93,7 +93,7 @@ _FREE_RELAX, _FREE_ROT, _RF_RELAX = 1, 2, 4
 
 def _fresh(steps):
     """Per step, an int32 bit mask (`_FREE_RELAX`, `_FREE_ROT`, `_RF_RELAX`) of the factors
-    the kernel must compute: a free step's relaxation fractions unless the previous free
+    the kernel must compute: a free step's relaxation factors unless the previous free
     step had the same ``dt``; its rotation (``sin``, ``cos - 1`` of the phase) unless that
     step also had the same ``k`` and common phase ``c0``; an RF step's half-step relaxation
     unless the previous RF step had the same ``dt`` (plays of a prepared pulse between them
@@ -169,8 +169,9 @@ class _SpinArithmetic:
     changes it by a few ulps, and a product form (``M cos θ``, ``M exp(-dt/T)``) rounds
     ``cos θ`` and ``exp(-dt/T)``, both within ulps of 1, the same way at every step of a
     repeated raster. So rotations use ``cos θ - 1 = -2 sin²(θ/2)`` (one sine/cosine of the
-    half angle) and relaxation ``d = 1 - exp(-dt/T)`` from ``expm1`` (``-M d``, ``(M0 - Mz)
-    d``), as the XLA engine does (`kernels.relaxation`, `kernels._rf_rotation`).
+    half angle) and relaxation ``e = exp(-dt/T) - 1`` from ``expm1`` (``M e``, ``(Mz -
+    M0) e``), as the XLA engine does with ``1 - exp(-dt/T)`` (`kernels.relaxation`,
+    `kernels._rf_rotation`; the same numbers: negation is exact).
     """
 
     def __init__(self, x, y, z, pd, r1, r2, df, b1, sincos):
@@ -315,7 +316,7 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
     registers, four more operations per component and step).
 
     With ``reuse`` the program keeps each spin's last free-step rotation (``sin θ``,
-    ``cos θ - 1``) and relaxation fractions and its last RF half-step fractions in
+    ``cos θ - 1``) and relaxation factors and its last RF half-step factors in
     registers, and computes them only at the steps `_fresh` marks: in a readout of equal
     samples a free step is then a few multiply-adds instead of a sine, a cosine and two
     ``expm1`` (the same for every spin of the launch, so the branch never diverges).
@@ -347,6 +348,9 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
 
     n_state = 6 if compensate else 3
 
+    def spoiled(c):
+        return (zero, zero, c[2]) + ((zero, zero, c[5]) if compensate else ())
+
     def body(i, carry):
         # carry: (mx, my, mz), their rounding errors with ``compensate``, the reused factors
         # (free s, cm1, e2, e1; RF e2, e1: `_SpinArithmetic.decays`) with ``reuse``
@@ -354,21 +358,16 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
         dt, kx, ky, kz, bre, bim, c0 = (real_r[i * _REAL_FIELDS + j] for j in range(7))
         kind, slot, spoil, fresh = (int_r[i * _INT_FIELDS + j] for j in range(4))
         cache = carry[n_state:]
-        carry = carry[:n_state]
-        if compensate:
-            def spoiled(c):  # ideal spoiling: no transverse magnetization (nor its rounding error)
-                return (zero, zero, c[2], zero, zero, c[5])
-        else:
-            def spoiled(c):
-                return (zero, zero, c[2])
-        carry = jax.lax.cond(spoil != 0, spoiled, lambda c: c, carry)  # (rare: a branch, not 4 products)
+        # ideal spoiling (rare: a branch, not 4 products): no transverse magnetization, nor
+        # its rounding error
+        carry = jax.lax.cond(spoil != 0, spoiled, lambda c: c, carry[:n_state])
         m = carry[:3]
         if reuse:
             def update(bit, compute, old):
                 return jax.lax.cond((fresh & bit) != 0, compute, lambda: old)
 
             cache = (update(_FREE_ROT, lambda: ops.rotation(dt, kx, ky, kz, c0), cache[0:2])
-                          + update(_FREE_RELAX, lambda: ops.decays(dt), cache[2:4])
+                     + update(_FREE_RELAX, lambda: ops.decays(dt), cache[2:4])
                      + update(_RF_RELAX, lambda: ops.decays(0.5 * dt), cache[4:6]))
 
             def free_factors():
@@ -401,6 +400,7 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
             m = t
         else:
             carry = m = ops.plus(m, d)
+
         def record(m):
             mx, my, _ = m
             for c in range(n_coils):
@@ -430,8 +430,8 @@ def _next_pow2(n: int) -> int:
 def _prepare_maps(spin_in, pulse, *, block: int, interpret: bool, sincos: str):
     """The prepared pulses' maps for every block of spins (`_prepare_kernel`: one program
     per block and pulse, one spin per GPU thread: stepping four vectors with their rounding
-    errors takes 79 registers per thread on sm_90, 128 with two spins per thread -- ptxas
-    of CUDA 13.4). ``spin_in``: the 8 spin fields (n,) float32; ``pulse``: the 7 raster
+    errors takes 72-79 registers per thread on sm_90, 128 with two spins per thread --
+    ptxas of CUDA 13.4, `benchmarks/kernel_sass.py`). ``spin_in``: the 8 spin fields (n,) float32; ``pulse``: the 7 raster
     arrays (P, L). Returns 12 arrays (n / block, P' · block), P' = P rounded up to a
     power of two: block ``b``'s column ``c`` of pulse ``p`` is ``maps[c][b, p · block:(p +
     1) · block]`` (the rows past P are not written)."""
