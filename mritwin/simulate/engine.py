@@ -28,7 +28,7 @@ from .fused_rf import _FUSED_RF, fused_free_steps
 from .interp_rf import interpolated_pulse
 from .kernels import Spins, State
 from .methods import AbstractSimMethod, Bloch
-from .prepared_rf import apply_pulse, prepare_pulse, prepare_pulse_grouped
+from .prepared_rf import _runs, apply_pulse, prepare_pulse, prepare_pulse_grouped
 from .seqgroups import expand_magnetization, group_weights, number_codes, plan_sequence_groups, unique_rows
 
 __all__ = ["simulate", "trace_count", "last_devices", "spin_sharding"]
@@ -62,15 +62,44 @@ def _guard_memory_maps(samples) -> None:
 #: devices of a 2-core VM, twins of 200-7 845 spins ran 0.6-0.8x as fast as on one device,
 #: 16 384-65 536 spins 1.4-2.4x as fast (benchmarks/RESULTS.md, "CPU: two devices")
 CPU_SHARD_MIN_SPINS = 8192
+#: ... unless the sequence's step loop is at least this long (`_loop_steps`): then from
+#: `CPU_SHARD_MIN_SPINS_LONG` spins per device. On 2 CPU devices of the 2-core VM, the MR
+#: fingerprinting train (1 000-4 000 steps) with 312-2 097 spins (after sequence groups) ran
+#: 1.2-2.8x as fast split as on one device; at 402 steps 0.8-1.4x; 203 spins (one 256-spin
+#: chunk either way) 0.3-0.8x (benchmarks/RESULTS.md, "CPU: long sequences on two
+#: devices"). Per step XLA's CPU backend splits a chunk's larger fusions over its threads
+#: (``outer_dimension_partitions``) from ~300 spins on: for a few hundred spins the threads'
+#: hand-over costs more than the arithmetic, while two devices run two loops side by side.
+CPU_SHARD_LONG_STEPS = 1000
+CPU_SHARD_MIN_SPINS_LONG = 128
 
 
-def _shard_devices(method: Bloch, n_spins: int) -> list:
-    """The devices `simulate` splits ``n_spins`` spins over (``Bloch.shard``)."""
+def _loop_steps(dseq) -> int:
+    """Steps of ``dseq``'s loop with each RF pulse counted once (a lower bound of the
+    engine's loop: a stepped shaped pulse takes more; prepared pulses, one), 0 when
+    ``dseq`` is not a `DiscreteSequence` with concrete kinds."""
+    if not isinstance(dseq, DiscreteSequence) or isinstance(dseq.kind, jax.core.Tracer):
+        return 0
+
+    def count():
+        kind = np.asarray(dseq.kind)[: dseq.n_real_steps]
+        return int(np.count_nonzero(kind != 0)) + len(_runs(kind)[0])
+
+    return _remembered(dseq, ("loop-steps",), count)
+
+
+def _shard_devices(method: Bloch, n_spins: int, dseq=None) -> list:
+    """The devices `simulate` splits ``n_spins`` spins over (``Bloch.shard``; with
+    ``"auto"`` on CPU devices also from the discretized sequence ``dseq``, when given: see
+    `CPU_SHARD_LONG_STEPS`)."""
     devices = jax.local_devices()
     if not method.shard:
         return devices[:1]
     if method.shard == "auto" and len(devices) > 1 and devices[0].platform == "cpu":
-        return devices[:max(1, min(len(devices), n_spins // CPU_SHARD_MIN_SPINS))]
+        per_device = CPU_SHARD_MIN_SPINS
+        if n_spins // CPU_SHARD_MIN_SPINS < len(devices) and _loop_steps(dseq) >= CPU_SHARD_LONG_STEPS:
+            per_device = CPU_SHARD_MIN_SPINS_LONG
+        return devices[:max(1, min(len(devices), n_spins // per_device))]
     return devices
 
 
@@ -281,7 +310,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
         seq_groups = plan_sequence_groups(twin, dseq, diffusion=method.analytic_diffusion, dtype=dtype)
         if seq_groups is not None:
             sens, twin = group_weights(seq_groups, twin.pd, sens), seq_groups.twin
-    devices = _shard_devices(method, twin.n_spins)
+    devices = _shard_devices(method, twin.n_spins, dseq)
     n_dev = len(devices)
     chunk = _chunk_for(method, -(-twin.n_spins // n_dev))
     if pallas:

@@ -107,7 +107,10 @@ class Bloch(AbstractSimMethod):
             there is more than one; results equal a single-device run to float rounding.
             ``"auto"`` (default): all of them, except on CPU devices, where a device gets at
             least ``engine.CPU_SHARD_MIN_SPINS`` (8 192) spins (smaller twins run on fewer
-            devices: below that, splitting costs more than it gains); ``True``: all of them;
+            devices: below that, splitting costs more than it gains), or at least
+            ``engine.CPU_SHARD_MIN_SPINS_LONG`` (128) when the sequence's step loop is long
+            (``engine.CPU_SHARD_LONG_STEPS``: 1 000 steps, each RF pulse counted once, as
+            in an MR fingerprinting train); ``True``: all of them;
             ``False``: one. A CPU shows JAX one device unless asked for more: see
             `mritwin.use_cpu_devices`.
         ideal_spoiling: null the transverse magnetization at the start of every

@@ -72,3 +72,44 @@ def test_bad_device_options_are_refused():
         mt.use_cpu_devices(0)
     with pytest.raises(ValueError, match="shard must be True, False or 'auto'"):
         mt.Bloch(shard="all")
+
+
+def test_auto_shard_rule_on_cpu_devices(monkeypatch):
+    """``Bloch(shard="auto")`` on CPU devices: at least 8 192 spins per device, or 128 when
+    the sequence's loop has at least 1 000 steps with each RF pulse counted once (a shaped
+    pulse's raster steps do not make a sequence long)."""
+    import types
+
+    import jax
+    import numpy as np
+
+    import mritwin as mt
+    from mritwin.simulate import engine
+
+    ideal = mt.Scanner(rf_dead_time=0.0, rf_ringdown_time=0.0, adc_dead_time=0.0)
+
+    def train(n_tr, shaped):
+        rf = (mt.make_sinc_pulse(np.radians(30), 1e-3, delay=0.0, scanner=ideal) if shaped
+              else mt.make_block_pulse(np.radians(30), 20e-6, delay=0.0, scanner=ideal))
+        blocks = [b for _ in range(n_tr) for b in (mt.Block(rf=rf), mt.Block(duration=1e-3),
+                                                    mt.Block(adc=mt.ADC(8, 10e-6)), mt.Block(duration=1e-3))]
+        return mt.discretize(mt.Sequence(blocks), ideal)
+
+    long, shaped, short = train(300, False), train(30, True), train(30, False)
+    n_rf = int(np.count_nonzero(np.asarray(shaped.kind)[: shaped.n_real_steps] == 0))
+    assert n_rf >= 30 * 100  # the sinc is stepped on its raster: many steps per play
+    # each TR: the pulse once, then free, window, free steps (no step is split here)
+    assert engine._loop_steps(long) == 300 * 4 and engine._loop_steps(shaped) == 30 * 4
+    assert shaped.n_real_steps == n_rf + 30 * 3 > engine.CPU_SHARD_LONG_STEPS
+
+    fake = [types.SimpleNamespace(platform="cpu", id=i) for i in range(4)]
+    monkeypatch.setattr(jax, "local_devices", lambda: fake)
+    auto = mt.Bloch()
+
+    def counts(dseq):
+        return [len(engine._shard_devices(auto, n, dseq)) for n in (200, 300, 1001, 16384, 40000)]
+
+    assert counts(None) == counts(short) == counts(shaped) == [1, 1, 1, 2, 4]
+    assert counts(long) == [1, 2, 4, 4, 4]
+    assert len(engine._shard_devices(mt.Bloch(shard=False), 10**6, long)) == 1
+    assert len(engine._shard_devices(mt.Bloch(shard=True), 200, short)) == 4
