@@ -354,8 +354,15 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
     def body(i, carry):
         # carry: (mx, my, mz), their rounding errors with ``compensate``, the reused factors
         # (free s, cm1, e2, e1; RF e2, e1: `_SpinArithmetic.decays`) with ``reuse``
-        # the step's row: one address, the fields at fixed offsets from it
-        dt, kx, ky, kz, bre, bim, c0 = (real_r[i * _REAL_FIELDS + j] for j in range(7))
+        # the step's rows: one address each, the fields at fixed offsets from it; the float
+        # row's fields are loaded in the branches that use them (a readout step whose factors
+        # are all reused reads only the int row: 104 instead of 116 instructions on sm_90)
+        def field(j):  # 0 dt, 1-3 k, 4-5 B1 re/im, 6 c0
+            return real_r[i * _REAL_FIELDS + j]
+
+        def precession():  # a free step's (dt, kx, ky, kz, c0)
+            return tuple(field(j) for j in (0, 1, 2, 3, 6))
+
         kind, slot, spoil, fresh = (int_r[i * _INT_FIELDS + j] for j in range(4))
         cache = carry[n_state:]
         # ideal spoiling (rare: a branch, not 4 products): no transverse magnetization, nor
@@ -366,9 +373,9 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
             def update(bit, compute, old):
                 return jax.lax.cond((fresh & bit) != 0, compute, lambda: old)
 
-            cache = (update(_FREE_ROT, lambda: ops.rotation(dt, kx, ky, kz, c0), cache[0:2])
-                     + update(_FREE_RELAX, lambda: ops.decays(dt), cache[2:4])
-                     + update(_RF_RELAX, lambda: ops.decays(0.5 * dt), cache[4:6]))
+            cache = (update(_FREE_ROT, lambda: ops.rotation(*precession()), cache[0:2])
+                     + update(_FREE_RELAX, lambda: ops.decays(field(0)), cache[2:4])
+                     + update(_RF_RELAX, lambda: ops.decays(0.5 * field(0)), cache[4:6]))
 
             def free_factors():
                 return cache[:4]
@@ -377,20 +384,20 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
                 return cache[4:]
         else:  # computed in the step's branch
             def free_factors():
-                return ops.rotation(dt, kx, ky, kz, c0) + ops.decays(dt)
+                return ops.rotation(*precession()) + ops.decays(field(0))
 
             def rf_decays():
-                return ops.decays(0.5 * dt)
+                return ops.decays(0.5 * field(0))
 
         def stepped(m):
             return jax.lax.cond(
                 kind == RF,
-                lambda m: ops.rf_change(ops.rf_rotation(dt, kx, ky, kz, bre, bim, c0), m, *rf_decays(), pd),
+                lambda m: ops.rf_change(ops.rf_rotation(*(field(j) for j in range(7))), m, *rf_decays(), pd),
                 lambda m: ops.free_change(m, *free_factors()), m)
 
         def play(m):  # the prepared pulse of row ``dt``
-            at = dt.astype(jnp.int32) * block
-            return ops.pulse_change(bre, bim, m, tuple(r[pl.ds(at, block)] for r in map_r))
+            at = field(0).astype(jnp.int32) * block
+            return ops.pulse_change(field(4), field(5), m, tuple(r[pl.ds(at, block)] for r in map_r))
 
         d = jax.lax.cond(kind == PREPARED, play, stepped, m) if prepared else stepped(m)
         if compensate:  # Kahan: the error of the previous additions goes into this change
