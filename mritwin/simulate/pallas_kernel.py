@@ -242,13 +242,19 @@ class _SpinArithmetic:
         sh, chh = self.sin_cos(0.5 * ph)
         return 2.0 * sh * chh, -2.0 * sh * sh
 
-    def free_change(self, m, s, cm1, e2, e1):
-        """A free step's change of ``m``: precess (``s``, ``cm1`` from `rotation`), relax
-        (``e2``, ``e1`` from `decays`)."""
+    @staticmethod
+    def transverse_factors(s, cm1, e2):
+        """A free step's precession (``s``, ``cm1`` from `rotation`) and transverse
+        relaxation (``e2`` from `decays`) as one change of ``mx + i my``: ``a = (1 + cm1)
+        (1 + e2) - 1`` and ``b = s (1 + e2)``, each computed from the small quantities
+        (``cm1 + (cm1 e2 + e2)``), so that no factor near 1 is rounded."""
+        return cm1 + (cm1 * e2 + e2), s * e2 + s
+
+    def free_change(self, m, a, b, e1):
+        """A free step's change of ``m``: precess and relax the transverse part (``a``,
+        ``b`` from `transverse_factors`), relax ``mz`` (``e1`` from `decays`)."""
         mx, my, mz = m
-        rx, ry = mx * cm1 + my * s, my * cm1 - mx * s
-        ch2 = self.relax_change((mx + rx, my + ry, mz), e2, e1, self.pd)
-        return rx + ch2[0], ry + ch2[1], ch2[2]
+        return mx * a + my * b, my * a - mx * b, (mz - self.pd) * e1
 
     def pulse_map(self, raster, n):
         """A pulse's affine map ``M -> A M + b``: its columns ``A e_x, A e_y, A e_z, b``,
@@ -315,10 +321,11 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
     by compensated (Kahan) summation, carrying each component's rounding error (three more
     registers, four more operations per component and step).
 
-    With ``reuse`` the program keeps each spin's last free-step rotation (``sin θ``,
-    ``cos θ - 1``) and relaxation factors and its last RF half-step factors in
-    registers, and computes them only at the steps `_fresh` marks: in a readout of equal
-    samples a free step is then a few multiply-adds instead of a sine, a cosine and two
+    With ``reuse`` the program keeps each spin's last free-step factors (the transverse
+    change ``a``, ``b`` of `_SpinArithmetic.transverse_factors`, the relaxation's ``e2``,
+    ``e1``) and its last RF half-step factors in registers, and computes them only at the
+    steps `_fresh` marks: in a readout of equal samples a free step is then six
+    multiply-adds and three additions per spin instead of a sine, a cosine and two
     ``expm1`` (the same for every spin of the launch, so the branch never diverges).
 
     A step of kind `PREPARED` plays the prepared pulse of row ``dt`` of the pulse table:
@@ -353,10 +360,10 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
 
     def body(i, carry):
         # carry: (mx, my, mz), their rounding errors with ``compensate``, the reused factors
-        # (free s, cm1, e2, e1; RF e2, e1: `_SpinArithmetic.decays`) with ``reuse``
+        # (free a, b: `_SpinArithmetic.transverse_factors`, e2, e1; RF e2, e1: `_SpinArithmetic.decays`) with ``reuse``
         # the step's rows: one address each, the fields at fixed offsets from it; the float
         # row's fields are loaded in the branches that use them (a readout step whose factors
-        # are all reused reads only the int row: 104 instead of 116 instructions on sm_90)
+        # are all reused reads only the int row: 103 instead of 116 instructions on sm_90)
         def field(j):  # 0 dt, 1-3 k, 4-5 B1 re/im, 6 c0
             return real_r[i * _REAL_FIELDS + j]
 
@@ -373,18 +380,21 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
             def update(bit, compute, old):
                 return jax.lax.cond((fresh & bit) != 0, compute, lambda: old)
 
-            cache = (update(_FREE_ROT, lambda: ops.rotation(*precession()), cache[0:2])
-                     + update(_FREE_RELAX, lambda: ops.decays(field(0)), cache[2:4])
-                     + update(_RF_RELAX, lambda: ops.decays(0.5 * field(0)), cache[4:6]))
+            # (a step with new relaxation factors has a new rotation too: `_fresh`)
+            relax = update(_FREE_RELAX, lambda: ops.decays(field(0)), cache[2:4])
+            cache = (update(_FREE_ROT, lambda: ops.transverse_factors(*ops.rotation(*precession()), relax[0]),
+                            cache[0:2])
+                     + relax + update(_RF_RELAX, lambda: ops.decays(0.5 * field(0)), cache[4:6]))
 
             def free_factors():
-                return cache[:4]
+                return cache[0], cache[1], cache[3]
 
             def rf_decays():
                 return cache[4:]
         else:  # computed in the step's branch
             def free_factors():
-                return ops.rotation(*precession()) + ops.decays(field(0))
+                e2, e1 = ops.decays(field(0))
+                return ops.transverse_factors(*ops.rotation(*precession()), e2) + (e1,)
 
             def rf_decays():
                 return ops.decays(0.5 * field(0))

@@ -152,6 +152,26 @@ def _repeating_steps():
     return tuple(jnp.asarray(a) for a in st), n_slots
 
 
+def test_free_step_factors_are_the_closed_form():
+    """A free step's change of ``mx + i my`` (`_SpinArithmetic.transverse_factors`, from
+    ``sin θ``, ``cos θ - 1`` and ``exp(-dt/T2) - 1``) is ``(cos θ e^{-dt/T2} - 1, sin θ
+    e^{-dt/T2})``, and `free_change` precesses and relaxes as the closed form does."""
+    rng = np.random.default_rng(4)
+    th = rng.uniform(-np.pi, np.pi, 64)
+    r2, r1, dt = rng.uniform(1, 50, 64), rng.uniform(0.2, 5, 64), rng.uniform(1e-6, 0.05, 64)
+    e2, e1 = np.expm1(-dt * r2), np.expm1(-dt * r1)
+    a, b = pk._SpinArithmetic.transverse_factors(np.sin(th), -2 * np.sin(th / 2) ** 2, e2)
+    np.testing.assert_allclose(a, np.cos(th) * np.exp(-dt * r2) - 1, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(b, np.sin(th) * np.exp(-dt * r2), rtol=1e-12, atol=1e-15)
+    pd = rng.uniform(0.5, 1, 64)
+    ops = pk._SpinArithmetic(*(np.zeros(64),) * 3, pd, r1, r2, np.zeros(64), np.ones(64), "libdevice")
+    m = rng.normal(size=(3, 64))
+    d = ops.free_change(tuple(m), a, b, e1)
+    mxy = (m[0] + 1j * m[1]) * np.exp(-1j * th) * np.exp(-dt * r2)  # left-handed precession
+    np.testing.assert_allclose(m[0] + d[0] + 1j * (m[1] + d[1]), mxy, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(m[2] + d[2], pd + (m[2] - pd) * np.exp(-dt * r1), rtol=1e-12, atol=1e-14)
+
+
 def test_fresh_marks_the_factors_that_change():
     # `_fresh` against a loop over the steps: a free step's relaxation is computed when its
     # dt differs from the previous free step's, its rotation when dt, k or c0 does, an RF
