@@ -363,7 +363,7 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
         # (free a, b: `_SpinArithmetic.transverse_factors`, e2, e1; RF e2, e1: `_SpinArithmetic.decays`) with ``reuse``
         # the step's rows: one address each, the fields at fixed offsets from it; the float
         # row's fields are loaded in the branches that use them (a readout step whose factors
-        # are all reused reads only the int row: 103 instead of 116 instructions on sm_90)
+        # are all reused reads only the int row; benchmarks/RESULTS.md counts the sm_90 instructions)
         def field(j):  # 0 dt, 1-3 k, 4-5 B1 re/im, 6 c0
             return real_r[i * _REAL_FIELDS + j]
 
@@ -380,11 +380,15 @@ def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: 
             def update(bit, compute, old):
                 return jax.lax.cond((fresh & bit) != 0, compute, lambda: old)
 
-            # (a step with new relaxation factors has a new rotation too: `_fresh`)
-            relax = update(_FREE_RELAX, lambda: ops.decays(field(0)), cache[2:4])
-            cache = (update(_FREE_ROT, lambda: ops.transverse_factors(*ops.rotation(*precession()), relax[0]),
-                            cache[0:2])
-                     + relax + update(_RF_RELAX, lambda: ops.decays(0.5 * field(0)), cache[4:6]))
+            def updated(cache):
+                # (a step with new relaxation factors has a new rotation too: `_fresh`)
+                relax = update(_FREE_RELAX, lambda: ops.decays(field(0)), cache[2:4])
+                return (update(_FREE_ROT, lambda: ops.transverse_factors(*ops.rotation(*precession()), relax[0]),
+                               cache[0:2])
+                        + relax + update(_RF_RELAX, lambda: ops.decays(0.5 * field(0)), cache[4:6]))
+
+            # one test for the common case (a repeated step: nothing new)
+            cache = jax.lax.cond(fresh != 0, updated, lambda c: c, cache)
 
             def free_factors():
                 return cache[0], cache[1], cache[3]
