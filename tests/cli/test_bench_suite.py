@@ -250,3 +250,42 @@ def test_precision_benchmark_reports_float32_against_float64(capsys):
     assert [r["method"] for r in recs] == ["prepared", "stepped"]
     assert recs[0]["max_rel_diff_vs_float64"] < 1e-4 and recs[1]["max_rel_diff_vs_float64"] < 1.5e-4
     assert all(r["device"] and r["n_spins"] == 16 for r in recs)
+
+
+def test_sass_path_counts_one_path_through_a_loop(tmp_path):
+    """benchmarks/sass_path.py follows a SASS listing through decided branches to the back
+    edge (counted), takes libdevice's slow-path branches with --fast-paths, and stops at an
+    undecided branch naming its address."""
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "sass_path.py"
+    spec = importlib.util.spec_from_file_location("sass_path", path)
+    sp = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sp)
+    listing = tmp_path / "k.sass"
+    listing.write_text("\n".join([
+        "0000 MOV R1, c[0x0][0x28]",
+        "0010 LDG.E R2, desc[UR4][R4.64]",           # loop head
+        "0020 LOP3.LUT P0, RZ, R2, 0x2, RZ, 0xc0, !PT",
+        "0030 @!P0 BRA 0x60",                        # skip the factor update
+        "0040 FMUL R3, R3, R3",
+        "0050 FSETP.GE.AND P1, PT, R3, 105615, PT",
+        "0060 FSETP.GE.AND P2, PT, R3.reuse, 105615, PT",
+        "0070 @!P2 BRA 0x90",                        # libdevice's slow path
+        "0080 FADD R3, R3, 1",
+        "0090 FADD R5, R5, R3",
+        "00a0 @P3 BRA 0x10",                         # back edge
+        "00b0 EXIT",
+    ]) + "\n")
+    sass = sp.read_sass(str(listing))
+    p, undecided = sp.walk(sass, 0x10, take={0x30}, skip=set(), fast_paths=True)
+    assert undecided is None and p == [0x10, 0x20, 0x30, 0x60, 0x70, 0x90, 0xa0]
+    p, undecided = sp.walk(sass, 0x10, take={0x30}, skip=set())
+    assert undecided == 0x70
+    p, undecided = sp.walk(sass, 0x10, take=set(), skip={0x30, 0x70})
+    assert undecided is None and p == [0x10, 0x20, 0x30, 0x40, 0x50, 0x60, 0x70, 0x80, 0x90, 0xa0]
+    bad = tmp_path / "bad.sass"
+    bad.write_text("zz MOV R1\n")
+    with pytest.raises(SystemExit, match="bad.sass:1: expected"):
+        sp.read_sass(str(bad))
