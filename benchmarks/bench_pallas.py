@@ -29,6 +29,7 @@ from mritwin.bench_scenarios import build_case, scenario_names
 from mritwin.benchmarking import emit_record
 from mritwin.simulate.engine import _default_chunk, _pack_spins
 from mritwin.simulate.pallas_kernel import (
+    DEFAULT_SINCOS,
     PREPARED,
     SINCOS,
     _loop_length,
@@ -121,9 +122,9 @@ def main(argv=None) -> int:
                    help="spins per program in the sweep (default 32 64 128 256 512)")
     p.add_argument("--warps", type=int, nargs="+", default=[1, 2, 4, 8], metavar="W",
                    help="warps per program in the sweep (default 1 2 4 8; only W <= B/32)")
-    p.add_argument("--sincos", nargs="+", choices=SINCOS, default=["libdevice"],
-                   help="the kernel's sine/cosine variants to time (default libdevice; poly: the XLA engine's "
-                        "polynomial)")
+    p.add_argument("--sincos", nargs="+", choices=SINCOS, default=[DEFAULT_SINCOS],
+                   help=f"the kernel's sine/cosine variants to time (default {DEFAULT_SINCOS}; libdevice: CUDA's; "
+                        "poly: the XLA engine's polynomial)")
     p.add_argument("--compensate", nargs="+", choices=["no", "yes"], default=["no"],
                    help="plain and/or compensated (Kahan) summation of each step's change (default no)")
     p.add_argument("--reuse", nargs="+", choices=["yes", "no"], default=["yes"],

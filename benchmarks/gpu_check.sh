@@ -59,9 +59,10 @@ python benchmarks/bench_suite.py --from "$OUT/suite.jsonl" > "$OUT/suite.md" 2>/
 # 4. the kernel's launch sweep at full size
 timeout $((90 * T)) python benchmarks/bench_pallas.py "${Q[@]}" --sweep --blocks 32 64 128 256 --warps 1 2 4 --repeats 5 \
   --out "$OUT/pallas.jsonl" --scenario koma-brain-spiral brain3d-gre > /dev/null || echo "pallas sweep: rc $?"
-# 4b. the kernel's sine/cosine (CUDA's libdevice against the XLA engine's polynomial) and the
-#     cost of compensated (Kahan) summation of each step's change
-timeout $((60 * T)) python benchmarks/bench_pallas.py "${Q[@]}" --sweep --blocks 64 --warps 1 --sincos libdevice poly \
+# 4b. the kernel's sine/cosine (its reduced polynomials, the default since 2026-12-06 on
+#     instruction counts; CUDA's libdevice; the XLA engine's polynomial) and the cost of
+#     compensated (Kahan) summation of each step's change
+timeout $((90 * T)) python benchmarks/bench_pallas.py "${Q[@]}" --sweep --blocks 64 --warps 1 --sincos reduced libdevice poly \
   --compensate no yes --repeats 5 \
   --out "$OUT/pallas.jsonl" --scenario brain3d-gre koma-brain-spiral > /dev/null || echo "pallas sincos: rc $?"
 # 4c. the same on readout-bound and pulse-bound cases

@@ -121,7 +121,7 @@ def main(argv=None) -> int:
     p.add_argument("--prepare", nargs="+", choices=["yes", "no"], default=["yes"],
                    help="a prepared pulse (yes: both kernels) and/or stepped pulses only (no)")
     p.add_argument("--reuse", nargs="+", choices=["yes", "no"], default=["yes"], help="the kernel's reuse option")
-    p.add_argument("--sincos", nargs="+", choices=pk.SINCOS, default=["libdevice"])
+    p.add_argument("--sincos", nargs="+", choices=pk.SINCOS, default=[pk.DEFAULT_SINCOS])
     p.add_argument("--arch", type=int, default=90, help="compute capability x 10 (default 90: H100/H200)")
     p.add_argument("--sass", metavar="DIR", help="also write each kernel's SASS here")
     p.add_argument("--out", help="also append the JSON lines to this file")

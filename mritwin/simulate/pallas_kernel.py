@@ -155,9 +155,51 @@ def _step_table(steps, reuse: bool):
     return tuple(jnp.pad(t, ((0, rows - n), (0, 0))).reshape(-1) for t in (real, ints))
 
 
-# the kernel's sine and cosine: jnp.sin/cos (CUDA's libdevice), or the XLA engine's float32
-# polynomial (`kernels.sincos_half_cycle`)
-SINCOS = ("libdevice", "poly")
+# the kernel's sine and cosine: jnp.sin/cos (CUDA's libdevice), the XLA engine's float32
+# polynomial (`kernels.sincos_half_cycle`), or `sincos_reduced` (the default)
+SINCOS = ("libdevice", "poly", "reduced")
+DEFAULT_SINCOS = "reduced"  # (benchmarks/RESULTS.md: fewer instructions than libdevice, float32 as close)
+
+
+def _fit_eighth_sincos(n_sin: int = 3, n_cos: int = 4):
+    """float32 coefficients of ``sin x = x + x³ P(x²)`` and ``cos x = 1 + x² Q(x²)`` on
+    ``|x| <= π/4``, least squares weighted for relative error (on Chebyshev points)."""
+    x = 0.25 * np.pi * np.cos(np.pi * (np.arange(4096) + 0.5) / 4096)
+    x = x[x > 0]
+    a = np.stack([x ** (2 * i) for i in range(n_sin)], 1) * (x ** 3 / np.sin(x))[:, None]
+    p = np.linalg.lstsq(a, (np.sin(x) - x) / np.sin(x), rcond=None)[0]
+    b = np.stack([x ** (2 * i) for i in range(n_cos)], 1) * (x ** 2 / np.cos(x))[:, None]
+    q = np.linalg.lstsq(b, (np.cos(x) - 1) / np.cos(x), rcond=None)[0]
+    return tuple(float(np.float32(c)) for c in p), tuple(float(np.float32(c)) for c in q)
+
+
+_EIGHTH_SINCOS = _fit_eighth_sincos()
+
+
+def sincos_reduced(y):
+    """``(sin(2πy), cos(2πy))`` for ``|y| <= 1/2`` cycles, as libdevice reduces: folded
+    to ``|z| <= 1/8`` cycle (both folds exact), then two short polynomials in ``x = 2πz``
+    sharing the reduction (max error 8e-8 for both in float32, against 8e-8 and 1.1e-7 for
+    XLA's ``sin``/``cos`` of the rounded angle): about a fifth of the instructions of
+    libdevice's separate ``sinf`` and ``cosf`` (the kernel's ``sincos="reduced"``)."""
+    p, q = _EIGHTH_SINCOS
+    one = jnp.ones_like(y)
+    half = jnp.abs(y) > 0.25  # sin(2πy) = sin(2π(±1/2 - y)), cos changes sign
+    y = jnp.where(half, jnp.where(y >= 0, 0.5, -0.5) * one - y, y)
+    sg = jnp.where(y >= 0, one, -one)
+    eighth = jnp.abs(y) > 0.125  # sin(2πy) = ±cos(2πz), cos(2πy) = ±sin(2πz), z = ±1/4 - y
+    z = jnp.where(eighth, 0.25 * sg - y, y)
+    x = _TWO_PI * z
+    x2 = x * x
+    sp = jnp.full_like(x, p[-1])
+    for c in p[-2::-1]:
+        sp = sp * x2 + c
+    cq = jnp.full_like(x, q[-1])
+    for c in q[-2::-1]:
+        cq = cq * x2 + c
+    sn, cs = x + x * x2 * sp, 1.0 + x2 * cq
+    s, c = jnp.where(eighth, sg * cs, sn), jnp.where(eighth, sg * sn, cs)
+    return s, jnp.where(half, -c, c)
 
 
 class _SpinArithmetic:
@@ -181,6 +223,8 @@ class _SpinArithmetic:
     def sin_cos(self, ph):  # |ph| <= 1/2 cycles
         if self.sincos == "poly":
             return kernels.sincos_half_cycle(ph)
+        if self.sincos == "reduced":
+            return sincos_reduced(ph)
         return jnp.sin(_TWO_PI * ph), jnp.cos(_TWO_PI * ph)
 
     def decays(self, dt):
@@ -308,7 +352,7 @@ def _prepare_kernel(*refs, length: int, sincos: str):
         o[...] = c
 
 
-def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: str = "libdevice",
+def _kernel(*refs, n_steps: int, n_coils: int, coils: bool, width: int, sincos: str = DEFAULT_SINCOS,
             compensate: bool = False, reuse: bool = False, prepared: bool = False):
     """One program: ``block`` spins through all steps. ``refs``: the 8 spin fields, the
     2 n_coils coil rows (re, im) when ``coils``, the step table (`_step_table`: float32
@@ -484,7 +528,7 @@ def _prepare_maps(spin_in, pulse, *, block: int, interpret: bool, sincos: str):
 
 
 def _pallas_forward(spins: Spins, steps: tuple, pulse=None, *, n_slots: int, block: int, interpret: bool,
-                    num_warps: int = DEFAULT_WARPS, sincos: str = "libdevice", compensate: bool = False,
+                    num_warps: int = DEFAULT_WARPS, sincos: str = DEFAULT_SINCOS, compensate: bool = False,
                     reuse: bool = True):
     """The kernel on one chunk: ``spins`` fields (n,), ``steps`` from `_step_arrays`,
     ``pulse`` the prepared pulses' rasters (`kernel_steps`: 7 arrays (P, L)) or None. Returns ((n_coils,
@@ -586,7 +630,7 @@ def _signal_jvp(n_slots, block, interpret, num_warps, sincos, compensate, reuse,
 
 
 def pallas_signal(spins: Spins, steps: tuple, pulse=None, *, n_slots: int, block: int = DEFAULT_BLOCK,
-                  interpret: bool | None = None, num_warps: int = DEFAULT_WARPS, sincos: str = "libdevice",
+                  interpret: bool | None = None, num_warps: int = DEFAULT_WARPS, sincos: str = DEFAULT_SINCOS,
                   compensate: bool = False, reuse: bool = True):
     """Run the fused kernel on one chunk of spins.
 
@@ -603,9 +647,13 @@ def pallas_signal(spins: Spins, steps: tuple, pulse=None, *, n_slots: int, block
         block: spins per program (a power of two).
         interpret: run in Pallas's interpreter; default: on the CPU.
         num_warps: GPU warps per program (Triton).
-        sincos: ``"libdevice"`` (``jnp.sin``/``jnp.cos``, CUDA's libdevice on a GPU: what
-            was measured) or ``"poly"`` (the XLA engine's float32 polynomial, fewer
-            instructions per step; an experiment for `benchmarks/bench_pallas.py`).
+        sincos: the sine and cosine of the rotations: ``"reduced"`` (default,
+            `sincos_reduced`: libdevice's reduction to an eighth of a cycle, then two
+            short polynomials sharing it; float32 as close to float64 as libdevice and
+            about a fifth of its instructions), ``"libdevice"`` (``jnp.sin``/``jnp.cos``,
+            CUDA's libdevice on a GPU: what the 2026-12-04 GPU run measured) or ``"poly"``
+            (the XLA engine's float32 polynomial: fewest instructions, about twice the
+            float32 error). `benchmarks/bench_pallas.py --sincos` times them.
         compensate: add each step's change by compensated (Kahan) summation (three more
             registers per spin; float32 about 2x closer to float64 on long stepped
             sequences of slowly relaxing spins; an experiment for
@@ -696,8 +744,8 @@ def step_slots(sample: np.ndarray, out_index: np.ndarray):
 @functools.partial(jax.jit, static_argnames=("n_slots", "block", "interpret", "want_mag", "mesh", "num_warps",
                                              "sincos", "compensate", "reuse"))
 def pallas_core(spins: Spins, steps: tuple, slot_of_sample, demod, pulse=None, *, n_slots: int, block: int,
-                interpret: bool, want_mag: bool, mesh=None, num_warps: int = DEFAULT_WARPS, sincos: str = "libdevice",
-                compensate: bool = False, reuse: bool = True):
+                interpret: bool, want_mag: bool, mesh=None, num_warps: int = DEFAULT_WARPS,
+                sincos: str = DEFAULT_SINCOS, compensate: bool = False, reuse: bool = True):
     """All chunks on all devices: ``spins`` fields (n_dev, chunks per device, chunk).
     Returns ((n_coils, n_adc) samples, (n_dev · n_chunks · chunk, 3) magnetization or None)."""
     from .engine import _TRACES
