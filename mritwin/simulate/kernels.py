@@ -94,6 +94,15 @@ def sincos_cycles(x):
     return sincos_half_cycle(x - jnp.round(x))  # [-1/2, 1/2]
 
 
+def horner(z, coeffs):
+    """``coeffs[0] + coeffs[1] z + coeffs[2] z² + ...`` by Horner's rule (``z``'s shape
+    and dtype)."""
+    out = jnp.full_like(z, coeffs[-1])
+    for c in coeffs[-2::-1]:
+        out = out * z + c
+    return out
+
+
 def sincos_half_cycle(x):
     """``(sin(2πx), cos(2πx))`` for ``|x| <= 1/2`` cycles: the polynomial of
     `sincos_cycles` after its reduction (also the Pallas kernel's ``sincos="poly"``)."""
@@ -101,13 +110,8 @@ def sincos_half_cycle(x):
     far = jnp.abs(x) > 0.25
     y = jnp.where(far, jnp.where(x >= 0, 0.5, -0.5).astype(x.dtype) - x, x)  # |y| <= 1/4
     y2 = y * y
-    sn = jnp.full_like(y, ps[-1])
-    for c in ps[-2::-1]:
-        sn = sn * y2 + c
-    cs = jnp.full_like(y, pc[-1])
-    for c in pc[-2::-1]:
-        cs = cs * y2 + c
-    return sn * y, jnp.where(far, -cs, cs)
+    cs = horner(y2, pc)
+    return horner(y2, ps) * y, jnp.where(far, -cs, cs)
 
 
 @sincos_cycles.defjvp

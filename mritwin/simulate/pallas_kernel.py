@@ -191,13 +191,7 @@ def sincos_reduced(y):
     z = jnp.where(eighth, 0.25 * sg - y, y)
     x = _TWO_PI * z
     x2 = x * x
-    sp = jnp.full_like(x, p[-1])
-    for c in p[-2::-1]:
-        sp = sp * x2 + c
-    cq = jnp.full_like(x, q[-1])
-    for c in q[-2::-1]:
-        cq = cq * x2 + c
-    sn, cs = x + x * x2 * sp, 1.0 + x2 * cq
+    sn, cs = x + x * x2 * kernels.horner(x2, p), 1.0 + x2 * kernels.horner(x2, q)
     s, c = jnp.where(eighth, sg * cs, sn), jnp.where(eighth, sg * sn, cs)
     return s, jnp.where(half, -c, c)
 
