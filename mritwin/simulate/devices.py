@@ -21,10 +21,11 @@ def use_cpu_devices(n: int | None = None) -> int:
     """Show JAX ``n`` CPU devices (default: one per core, `cpu_cores`), so that `simulate`
     splits the spins of large twins over the cores.
 
-    XLA runs a simulation's step loop on one core: its elementwise work per step is too
-    small for XLA to split it across threads. With a device per core, `simulate` lays the
-    spins out over the devices (``Bloch(shard="auto")``: at least 8 192 spins per CPU
-    device) and each device runs its share on its own core. On a 2-core VM this ran the
+    XLA runs a simulation's step loop one step after another; it splits a step's larger
+    operations over its threads, which for a few hundred to a few thousand spins costs
+    more than it saves. With a device per core, `simulate` lays the spins out over the
+    devices (``Bloch(shard="auto")``: at least 8 192 spins per CPU device, or 128 for step
+    loops of 1 000 steps or more) and each device runs its share in its own loop. On a 2-core VM this ran the
     25 609-spin MRiLab spiral 2.4x, the MR-fingerprinting train 2.2x and a 128² GRE 1.7x
     as fast as one device (benchmarks/RESULTS.md, "CPU: two devices"); small twins stay on
     one device. The `mritwin` commands do this themselves.
