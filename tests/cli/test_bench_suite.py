@@ -208,6 +208,31 @@ def test_one_fusion_benchmark_runs_and_agrees_with_the_plain_outputs(capsys):
     assert min(kernel["one_fusion_s"], kernel["plain_s"], scenario["one_fusion_s"], scenario["plain_s"]) > 0
 
 
+def test_rf_peer_benchmark_runs_without_its_peers(capsys):
+    """benchmarks/bench_peers_rf.py in mritwin's own venv (SigPy and blochsimulator absent):
+    mritwin's slice-profile record, then one "skipped" record per peer. The slice profile
+    itself: the 90 degree sinc tips the spin at the slice centre fully, spins three slice
+    thicknesses away not at all."""
+    import pathlib
+    import runpy
+
+    script = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "bench_peers_rf.py"
+    mod = runpy.run_path(str(script))
+    assert mod["main"](["--sizes", "101", "--repeats", "1", "--cpu-devices", "1"]) == 0
+    recs = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    ours = recs[0]
+    assert ours["simulator"] == "mritwin" and ours["n_spins"] == 101 and ours["n_steps"] == 2001
+    assert ours["run_s"] > 0 and ours["spin_steps_per_s"] > 0
+    for rec in recs[1:]:
+        assert rec["simulator"] in ("sigpy", "blochsimulator")
+        assert "skipped" in rec or "max_err_vs_mritwin" in rec
+    seq, scanner = mod["slice_sequence"]()
+    twin, z = mod["line_twin"](101)
+    m = np.asarray(mt.simulate(twin, seq, scanner=scanner, return_magnetization=True).magnetization)
+    assert abs(np.hypot(m[50, 0], m[50, 1]) - 1) < 1e-5 and abs(m[50, 2]) < 1e-5  # z = 0
+    assert np.all(m[[0, -1], 2] > 0.9999)  # z = +-15 mm
+
+
 @pytest.mark.parametrize("name", ["brain3d-ms", "brain3d-slab"])
 def test_3d_brain_scenarios_match_numpy_reference_and_excite_only_their_slices(name):
     """The 3D-brain scenarios with several slices (2D multi-slice) or a slab (3D GRE), quick
