@@ -233,6 +233,21 @@ def test_rf_peer_benchmark_runs_without_its_peers(capsys):
     assert np.all(m[[0, -1], 2] > 0.9999)  # z = +-15 mm
 
 
+def test_gradient_peer_benchmark_runs_without_its_peer(capsys):
+    """benchmarks/bench_peers_grad.py in mritwin's own venv (MRzeroCore absent): mritwin's
+    gradient record, then one "skipped" record."""
+    import pathlib
+    import runpy
+
+    script = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "bench_peers_grad.py"
+    mod = runpy.run_path(str(script))
+    assert mod["main"](["--sizes", "8", "--repeats", "1", "--cpu-devices", "1"]) == 0
+    recs = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert recs[0]["simulator"] == "mritwin" and recs[0]["n_spins"] == 64
+    assert recs[0]["gradient_s"] > 0 and recs[0]["forward_s"] > 0 and recs[0]["loss"] > 0
+    assert recs[-1]["simulator"] == "MRzeroCore" and ("skipped" in recs[-1] or "gradient_s" in recs[-1])
+
+
 @pytest.mark.parametrize("name", ["brain3d-ms", "brain3d-slab"])
 def test_3d_brain_scenarios_match_numpy_reference_and_excite_only_their_slices(name):
     """The 3D-brain scenarios with several slices (2D multi-slice) or a slab (3D GRE), quick
