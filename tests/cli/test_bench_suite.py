@@ -218,7 +218,7 @@ def test_rf_peer_benchmark_runs_without_its_peers(capsys):
 
     script = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "bench_peers_rf.py"
     mod = runpy.run_path(str(script))
-    assert mod["main"](["--sizes", "101", "--repeats", "1", "--cpu-devices", "1"]) == 0
+    assert mod["main"](["--sizes", "101", "--repeats", "1"]) == 0
     recs = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     ours = recs[0]
     assert ours["simulator"] == "mritwin" and ours["n_spins"] == 101 and ours["n_steps"] == 2001
@@ -241,7 +241,7 @@ def test_gradient_peer_benchmark_runs_without_its_peer(capsys):
 
     script = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "bench_peers_grad.py"
     mod = runpy.run_path(str(script))
-    assert mod["main"](["--sizes", "8", "--repeats", "1", "--cpu-devices", "1"]) == 0
+    assert mod["main"](["--sizes", "8", "--repeats", "1"]) == 0
     recs = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
     assert recs[0]["simulator"] == "mritwin" and recs[0]["n_spins"] == 64
     assert recs[0]["gradient_s"] > 0 and recs[0]["forward_s"] > 0 and recs[0]["loss"] > 0
