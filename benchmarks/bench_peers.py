@@ -138,6 +138,26 @@ def _errors(sig, ref, n) -> dict:
     }
 
 
+def _mrzero_skip() -> str | None:
+    """Why MRzeroCore cannot run here, or None when it can."""
+    try:
+        import MRzeroCore  # noqa: F401
+        import torch  # noqa: F401
+    except Exception as e:  # ImportError, or a broken torch install
+        return f"MRzeroCore/torch not importable: {type(e).__name__}: {e}"
+    return None
+
+
+def _set_cpu_devices(n: int | None) -> None:
+    """JAX CPU devices for mritwin: one per core, as the CLI sets them up (``n`` None), or ``n``."""
+    from mritwin.simulate.devices import use_cpu_devices, use_cpu_devices_by_default
+
+    if n is None:
+        use_cpu_devices_by_default()
+    else:
+        use_cpu_devices(n)
+
+
 def _base(n: int, simulator: str, version: str, method: str, threads: int) -> dict:
     return {"scenario": f"gre-{n}", "simulator": simulator, "version": version, "method": method,
             "device": "cpu", "threads": threads, "n_spins": n * n, "n_samples": n * n}
@@ -262,13 +282,7 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     warnings.filterwarnings("ignore", category=UserWarning)
 
-    skip = None
-    try:
-        import MRzeroCore  # noqa: F401
-        import torch  # noqa: F401
-    except Exception as e:  # ImportError, or a broken torch install
-        skip = f"MRzeroCore/torch not importable: {type(e).__name__}: {e}"
-
+    skip = _mrzero_skip()
     with tempfile.TemporaryDirectory() as tmp:
         for n in a.sizes:
             recs, ref, seq = run_mritwin(n, a.repeats)

@@ -58,7 +58,17 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_peers import FOV, _base, _cores, _emit, _flip_phases, _quiet, _version  # noqa: E402
+from bench_peers import (  # noqa: E402
+    FOV,
+    _base,
+    _cores,
+    _emit,
+    _flip_phases,
+    _mrzero_skip,
+    _quiet,
+    _set_cpu_devices,
+    _version,
+)
 
 import mritwin as mt  # noqa: E402
 from mritwin.benchmarking import cartesian_gre, grid_twin  # noqa: E402
@@ -180,20 +190,8 @@ def main(argv=None) -> int:
                    help="JAX CPU devices (default: one per core, as the CLI)")
     a = p.parse_args(argv)
     warnings.filterwarnings("ignore", category=UserWarning)
-    from mritwin.simulate.devices import use_cpu_devices, use_cpu_devices_by_default
-
-    if a.cpu_devices is None:
-        use_cpu_devices_by_default()
-    else:
-        use_cpu_devices(a.cpu_devices)
-
-    skip = None
-    try:
-        import MRzeroCore  # noqa: F401
-        import torch  # noqa: F401
-    except Exception as e:  # ImportError, or a broken torch install
-        skip = f"MRzeroCore/torch not importable: {type(e).__name__}: {e}"
-
+    _set_cpu_devices(a.cpu_devices)
+    skip = _mrzero_skip()
     with tempfile.TemporaryDirectory() as tmp:
         for n in a.sizes:
             rec, ref = run_mritwin(n, a.repeats)

@@ -71,7 +71,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from bench_peers import _cores, _emit, _version  # noqa: E402
+from bench_peers import _cores, _emit, _set_cpu_devices, _version  # noqa: E402
 
 import mritwin as mt  # noqa: E402
 
@@ -219,13 +219,7 @@ def main(argv=None) -> int:
     p.add_argument("--x64", action="store_true", help="mritwin in float64, as the peers")
     a = p.parse_args(argv)
     warnings.filterwarnings("ignore", category=UserWarning)
-
-    from mritwin.simulate.devices import use_cpu_devices, use_cpu_devices_by_default
-
-    if a.cpu_devices is None:
-        use_cpu_devices_by_default()
-    else:
-        use_cpu_devices(a.cpu_devices)
+    _set_cpu_devices(a.cpu_devices)
     if a.x64:
         import jax
 
