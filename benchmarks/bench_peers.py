@@ -187,13 +187,17 @@ def run_mritwin(n: int, repeats: int):
 
 # -- MRzeroCore ---------------------------------------------------------------------------------
 
-def _mr0_phantom(mr0, torch, n: int):
+def _mr0_phantom(mr0, torch, n: int, pd=None, t1=None, t2=None):
+    """MRzeroCore's n x n x 1 phantom of `grid_twin` (PD 1, T1 1 s, T2 0.1 s unless given as
+    (n, n, 1) tensors, e.g. ones that require gradients)."""
     shape = (n, n, 1)
     affine = torch.eye(3, 4)
     affine[0, 0] = affine[1, 1] = FOV / n * 1000  # mm per voxel; MRzero centres voxel n//2 at 0
     affine[2, 2] = 1.0
-    ones = torch.ones(shape)
-    return mr0.VoxelGridPhantom(PD=ones, T1=ones, T2=torch.full(shape, 0.1),
+    pd = torch.ones(shape) if pd is None else pd
+    t1 = torch.ones(shape) if t1 is None else t1
+    t2 = torch.full(shape, 0.1) if t2 is None else t2
+    return mr0.VoxelGridPhantom(PD=pd, T1=t1, T2=t2,
                                 T2dash=torch.full(shape, math.inf), D=torch.zeros(shape),
                                 B0=torch.zeros(shape), B1=torch.ones((1, *shape)),
                                 coil_sens=torch.ones((1, *shape)), affine=affine)

@@ -64,6 +64,7 @@ from bench_peers import (  # noqa: E402
     _cores,
     _emit,
     _flip_phases,
+    _mr0_phantom,
     _mrzero_skip,
     _quiet,
     _set_cpu_devices,
@@ -71,7 +72,7 @@ from bench_peers import (  # noqa: E402
 )
 
 import mritwin as mt  # noqa: E402
-from mritwin.benchmarking import cartesian_gre, grid_twin  # noqa: E402
+from mritwin.benchmarking import cartesian_gre, grid_twin, time_call  # noqa: E402
 
 MAPS = ("t1", "t2", "pd")
 
@@ -92,19 +93,8 @@ def run_mritwin(n: int, repeats: int):
     p = {k: jnp.asarray(getattr(twin, k)) for k in MAPS}
     fwd, vg = jax.jit(loss), jax.jit(jax.value_and_grad(loss))
 
-    def timed(f):
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(f(p))
-        first = time.perf_counter() - t0
-        ts = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            jax.block_until_ready(f(p))
-            ts.append(time.perf_counter() - t0)
-        return first, statistics.median(ts), out
-
-    first, t_grad, (value, g) = timed(vg)
-    _, t_fwd, _ = timed(fwd)
+    first, t_grad, (value, g) = time_call(lambda: vg(p), repeats)
+    _, t_fwd, _ = time_call(lambda: fwd(p), repeats)
     rec = _base(n, "mritwin", mt.__version__, "jax.value_and_grad through simulate, Bloch(), float32", _cores())
     rec.update(gradient_s=t_grad, forward_s=t_fwd, compile_s=max(first - t_grad, 0.0), repeats=repeats,
                gradient_over_forward=t_grad / t_fwd, loss=float(value), jax=jax.__version__,
@@ -114,17 +104,11 @@ def run_mritwin(n: int, repeats: int):
 
 
 def _phantom(mr0, torch, n: int):
+    """`bench_peers`' phantom with T1, T2 and PD leaves that require gradients."""
     shape = (n, n, 1)
-    affine = torch.eye(3, 4)
-    affine[0, 0] = affine[1, 1] = FOV / n * 1000  # mm per voxel; MRzero centres voxel n//2 at 0
-    affine[2, 2] = 1.0
     leaves = {"pd": torch.ones(shape, requires_grad=True), "t1": torch.ones(shape, requires_grad=True),
               "t2": torch.full(shape, 0.1, requires_grad=True)}
-    phantom = mr0.VoxelGridPhantom(PD=leaves["pd"], T1=leaves["t1"], T2=leaves["t2"],
-                                   T2dash=torch.full(shape, math.inf), D=torch.zeros(shape),
-                                   B0=torch.zeros(shape), B1=torch.ones((1, *shape)),
-                                   coil_sens=torch.ones((1, *shape)), affine=affine)
-    return phantom, leaves
+    return _mr0_phantom(mr0, torch, n, **leaves), leaves
 
 
 def run_mrzero(n: int, seq_path: str, ref: dict, repeats: int, match_max_n: int):

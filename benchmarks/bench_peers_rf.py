@@ -62,9 +62,7 @@ import argparse
 import math
 import os
 import platform
-import statistics
 import sys
-import time
 import warnings
 
 import numpy as np
@@ -74,6 +72,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_peers import _cores, _emit, _set_cpu_devices, _version  # noqa: E402
 
 import mritwin as mt  # noqa: E402
+from mritwin.benchmarking import time_call  # noqa: E402
 
 PEERS = ("sigpy", "blochsimulator")
 THICKNESS = 5e-3  # [m]
@@ -117,19 +116,6 @@ def _rate(rec: dict) -> dict:
     return rec
 
 
-def _median_time(fn, repeats: int):
-    """(first call [s], median of ``repeats`` more [s], first result)."""
-    t0 = time.perf_counter()
-    out = fn()
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return first, statistics.median(times), out
-
-
 # -- the simulators ----------------------------------------------------------------------------
 
 def run_mritwin(n: int, seq, scanner, n_steps: int, repeats: int, x64: bool):
@@ -143,7 +129,7 @@ def run_mritwin(n: int, seq, scanner, n_steps: int, repeats: int, x64: bool):
         sig = mt.simulate(twin, seq, scanner=scanner, return_magnetization=True, dtype=dtype)
         return np.asarray(jax.block_until_ready(sig.magnetization), np.float64)
 
-    first, run, m = _median_time(call, repeats)
+    first, run, m = time_call(call, repeats)
     rec = _base(n, "mritwin", mt.__version__, f"simulate(return_magnetization=True), "
                 f"{'float64' if x64 else 'float32'}", n_steps)
     rec.update(run_s=run, compile_s=max(first - run, 0.0), repeats=repeats, jax=jax.__version__,
@@ -165,7 +151,7 @@ def run_sigpy(n: int, train, repeats: int):
         ab = np.conj(a) * b
         return np.stack([2 * ab.real, 2 * ab.imag, np.abs(a) ** 2 - np.abs(b) ** 2], axis=1)
 
-    first, run, m = _median_time(call, repeats)
+    first, run, m = time_call(call, repeats)
     m[:, 1] = -m[:, 1]  # SigPy's Mx + i My is the complex conjugate of mritwin's
     rec = _base(n, "sigpy", _version("sigpy"), "sigpy.mri.rf.sim.abrm_nd, float64", dt.size)
     rec.update(run_s=run, first_run_s=first, repeats=repeats, frame="(Mx, -My, Mz)")
@@ -196,7 +182,7 @@ def run_blochsimulator(n: int, train, repeats: int):
         r = sim.simulate((b1, grad, t), tissue, positions=positions, mode=0)
         return np.stack([np.ravel(r["mx"]), np.ravel(r["my"]), np.ravel(r["mz"])], axis=1)
 
-    first, run, m = _median_time(call, repeats)
+    first, run, m = time_call(call, repeats)
     rec = _base(n, "blochsimulator", _version("blochsimulator"),
                 "BlochSimulator.simulate, optimized kernel, float64", dt.size)
     rec.update(run_s=run, first_run_s=first, repeats=repeats, frame="as it is")
