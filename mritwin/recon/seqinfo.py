@@ -6,12 +6,12 @@ Host-side NumPy only.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 
 from ..constants import GAMMA_BAR
 from ..sequence.events import ArbGrad, TrapGrad
+from ..sequence.kspace import rf_roles
 from ..sequence.labels import adc_labels, labels_used, sample_adc_index
 from ..sequence.sequence import Sequence
 
@@ -46,15 +46,9 @@ class AcqInfo:
 
 
 def is_excitation(rf) -> bool:
-    """Whether an RF pulse excites (``use == "excitation"``, or undefined and <= 150°)."""
-    if rf.use == "excitation":
-        return True
-    if rf.use in ("undefined", "other"):
-        try:
-            return math.degrees(rf.flip_angle()) <= 150.0
-        except Exception:  # traced amplitude: assume excitation
-            return True
-    return False
+    """Whether an RF pulse excites (``use == "excitation"``, or undefined and below
+    90.01°: `mritwin.sequence.kspace.rf_roles`)."""
+    return rf_roles([(0, rf)])[0] == 0
 
 
 def _grad_amp(g) -> float:

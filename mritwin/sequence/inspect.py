@@ -5,7 +5,8 @@ excitation pulse to the ADC sample at the k-space centre (smallest ``|k|``) afte
 TR is the time between the centres of consecutive excitation pulses. Unlike
 `timing.excitation_centres`, pulses of files that do not store the RF use (Pulseq
 < 1.5, ``use="undefined"``) are classified by flip angle as the k-space calculation
-does (<= 150° excitation), so estimates exist for old files too.
+does (below 90.01° excitation, as the Pulseq toolboxes detect it), so estimates exist
+for old files too.
 """
 
 from __future__ import annotations

@@ -9,25 +9,30 @@ import numpy as np
 from ..constants import GAMMA_BAR
 from .timeline import adc_table, gradient_moments, gradient_table, rf_table
 
-__all__ = ["kspace_at_adc", "rf_roles"]
+__all__ = ["kspace_at_adc", "rf_roles", "UNDEFINED_REFOCUS_DEG"]
 
 _EXCITE, _REFOCUS, _NONE = 0, 1, 2
+UNDEFINED_REFOCUS_DEG = 90.01
+"""Flip angle [deg] from which a pulse of undefined use counts as refocusing (the Pulseq
+toolboxes' threshold: 90° plus 0.01° for the rounding of very short pulses)."""
 
 
 def rf_roles(pulses) -> list[int]:
     """Role of each pulse for k-space: 0 excitation (reset), 1 refocusing (negate), 2 none.
 
-    ``use`` decides; ``"undefined"`` pulses are classified by nominal flip angle
-    (> 150° refocusing, otherwise excitation), as Pulseq tools do. Inversion and
-    saturation pulses do not touch k-space.
+    ``use`` decides. ``"undefined"`` pulses (every pulse of a Pulseq file older than
+    1.5) are classified by nominal flip angle as the Pulseq toolboxes' RF-use detection
+    does (MATLAB's and pypulseq's ``detectRFuse``): below `UNDEFINED_REFOCUS_DEG`
+    (90.01°) excitation, otherwise refocusing. Inversion, saturation, preparation and
+    ``"other"`` pulses do not touch k-space (as in the toolboxes' k-space calculation).
     """
     roles = []
     for _, ev in pulses:
         use = ev.use
-        if use == "undefined" or use == "other":
+        if use == "undefined":
             traced = any(isinstance(v, jax.core.Tracer) for v in (ev.amplitude, ev.shape, ev.phase_offset))
             flip = 0.0 if traced else ev.flip_angle()  # traced values: classify as excitation
-            use = "refocusing" if np.degrees(flip) > 150 else "excitation"
+            use = "refocusing" if np.degrees(flip) >= UNDEFINED_REFOCUS_DEG else "excitation"
         roles.append({"excitation": _EXCITE, "refocusing": _REFOCUS}.get(use, _NONE))
     return roles
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -107,13 +108,18 @@ def make_arbitrary_rf(signal, *, flip_angle=None, raster=None, phase_offset=0.0,
     """An RF pulse from complex samples ``signal`` [T] (or scaled to ``flip_angle`` [rad])."""
     sc = scanner or Scanner()
     raster = sc.rf_raster if raster is None else raster
-    sig = jnp.asarray(signal) if not isinstance(signal, np.ndarray) else signal
-    peak = jnp.max(jnp.abs(sig))
+    # traced (differentiating with respect to the samples or the flip angle): JAX; else
+    # float64 NumPy, so that the pulse's samples are not rounded to float32
+    xp = jnp if any(isinstance(x, jax.core.Tracer) for x in (signal, flip_angle)) else np
+    sig = xp.asarray(signal)
+    if xp is np:
+        sig = sig.astype(np.complex128 if np.iscomplexobj(sig) else np.float64)
+    peak = xp.max(xp.abs(sig))
     shape = sig / peak
     amp = peak
     if flip_angle is not None:
-        area = jnp.abs(jnp.sum(shape)) * raster
-        amp = flip_angle / (2 * jnp.pi * sc.gamma_bar * area)
+        area = xp.abs(xp.sum(shape)) * raster
+        amp = flip_angle / (2 * np.pi * sc.gamma_bar * area)
     return RF(amp, shape, phase_offset=phase_offset, freq_offset=freq_offset,
               delay=sc.rf_dead_time if delay is None else delay, raster=raster, use=use,
               dead_time=sc.rf_dead_time, ringdown_time=sc.rf_ringdown_time)

@@ -228,7 +228,8 @@ class Sequence:
         ``k(t) = γ̄ ∫ G dt`` integrated exactly over the piecewise-linear gradients,
         reset to 0 at the centre of each excitation pulse and negated at the centre of
         each refocusing pulse (RF ``use``; pulses with ``use="undefined"`` are
-        classified by flip angle: > 150° refocusing, otherwise excitation).
+        classified by flip angle as the Pulseq toolboxes do: from 90.01° refocusing,
+        otherwise excitation; other uses leave k-space alone).
         """
         from .kspace import kspace_at_adc
 

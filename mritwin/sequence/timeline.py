@@ -27,9 +27,13 @@ def is_traced(*xs) -> bool:
 
 
 def _concat(parts, dtype):
+    """One flat table of event values: JAX when any value is traced (differentiating with
+    respect to the sequence), else NumPy in ``dtype`` (float64 / complex128), so that one
+    concrete JAX-valued event (e.g. `make_arbitrary_rf`'s) does not turn the whole table
+    into float32 and the exact-tracing paths (run merging, prepared pulses) stay on."""
     if not parts:
         return np.zeros(0, dtype=dtype)
-    if any(isinstance(p, jax.Array) for p in parts):
+    if any(isinstance(p, jax.core.Tracer) for p in parts):
         return jnp.concatenate([jnp.ravel(jnp.asarray(p)) for p in parts])
     return np.concatenate([np.ravel(np.asarray(p)) for p in parts]).astype(dtype)
 

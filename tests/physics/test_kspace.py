@@ -1,8 +1,12 @@
 """k-space: the signal of an object is the Fourier transform of its density (PHYSICS.md 12),
 and a tiny 2D Cartesian GRE image shows a disk at the right place and size."""
 
+import warnings
+
+import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import mritwin as mt
 from tests.seqkit import IDEAL, cartesian_gre, fft_recon, grid_twin, hard
@@ -49,3 +53,80 @@ def test_gre_image_shows_disk_at_right_place_and_size():
     np.testing.assert_allclose(yg[mask].mean(), y0, atol=fov / n / 2)
     true_area = ((xg - x0) ** 2 + (yg - y0) ** 2 < r ** 2).sum()
     np.testing.assert_allclose(mask.sum(), true_area, rtol=0.05)
+
+
+def _k_after(pulse, area=2e-6):
+    """kx [1/m] of an ADC sample after: excitation, an x gradient of ``area`` [T s/m],
+    then ``pulse`` (no gradient after it)."""
+    g = mt.TrapGrad("x", area / 1.1e-3, 100e-6, 1e-3, 100e-6)  # area = amp * (flat + rise)
+    seq = mt.Sequence([mt.Block(rf=hard(np.pi / 2, 20e-6, use="excitation")), mt.Block(gx=g),
+                       mt.Block(rf=pulse), mt.Block(adc=mt.ADC(1, 10e-6, delay=0.0))])
+    return float(np.asarray(seq.kspace())[0, 0])
+
+
+def test_rf_use_decides_what_a_pulse_does_to_kspace():
+    """The toolboxes' k-space rules: excitation resets, refocusing negates, inversion,
+    saturation, preparation and "other" pulses leave k alone; a pulse of undefined use
+    (all of a pre-1.5 file's) is an excitation below 90.01 degrees, else refocusing."""
+    k0 = mt.GAMMA_BAR * 2e-6
+    assert _k_after(hard(np.pi / 2, 20e-6, use="excitation")) == 0.0
+    for use in ("inversion", "saturation", "preparation", "other"):
+        np.testing.assert_allclose(_k_after(hard(np.pi / 2, 20e-6, use=use)), k0, rtol=1e-12, err_msg=use)
+    for deg, want in ((60.0, 0.0), (90.0, 0.0), (90.02, -k0), (120.0, -k0), (180.0, -k0)):
+        np.testing.assert_allclose(_k_after(hard(np.radians(deg), 20e-6, use="undefined")), want,
+                                   rtol=1e-12, atol=1e-9, err_msg=str(deg))
+    np.testing.assert_allclose(_k_after(hard(np.radians(120.0), 20e-6, use="refocusing")), -k0, rtol=1e-12)
+
+
+def test_pre15_file_rf_use_matches_pypulseq_detection(tmp_path):
+    """A 1.4.1 file stores no RF use: a spin echo with a 120 degree refocusing pulse read
+    back by mritwin has pypulseq's k-space (its detectRFuse: 90.01 degrees)."""
+    pp = pytest.importorskip("pypulseq")
+
+    sys_ = pp.Opts(max_grad=30, grad_unit="mT/m", max_slew=120, slew_unit="T/m/s")
+    seq = pp.Sequence(sys_)
+    exc = pp.make_block_pulse(np.pi / 2, duration=200e-6, system=sys_, use="excitation")
+    ref = pp.make_block_pulse(np.radians(120), duration=400e-6, system=sys_, use="refocusing")
+    pre = pp.make_trapezoid("x", area=500, duration=1e-3, system=sys_)
+    gx = pp.make_trapezoid("x", flat_area=1000, flat_time=2e-3, system=sys_)
+    adc = pp.make_adc(8, duration=gx.flat_time, delay=gx.rise_time, system=sys_)
+    for b in ([exc], [pre], [ref], [gx, adc]):
+        seq.add_block(*b)
+    path = str(tmp_path / "se_v141.seq")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        seq.write(path, v141_compat=True)
+        back = pp.Sequence(sys_)
+        back.read(path, detect_rf_use=True)
+        k_pp = np.asarray(back.calculate_kspace()[0])[0]
+    m = mt.read_seq(path)
+    assert [b.rf.use for b in m.blocks if b.rf is not None] == ["undefined", "undefined"]
+    k_mt = np.asarray(m.kspace())[:, 0]
+    np.testing.assert_allclose(k_mt, k_pp, rtol=1e-5, atol=1e-3)
+    assert k_mt[0] < 0  # the prewinder's +500 1/m negated (kept as +500 before 2026-12-06)
+
+
+@pytest.mark.parametrize("xp", [np, jnp], ids=["numpy-samples", "jax-samples"])
+def test_kspace_stays_exact_over_long_sequences_with_arbitrary_gradients(xp):
+    """k-space is integrated in float64 over the whole sequence even when an event holds
+    JAX values: 3 000 TRs, each an excitation, an arbitrary y lobe of known area, one ADC
+    sample and an unbalanced z spoiler (k_z without resets reaches 1.2e7 1/m, where
+    float32 would be off by ~1 1/m, a quarter of a 25 cm FOV's pixel). Run with JAX's
+    default float32 (x64 off), as users do: the suite's x64 would hide it."""
+    jax.config.update("jax_enable_x64", False)
+    try:
+        lobe = xp.sin(xp.linspace(0.0, np.pi, 20)) * 1e-3  # [T/m] on a 10 us raster
+        gy = mt.make_arbitrary_grad("y", lobe, first=0.0, last=0.0, scanner=IDEAL)
+        spoil = mt.TrapGrad("z", 40e-3, 100e-6, 0.9e-3, 100e-6)
+        tr = [mt.Block(rf=hard(np.radians(10), 20e-6)), mt.Block(gz=spoil), mt.Block(gy=gy),
+              mt.Block(adc=mt.ADC(1, 10e-6, delay=0.0))]
+        k = np.asarray(mt.Sequence(tr * 3000).kspace())
+    finally:
+        jax.config.update("jax_enable_x64", True)
+    t = np.concatenate([[0.0], (np.arange(20) + 0.5) * 10e-6, [200e-6]])
+    w = np.concatenate([[0.0], np.sin(np.linspace(0.0, np.pi, 20)) * 1e-3, [0.0]])
+    ky = mt.GAMMA_BAR * np.sum(0.5 * (w[1:] + w[:-1]) * np.diff(t))  # trapezoidal rule: exact
+    assert k.dtype == np.float64 and k.shape == (3000, 3)
+    np.testing.assert_allclose(k[:, 1], ky, rtol=1e-6)  # (JAX samples: float32 lobe values)
+    np.testing.assert_allclose(k[:, 0], 0.0, atol=1e-9)
+    np.testing.assert_allclose(k[:, 2], mt.GAMMA_BAR * 40e-3 * 1e-3, rtol=1e-9)  # the spoiler's area
