@@ -368,7 +368,9 @@ def discretize(
         from .kspace import rf_roles
 
         roles = np.asarray(rf_roles(rft.pulses))
-        starts_exc = rft.periods[roles == 0, 0]
+        # (rounded like the step bounds: a start summed from block durations may lie a
+        # rounding below its bound, which would mark the step before the pulse)
+        starts_exc = np.round(rft.periods[roles == 0, 0], 12)
         spoil[np.searchsorted(sb, starts_exc, side="right")] = True
 
     # ---- values -----------------------------------------------------------------------
@@ -575,7 +577,9 @@ def _apply_motion(motion, gt, sa, sb, gb):
 
 
 def _rf_step_edges(rft, rf_dt):
-    """Step edges inside RF pulses: every sample edge, minus removable interior ones."""
+    """Step edges inside RF pulses: every sample edge, minus removable interior ones, and
+    each pulse's shape period (whose start the pulse's frame and ``is_rf`` refer to: a
+    time-shaped pulse's first sample may start after it, or its last end before it)."""
     if rft.edge0.size == 0:
         return np.zeros(0)
     e0, e1 = rft.edge0, rft.edge1
@@ -589,12 +593,14 @@ def _rf_step_edges(rft, rf_dt):
             v = np.asarray(vals)[rft.value_index]
             removable &= v[1:] == v[:-1]  # (in the frame that follows the pulse, modulated or not)
     else:
+        # steps of rf_dt from the shape start: a sample belongs to the step its start is in
         start = rft.periods[rft.pulse, 0]
-        bucket_idx = np.floor((e1 - start) / rf_dt + 1e-9)
+        bucket_idx = np.floor((e0 - start) / rf_dt + 1e-9)
         removable &= bucket_idx[1:] == bucket_idx[:-1]
     first = np.r_[True, ~same_pulse]
     last = np.r_[~same_pulse, True]
-    return np.concatenate([e0[first], e1[last], e1[:-1][same_pulse & ~removable]])
+    return np.concatenate([e0[first], e1[last], e1[:-1][same_pulse & ~removable],
+                           rft.periods[:, 0], rft.periods[:, 1]])
 
 
 def _rf_integrals(rft, sa, sb, is_rf, gb, frame):

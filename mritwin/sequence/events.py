@@ -180,6 +180,11 @@ class RF(eqx.Module):
             else:
                 shape_duration = self.time[0] * 2
         self.shape_duration = _time(shape_duration, "RF.shape_duration")
+        held = n * self.raster if self.time is None else self.time[-1]
+        if self.shape_duration < held - 1e-12 - 1e-9 * held:  # (rounding of n * raster)
+            what = f"{n} samples of {self.raster:g} s" if self.time is None else f"the last sample time {held:g} s"
+            raise ValueError(f"RF.shape_duration {self.shape_duration:g} s is shorter than {what}: "
+                             "samples past the shape's end would be dropped")
         if center is None:
             k = int(np.argmax(np.abs(np.asarray(jax.lax.stop_gradient(self.shape))))) if not isinstance(
                 self.shape, jax.core.Tracer) else n // 2

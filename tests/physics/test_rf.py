@@ -196,3 +196,48 @@ def test_rf_use_does_not_change_physics(use):
     seq = mt.Sequence([mt.Block(rf=rf), mt.Block(adc=mt.ADC(1, 1e-6))])
     s = mt.simulate(column(z), seq, **F64).samples
     np.testing.assert_allclose(np.asarray(s), 5j * np.sin(0.3), rtol=1e-9)
+
+
+def _brute_rotation(m, b1_of_t, t0, t1, n=20000):
+    """m (3,) rotated about conj(B1(t)) (the left-handed precession of conventions.md),
+    by n midpoint steps of exact rotations: an independent reference for short pulses."""
+    dt = (t1 - t0) / n
+    for i in range(n):
+        b = np.conj(b1_of_t(t0 + (i + 0.5) * dt))
+        w = 2 * np.pi * mt.GAMMA_BAR * dt * np.array([b.real, b.imag, 0.0])
+        th = np.linalg.norm(w)
+        u = w / th
+        m = m * np.cos(th) - np.cross(u, m) * np.sin(th) + u * np.dot(u, m) * (1 - np.cos(th))
+    return m
+
+
+@pytest.mark.parametrize("delay", [0.0, 20e-6, 100e-6])
+def test_offset_pulse_whose_samples_start_after_its_shape_start(delay):
+    """A time-shaped pulse with a frequency offset whose first sample starts 30 us after
+    the shape start (the modulation's time origin): the empty lead-in, and any delay
+    before the pulse, are part of the frame's bookkeeping and must not change the result
+    (they did before 2026-12-06: ~0.5 off at a 100 us delay). Also: a shape period longer
+    than a uniformly sampled pulse's samples."""
+    f = 5000.0
+    amp = np.pi / 2 / (2 * np.pi * mt.GAMMA_BAR * 80e-6)
+    twin = column(np.zeros(1))
+    hard = mt.make_block_pulse(np.pi / 2, 10e-6, delay=0.0, scanner=IDEAL)  # M -> +y
+    rf = mt.RF(amp, np.ones(4), time=(40e-6, 60e-6, 80e-6, 100e-6), freq_offset=f, delay=delay,
+               use="excitation")  # samples held over [30, 50], ..., [90, 110] us of the shape
+    seq = mt.Sequence([mt.Block(rf=hard), mt.Block(rf=rf), mt.Block(adc=mt.ADC(1, 2e-6))])
+    got = complex(np.asarray(mt.simulate(twin, seq, **F64).samples)[0, 0])
+    m = _brute_rotation(np.array([0.0, 1.0, 0.0]), lambda t: amp * np.exp(2j * np.pi * f * t), 30e-6, 110e-6)
+    assert abs(got - (m[0] + 1j * m[1])) < 1e-7
+    # the same B1(t) as a uniformly sampled pulse whose first 30 samples are zero
+    uni = mt.RF(amp, np.r_[np.zeros(30), np.ones(80)], raster=1e-6, freq_offset=f, delay=delay, use="excitation")
+    ref = mt.Sequence([mt.Block(rf=hard), mt.Block(rf=uni), mt.Block(adc=mt.ADC(1, 2e-6))])
+    assert abs(got - complex(np.asarray(mt.simulate(twin, ref, **F64).samples)[0, 0])) < 1e-12
+    # a shape period 30 us longer than the samples, then waiting: the same as no tail
+    def tail(extra, gap):
+        p = mt.RF(amp, np.ones(80), raster=1e-6, shape_duration=80e-6 + extra, freq_offset=f, use="excitation")
+        blocks = [mt.Block(rf=hard), mt.Block(rf=p)] + ([mt.Block(duration=gap)] if gap else [])
+        s = mt.Sequence(blocks + [mt.Block(adc=mt.ADC(1, 2e-6))])
+        return complex(np.asarray(mt.simulate(twin, s, **F64).samples)[0, 0])
+    m = _brute_rotation(np.array([0.0, 1.0, 0.0]), lambda t: amp * np.exp(2j * np.pi * f * t), 0.0, 80e-6)
+    for extra, gap in ((0.0, 0.0), (30e-6, 0.0), (30e-6, delay + 1e-6)):
+        assert abs(tail(extra, gap) - (m[0] + 1j * m[1])) < 1e-7, (extra, gap)

@@ -131,3 +131,19 @@ def test_ideal_spoiling_gives_ernst_with_long_t2():
     np.testing.assert_allclose(abs(complex(sig.samples[0, -1])), ernst, rtol=1e-3)
     plain = mt.simulate(one(t1, t2), concat([one_tr] * 200), **F64)
     assert abs(abs(complex(plain.samples[0, -1])) - ernst) / ernst > 0.05
+
+
+def test_ideal_spoiling_marks_the_pulse_not_the_step_before_it():
+    """Back-to-back 30 degree pulses of 680 us: their start times, summed from block
+    durations, lie a rounding below the step bounds (3 * 0.68 ms = 0.0020399999999999997
+    s). Ideal spoiling nulls Mxy right before each pulse, so after the fourth
+    M = (0, sin a cos^3 a, cos^4 a); spoiling the step before (the previous pulse) gave
+    twice the signal before 2026-12-06."""
+    a = np.pi / 6
+    twin = mt.Twin(position=np.zeros((1, 3)), pd=[1.0], t1=[np.inf], t2=[np.inf])
+    blocks = [mt.Block(rf=mt.make_block_pulse(a, 680 * 1e-6, delay=0.0, scanner=IDEAL)) for _ in range(4)]
+    seq = mt.Sequence(blocks + [mt.Block(adc=mt.ADC(1, 2e-6))])
+    s = mt.simulate(twin, seq, method=mt.Bloch(ideal_spoiling=True), return_magnetization=True, **F64)
+    np.testing.assert_allclose(complex(np.asarray(s.samples)[0, 0]), 1j * np.sin(a) * np.cos(a) ** 3, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(s.magnetization)[0], [0, np.sin(a) * np.cos(a) ** 3, np.cos(a) ** 4],
+                               atol=1e-12)

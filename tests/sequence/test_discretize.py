@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import mritwin as mt
 from mritwin.sequence.timeline import gradient_moments, gradient_table
@@ -199,3 +200,28 @@ def test_window_buffer_counts_the_engines_fused_rf_steps(monkeypatch):
     ref = mt.simulate(twin, seq, method=mt.Bloch(windows=False), dtype=jnp.float64)
     err = np.max(np.abs(np.asarray(out.samples) - np.asarray(ref.samples))) / np.max(np.abs(np.asarray(ref.samples)))
     assert err < 1e-10
+
+
+def test_rf_dt_steps_last_rf_dt_from_the_shape_start():
+    """``rf_dt`` groups raster samples into steps of rf_dt from the pulse's shape start
+    (before 2026-12-06 the first step was one sample short and a 1-sample step was left)."""
+    rf = mt.make_arbitrary_rf(np.hanning(100), flip_angle=np.pi / 2, raster=1e-6, delay=0.0,
+                              use="excitation", scanner=IDEAL)
+    seq = mt.Sequence([mt.Block(rf=rf), mt.Block(adc=mt.ADC(1, 2e-6))])
+    for rf_dt, want in ((10e-6, [10e-6] * 10), (20e-6, [20e-6] * 5), (30e-6, [30e-6] * 3 + [10e-6])):
+        d = mt.discretize(seq, IDEAL, rf_dt=rf_dt, windows=False)
+        n = d.n_real_steps
+        kind = np.asarray(d.kind)[:n]
+        np.testing.assert_allclose(np.asarray(d.dt)[:n][kind != 1], want, rtol=1e-9, err_msg=str(rf_dt))
+
+
+def test_rf_shape_duration_cannot_cut_its_samples():
+    """A shape period shorter than the samples would drop the samples past its end (a 90
+    degree pulse played as ~25 degrees): a clear error instead. Equal, longer, and the
+    rounding of n * raster are fine."""
+    with pytest.raises(ValueError, match=r"RF.shape_duration 3e-05 s is shorter than 40 samples of 1e-06 s"):
+        mt.RF(1e-6, np.ones(40), raster=1e-6, shape_duration=30e-6)
+    with pytest.raises(ValueError, match=r"shorter than the last sample time 8e-05 s"):
+        mt.RF(1e-6, np.ones(3), time=(20e-6, 50e-6, 80e-6), shape_duration=70e-6)
+    for sd in (40 * 1e-6, 4e-5, 50e-6):
+        assert mt.RF(1e-6, np.ones(40), raster=1e-6, shape_duration=sd).shape_duration == sd
