@@ -154,7 +154,10 @@ def simulate(
 
     Args:
         twin: the spins.
-        seq: a `Sequence` (discretized here) or an already discretized `DiscreteSequence`.
+        seq: a `Sequence` (discretized here) or an already discretized `DiscreteSequence`
+            (its steps were fixed by `discretize`: ``Bloch``'s ``rf_dt`` and ``windows`` do
+            not apply to it, and ``Bloch(ideal_spoiling=True)`` needs it discretized with
+            ``ideal_spoiling=True``, and conversely: a mismatch is a ValueError).
         scanner: the system (B0 for ppm offsets, γ̄); default `Scanner()`.
         coils: optional (n_coils, n_spins) complex receive sensitivities, overriding
             ``twin.coil_sensitivity``.
@@ -231,6 +234,20 @@ def simulate(
     return _signal_out(samples, mag, run.kspace, run.dseq, run.adc_event, noise, key, seq, dtype)
 
 
+def _check_spoil_flags(dseq: DiscreteSequence, method: Bloch) -> None:
+    """Ideal spoiling needs both the steps marked (`discretize`) and the method's flag: one
+    without the other would silently simulate an unspoiled sequence."""
+    if isinstance(dseq.spoil, jax.core.Tracer):
+        return
+    marked = bool(np.asarray(dseq.spoil).any())
+    if method.ideal_spoiling and not marked:
+        raise ValueError("Bloch(ideal_spoiling=True) with a DiscreteSequence that marks no step to spoil: "
+                         "discretize it with discretize(seq, ..., ideal_spoiling=True)")
+    if marked and not method.ideal_spoiling:
+        raise ValueError("this DiscreteSequence was discretized with ideal_spoiling=True: simulate it with "
+                         "Bloch(ideal_spoiling=True), or discretize without it")
+
+
 def _scanner_frame(mag, frame_end):
     """(n, 3) magnetization from the frame that follows the RF frequency offsets
     (`mritwin.sequence.discretize`) back to the scanner's: ``mx + i my`` times
@@ -294,6 +311,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
     elif isinstance(seq, DiscreteSequence):
         dseq, adc_event = seq, None
         kspace = np.full((seq.n_adc, 3), np.nan)
+        _check_spoil_flags(seq, method)
     else:
         raise TypeError(f"seq must be a mritwin.Sequence or DiscreteSequence, got {type(seq).__name__}")
     if dseq.n_adc == 0 and not return_magnetization:

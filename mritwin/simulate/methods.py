@@ -42,7 +42,10 @@ class NUFFTReadout(eqx.Module):
     (``Δλ`` the spread of the spins' complex rates ``1/T2 + i2πΔf`` about their centre, ``T``
     the window length), and the spreading kernel's width from FINUFFT's rule for the
     rest of the tolerance. Errors are relative to ``Σ_j |c_j m_j|`` (the coherent signal
-    maximum, reached at the echo of a refocused readout).
+    maximum, reached at the echo of a refocused readout). The kernel rule is empirical,
+    not a bound (as in FINUFFT): errors can exceed ``tol`` by a small factor; a random
+    search over spiral-like windows (2026-12-06) found at most 1.35 ``tol``, on a
+    time-varying-gradient window at ``tol = 1e-9``.
 
     Windows that contain RF are stepped as usual; with motion, dynamics or analytic
     diffusion every window is stepped (their spins do not evolve linearly with fixed

@@ -169,3 +169,18 @@ def test_signal_metadata():
     np.testing.assert_array_equal(sig.time, seq.adc_times())
     np.testing.assert_array_equal(sig.adc_event, np.repeat(np.arange(8), 8))
     np.testing.assert_allclose(sig.kspace, seq.kspace())
+
+
+def test_discrete_sequence_and_method_must_agree_on_ideal_spoiling():
+    """A DiscreteSequence's spoil marks come from discretize: Bloch(ideal_spoiling=True)
+    without them, or them without it, would silently simulate an unspoiled sequence."""
+    twin = random_twin(5)
+    plain = mt.discretize(small_gre(), IDEAL)
+    spoiled = mt.discretize(small_gre(), IDEAL, ideal_spoiling=True)
+    with pytest.raises(ValueError, match="discretize\\(seq, ..., ideal_spoiling=True\\)"):
+        mt.simulate(twin, plain, method=mt.Bloch(ideal_spoiling=True), scanner=IDEAL)
+    with pytest.raises(ValueError, match="simulate it with Bloch\\(ideal_spoiling=True\\)"):
+        mt.simulate(twin, spoiled, scanner=IDEAL)
+    want = mt.simulate(twin, small_gre(), method=mt.Bloch(ideal_spoiling=True), scanner=IDEAL, dtype=jnp.float64)
+    got = mt.simulate(twin, spoiled, method=mt.Bloch(ideal_spoiling=True), scanner=IDEAL, dtype=jnp.float64)
+    np.testing.assert_allclose(np.asarray(got.samples), np.asarray(want.samples), atol=1e-12)
