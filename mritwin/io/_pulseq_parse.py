@@ -75,14 +75,19 @@ _HEADER = re.compile(r"(\[[^\]\n]*\]|extension[ \t]+[^\n]*?)[ \t]*\r?$")
 
 
 def _header_starts(text: str) -> list:
-    """Offsets of the lines that may be section headers ('[' or 'extension' first)."""
+    """Offsets of the '[' or 'extension' that may open a section header (first on its
+    line, after any spaces or tabs, as the Pulseq toolboxes accept)."""
     out = [0] if text.startswith(("[", "extension")) else []
     for needle in ("\n[", "\nextension"):
         i = text.find(needle)
         while i >= 0:
             out.append(i + 1)
             i = text.find(needle, i + 1)
+    out.extend(m.end() for m in _INDENTED_HEADER.finditer(text))
     return sorted(out)
+
+
+_INDENTED_HEADER = re.compile(r"(?:^|\n)[ \t]+(?=\[|extension)")
 
 
 def split_sections(text: str, path) -> list[Section]:
@@ -180,6 +185,9 @@ class Table:
         return idx
 
 
+_MAX_INT = 2**53  # integers in tables: exact in float64, and ids far beyond any real file
+
+
 def parse_table(sec: Section, path, ncols, *, string_last=False, int_cols=(0,),
                 name=None) -> Table:
     """Parse a whitespace table with one of the allowed column counts.
@@ -235,6 +243,11 @@ def parse_table(sec: Section, path, ncols, *, string_last=False, int_cols=(0,),
                 r = int(bad[0])
                 raise error(path, sec.linenos[r], name,
                             f"column {c + 1} must be an integer, got {toks[r][c]!r}")
+            big = np.flatnonzero(np.abs(col) >= _MAX_INT)
+            if big.size:
+                r = int(big[0])
+                raise error(path, sec.linenos[r], name,
+                            f"column {c + 1}: integer {toks[r][c]} is too large (the limit is 2**53)")
     ids = data[:, 0].astype(np.int64) if numcols else np.zeros(0, np.int64)
     return Table(data, sec.linenos, ids, strings, name)
 
@@ -343,8 +356,8 @@ def _fast_int_table(sec, allowed):
             vals = np.fromstring(text, dtype=np.int64, sep=" ")
         except ValueError:
             return None
-    if vals.size != starts.size:
-        return None
+    if vals.size != starts.size or (vals < 0).any() or (vals >= _MAX_INT).any():
+        return None  # (overflowing integers: the careful path names them)
     return vals.reshape(-1, ncol).astype(np.float64)
 
 

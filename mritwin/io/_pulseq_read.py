@@ -91,8 +91,9 @@ def _arr(x):
 
 # -- context ----------------------------------------------------------------------------
 class _Ctx:
-    def __init__(self, path, version, defs):
+    def __init__(self, path, version, defs, def_lines=None):
         self.path = path
+        self.def_lines = def_lines or {}  # {definition key: its line}, for error messages
         self.version = version
         self.v = version[0] * 1_000_000 + version[1] * 1000 + version[2]
         self.defs = defs
@@ -109,7 +110,8 @@ class _Ctx:
         if isinstance(v, tuple):
             v = v[0]
         if not isinstance(v, float) or not (v > 0 and np.isfinite(v)):
-            raise error(self.path, 0, "DEFINITIONS", f"{key} must be a positive number [s], got {v!r}")
+            raise error(self.path, self.def_lines.get(key, 0), "DEFINITIONS",
+                        f"{key} must be a positive number [s], got {v!r}")
         return v
 
     def shape(self, sid, table, row, what):
@@ -463,8 +465,10 @@ def _read(path, strict: bool) -> Sequence:
             raise PulseqError(msg)
         warnings.warn(msg, stacklevel=3)
         version = (1, 5, 1)
-    defs = parse_definitions(by_name["DEFINITIONS"], path_s) if "DEFINITIONS" in by_name else {}
-    ctx = _Ctx(path_s, version, defs)
+    dsec = by_name.get("DEFINITIONS")
+    defs = parse_definitions(dsec, path_s) if dsec is not None else {}
+    def_lines = {r.split()[0]: ln for r, ln in zip(dsec.rows, dsec.linenos)} if dsec is not None else {}
+    ctx = _Ctx(path_s, version, defs, def_lines)
     v = ctx.v
     if "SIGNATURE" in by_name:
         _check_signature(path_s, raw, by_name["SIGNATURE"], strict)
@@ -535,6 +539,18 @@ def _read(path, strict: bool) -> Sequence:
     if np.any(d < 0):
         r, c = np.argwhere(d < 0)[0]
         raise error(path_s, bt.linenos[r], "BLOCKS", f"column {c + 1} must be >= 0, got {d[r, c]}")
+    # block ids: positive and increasing row by row. The toolboxes place a block by its id
+    # (MATLAB: at index id) while the file is played row by row: a repeated or
+    # out-of-order id makes the two disagree, so it is an error, not a guess.
+    if d[0, 0] < 1:
+        raise error(path_s, bt.linenos[0], "BLOCKS", f"block ids must be positive, got {d[0, 0]}")
+    back = np.flatnonzero(d[1:, 0] <= d[:-1, 0])
+    if back.size:
+        r = int(back[0]) + 1
+        what = "repeats" if d[r, 0] == d[r - 1, 0] else "follows"
+        raise error(path_s, bt.linenos[r], "BLOCKS",
+                    f"block id {d[r, 0]} {what} block id {d[r - 1, 0]} (line {bt.linenos[r - 1]}); "
+                    "block ids must increase from row to row")
 
     def lookup(col, table, what, section_name):
         ids = np.fromiter(table.keys(), dtype=np.int64, count=len(table))
@@ -552,15 +568,16 @@ def _read(path, strict: bool) -> Sequence:
     if v < 1_004_000:
         lookup(d[:, 1], delays, "delay", "[DELAYS]")
 
-    # durations (vectorized through per-id lookup tables)
+    # durations (vectorized through lookup tables indexed by an id's rank, not by the id:
+    # ids may be as large as the file likes)
     def dur_of(col, table_dur):
         if col.size == 0 or not table_dur:
             return np.zeros(col.size)
-        m = max(int(col.max()), max(table_dur)) + 1
-        lut = np.zeros(m)
-        for k, val in table_dur.items():
-            lut[k] = val
-        return lut[col]
+        keys = np.fromiter(table_dur, dtype=np.int64, count=len(table_dur))
+        order = np.argsort(keys)
+        lut = np.concatenate([[0.0], np.fromiter(table_dur.values(), dtype=np.float64,
+                                                 count=len(table_dur))[order]])
+        return lut[_rank(col, keys[order])]
 
     g_dur = {k: (s[4] + s[1] + s[2] + s[3]) if isinstance(s, tuple) else s["duration"]
              for k, s in grads.items()}
@@ -596,22 +613,28 @@ def _read(path, strict: bool) -> Sequence:
 
     # identical rows (same events, duration and extension list) share one Block: build
     # each distinct row once, then index
-    first_row, inverse = _unique_rows(d[:, 1:])
+    dense = d[:, 1:].copy()  # event ids as ranks, so that rows pack into one integer key
+    for c in range(1, dense.shape[1]):
+        used = np.unique(dense[:, c])
+        dense[:, c] = np.searchsorted(used, dense[:, c])
+    first_row, inverse = _unique_rows(dense)
     du = d[first_row]
     n_u = du.shape[0]
     gcols = []
     for c, ch in ((3, "x"), (4, "y"), (5, "z")):
         col = du[:, c]
-        objs = np.empty(int(col.max()) + 1, dtype=object)
-        for gid in np.unique(col[col > 0]).tolist():
-            objs[gid] = grad_obj(gid, ch)
-        gcols.append(objs[col].tolist())
+        used = np.unique(col[col > 0])
+        objs = np.empty(used.size + 1, dtype=object)
+        for j, gid in enumerate(used.tolist()):
+            objs[j + 1] = grad_obj(gid, ch)
+        gcols.append(objs[_rank(col, used)].tolist())
 
     def lut_of(table, col):
-        lut = np.empty(int(col.max()) + 1, dtype=object)
-        for k in np.unique(col[col > 0]).tolist():
-            lut[k] = table[k]
-        return lut[col].tolist()
+        used = np.unique(col[col > 0])
+        lut = np.empty(used.size + 1, dtype=object)
+        for j, k in enumerate(used.tolist()):
+            lut[j + 1] = table[k]
+        return lut[_rank(col, used)].tolist()
 
     rf_col = lut_of(rfs, du[:, 2])
     adc_col = lut_of(adcs, du[:, 6])
@@ -663,6 +686,12 @@ def _block_setters():
             return None
         out.append(d.__set__)
     return out
+
+
+def _rank(col, keys):
+    """0 where ``col`` is 0 (no event), else 1 + the position of the id in sorted ``keys``
+    (which holds every nonzero id of ``col``)."""
+    return np.where(col > 0, np.searchsorted(keys, col) + 1, 0)
 
 
 def _unique_rows(a):

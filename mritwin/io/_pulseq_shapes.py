@@ -41,6 +41,17 @@ def decompress_shape(data: np.ndarray, num_samples: int, *, force: bool = False)
         if num_samples == 0:
             return data.copy()
         raise ValueError(f"no stored values for a shape of {num_samples} samples")
+    try:
+        return _expand(data, num_samples)
+    except ValueError as e:
+        if force:
+            raise
+        raise ValueError(f"stores {n} values for num_samples={num_samples}, so it is read as "
+                         f"compressed, but {e}") from None
+
+
+def _expand(data, num_samples):
+    n = data.size
     counts = np.ones(n, dtype=np.int64)
     markers = np.flatnonzero(data[1:] == data[:-1])
     pos = 0  # index of the next unconsumed stored value
@@ -53,7 +64,7 @@ def decompress_shape(data: np.ndarray, num_samples: int, *, force: bool = False)
         r = data[m + 2]
         if r < 0 or r != np.floor(r) or r > 1e9:
             raise ValueError(
-                f"invalid run-length repeat count {r!r} at stored value {m + 3}")
+                f"invalid run-length repeat count {float(r)!r} at stored value {m + 3}")
         counts[m] = int(r) + 2
         counts[m + 1] = 0
         counts[m + 2] = 0

@@ -98,6 +98,13 @@ def _line_of(text, needle):
     ("shape_id 3", "shape_id three", "SHAPES", "expected 'shape_id <integer>'"),
     ("num_samples 4\n0\n0.5", "num_samples 4\n0\n0.5 0.7", "SHAPES", "expected one number per line"),
     ("major 1", "major one", "VERSION", "'major' must be an integer"),
+    # block ids: positive, increasing (the toolboxes place a block by its id)
+    ("2 50 0 1 0 2 1 0", "1 50 0 1 0 2 1 0", "BLOCKS", "block id 1 repeats block id 1 \\(line 13\\)"),
+    ("2 50 0 1 0 2 1 0", "0 50 0 1 0 2 1 0", "BLOCKS", "block id 0 follows block id 1"),
+    ("1 100 1 0 0 0 0 0", "0 100 1 0 0 0 0 0", "BLOCKS", "block ids must be positive, got 0"),
+    ("1 100 1 0 0 0 0 0", "1 100 90071992547409930 0 0 0 0 0", "BLOCKS",
+     "column 3: integer 90071992547409930 is too large"),
+    ("2 1000 3 0 0", "99999999999999999999 1000 3 0 0", "GRADIENTS", "column 1: integer .* is too large"),
 ])
 def test_bad_input_names_file_line_and_section(tmp_path, old, new, section, what):
     assert old in GOOD
@@ -112,6 +119,48 @@ def test_bad_input_names_file_line_and_section(tmp_path, old, new, section, what
     assert 1 <= line <= len(lines)
     if first_new_line is not None and section in ("BLOCKS", "RF", "TRAP", "ADC", "GRADIENTS"):
         assert lines[line - 1].strip() == first_new_line.strip()
+
+
+def test_out_of_order_block_ids_are_an_error(tmp_path):
+    text = GOOD.replace("1 100 1 0 0 0 0 0\n2 50", "2 100 1 0 0 0 0 0\n1 50")
+    with pytest.raises(ValueError, match=r"bad\.seq:14: \[BLOCKS\] block id 1 follows block id 2 "
+                                         r"\(line 13\); block ids must increase"):
+        mt.read_seq(_write(tmp_path, text))
+    # gaps are fine: the rows are played in order
+    seq = mt.read_seq(_write(tmp_path, GOOD.replace("2 50 0 1", "7 50 0 1"), "gap.seq"), strict=True)
+    assert seq.n_blocks == 2 and seq.duration == pytest.approx(1.5e-3)
+
+
+def test_large_event_ids_read_like_small_ones(tmp_path):
+    """Ids are labels, not sizes: lookup tables must not be allocated by the largest id
+    (an RF id of 3e9 once asked NumPy for 22 GiB)."""
+    big = (GOOD.replace("1 100 1 0 0 0 0 0", "1 100 3000000000 0 0 0 0 0")
+           .replace("1 250 1 2 0 10 0 0", "3000000000 250 1 2 0 10 0 0")
+           .replace("2 50 0 1 0 2 1 0", "4000000000 50 0 2000000001 0 7000000002 9000000001 0")
+           .replace("2 1000 3 0 0", "7000000002 1000 3 0 0")
+           .replace("1 1000 10 100 10 0", "2000000001 1000 10 100 10 0")
+           .replace("1 16 10000 10 0 0", "9000000001 16 10000 10 0 0"))
+    a = mt.read_seq(_write(tmp_path, GOOD, "small.seq"), strict=True)
+    b = mt.read_seq(_write(tmp_path, big, "big.seq"), strict=True)
+    assert b.n_blocks == a.n_blocks and b.duration == a.duration
+    for x, y in zip(a.blocks, b.blocks):
+        for f in ("rf", "gx", "gy", "gz", "adc"):
+            ex, ey = getattr(x, f), getattr(y, f)
+            assert (ex is None) == (ey is None), f
+            if ex is not None:
+                assert type(ex) is type(ey) and ex.duration == ey.duration, f
+    assert (a.kspace() == b.kspace()).all()
+
+
+def test_indented_section_header_is_a_header(tmp_path):
+    seq = mt.read_seq(_write(tmp_path, GOOD.replace("\n[BLOCKS]\n", "\n   [BLOCKS]\n")), strict=True)
+    assert seq.n_blocks == 2
+
+
+def test_bad_raster_names_its_line(tmp_path):
+    text = GOOD.replace("GradientRasterTime 1e-05", "GradientRasterTime -1e-05")
+    with pytest.raises(ValueError, match=r"bad\.seq:9: \[DEFINITIONS\] GradientRasterTime must be a positive"):
+        mt.read_seq(_write(tmp_path, text))
 
 
 def test_empty_file(tmp_path):
@@ -132,7 +181,8 @@ def test_missing_sections(tmp_path):
 
 def test_truncated_file(tmp_path):
     text = GOOD[: GOOD.index("num_samples 100\n0\n0\n98") + 20]
-    with pytest.raises(ValueError, match=r"bad\.seq:37: \[SHAPES\] shape 2: (run-length|.*expands to)"):
+    with pytest.raises(ValueError, match=r"bad\.seq:37: \[SHAPES\] shape 2: stores 2 values for num_samples=100, so it "
+                       r"is read as compressed, but (run-length|.*expands to)"):
         mt.read_seq(_write(tmp_path, text))
     text = GOOD[: GOOD.index("2 50 0 1 0 2 1 0") + 9]  # cut inside a block row
     with pytest.raises(ValueError, match=r"bad\.seq:14: \[BLOCKS\] expected 8 columns"):
