@@ -6,7 +6,8 @@ The sequence timeline is cut into *steps*:
 
 - **RF steps** (``kind = 0``) inside RF pulses: by default one per RF raster sample
   (runs of equal samples are merged, so a block pulse is one
-  step); ``rf_dt`` groups samples into steps of at least that duration (B1 averaged).
+  step); ``rf_dt`` groups samples into steps of that duration from the shape start
+  (the last possibly shorter; B1 averaged).
   The gradient over an RF step is its exact average.
 - **Free steps** (``kind = 1``) between RF pulses: one per ADC sample; everything in
   between is merged, because free precession of a static spin depends only on the
@@ -219,8 +220,8 @@ def discretize(
     Args:
         seq: the sequence.
         scanner: the system (``b0`` for ppm offsets, ``gamma_bar``); default `Scanner()`.
-        rf_dt: group RF samples into steps of at least this duration [s] (B1 averaged
-            over the step). Default: one step per raster sample (exact for
+        rf_dt: group RF samples into steps of this duration [s] from the shape start,
+            the last possibly shorter (B1 averaged over the step). Default: one step per raster sample (exact for
             piecewise-constant RF up to the splitting error of the relaxation).
         windows: evaluate constant-gradient ADC events as windows (exact; faster).
         bucket: pad the number of steps to a length bucket so compiled shapes repeat.

@@ -82,12 +82,13 @@ class Bloch(AbstractSimMethod):
     """Isochromat Bloch simulation with exact free precession.
 
     Args:
-        rf_dt: group RF raster samples into steps of at least this duration [s] (B1
-            averaged in the frame that follows the pulse's frequency offset, so an
-            off-centre slice keeps its profile: docs/conventions.md). The error is the
-            envelope's variation within a step: for a 2 ms sinc of time-bandwidth 4 the
-            slice profile is within 6.5e-4 of its peak at 20 us and 2.9e-2 at 50 us of
-            the raster-stepped one (`tests/physics/test_rf.py`). ``None`` (default):
+        rf_dt: group RF raster samples into steps of this duration [s] from the shape
+            start, the last possibly shorter (a sample belongs to the step its start
+            falls in; B1 averaged in the frame that follows the pulse's frequency
+            offset, so an off-centre slice keeps its profile: docs/conventions.md). The
+            error is the envelope's variation within a step: for a 2 ms sinc of
+            time-bandwidth 4 the slice profile is within 6.5e-4 of its peak at 20 us and
+            2.9e-2 at 50 us of the raster-stepped one (`tests/physics/test_rf.py`). ``None`` (default):
             one step per RF raster sample, merging runs of equal samples (a block pulse
             is one step).
         windows: evaluate ADC events on a constant gradient as one window step (exact;
