@@ -233,7 +233,11 @@ class RF(eqx.Module):
         from ..constants import GAMMA_BAR
 
         w = np.diff(self.sample_edges())
-        return float(2 * np.pi * GAMMA_BAR * abs(np.sum(np.asarray(self.signal) * w)))
+        # NumPy on the concrete values: jnp would stage a tracer inside a jit trace even
+        # for concrete inputs (a sequence built inside a jitted function)
+        signal = (np.asarray(self.amplitude) * np.asarray(self.shape)
+                  * np.exp(1j * np.asarray(self.phase_offset)))
+        return float(2 * np.pi * GAMMA_BAR * abs(np.sum(signal * w)))
 
 
 class TrapGrad(eqx.Module):

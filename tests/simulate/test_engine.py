@@ -184,3 +184,19 @@ def test_discrete_sequence_and_method_must_agree_on_ideal_spoiling():
     want = mt.simulate(twin, small_gre(), method=mt.Bloch(ideal_spoiling=True), scanner=IDEAL, dtype=jnp.float64)
     got = mt.simulate(twin, spoiled, method=mt.Bloch(ideal_spoiling=True), scanner=IDEAL, dtype=jnp.float64)
     np.testing.assert_allclose(np.asarray(got.samples), np.asarray(want.samples), atol=1e-12)
+
+
+@pytest.mark.parametrize("use", ["excitation", "undefined"])
+def test_sequence_built_inside_jit_with_undefined_rf(use):
+    """A sequence built inside a jitted function: the k-space role of an "undefined" pulse
+    (every pulse of a pre-1.5 Pulseq file) comes from its flip angle, computed on the
+    concrete values (jnp there staged a tracer and crashed the trace)."""
+    def loss(pd):
+        twin = mt.Twin(position=np.zeros((2, 3)), pd=pd, t1=np.ones(2), t2=np.full(2, 0.1))
+        seq = mt.Sequence([mt.Block(rf=mt.make_block_pulse(0.5, 100e-6, use=use, scanner=IDEAL)),
+                           mt.Block(adc=mt.ADC(4, 10e-6))])
+        return jnp.sum(jnp.abs(mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64).samples) ** 2)
+
+    pd = jnp.ones(2)
+    np.testing.assert_allclose(jax.jit(loss)(pd), loss(pd), rtol=1e-12)
+    np.testing.assert_allclose(jax.jit(jax.grad(loss))(pd), jax.grad(loss)(pd), rtol=1e-12)
