@@ -221,8 +221,9 @@ def discretize(
         seq: the sequence.
         scanner: the system (``b0`` for ppm offsets, ``gamma_bar``); default `Scanner()`.
         rf_dt: group RF samples into steps of this duration [s] from the shape start,
-            the last possibly shorter (B1 averaged over the step). Default: one step per raster sample (exact for
-            piecewise-constant RF up to the splitting error of the relaxation).
+            the last possibly shorter (B1 averaged over the step). Default: one step
+            per raster sample (exact for piecewise-constant RF up to the splitting
+            error of the relaxation).
         windows: evaluate constant-gradient ADC events as windows (exact; faster).
         bucket: pad the number of steps to a length bucket so compiled shapes repeat.
         ideal_spoiling: mark the first step of every excitation pulse to null the

@@ -368,15 +368,14 @@ class ArbGrad(eqx.Module):
 
     def waveform(self):
         """(times [s], values [T/m]) of the piecewise-linear waveform."""
-        if any(isinstance(x, jax.core.Tracer) for x in (self.amplitude, self.shape, self.first, self.last)):
-            w = self.amplitude * self.shape
-            if self.time is None:
-                w = jnp.concatenate([jnp.reshape(self.first, (1,)), w, jnp.reshape(self.last, (1,))])
-        else:  # concrete: float64 NumPy (the k-space sums many of them)
-            w = np.asarray(self.amplitude, np.float64) * np.asarray(self.shape, np.float64)
-            if self.time is None:
-                w = np.concatenate([np.reshape(np.asarray(self.first, np.float64), (1,)), w,
-                                    np.reshape(np.asarray(self.last, np.float64), (1,))])
+        # JAX only when traced; concrete values in float64 NumPy (the k-space sums many)
+        traced = any(isinstance(x, jax.core.Tracer) for x in (self.amplitude, self.shape, self.first, self.last))
+        xp = jnp if traced else np
+        amp, shape, first, last = (x if traced else np.asarray(x, np.float64)
+                                   for x in (self.amplitude, self.shape, self.first, self.last))
+        w = amp * shape
+        if self.time is None:
+            w = xp.concatenate([xp.reshape(first, (1,)), w, xp.reshape(last, (1,))])
         return self.breakpoints(), w
 
     @property

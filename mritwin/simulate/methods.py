@@ -88,9 +88,9 @@ class Bloch(AbstractSimMethod):
             offset, so an off-centre slice keeps its profile: docs/conventions.md). The
             error is the envelope's variation within a step: for a 2 ms sinc of
             time-bandwidth 4 the slice profile is within 6.5e-4 of its peak at 20 us and
-            2.9e-2 at 50 us of the raster-stepped one (`tests/physics/test_rf.py`). ``None`` (default):
-            one step per RF raster sample, merging runs of equal samples (a block pulse
-            is one step).
+            2.9e-2 at 50 us of the raster-stepped one (`tests/physics/test_rf.py`).
+            ``None`` (default): one step per RF raster sample, merging runs of equal
+            samples (a block pulse is one step).
         windows: evaluate ADC events on a constant gradient as one window step (exact;
             samples from powers of the per-interval precession factor and one matrix
             product) instead of one step per sample.
