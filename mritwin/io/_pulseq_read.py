@@ -377,10 +377,18 @@ def _adc_events(ctx, t):
 # -- signature --------------------------------------------------------------------------
 def _check_signature(path, raw: bytes, sec: Section, strict: bool):
     kv = {}
-    for row in sec.rows:
-        p = row.split(None, 1)
-        if len(p) == 2:
-            kv[p[0]] = p[1].strip()
+    for row, ln in zip(sec.rows, sec.linenos):
+        p = row.split()
+        if len(p) == 2 and p[0] in ("Type", "Hash") and p[0] not in kv:
+            kv[p[0]] = p[1]
+            continue
+        # the toolboxes read only 'Type <name>' and 'Hash <hex>': anything else in the
+        # section is not covered by the hash (it follows the signed part of the file)
+        msg = (f"{path}:{ln}: [SIGNATURE] unexpected row {row[:60]!r} (expected 'Type <name>' or "
+               f"'Hash <hex>', once each); ignored")
+        if strict:
+            raise PulseqError(msg)
+        warnings.warn(msg, stacklevel=4)
     typ, want = kv.get("Type", "").lower(), kv.get("Hash", "").lower()
     if not typ or not want:
         raise error(path, sec.line, "SIGNATURE", "needs 'Type' and 'Hash' entries")

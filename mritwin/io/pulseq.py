@@ -30,8 +30,9 @@ def read_seq(path, *, strict: bool = False):
 
     Args:
         path: the ``.seq`` file.
-        strict: also fail (instead of warning) on a signature mismatch, an unknown
-            section or a version newer than 1.5.
+        strict: also fail (instead of warning) on a signature mismatch, a row in
+            [SIGNATURE] other than ``Type`` and ``Hash``, an unknown section, a version
+            newer than 1.5 or a block shorter than its events.
 
     Returns:
         The `Sequence`; ``definitions`` holds the [DEFINITIONS] entries (numbers as

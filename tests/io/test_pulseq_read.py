@@ -248,6 +248,25 @@ def test_other_signature_types(tmp_path, algo):
         mt.read_seq(p, strict=True)
 
 
+@pytest.mark.parametrize("extra", ["Hash 0123 trailing", "Comment unsigned text", "Type md5"])
+def test_unexpected_signature_rows_warn_or_fail_in_strict_mode(tmp_path, extra):
+    """Rows after the signed part of the file other than one 'Type' and one 'Hash' are not
+    covered by the hash: named with their line, not silently dropped."""
+    import hashlib
+
+    text = corpus_path("pypulseq_fid.seq").read_text()
+    body = text[: text.index("\n[SIGNATURE]")]
+    digest = hashlib.md5(body.encode()).hexdigest()
+    p = tmp_path / "extra.seq"
+    p.write_text(body + f"\n[SIGNATURE]\nType md5\nHash {digest}\n{extra}\n")
+    n_line = body.count("\n") + 5
+    with pytest.warns(UserWarning, match=rf"extra.seq:{n_line}: \[SIGNATURE\] unexpected row"):
+        seq = mt.read_seq(p)
+    assert seq.n_blocks == 3
+    with pytest.raises(ValueError, match=rf"extra.seq:{n_line}: \[SIGNATURE\] unexpected row"):
+        mt.read_seq(p, strict=True)
+
+
 def test_unknown_section_warns_or_fails_in_strict_mode(tmp_path):
     text = corpus_path("pypulseq_fid.seq").read_text()
     text = text[: text.index("\n[SIGNATURE]")] + "\n[FOO]\n1 2 3\n"
