@@ -38,6 +38,8 @@ from .seqinfo import AcqInfo, acquisition_info, sequence_fov, sequence_matrix
 __all__ = ["reconstruct"]
 
 _EXTRA = ("ECO", "REP", "SET", "PHS")
+# the smallest k-space span [1/m] of an encoded axis (two phase steps with a FOV of 1 m)
+ENC_MIN_SPAN = 1.0
 _EXTRA_NAMES = {"SLC": "slab", "ECO": "echo", "REP": "rep", "SET": "set", "PHS": "phase"}
 
 
@@ -177,7 +179,10 @@ def reconstruct(
     mat_arr = _as3(matrix, "matrix") if matrix is not None else sequence_matrix(seq)
 
     span = np.ptp(k[img_samples], axis=0)
-    enc = span > 1e-6 * max(span.max(), 1e-30)
+    # an axis is encoded when its k span resolves something: at least ENC_MIN_SPAN (a step
+    # of 1/FOV with a FOV under 1 m); smaller spans are residual moments, such as the
+    # rounded slice-select refocusing of a file written with few digits
+    enc = (span > 1e-6 * max(span.max(), 1e-30)) & (span >= min(ENC_MIN_SPAN, 0.5 * span.max()))
     if enc.sum() < 2:
         raise ValueError(
             f"k-space varies along {int(enc.sum())} axis (need 2 for 2D or 3 for 3D imaging): "
@@ -367,6 +372,19 @@ def _slice_thickness(arg, info, seq, axis, fov_arr, vox, enc_axes):
 
 
 # --------------------------------------------------------------------------- Cartesian
+def _dk_readout(ks, a_s, ro):
+    """Readout Δk: the sample spacing inside the ADCs (median), robust to lines whose
+    k positions differ by less than a sample (odd and even echoes, rounding)."""
+    steps = []
+    for e in np.unique(a_s)[:256]:
+        v = ks[a_s == e, ro]
+        if v.size > 1:
+            steps.append(np.median(np.abs(np.diff(v))))
+    steps = np.asarray(steps)
+    steps = steps[steps > 0]
+    return float(np.median(steps)) if steps.size else None
+
+
 def _dk_from_traj(vals):
     u = np.unique(np.round(vals, 6))
     if u.size < 2:
@@ -395,7 +413,7 @@ def _cartesian_check(k, adc, img, enc_axes, fov_arr):
         if fov_arr is not None and np.isfinite(fov_arr[a]):
             dk[a] = 1.0 / fov_arr[a]
         else:
-            v = _dk_from_traj(ks[:, a])
+            v = _dk_readout(ks, a_s, ro) if a == ro else _dk_from_traj(ks[:, a])
             if v is None:
                 return None
             dk[a] = v
@@ -441,7 +459,9 @@ def _readout_size(lines, u):
         flat[:-1] |= ok
         flat[1:] |= ok
         umax = max(umax, float(np.abs(v[flat]).max()))
-    return max(2, 2 * int(math.ceil(umax - 1e-6)))
+    # a tenth of a sample of slack: lines shifted by a fraction of a sample (odd and even
+    # echoes, rounded gradient areas) do not add two columns
+    return max(2, 2 * int(math.ceil(umax - 0.1)))
 
 
 def _readout_matrix(u, n):
