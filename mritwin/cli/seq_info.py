@@ -28,6 +28,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object (SI units)")
     p.add_argument("--strict", action="store_true",
                    help="fail on a signature mismatch or unknown section instead of warning")
+    p.add_argument("--refocusing-threshold", type=float, default=None, metavar="DEG",
+                   help="files before Pulseq 1.5: RF pulses of at least DEG degrees refocus, "
+                        "smaller ones excite (default: the toolboxes' 90.01)")
     p.set_defaults(func=run)
     return p
 
@@ -50,7 +53,8 @@ def run(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            seq = mt.read_seq(args.file, strict=getattr(args, "strict", False))
+            seq = mt.read_seq(args.file, strict=getattr(args, "strict", False),
+                              refocusing_threshold_deg=getattr(args, "refocusing_threshold", None))
         except (ValueError, OSError) as e:
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             if isinstance(e, OSError) and e.filename is not None:

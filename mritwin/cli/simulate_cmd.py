@@ -61,6 +61,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
                    help="JAX device (default: JAX's default device)")
     p.add_argument("--b0", type=float, default=None, help="main field [T] (default: the twin's or 3 T)")
     p.add_argument("--dicom", action="store_true", help="also write a DICOM series to DIR/dicom/")
+    p.add_argument("--refocusing-threshold", type=float, default=None, metavar="DEG",
+                   help="files before Pulseq 1.5: RF pulses of at least DEG degrees refocus, "
+                        "smaller ones excite (default: the toolboxes' 90.01)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run)
     return p
@@ -112,7 +115,7 @@ def _load_twin(spec: str):
         raise UserError(f"cannot read twin {spec}: {_one_line(e)}") from e
 
 
-def _load_seq(path: str):
+def _load_seq(path: str, refocusing_threshold_deg: float | None = None):
     import mritwin as mt  # noqa: PLC0415
 
     if not os.path.exists(path):
@@ -120,7 +123,7 @@ def _load_seq(path: str):
     if not os.path.isfile(path):
         raise UserError(f"sequence path is not a file: {path}")
     try:
-        seq = mt.read_seq(path)
+        seq = mt.read_seq(path, refocusing_threshold_deg=refocusing_threshold_deg)
     except (ValueError, OSError, KeyError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read sequence {path}: {_one_line(e)}") from e
     if seq.n_adc_samples == 0:
@@ -230,7 +233,7 @@ def _run(args) -> int:
     # validate inputs before any work
     # validate every input before printing anything, so bad input gives exactly one line
     t = time.perf_counter()
-    seq = _load_seq(args.seq)
+    seq = _load_seq(args.seq, getattr(args, "refocusing_threshold", None))
     twin = _load_twin(args.twin)
     timings["load"] = time.perf_counter() - t
     tmp = _prepare_out(args.out)

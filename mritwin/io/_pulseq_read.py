@@ -415,20 +415,32 @@ def _check_signature(path, raw: bytes, sec: Section, strict: bool):
 
 
 # -- main -------------------------------------------------------------------------------
-def read(path, *, strict: bool = False) -> Sequence:
+def _resolve_use(rf: RF, threshold_deg: float) -> RF:
+    """A pulse of undefined use as refocusing at or above ``threshold_deg``, else excitation."""
+    if rf.use != "undefined":
+        return rf
+    use = "refocusing" if np.degrees(rf.flip_angle()) >= threshold_deg else "excitation"
+    return dataclasses.replace(rf, use=use)
+
+
+def read(path, *, strict: bool = False, refocusing_threshold_deg: float | None = None) -> Sequence:
     # the reader allocates many small immutable objects and no cycles: pausing the
     # cyclic garbage collector (restored afterwards) saves repeated full scans
     enabled = gc.isenabled()
     gc.disable()
     try:
-        return _read(path, strict)
+        return _read(path, strict, refocusing_threshold_deg)
     finally:
         if enabled:
             gc.enable()
 
 
-def _read(path, strict: bool) -> Sequence:
+def _read(path, strict: bool, refocusing_threshold_deg: float | None = None) -> Sequence:
     path_s = str(path)
+    if refocusing_threshold_deg is not None and not (
+            isinstance(refocusing_threshold_deg, (int, float)) and 0 < refocusing_threshold_deg <= 360):
+        raise ValueError(f"refocusing_threshold_deg must be a number of degrees in (0, 360], "
+                         f"got {refocusing_threshold_deg!r}")
     try:
         raw = Path(path).read_bytes()
     except IsADirectoryError:
@@ -494,6 +506,8 @@ def _read(path, strict: bool) -> Sequence:
         pass
     rf_t.row_of(path_s)  # duplicate ids
     rfs, rf_dur, rf_shims = _rf_events(ctx, rf_t, rf_t.strings)
+    if refocusing_threshold_deg is not None:
+        rfs = {rid: _resolve_use(rf, refocusing_threshold_deg) for rid, rf in rfs.items()}
 
     g_cols = 7 if v >= 1_005_000 else 5 if v >= 1_004_000 else 4
     g_t = parse_table(by_name.get("GRADIENTS", empty), path_s, g_cols,

@@ -14,7 +14,7 @@ from ._pulseq_write import write as _write
 __all__ = ["read_seq", "write_seq", "PulseqError"]
 
 
-def read_seq(path, *, strict: bool = False):
+def read_seq(path, *, strict: bool = False, refocusing_threshold_deg: float | None = None):
     """Read a Pulseq file into a `mritwin.Sequence`.
 
     Supports format versions 1.2.0, 1.2.1, 1.3.x, 1.4.x and 1.5.x: all sections
@@ -33,6 +33,13 @@ def read_seq(path, *, strict: bool = False):
         strict: also fail (instead of warning) on a signature mismatch, a row in
             [SIGNATURE] other than ``Type`` and ``Hash``, an unknown section, a version
             newer than 1.5 or a block shorter than its events.
+        refocusing_threshold_deg: files before Pulseq 1.5 do not store what an RF pulse
+            is for. ``None`` (default): such pulses keep ``use="undefined"`` and count as
+            refocusing from 90.01 degrees on, as in the Pulseq toolboxes' ``detectRFuse``
+            (this decides where k-space is reset or negated, and ideal spoiling). A number
+            [deg]: they become ``"refocusing"`` at or above it and ``"excitation"`` below,
+            for files whose 90 degree pulses come out a little above 90 (a raster that is
+            not the one the pulse was designed on: 135 separates 90 from 180).
 
     Returns:
         The `Sequence`; ``definitions`` holds the [DEFINITIONS] entries (numbers as
@@ -48,7 +55,7 @@ def read_seq(path, *, strict: bool = False):
         >>> seq = mt.read_seq("gre.seq")  # doctest: +SKIP
         >>> seq.duration, seq.n_blocks, seq.n_adc_samples  # doctest: +SKIP
     """
-    return _read(path, strict=strict)
+    return _read(path, strict=strict, refocusing_threshold_deg=refocusing_threshold_deg)
 
 
 def write_seq(seq, path, *, version: str = "1.5.1") -> str:

@@ -33,7 +33,7 @@ from ._xp import add_columns, backend, set_at
 from .coils import combine_rss, combine_sensitivity, estimate_sensitivities
 from .image import Image
 from .nufft import nufft_adjoint, pipe_dcf
-from .seqinfo import AcqInfo, acquisition_info, sequence_fov, sequence_matrix
+from .seqinfo import AcqInfo, acquisition_info, no_excitation_hint, sequence_fov, sequence_matrix
 
 __all__ = ["reconstruct"]
 
@@ -154,6 +154,9 @@ def reconstruct(
             )
         k = seq.kspace()
     info = acquisition_info(seq) if seq is not None else None
+    hint = no_excitation_hint(seq) if seq is not None else None
+    if hint is not None:
+        warnings.warn(hint, stacklevel=2)
     if info is not None and info.adc_of_sample.size != n_adc:
         raise ValueError(
             f"the sequence has {info.adc_of_sample.size} ADC samples but the signal has {n_adc}"

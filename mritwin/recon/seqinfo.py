@@ -11,7 +11,7 @@ import numpy as np
 
 from ..constants import GAMMA_BAR
 from ..sequence.events import ArbGrad, TrapGrad
-from ..sequence.kspace import rf_roles
+from ..sequence.kspace import UNDEFINED_REFOCUS_DEG, rf_roles
 from ..sequence.labels import adc_labels, labels_used, sample_adc_index
 from ..sequence.sequence import Sequence
 
@@ -49,6 +49,28 @@ def is_excitation(rf) -> bool:
     """Whether an RF pulse excites (``use == "excitation"``, or undefined and below
     90.01°: `mritwin.sequence.kspace.rf_roles`)."""
     return rf_roles([(0, rf)])[0] == 0
+
+
+def no_excitation_hint(seq: Sequence) -> str | None:
+    """Why k-space is never reset, when a sequence with RF pulses has no excitation among
+    them and some have undefined use (a file before Pulseq 1.5): None otherwise."""
+    flips = []
+    for block in seq.blocks:
+        rf = block.rf
+        if rf is None:
+            continue
+        if is_excitation(rf):
+            return None
+        if rf.use == "undefined":
+            flips.append(np.degrees(rf.flip_angle()))
+    if not flips:
+        return None
+    return (f"no RF pulse counts as an excitation, so k-space is integrated from the sequence "
+            f"start: the {len(flips)} pulse(s) of undefined use (files before Pulseq 1.5) are "
+            f"classified by flip angle as the Pulseq toolboxes do (excitation below "
+            f"{UNDEFINED_REFOCUS_DEG} deg), and the smallest here is {min(flips):.3f} deg; "
+            f"read the file with read_seq(path, refocusing_threshold_deg=135) if its 90 deg "
+            f"pulses come out a little above 90")
 
 
 def _grad_amp(g) -> float:

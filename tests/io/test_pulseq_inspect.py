@@ -81,6 +81,23 @@ def test_seq_info_bad_input_exits_2_with_one_line(tmp_path, capsys):
     capsys.readouterr()
 
 
+def test_seq_info_refocusing_threshold(tmp_path, capsys):
+    """A 1.4.1 file of 91 degree excitations: refocusing under the toolboxes' 90.01 rule,
+    excitations with --refocusing-threshold 135; a bad value exits 2 with one line."""
+    rf = mt.make_block_pulse(np.radians(91.0), 0.2e-3, use="excitation")
+    adc = mt.make_adc(16, dwell=10e-6)
+    seq = mt.Sequence([mt.Block(rf), mt.Block(adc=adc), mt.Block(duration=5e-3)] * 3)
+    path = tmp_path / "v141.seq"
+    mt.write_seq(seq, path, version="1.4.1")
+    assert _cli(["seq-info", str(path)]) == 0
+    assert "RF pulses       3 (0 excitations)" in capsys.readouterr().out
+    assert _cli(["seq-info", "--refocusing-threshold", "135", str(path)]) == 0
+    assert "RF pulses       3 (3 excitations)" in capsys.readouterr().out
+    assert _cli(["seq-info", "--refocusing-threshold", "-1", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "refocusing_threshold_deg must be" in err
+
+
 def test_plot_sequence_and_kspace():
     from mritwin.plot.sequence import plot_kspace, plot_sequence, sequence_waveforms
 

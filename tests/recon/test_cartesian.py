@@ -238,6 +238,37 @@ def test_trajectory_alone_with_residual_kz_and_odd_even_readout_shifts():
     assert a[-2] < 0.05
 
 
+def test_pre15_file_whose_90_degree_pulses_exceed_the_toolbox_threshold(tmp_path):
+    """A Pulseq 1.4 file stores no RF use; its excitations of 90.09 deg (a 90 deg pulse
+    played on a raster 0.1 % longer than it was designed on) count as refocusing under the
+    toolboxes' 90.01 deg rule, so k-space is never reset: reconstruct says why, and
+    ``read_seq(..., refocusing_threshold_deg=135)`` reads them as excitations (k-space
+    and image as with the uses stated)."""
+    r = np.array([0.0375, -0.05, 0.0])
+    base = gre(16, 0.2)
+    rf = mt.make_block_pulse(np.radians(90.09), 0.2e-3, use="excitation")
+    seq = mt.Sequence([b.replace(rf=rf) if b.rf is not None else b for b in base.blocks], base.definitions)
+    path = tmp_path / "v141.seq"
+    mt.write_seq(seq, path, version="1.4.1")
+
+    default = mt.read_seq(path)
+    assert {b.rf.use for b in default.blocks if b.rf is not None} == {"undefined"}
+    sig = mt.simulate(_point_twin(r), default)
+    with pytest.warns(UserWarning, match=r"no RF pulse counts as an excitation.*smallest here is 90\.090 deg"):
+        reconstruct(sig, default)
+
+    fixed = mt.read_seq(path, refocusing_threshold_deg=135)
+    assert {b.rf.use for b in fixed.blocks if b.rf is not None} == {"excitation"}
+    np.testing.assert_allclose(np.asarray(fixed.kspace()), np.asarray(seq.kspace()), atol=1e-6)
+    img = reconstruct(mt.simulate(_point_twin(r), fixed), fixed)
+    world, _ = _peak_world(img)
+    np.testing.assert_allclose(world[:2], r[:2] * 1e3, atol=1e-6)
+    # a refocusing pulse stays refocusing; the value is checked
+    assert mt.read_seq(path, refocusing_threshold_deg=90.0).blocks[0].rf.use == "refocusing"
+    with pytest.raises(ValueError, match="refocusing_threshold_deg must be"):
+        mt.read_seq(path, refocusing_threshold_deg=-1)
+
+
 def test_bad_input_errors():
     seq = gre(16, 0.2)
     sig = mt.simulate(_point_twin([0.0, 0.0, 0.0]), seq)
