@@ -589,11 +589,15 @@ def _rf_step_edges(rft, rf_dt):
     removable = same_pulse.copy()
     if rf_dt is None:
         vals = rft.values
-        if isinstance(vals, jax.Array):
-            removable[:] = False
-        else:
+        if not isinstance(vals, jax.Array):
             v = np.asarray(vals)[rft.value_index]
             removable &= v[1:] == v[:-1]  # (in the frame that follows the pulse, modulated or not)
+        elif rft.shape_key is not None:
+            # traced amplitude or phase (one value per pulse), concrete shapes: the same runs
+            k = rft.shape_key[rft.value_index]
+            removable &= k[1:] == k[:-1]
+        else:
+            removable[:] = False
     else:
         # steps of rf_dt from the shape start: a sample belongs to the step its start is in
         start = rft.periods[rft.pulse, 0]

@@ -186,8 +186,11 @@ class RF(eqx.Module):
             raise ValueError(f"RF.shape_duration {self.shape_duration:g} s is shorter than {what}: "
                              "samples past the shape's end would be dropped")
         if center is None:
-            k = int(np.argmax(np.abs(np.asarray(jax.lax.stop_gradient(self.shape))))) if not isinstance(
-                self.shape, jax.core.Tracer) else n // 2
+            # NumPy shapes stay NumPy (a lax op on them inside jax.jit would stage a tracer)
+            if isinstance(self.shape, jax.core.Tracer):
+                k = n // 2
+            else:
+                k = int(np.argmax(np.abs(np.asarray(self.shape))))
             center = self.sample_times()[k]
         self.center = float(center)
         if use not in RF_USES:

@@ -220,11 +220,16 @@ class RFTable:
     value_index: np.ndarray  # (n,) index into values
     pulses: list  # [(block index, RF event)] in time order
     periods: np.ndarray  # (n_pulses, 2) absolute [start, end] of each shape
+    # concrete (n_values,) shape samples when every pulse's shape is concrete (amplitude and
+    # phase may be traced): within one pulse, equal shape samples are equal values, so
+    # runs of them merge into one step in the traced path as in the concrete one
+    shape_key: np.ndarray | None = None
 
 
 def rf_table(seq: Sequence, b0: float, gamma_bar: float) -> RFTable:
     starts = seq.block_starts()
     e0s, e1s, taus, freqs, vals, pidx, vidx, pulses, periods = [], [], [], [], [], [], [], [], []
+    keys = []
     offset = 0
     groups = _group_by_event(seq, "rf")
     pulse_of_block = {}
@@ -237,6 +242,7 @@ def rf_table(seq: Sequence, b0: float, gamma_bar: float) -> RFTable:
         v = ev.amplitude * ev.shape * (jnp.exp(1j * phase) if is_traced(phase) or isinstance(
             phase, jax.Array) else np.exp(1j * np.asarray(phase)))
         vals.append(v)
+        keys.append(None if is_traced(ev.shape) else np.asarray(ev.shape))
         idx = np.asarray(idx)
         T = starts[idx][:, None] + ev.delay
         e0s.append((T + edges[None, :-1]).ravel())
@@ -266,6 +272,7 @@ def rf_table(seq: Sequence, b0: float, gamma_bar: float) -> RFTable:
         freq=np.concatenate(freqs)[order], values=_concat(vals, np.complex128),
         pulse=np.searchsorted(np.asarray(order_blocks), block_idx[order]),
         value_index=np.concatenate(vidx)[order], pulses=pulses, periods=np.asarray(periods),
+        shape_key=None if any(k is None for k in keys) else np.concatenate(keys),
     )
 
 

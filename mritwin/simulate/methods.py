@@ -206,7 +206,13 @@ class Bloch(AbstractSimMethod):
     Accuracy: free precession, relaxation between RF pulses and windows are exact for
     static spins and piecewise-linear gradients; RF steps use Strang splitting
     (relax ``dt/2`` – exact rotation – relax ``dt/2``), a second-order method whose
-    error per pulse scales as ``(dt/T2) · (flip per step)``, negligible at the RF raster.
+    error per pulse scales as ``(dt/T2) · (flip per step)``. A step is one raster sample,
+    or a run of equal samples (a block pulse is one sample held): against the exact
+    solution (matrix exponential), a 1 ms 90° block pulse gives ``|Mxy|`` 1.6e-4 low at
+    T2 = 50 ms (6.8e-4 at 10 ms, 2.8e-5 for 0.2 ms), and a 2 ms 180° block pulse leaves
+    no transverse magnetization where relaxation during the pulse leaves 1.3e-3 of M0
+    (measured 2026-12-06). The same steps are taken with traced values (`jax.grad`,
+    `jax.jit`), so a traced run gives the same numbers.
     """
 
     rf_dt: float | None = eqx.field(default=None, static=True)
