@@ -32,6 +32,7 @@ from ..sequence.events import (
     RFShim,
     TrapGrad,
 )
+from ..sequence.kspace import undefined_rf_use
 from ..sequence.sequence import Block, Sequence
 from ._pulseq_ext import KNOWN_EXTENSIONS, extension_lists, extension_specs
 from ._pulseq_parse import (
@@ -419,8 +420,7 @@ def _resolve_use(rf: RF, threshold_deg: float) -> RF:
     """A pulse of undefined use as refocusing at or above ``threshold_deg``, else excitation."""
     if rf.use != "undefined":
         return rf
-    use = "refocusing" if np.degrees(rf.flip_angle()) >= threshold_deg else "excitation"
-    return dataclasses.replace(rf, use=use)
+    return dataclasses.replace(rf, use=undefined_rf_use(rf, threshold_deg))
 
 
 def read(path, *, strict: bool = False, refocusing_threshold_deg: float | None = None) -> Sequence:

@@ -38,9 +38,9 @@ from .seqinfo import AcqInfo, acquisition_info, no_excitation_hint, sequence_fov
 __all__ = ["reconstruct"]
 
 _EXTRA = ("ECO", "REP", "SET", "PHS")
+_EXTRA_NAMES = {"SLC": "slab", "ECO": "echo", "REP": "rep", "SET": "set", "PHS": "phase"}
 # the smallest k-space span [1/m] of an encoded axis (two phase steps with a FOV of 1 m)
 ENC_MIN_SPAN = 1.0
-_EXTRA_NAMES = {"SLC": "slab", "ECO": "echo", "REP": "rep", "SET": "set", "PHS": "phase"}
 
 
 def reconstruct(

@@ -9,12 +9,20 @@ import numpy as np
 from ..constants import GAMMA_BAR
 from .timeline import adc_table, gradient_moments, gradient_table, rf_table
 
-__all__ = ["kspace_at_adc", "rf_roles", "UNDEFINED_REFOCUS_DEG"]
+__all__ = ["kspace_at_adc", "rf_roles", "undefined_rf_use", "UNDEFINED_REFOCUS_DEG"]
 
 _EXCITE, _REFOCUS, _NONE = 0, 1, 2
 UNDEFINED_REFOCUS_DEG = 90.01
 """Flip angle [deg] from which a pulse of undefined use counts as refocusing (the Pulseq
 toolboxes' threshold: 90° plus 0.01° for the rounding of very short pulses)."""
+
+
+def undefined_rf_use(rf, threshold_deg: float = UNDEFINED_REFOCUS_DEG) -> str:
+    """``"refocusing"`` for a pulse of nominal flip angle at least ``threshold_deg``, else
+    ``"excitation"`` (traced values: excitation): what a pulse of undefined use is for."""
+    traced = any(isinstance(v, jax.core.Tracer) for v in (rf.amplitude, rf.shape, rf.phase_offset))
+    flip = 0.0 if traced else rf.flip_angle()
+    return "refocusing" if np.degrees(flip) >= threshold_deg else "excitation"
 
 
 def rf_roles(pulses) -> list[int]:
@@ -30,9 +38,7 @@ def rf_roles(pulses) -> list[int]:
     for _, ev in pulses:
         use = ev.use
         if use == "undefined":
-            traced = any(isinstance(v, jax.core.Tracer) for v in (ev.amplitude, ev.shape, ev.phase_offset))
-            flip = 0.0 if traced else ev.flip_angle()  # traced values: classify as excitation
-            use = "refocusing" if np.degrees(flip) >= UNDEFINED_REFOCUS_DEG else "excitation"
+            use = undefined_rf_use(ev)
         roles.append({"excitation": _EXCITE, "refocusing": _REFOCUS}.get(use, _NONE))
     return roles
 
