@@ -7,7 +7,8 @@ The sequence timeline is cut into *steps*:
 - **RF steps** (``kind = 0``) inside RF pulses: by default one per RF raster sample
   (runs of equal samples are merged, so a block pulse is one
   step); ``rf_dt`` groups samples into steps of that duration from the shape start
-  (the last possibly shorter; B1 averaged).
+  (the last possibly shorter; B1 averaged; a held sample longer than ``rf_dt`` is cut
+  into equal steps of at most ``rf_dt``).
   The gradient over an RF step is its exact average.
 - **Free steps** (``kind = 1``) between RF pulses: one per ADC sample; everything in
   between is merged, because free precession of a static spin depends only on the
@@ -221,9 +222,11 @@ def discretize(
         seq: the sequence.
         scanner: the system (``b0`` for ppm offsets, ``gamma_bar``); default `Scanner()`.
         rf_dt: group RF samples into steps of this duration [s] from the shape start,
-            the last possibly shorter (B1 averaged over the step). Default: one step
-            per raster sample (exact for piecewise-constant RF up to the splitting
-            error of the relaxation).
+            the last possibly shorter (B1 averaged over the step; a held sample longer
+            than ``rf_dt`` cut into equal steps of at most ``rf_dt``). Default: one step
+            per raster sample, runs of equal samples merged (exact for
+            piecewise-constant RF up to the splitting error of the relaxation, which
+            for a held block pulse spans the whole pulse: see `mritwin.Bloch`).
         windows: evaluate constant-gradient ADC events as windows (exact; faster).
         bucket: pad the number of steps to a length bucket so compiled shapes repeat.
         ideal_spoiling: mark the first step of every excitation pulse to null the
@@ -270,8 +273,11 @@ def discretize(
     bounds = np.concatenate([[0.0, total], rf_edges, adt.time])
     bounds = np.unique(np.round(bounds, 12))
     bounds = bounds[(bounds >= 0) & (bounds <= round(total, 12) + 1e-12)]
+    if rf_dt is not None:
+        # a held sample (a block pulse) longer than rf_dt: equal steps of at most rf_dt
+        bounds = _subdivide_steps(bounds, rft, rf_dt, inside_rf=True)
     if max_dt is not None:
-        bounds = _subdivide_free_steps(bounds, rft, max_dt)
+        bounds = _subdivide_steps(bounds, rft, max_dt, inside_rf=False)
     a, b = bounds[:-1], bounds[1:]
     n = a.size
 
@@ -490,9 +496,10 @@ def _translated_windows(motion, kstep, cyc0, adt, events, steps, n_window):
     return wcyc, wcidx, cyc0
 
 
-def _subdivide_free_steps(bounds, rft, max_dt):
-    """Step boundaries with every step outside RF pulses longer than ``max_dt`` [s] cut
-    into equal parts (dynamics: `mritwin.twin.dynamics`)."""
+def _subdivide_steps(bounds, rft, max_dt, *, inside_rf: bool):
+    """Step boundaries with every step inside RF pulses (``inside_rf``; long held samples)
+    or outside them (per-spin dynamics: `mritwin.twin.dynamics`) longer than ``max_dt``
+    [s] cut into equal parts."""
     if not (max_dt is not None and np.isfinite(max_dt) and max_dt > 0):
         raise ValueError(f"max_dt must be > 0 [s], got {max_dt}")
     a, b = bounds[:-1], bounds[1:]
@@ -503,7 +510,9 @@ def _subdivide_free_steps(bounds, rft, max_dt):
         ok = p >= 0
         in_rf[ok] = mid[ok] < rft.periods[p[ok], 1]
     parts = np.maximum(np.ceil((b - a) / max_dt - 1e-9), 1).astype(np.int64)
-    parts[in_rf] = 1
+    parts[in_rf != inside_rf] = 1
+    if not (parts > 1).any():
+        return bounds
     extra = parts - 1
     idx = np.repeat(np.arange(a.size), extra)
     j = np.arange(idx.size) - np.repeat(np.cumsum(extra) - extra, extra) + 1
