@@ -6,9 +6,9 @@ RF step's field stays within `kernels.SMALL_FIELD`) and forced to the general ro
 (reciprocal square root and range-reduced sine/cosine), called alternately in one
 process, ``--calls`` calls each. Prints one JSON object per scenario: the chosen modes
 (single RF steps, fused RF steps), medians, speed-up and the largest difference (float
-rounding). Hard pulses stay RF steps here (`engine.SINGLE_STEP_PULSE_CHUNK` set to 0: the
-engine otherwise prepares repeated ones on the CPU for chunks of up to 8 192 spins), since
-their rotation is what this measures.
+rounding). Pulses are stepped here (``Bloch(prepare_pulses=False)``, as pulses played once
+are: the engine otherwise prepares repeated ones, the GRE's hard pulses of 10 steps of
+10 us among them), since their rotation is what this measures.
 
 Usage:  python benchmarks/bench_rf_rotation.py [--scenario gre-64 gre-128 koma-brain-suscept] [--calls 21]
 """
@@ -16,6 +16,7 @@ Usage:  python benchmarks/bench_rf_rotation.py [--scenario gre-64 gre-128 koma-b
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -36,20 +37,18 @@ def main(argv=None) -> int:
                    choices=sorted(SCENARIOS))
     p.add_argument("--calls", type=int, default=21)
     a = p.parse_args(argv)
-    own, own_single = engine._rf_rotation_mode, engine.SINGLE_STEP_PULSE_CHUNK
-    engine.SINGLE_STEP_PULSE_CHUNK = 0  # hard pulses as RF steps (see above)
-    try:
-        for name in a.scenario:
-            _one(name, a.calls, own)
-    finally:
-        engine.SINGLE_STEP_PULSE_CHUNK = own_single
+    own = engine._rf_rotation_mode
+    for name in a.scenario:
+        _one(name, a.calls, own)
     return 0
 
 
 def _one(name: str, calls: int, own) -> None:
     case = SCENARIOS[name].build(False)
-    m = case.method.resolve_kernel(dtype=jnp.float32, traced=False, dynamics=False, n_devices=1, backend="cpu")
-    dseq = mt.discretize(case.seq, case.scanner, rf_dt=m.rf_dt, windows=m.windows, motion=case.motion)
+    m = dataclasses.replace(case.method, prepare_pulses=False).resolve_kernel(
+        dtype=jnp.float32, traced=False, dynamics=False, n_devices=1, backend="cpu")
+    dseq = mt.discretize(case.seq, case.scanner, rf_dt=m.rf_dt, max_rf_dt=m.max_rf_dt, windows=m.windows,
+                         motion=case.motion)
     runs = []
     for forced in (None, "general"):
         engine._rf_rotation_mode = own if forced is None else (lambda *args, f=forced, **kw: f)

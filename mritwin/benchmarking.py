@@ -417,7 +417,7 @@ def run_case(name: str, case, *, quick: bool = False, repeats: int = 3, dtype: s
         raise ValueError(f"repeats must be a positive integer, got {repeats}")
     m = case.method
     t0 = time.perf_counter()
-    dseq = mt.discretize(case.seq, case.scanner, rf_dt=m.rf_dt, windows=m.windows, motion=case.motion,
+    dseq = mt.discretize(case.seq, case.scanner, rf_dt=m.rf_dt, max_rf_dt=m.max_rf_dt, windows=m.windows, motion=case.motion,
                          general_windows=m.readout is not None, rf_per_step=engine.rf_per_step(m))
     discretize_s = time.perf_counter() - t0
     twin = case.twin
@@ -470,7 +470,7 @@ def run_case(name: str, case, *, quick: bool = False, repeats: int = 3, dtype: s
         "params": case.params,
     }
     if with_numpy:
-        stepped = mt.discretize(case.seq, case.scanner, rf_dt=m.rf_dt, windows=False, motion=case.motion)
+        stepped = mt.discretize(case.seq, case.scanner, rf_dt=m.rf_dt, max_rf_dt=m.max_rf_dt, windows=False, motion=case.motion)
         work = twin.n_spins * stepped.n_real_steps
         rec["numpy_n_steps"] = int(stepped.n_real_steps)
         if work > NUMPY_MAX_SPIN_STEPS:

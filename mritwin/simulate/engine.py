@@ -155,7 +155,7 @@ def simulate(
     Args:
         twin: the spins.
         seq: a `Sequence` (discretized here) or an already discretized `DiscreteSequence`
-            (its steps were fixed by `discretize`: ``Bloch``'s ``rf_dt`` and ``windows`` do
+            (its steps were fixed by `discretize`: ``Bloch``'s ``rf_dt``, ``max_rf_dt`` and ``windows`` do
             not apply to it, and ``Bloch(ideal_spoiling=True)`` needs it discretized with
             ``ideal_spoiling=True``, and conversely: a mismatch is a ValueError).
         scanner: the system (B0 for ppm offsets, γ̄); default `Scanner()`.
@@ -1170,12 +1170,12 @@ def _prepare(seq: Sequence, scanner: Scanner, method: Bloch, motion=None):
     it is recomputed inside the trace.
     """
     general = method.readout is not None
-    key = (scanner, method.rf_dt, method.windows, method.ideal_spoiling, method.analytic_diffusion, general,
-           rf_per_step(method))
+    key = (scanner, method.rf_dt, method.max_rf_dt, method.windows, method.ideal_spoiling,
+           method.analytic_diffusion, general, rf_per_step(method))
     per_seq = _PREPARED.get(seq)
     if motion is None and per_seq is not None and key in per_seq:
         return per_seq[key]
-    dseq = discretize(seq, scanner, rf_dt=method.rf_dt, windows=method.windows,
+    dseq = discretize(seq, scanner, rf_dt=method.rf_dt, max_rf_dt=method.max_rf_dt, windows=method.windows,
                       ideal_spoiling=method.ideal_spoiling, motion=motion,
                       diffusion=method.analytic_diffusion, general_windows=general,
                       rf_per_step=rf_per_step(method))
@@ -1819,12 +1819,12 @@ def _prepare_dynamics(seq, scanner: Scanner, method: Bloch, motion, models):
     # move or change during a window do not evolve linearly with fixed positions.)
     steps = [m.max_step for m in models if m.max_step is not None]
     max_dt = min(steps) if steps else None
-    key = (scanner, method.rf_dt, method.ideal_spoiling, method.analytic_diffusion, max_dt)
+    key = (scanner, method.rf_dt, method.max_rf_dt, method.ideal_spoiling, method.analytic_diffusion, max_dt)
     per_seq = _PREPARED_DYN.get(seq)
     if motion is None and per_seq is not None and key in per_seq:
         return per_seq[key]
-    dseq = discretize(seq, scanner, rf_dt=method.rf_dt, windows=False, ideal_spoiling=method.ideal_spoiling,
-                      motion=motion, diffusion=method.analytic_diffusion, max_dt=max_dt)
+    dseq = discretize(seq, scanner, rf_dt=method.rf_dt, max_rf_dt=method.max_rf_dt, windows=False,
+                      ideal_spoiling=method.ideal_spoiling, motion=motion, diffusion=method.analytic_diffusion, max_dt=max_dt)
     k1 = _step_first_moments(seq, dseq, scanner, motion)
     kspace = seq.kspace()
     counts = [b.adc.num_samples for b in seq.blocks if b.adc is not None]

@@ -7,6 +7,8 @@ import abc
 import equinox as eqx
 import numpy as np
 
+from ..sequence.discretize import MAX_RF_DT
+
 __all__ = ["AbstractSimMethod", "Bloch", "NUFFTReadout"]
 
 
@@ -91,7 +93,14 @@ class Bloch(AbstractSimMethod):
             time-bandwidth 4 the slice profile is within 6.5e-4 of its peak at 20 us and
             2.9e-2 at 50 us of the raster-stepped one (`tests/physics/test_rf.py`).
             ``None`` (default): one step per RF raster sample, merging runs of equal
-            samples (a block pulse is one step: see "Accuracy" below).
+            samples, a run longer than ``max_rf_dt`` cut into equal steps.
+        max_rf_dt: with ``rf_dt=None``, the longest RF step [s]: a held sample or run of
+            equal samples (a block pulse) longer than this is cut into equal steps of at
+            most this (default 10 us, `mritwin.sequence.discretize.MAX_RF_DT`), which
+            bounds the splitting error of relaxation during the pulse (see "Accuracy").
+            ``None``: a held run is one step (fewer steps, larger error). Repeated pulses
+            are still prepared once (``prepare_pulses``), so the extra steps cost little
+            there.
         windows: evaluate ADC events on a constant gradient as one window step (exact;
             samples from powers of the per-interval precession factor and one matrix
             product) instead of one step per sample.
@@ -207,17 +216,18 @@ class Bloch(AbstractSimMethod):
     Accuracy: free precession, relaxation between RF pulses and windows are exact for
     static spins and piecewise-linear gradients; RF steps use Strang splitting
     (relax ``dt/2`` – exact rotation – relax ``dt/2``), a second-order method whose
-    error per pulse scales as ``(dt/T2) · (flip per step)``. A step is one raster sample,
-    or a run of equal samples, and a block pulse is one sample held, so by default its
-    one step spans the whole pulse: against the closed form (4x4 matrix exponential) a
-    1 ms 90° block pulse ends 6.2e-3 of M0 off at T2 = 50 ms (3.1e-2 at 10 ms; 1.2e-3
-    for 0.2 ms; 1.1e-2 for a 2 ms 180° pulse at 80 ms), mostly in Mz: the transverse part
-    decays while the pulse turns it. ``rf_dt=10e-6`` cuts held samples into 10 us steps:
-    5e-7 and 2.5e-6 (second order in the step). The same steps are taken with traced
-    values (`jax.grad`, `jax.jit`), so a traced run gives the same numbers.
+    error per pulse scales as ``(pulse length / T2) · (flip per step)²``. A step is one
+    raster sample, or a run of equal samples cut into steps of at most ``max_rf_dt``:
+    against the closed form (4x4 matrix exponential) a 1 ms 90° block pulse at
+    T2 = 50 ms ends within 5e-7 of M0 with the default 10 us steps. As one step
+    (``max_rf_dt=None``) it would end 6.2e-3 of M0 off (3.1e-2 at T2 = 10 ms; 1.1e-2 for
+    a 2 ms 180° pulse at 80 ms), mostly in Mz: the transverse part decays while the
+    pulse turns it. The same steps are taken with traced values (`jax.grad`,
+    `jax.jit`), so a traced run gives the same numbers.
     """
 
     rf_dt: float | None = eqx.field(default=None, static=True)
+    max_rf_dt: float | None = eqx.field(default=MAX_RF_DT, static=True)
     windows: bool = eqx.field(default=True, static=True)
     chunk_size: int | None = eqx.field(default=None, static=True)
     checkpoint: bool = eqx.field(default=True, static=True)
@@ -242,6 +252,9 @@ class Bloch(AbstractSimMethod):
             raise ValueError("Bloch(readout=NUFFTReadout(...)) evaluates ADC windows; it needs windows=True")
         if self.rf_dt is not None and not self.rf_dt > 0:
             raise ValueError(f"Bloch.rf_dt must be > 0 [s], got {self.rf_dt}")
+        if self.max_rf_dt is not None and not (isinstance(self.max_rf_dt, (int, float))
+                                               and np.isfinite(self.max_rf_dt) and self.max_rf_dt > 0):
+            raise ValueError(f"Bloch.max_rf_dt must be None or > 0 [s], got {self.max_rf_dt!r}")
         if isinstance(self.fuse_rf, bool) or not isinstance(self.fuse_rf, (int, np.integer)) or not 1 <= self.fuse_rf <= 16:
             raise ValueError(f"Bloch.fuse_rf must be an integer from 1 to 16 (RF steps per fused step), "
                              f"got {self.fuse_rf!r}")
@@ -262,7 +275,12 @@ class Bloch(AbstractSimMethod):
             raise ValueError(f"Bloch.chunk_size must be a positive integer, got {self.chunk_size}")
 
     def describe(self) -> str:
-        rf = "RF raster" if self.rf_dt is None else f"RF steps >= {self.rf_dt * 1e6:g} us"
+        if self.rf_dt is not None:
+            rf = f"RF steps >= {self.rf_dt * 1e6:g} us"
+        elif self.max_rf_dt is None:
+            rf = "RF raster"
+        else:
+            rf = f"RF raster, held samples cut to {self.max_rf_dt * 1e6:g} us"
         spoil = ", ideal spoiling" if self.ideal_spoiling else ""
         ro = "" if self.readout is None else f", NUFFT readout tol={self.readout.tol:g}"
         if self.kernel == "pallas":

@@ -114,19 +114,34 @@ def test_mrf_train_closed_form_without_relaxation():
     """
     seq, flips = mrf_train(1000)
     twin = mt.Twin(position=np.zeros((1, 3)), pd=np.ones(1), t1=np.full(1, np.inf), t2=np.full(1, np.inf))
-    sig = np.asarray(mt.simulate(twin, seq, dtype=np.float64).samples[0]).reshape(1000, 64)
-    # discretize rounds step boundaries to 1 ps, so each 200 us pulse's angle is exact to
-    # alpha * 2 ps / 200 us <= 1.1e-8 rad: check that bound, then the engine against the
-    # closed form with those angles (rotation composition must then be exact to rounding)
+    # every step rotated (prepare_pulses=False): the composition of the steps' own angles
+    sig = np.asarray(mt.simulate(twin, seq, dtype=np.float64, method=mt.Bloch(prepare_pulses=False))
+                     .samples[0]).reshape(1000, 64)
+    # discretize rounds step boundaries to 1 ps, so each 200 us pulse's angle (the sum over
+    # its 10 us steps, all at phase 0) is exact to alpha * 2 ps / 200 us <= 1.1e-8 rad: check
+    # that bound, then the engine against the closed form with those angles (rotation
+    # composition must then be exact to rounding)
     d = mt.discretize(seq, mt.Scanner())
     kind = np.asarray(d.kind)[: d.n_real_steps]
-    angles = 2 * np.pi * np.abs(np.asarray(d.b1dt)[: d.n_real_steps][kind == 0])
+    rf = np.flatnonzero(kind == 0)
+    pulse = np.cumsum(np.r_[1, np.diff(rf) > 1]) - 1  # RF steps in a row: one pulse
+    b1 = np.asarray(d.b1dt)[: d.n_real_steps][rf]
+    assert np.abs(np.angle(b1)).max() < 1e-12  # (phase 0)
+    angles = 2 * np.pi * np.bincount(pulse, weights=np.abs(b1))
+    assert np.bincount(pulse).tolist() == [100] + [20] * 1000  # 1 ms and 200 us in 10 us steps
     assert angles.size == 1001 and abs(angles[0] - np.pi) < 1e-8
     assert np.abs(angles[1:] - flips).max() < 1.1e-8
     expected = 1j * np.sin(np.cumsum(angles)[1:])  # theta_i = pi + sum of the first i flips
     assert np.abs(sig - expected[:, None]).max() < 1e-10
     # and against the requested flips: 1000 pulses accumulate at most 1000 * 1.1e-8 rad
     assert np.abs(sig - 1j * np.sin(np.pi + np.cumsum(flips))[:, None]).max() < 1.1e-5
+    # by default the flips that repeat (|sin| is periodic) are prepared pulses: a play whose
+    # steps equal the prepared one's to the rounding of their absolute times (at most
+    # 16 eps x 10 s / 10 us relative, `prepared_rf._match_tol`) applies its map (measured:
+    # 1.7e-9 from the steps' own angles after 1 000 pulses)
+    prepared = np.asarray(mt.simulate(twin, seq, dtype=np.float64).samples[0]).reshape(1000, 64)
+    assert np.abs(prepared - sig).max() < 1e-8
+    assert np.abs(prepared - 1j * np.sin(np.pi + np.cumsum(flips))[:, None]).max() < 1.1e-5
     assert flips.min() >= np.radians(10) - 1e-12 and flips.max() <= np.radians(60) + 1e-12
 
 
@@ -171,19 +186,19 @@ def test_step_layout_benchmark_runs_and_agrees_with_the_generic_scan(capsys, mon
 
 
 def test_rf_rotation_benchmark_runs_and_agrees_with_the_general_rotation(capsys):
-    """benchmarks/bench_rf_rotation.py on gre-64: the engine picks the series for its 15°
-    hard pulse (kept as an RF step by the benchmark), and the general rotation gives the
-    same signal (float32 rounding)."""
+    """benchmarks/bench_rf_rotation.py on gre-64: the engine picks the series for the 10 us
+    steps of its 15° hard pulse (stepped, not prepared, by the benchmark), and the general
+    rotation gives the same signal (float32 rounding)."""
     import pathlib
     import runpy
 
     from mritwin.simulate import engine
 
-    own, single = engine._rf_rotation_mode, engine.SINGLE_STEP_PULSE_CHUNK
+    own = engine._rf_rotation_mode
     script = pathlib.Path(__file__).resolve().parents[2] / "benchmarks" / "bench_rf_rotation.py"
     main = runpy.run_path(str(script))["main"]
     assert main(["--scenario", "gre-64", "--calls", "1"]) == 0
-    assert engine._rf_rotation_mode is own and engine.SINGLE_STEP_PULSE_CHUNK == single  # restored
+    assert engine._rf_rotation_mode is own  # restored
     rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rec["scenario"] == "gre-64" and rec["modes"] == ["small", "general"]
     assert rec["chosen_s"] > 0 and rec["general_s"] > 0 and rec["max_rel_diff"] < 1e-5

@@ -5,10 +5,9 @@ and convergence of the RF step against an exact matrix exponential."""
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from scipy.linalg import expm
 
 import mritwin as mt
-from tests.seqkit import IDEAL
+from tests.seqkit import IDEAL, exact_constant_pulse
 
 F64 = dict(dtype=jnp.float64, scanner=IDEAL)
 
@@ -155,17 +154,6 @@ def test_grouped_rf_keeps_an_off_centre_slice():
     assert np.abs(coarse[np.abs(z - (z0 - 50e-3)) < 2e-3]).max() < 0.04 * peak
 
 
-def exact_constant_pulse(b1, df, t1, t2, duration):
-    """Closed-form solution of the Bloch equation for a constant field (4x4 expm)."""
-    w = 2 * np.pi * mt.GAMMA_BAR * np.array([b1.real, b1.imag, 0.0])
-    w[2] = 2 * np.pi * df
-    a = np.zeros((4, 4))
-    # dM/dt = M x Omega (left-handed) - relaxation
-    a[:3, :3] = [[-1 / t2, w[2], -w[1]], [-w[2], -1 / t2, w[0]], [w[1], -w[0], -1 / t1]]
-    a[2, 3] = 1 / t1
-    return (expm(a * duration) @ np.array([0, 0, 1.0, 1.0]))[:3]
-
-
 @pytest.mark.slow
 def test_rf_step_converges_with_second_order():
     # A 90-degree constant pulse with strong relaxation and off-resonance during the pulse,
@@ -192,23 +180,28 @@ def test_rf_step_converges_with_second_order():
 @pytest.mark.parametrize("flip_deg,duration,t2,one_step", [
     (90, 1e-3, 0.05, 6.2e-3), (90, 1e-3, 0.01, 3.1e-2), (90, 0.2e-3, 0.05, 1.2e-3), (180, 2e-3, 0.08, 1.1e-2)])
 def test_block_pulse_with_relaxation_against_the_closed_form(flip_deg, duration, t2, one_step):
-    """A block pulse is one sample held. By default it is one Strang step (relaxation split
-    around one rotation), whose error against the closed form (4x4 expm) is the one the
-    `Bloch` docstring and docs/engine.md state; ``rf_dt`` cuts the held sample into steps
-    of rf_dt, second order: within 3e-6 of M0 at 10 us."""
+    """A block pulse is one sample held. By default it is cut into steps of at most
+    ``max_rf_dt`` (10 us), each a Strang step (relaxation split around a rotation): within
+    3e-6 of M0 of the closed form (4x4 expm). As one step (``max_rf_dt=None``) its error is
+    the one the `Bloch` docstring and docs/engine.md state; ``rf_dt`` cuts it into steps of
+    rf_dt instead, second order in the step."""
     rf = mt.make_block_pulse(np.radians(flip_deg), duration, delay=0.0, scanner=IDEAL)
     twin = mt.Twin(position=np.zeros((1, 3)), pd=[1.0], t1=[1.0], t2=[t2])
     seq = mt.Sequence([mt.Block(rf=rf), mt.Block(adc=mt.ADC(1, 1e-9))])
     ref = exact_constant_pulse(complex(np.conj(rf.signal[0])), 0.0, 1.0, t2, duration)
 
-    def error(rf_dt):
-        sig = mt.simulate(twin, seq, return_magnetization=True, method=mt.Bloch(rf_dt=rf_dt), **F64)
+    def error(**kw):
+        sig = mt.simulate(twin, seq, return_magnetization=True, method=mt.Bloch(**kw), **F64)
         return np.linalg.norm(np.asarray(sig.magnetization[0]) - ref)
 
-    assert error(None) == pytest.approx(one_step, rel=0.05)
-    assert error(10e-6) < 3e-6
-    e4, e8 = error(duration / 4), error(duration / 8)
+    default = error()
+    assert default < 3e-6
+    assert error(max_rf_dt=None) == pytest.approx(one_step, rel=0.05)
+    assert error(max_rf_dt=10e-6) == pytest.approx(default, rel=1e-6)
+    e4, e8 = error(rf_dt=duration / 4), error(rf_dt=duration / 8)
     assert e8 == pytest.approx(e4 / 4, rel=0.1)
+    e20 = error(max_rf_dt=20e-6)
+    assert e20 == pytest.approx(4 * default, rel=0.1)  # second order in the held step
 
 
 @pytest.mark.parametrize("use", ["excitation", "undefined"])

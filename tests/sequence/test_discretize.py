@@ -71,8 +71,14 @@ def test_adc_sample_inside_an_rf_pulse():
     twin = mt.Twin(position=np.zeros((1, 3)), pd=[1.0], t1=[np.inf], t2=[np.inf])
     s = complex(mt.simulate(twin, seq, dtype=jnp.float64, scanner=IDEAL).samples[0, 0])
     np.testing.assert_allclose(s, 1j * np.sin(np.pi / 4), atol=1e-12)
-    d = mt.discretize(seq, IDEAL)
+    d = mt.discretize(seq, IDEAL, max_rf_dt=None)
     assert int((np.asarray(d.kind)[: d.n_real_steps] == 0).sum()) == 2  # the pulse is split there
+    # by default the held sample is cut into 10 us steps, the sample on one of their edges
+    d = mt.discretize(seq, IDEAL)
+    kind = np.asarray(d.kind)[: d.n_real_steps]
+    assert int((kind == 0).sum()) == 100 and np.asarray(d.dt)[: d.n_real_steps][kind == 0].max() <= 10e-6 + 1e-15
+    end = (np.asarray(d.t) + np.asarray(d.dt))[: d.n_real_steps]
+    np.testing.assert_allclose(end[np.asarray(d.sample)[: d.n_real_steps]], [0.5e-3], rtol=0, atol=1e-15)
 
 
 def test_windows_buckets_and_step_counts():
@@ -80,14 +86,18 @@ def test_windows_buckets_and_step_counts():
     adc = mt.ADC(64, 10e-6, delay=50e-6)
     rf = mt.make_block_pulse(0.2, 1e-4, delay=0.0, scanner=IDEAL)
     seq = mt.Sequence([mt.Block(rf=rf), mt.Block(gx=gx, adc=adc)] * 3)
-    d = mt.discretize(seq, IDEAL)
+    d = mt.discretize(seq, IDEAL, max_rf_dt=None)
     kinds = np.asarray(d.kind)[: d.n_real_steps]
     # per TR: 1 RF step, a free step up to the first sample, one window, the tail after it
     assert list(np.bincount(kinds, minlength=3)) == [3, 6, 3]
     assert d.n_window == 64 and np.asarray(d.count)[: d.n_real_steps][kinds == 2].tolist() == [63] * 3
     assert d.n_steps == 16 and d.n_steps >= d.n_real_steps  # padded to a bucket
-    stepped = mt.discretize(seq, IDEAL, windows=False)
+    stepped = mt.discretize(seq, IDEAL, windows=False, max_rf_dt=None)
     assert stepped.n_window == 0 and stepped.n_real_steps == 3 * (1 + 64 + 1)
+    # by default the 100 us pulse is 10 steps of 10 us
+    d10 = mt.discretize(seq, IDEAL)
+    assert list(np.bincount(np.asarray(d10.kind)[: d10.n_real_steps], minlength=3)) == [30, 6, 3]
+    assert mt.discretize(seq, IDEAL, windows=False).n_real_steps == 3 * (10 + 64 + 1)
     np.testing.assert_allclose(np.asarray(d.dt).sum(), seq.duration - 3 * 63 * 10e-6 + 3 * 10e-6, rtol=1e-12)
 
 

@@ -345,7 +345,8 @@ def test_engine_chooses_the_rotation_on_the_host():
     twin = _twin(8, 0.2)
 
     def mode(flip, tw=twin, scale_half=None):
-        d = discretize(cartesian_gre(8, 0.2, flip=np.radians(flip)), IDEAL)
+        # (max_rf_dt=None: the hard pulse as one step, whose flip decides)
+        d = discretize(cartesian_gre(8, 0.2, flip=np.radians(flip)), IDEAL, max_rf_dt=None)
         if scale_half is not None:
             rf = np.flatnonzero(np.asarray(d.kind)[: d.n_real_steps] == 0)
             b1 = np.array(d.b1dt)

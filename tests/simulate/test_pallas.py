@@ -340,7 +340,7 @@ def test_the_loop_stops_before_the_padding(monkeypatch):
     # bit for bit as looping over the padding
     scanner = mt.Scanner()
     seq = cartesian_gre(12, 0.2, tr=8e-3, te=3e-3)  # 168 steps in a bucket of 176
-    dseq = mt.discretize(seq, scanner, windows=False)
+    dseq = mt.discretize(seq, scanner, windows=False, max_rf_dt=None)  # (hard pulses as one step)
     steps, pulse, slot_of_sample, n_slots = pk.kernel_steps(dseq)
     n_real = int(dseq.n_real_steps)
     assert steps[0].shape[0] > n_real  # (this sequence is padded)

@@ -112,8 +112,14 @@ def test_prepared_pulses_equal_stepping(dtype, tol):
     assert np.max(np.abs(np.asarray(nu.samples) - np.asarray(ref.samples))) <= 1e-8 * twin.pd.sum()
 
 
+# the hard pulses as one RF step each (by default discretize cuts a held sample into 10 us
+# steps, and a 0.2 ms pulse of 20 steps is prepared as any multi-step pulse)
+ONE_STEP = dict(max_rf_dt=None)
+
+
 def _hard_gre(n, fov, flip=25.0, n_tr=None):
-    """A 2D GRE with a 0.2 ms hard pulse (one RF step) per TR and RF spoiling."""
+    """A 2D GRE with a 0.2 ms hard pulse (one RF step with ``ONE_STEP``) per TR and RF
+    spoiling."""
     dk, dwell = 1 / fov, 20e-6
     amp = dk / (dwell * IDEAL.gamma_bar)
     blocks, phase, inc = [], 0.0, 0.0
@@ -130,14 +136,14 @@ def _hard_gre(n, fov, flip=25.0, n_tr=None):
 
 
 def test_one_step_pulses_are_prepared_only_when_asked_and_repeated():
-    d = discretize(_hard_gre(8, 0.2))
+    d = discretize(_hard_gre(8, 0.2), **ONE_STEP)
     assert np.sum(np.asarray(d.kind)[:d.n_real_steps] == 0) == 8  # one RF step per play
     assert plan_prepared_rf(d, 3)[1] is None  # (too short by default)
     short, table = plan_prepared_rf(d, 3, single_steps=True)
     assert table.dt.shape == (1, 1) and np.sum(np.asarray(short.kind) == 3) == 8
     assert not np.any(np.asarray(short.kind)[:short.n_real_steps] == 0)
     # played three times: not prepared, even where every pulse may be (min_repeats=1)
-    d3 = discretize(_hard_gre(8, 0.2, n_tr=3))
+    d3 = discretize(_hard_gre(8, 0.2, n_tr=3), **ONE_STEP)
     assert plan_prepared_rf(d3, 3, min_repeats=1, single_steps=True)[1] is None
     # all one-step pulses or none: an inversion played once between the TRs keeps every
     # hard pulse a step (else it would be a kind outside the steps' period)
@@ -145,7 +151,7 @@ def test_one_step_pulses_are_prepared_only_when_asked_and_repeated():
     blocks = list(gre.blocks)
     inv = mt.make_block_pulse(np.pi, 2e-4, delay=0.0, use="inversion", scanner=IDEAL)
     blocks[16:16] = [mt.Block(rf=inv), mt.Block(duration=0.05)]
-    assert plan_prepared_rf(discretize(mt.Sequence(blocks)), 3, single_steps=True)[1] is None
+    assert plan_prepared_rf(discretize(mt.Sequence(blocks), **ONE_STEP), 3, single_steps=True)[1] is None
 
 
 @pytest.mark.parametrize("chunk", [None, 64])
@@ -155,11 +161,11 @@ def test_one_step_pulses_prepared_on_the_cpu_equal_stepping(chunk, monkeypatch):
     from mritwin.simulate import engine
 
     twin, seq = _twin(10, 0.2), _hard_gre(10, 0.2)
-    method = mt.Bloch(chunk_size=chunk)
+    method = mt.Bloch(chunk_size=chunk, **ONE_STEP)
     run = engine._plan(twin, seq, mt.Scanner(), None, method, jnp.float64, False, None, ())
     assert run.call.keywords["rftab"] is not None  # prepared (the chunk is small)
     got = mt.simulate(twin, seq, dtype=jnp.float64, method=method, return_magnetization=True)
-    ref = mt.simulate(twin, seq, dtype=jnp.float64, method=mt.Bloch(prepare_pulses=False, chunk_size=chunk),
+    ref = mt.simulate(twin, seq, dtype=jnp.float64, method=mt.Bloch(prepare_pulses=False, chunk_size=chunk, **ONE_STEP),
                       return_magnetization=True)
     scale = np.max(np.abs(np.asarray(ref.samples)))
     assert np.max(np.abs(np.asarray(got.samples) - np.asarray(ref.samples))) <= 1e-12 * scale

@@ -175,7 +175,8 @@ def test_durations_that_vary_between_periods_relax_per_step(monkeypatch):
     seq = mt.Sequence(blocks)
     twin = mt.Twin(position=np.zeros((3, 3)), pd=np.ones(3), t1=np.array([0.3, 0.8, 1.5]),
                    t2=np.array([0.02, 0.05, 0.1]))
-    method = mt.Bloch(ideal_spoiling=True, prepare_pulses=False)  # (the pulse as an RF step)
+    # (the pulse as one RF step: not prepared, not cut into 10 us steps)
+    method = mt.Bloch(ideal_spoiling=True, prepare_pulses=False, max_rf_dt=None)
     layout = _layout_of(twin, seq, method)
     assert layout is not None and [s.kind for s in layout.slots] == [0, 1, 2, 1]
     assert [s.same_dt for s in layout.slots] == [True, True, True, False]
