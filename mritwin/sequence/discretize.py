@@ -528,7 +528,11 @@ def _subdivide_steps(bounds, rft, max_dt, *, inside_rf: bool):
     idx = np.repeat(np.arange(a.size), extra)
     j = np.arange(idx.size) - np.repeat(np.cumsum(extra) - extra, extra) + 1
     cuts = a[idx] + (b - a)[idx] * j / parts[idx]
-    return np.unique(np.round(np.concatenate([bounds, cuts]), 12))
+    # (not rounded to 1 ps as the other boundaries are: that made the parts' durations
+    # differ by up to 2 ps, 2e-7 of a 10 us step, too much for them to count as equal
+    # steps of one prepared pulse or one fused step; unrounded, they differ by the
+    # rounding of the absolute times, ~eps t. Interior points: no duplicates.)
+    return np.sort(np.concatenate([bounds, cuts]))
 
 
 def _general_windows(gt, adt, events, steps, n_window, n_steps, gb):

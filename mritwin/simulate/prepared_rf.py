@@ -69,12 +69,16 @@ def _match_tol(t, dt, kind) -> float:
     """Relative rounding of a step's values at the sequence's latest time, to which two
     plays of a pulse still count as the same: a step's integrals (B1, gradient moment,
     duration) are taken between absolute times, so a 1 us step 2.4 s into a sequence
-    carries ~5e-10 of relative rounding. At most 1e-7 (the candidate buckets' width)."""
+    carries ~5e-10 of relative rounding; and step boundaries are rounded to 1 ps while
+    the samples' edges are sums of block durations, which drift from that grid (0.38 ps
+    after 1 000 blocks of 12 ms), so a step that ends a held sample (a block pulse cut into
+    10 us steps) can overlap it 1 ps less: 1e-7 of a 10 us step. At most 1e-7 (the
+    candidate buckets' width)."""
     rf = (kind == 0) & (dt > 0)
     if not rf.any():
         return 0.0
     late = float(np.abs(t).max()) + float(dt.max())
-    return min(16 * np.finfo(np.float64).eps * late / float(dt[rf].min()), 1e-7)
+    return min((16 * np.finfo(np.float64).eps * late + 1e-12) / float(dt[rf].min()), 1e-7)
 
 
 def _runs(kind: np.ndarray):

@@ -235,3 +235,17 @@ def test_rf_shape_duration_cannot_cut_its_samples():
         mt.RF(1e-6, np.ones(3), time=(20e-6, 50e-6, 80e-6), shape_duration=70e-6)
     for sd in (40 * 1e-6, 4e-5, 50e-6):
         assert mt.RF(1e-6, np.ones(40), raster=1e-6, shape_duration=sd).shape_duration == sd
+
+
+def test_a_held_sample_is_cut_into_equal_steps():
+    # 1.003 ms into 101 steps of 9.93 us, late in a sequence: equal to the rounding of the
+    # absolute times (the cuts are not rounded to 1 ps, which would make them differ by
+    # 1e-7 and break the runs of equal steps that the engine fuses)
+    rf = mt.make_block_pulse(np.pi / 2, 1.003e-3, delay=0.0, scanner=IDEAL)
+    seq = mt.Sequence([mt.Block(duration=7.3), mt.Block(rf=rf)])
+    d = mt.discretize(seq, IDEAL)
+    kind = np.asarray(d.kind)[: d.n_real_steps]
+    dt = np.asarray(d.dt)[: d.n_real_steps][kind == 0]
+    assert dt.size == 101 and np.ptp(dt) <= 16 * np.finfo(float).eps * 7.4
+    np.testing.assert_allclose(dt.sum(), 1.003e-3, rtol=1e-12)
+    np.testing.assert_allclose(np.abs(np.asarray(d.b1dt)[: d.n_real_steps][kind == 0]).sum(), 0.25, rtol=1e-9)

@@ -323,3 +323,21 @@ def test_float32_gre_with_a_shaped_pulse_matches_float64():
     assert np.abs(fused - s64).max() < 1.5e-4 * np.abs(s64).max()
     exact = np.asarray(mt.simulate(twin, seq, scanner=scanner, method=mt.Bloch(prepare_pulses=False, fuse_rf=1)).samples)
     assert np.abs(exact - s64).max() < 1.5e-4 * np.abs(s64).max()
+
+
+def test_block_pulses_in_10_us_steps_late_in_a_long_sequence_are_one_prepared_pulse():
+    """Block starts are sums of block durations, which drift from the 1 ps grid that step
+    boundaries are rounded to (0.38 ps after 1 000 TRs of 12 ms): the last 10 us step of a
+    1 ms block pulse then overlaps its sample up to 1 ps less (4e-8 of the step). Those
+    plays are still the same pulse: all 1 024 prepared as one (before, 66 of them were left
+    as RF steps, the engine fused them and lost its periodic step layout: 3.5x slower)."""
+    from mritwin.benchmarking import cartesian_gre
+
+    seq = mt.Sequence(list(cartesian_gre(64, 0.2, rf_duration=1e-3, tr=12e-3).blocks) * 16)
+    d = discretize(seq)
+    kind = np.asarray(d.kind)[:d.n_real_steps]
+    assert np.sum(kind == 0) == 1024 * 100  # (1 ms in 10 us steps)
+    short, table = plan_prepared_rf(d, 3)
+    assert table is not None and table.dt.shape == (1, 100)
+    k = np.asarray(short.kind)[:short.n_real_steps]
+    assert np.sum(k == 3) == 1024 and not np.any(k == 0)
