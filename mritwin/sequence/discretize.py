@@ -7,9 +7,10 @@ The sequence timeline is cut into *steps*:
 - **RF steps** (``kind = 0``) inside RF pulses: by default one per RF raster sample,
   runs of equal samples merged and a held run longer than ``max_rf_dt`` (``MAX_RF_DT``,
   10 us) cut into equal steps, so a 1 ms block pulse is 100 steps (relaxation is split
-  around each step's rotation: shorter steps, smaller error); ``rf_dt`` groups samples into steps of that duration from the shape start
-  (the last possibly shorter; B1 averaged; a held sample longer than ``rf_dt`` is cut
-  into equal steps of at most ``rf_dt``).
+  around each step's rotation: shorter steps, smaller error); ``rf_dt`` groups samples
+  into steps of that duration from the shape start (the last possibly shorter; B1
+  averaged; a held sample longer than ``rf_dt`` is cut into equal steps of at most
+  ``rf_dt``).
   The gradient over an RF step is its exact average.
 - **Free steps** (``kind = 1``) between RF pulses: one per ADC sample; everything in
   between is merged, because free precession of a static spin depends only on the
