@@ -30,12 +30,11 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import scipy.linalg
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import mritwin as mt  # noqa: E402
 from mritwin.bench_scenarios import SCENARIOS  # noqa: E402
-from mritwin.benchmarking import alternate_runs  # noqa: E402
+from mritwin.benchmarking import alternate_runs, exact_constant_pulse  # noqa: E402
 from mritwin.simulate import engine  # noqa: E402
 
 CAPS = (None, 20e-6, 10e-6)  # the last one is the default: the reference of the signal change
@@ -45,23 +44,13 @@ PULSES = [(90, 1e-3, 1.0, 0.05), (90, 1e-3, 1.0, 0.01), (90, 0.2e-3, 1.0, 0.05),
           (180, 0.47e-3, 0.5, 0.01), (30, 0.5e-3, 0.8, 0.03)]
 
 
-def _exact(b1, t1, t2, duration):
-    """The closed form for a constant on-resonance field (4x4 expm); b1 in the simulator's
-    frame, conj of the scanner's."""
-    w = 2 * np.pi * mt.GAMMA_BAR * np.array([b1.real, b1.imag])
-    a = np.zeros((4, 4))
-    a[:3, :3] = [[-1 / t2, 0.0, -w[1]], [0.0, -1 / t2, w[0]], [w[1], -w[0], -1 / t1]]
-    a[2, 3] = 1 / t1
-    return (scipy.linalg.expm(a * duration) @ np.array([0, 0, 1.0, 1.0]))[:3]
-
-
 def accuracy() -> dict:
     errors = {str(c): 0.0 for c in CAPS + (5e-6,)}
     for flip, dur, t1, t2 in PULSES:
         rf = mt.make_block_pulse(np.radians(flip), dur, delay=0.0, scanner=IDEAL)
         seq = mt.Sequence([mt.Block(rf=rf), mt.Block(adc=mt.ADC(1, 1e-9))])
         twin = mt.Twin(position=np.zeros((1, 3)), pd=[1.0], t1=[t1], t2=[t2])
-        ref = _exact(complex(np.conj(rf.signal[0])), t1, t2, dur)
+        ref = exact_constant_pulse(complex(np.conj(rf.signal[0])), 0.0, t1, t2, dur)
         for cap in CAPS + (5e-6,):
             sig = mt.simulate(twin, seq, scanner=IDEAL, method=mt.Bloch(max_rf_dt=cap), dtype=jnp.float64,
                               return_magnetization=True)
@@ -76,7 +65,8 @@ def scenario(name: str, quick: bool, calls: int) -> dict:
     case = SCENARIOS[name].build(quick)
     runs, steps, first = [], [], []
     for cap in CAPS:
-        m = dataclasses.replace(case.method, max_rf_dt=cap).resolve_kernel(dtype=jnp.float32, traced=False, dynamics=False, n_devices=1, backend="cpu")
+        m = dataclasses.replace(case.method, max_rf_dt=cap).resolve_kernel(
+            dtype=jnp.float32, traced=False, dynamics=False, n_devices=1, backend="cpu")
         dseq = mt.discretize(case.seq, case.scanner, rf_dt=m.rf_dt, max_rf_dt=cap, windows=m.windows,
                              motion=case.motion)
         steps.append(int(dseq.n_real_steps))

@@ -25,7 +25,7 @@ import numpy as np
 import mritwin as mt
 from mritwin.simulate import engine, trace_count
 
-__all__ = ["cartesian_gre", "grid_twin", "fft_recon", "numpy_reference", "run_gre", "run_scenario", "run_case",
+__all__ = ["cartesian_gre", "grid_twin", "fft_recon", "numpy_reference", "exact_constant_pulse", "run_gre", "run_scenario", "run_case",
            "records_to_markdown", "RECORD_FIELDS", "time_call"]
 
 
@@ -135,6 +135,29 @@ def fft_recon(samples, n):
     """(n, n) image indexed [x, y] from line-major samples (line j = ky index)."""
     data = np.asarray(samples).reshape(n, n).T  # [kx, ky]
     return np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(data))) * n * n / n / n
+
+
+def exact_constant_pulse(b1, df, t1, t2, duration) -> np.ndarray:
+    """The closed-form Bloch solution for a constant field (4x4 matrix exponential): an
+    independent reference for RF steps with relaxation.
+
+    Args:
+        b1: complex B1 [T] in the simulator's frame (the conjugate of the scanner's, as in
+            ``conj(rf.signal)``).
+        df: off-resonance [Hz]; t1, t2: [s]; duration: [s].
+
+    Returns:
+        (3,) the magnetization (mx, my, mz) after ``duration`` from (0, 0, 1), M0 = 1.
+    """
+    import scipy.linalg  # (a dependency of jax)
+
+    w = 2 * np.pi * mt.GAMMA_BAR * np.array([b1.real, b1.imag, 0.0])
+    w[2] = 2 * np.pi * df
+    a = np.zeros((4, 4))
+    # dM/dt = M x Omega (left-handed) - relaxation
+    a[:3, :3] = [[-1 / t2, w[2], -w[1]], [-w[2], -1 / t2, w[0]], [w[1], -w[0], -1 / t1]]
+    a[2, 3] = 1 / t1
+    return (scipy.linalg.expm(a * duration) @ np.array([0, 0, 1.0, 1.0]))[:3]
 
 
 def numpy_reference(twin: mt.Twin, dseq) -> np.ndarray:

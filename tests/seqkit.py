@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import scipy.linalg
 
 import mritwin as mt
 
@@ -16,17 +15,6 @@ def hard(flip, duration=10e-6, phase=0.0, use="excitation", freq=0.0):
     """A hard pulse with no dead/ringdown time; its centre is at duration/2."""
     return mt.make_block_pulse(flip, duration, phase_offset=phase, freq_offset=freq, delay=0.0,
                                use=use, scanner=IDEAL)
-
-
-def exact_constant_pulse(b1, df, t1, t2, duration):
-    """Closed-form solution of the Bloch equation for a constant field (4x4 expm)."""
-    w = 2 * np.pi * mt.GAMMA_BAR * np.array([b1.real, b1.imag, 0.0])
-    w[2] = 2 * np.pi * df
-    a = np.zeros((4, 4))
-    # dM/dt = M x Omega (left-handed) - relaxation
-    a[:3, :3] = [[-1 / t2, w[2], -w[1]], [-w[2], -1 / t2, w[0]], [w[1], -w[0], -1 / t1]]
-    a[2, 3] = 1 / t1
-    return (scipy.linalg.expm(a * duration) @ np.array([0, 0, 1.0, 1.0]))[:3]
 
 
 def build(items, total):
@@ -88,7 +76,7 @@ def sample_times(sig):
     return np.asarray(sig.time)
 
 
-from mritwin.benchmarking import cartesian_gre, fft_recon, grid_twin  # noqa: E402,F401
+from mritwin.benchmarking import cartesian_gre, exact_constant_pulse, fft_recon, grid_twin  # noqa: E402,F401
 
 
 def csf_sinc_gre(n=16, seed=0):
