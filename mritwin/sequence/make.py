@@ -41,7 +41,9 @@ def make_block_pulse(flip_angle, duration, *, phase_offset=0.0, freq_offset=0.0,
                      use="excitation", scanner: Scanner | None = None) -> RF:
     """A rectangular (hard) pulse of ``flip_angle`` [rad] lasting ``duration`` [s].
 
-    Stored as one sample held for the whole duration (exact, one simulation step).
+    Stored as one sample held for the whole duration. The simulator cuts it into equal
+    steps of at most ``Bloch.max_rf_dt`` (10 us) for accuracy with relaxation during the
+    pulse, and applies them as one step where the pulse plays (prepared or held).
     ``B1 = flip_angle / (2π γ̄ duration)``.
     """
     sc = scanner or Scanner()

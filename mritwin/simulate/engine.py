@@ -25,6 +25,7 @@ from ..twin.twin import Twin
 from . import kernels, memory_maps
 from .adjoint import reversible_scan
 from .fused_rf import _FUSED_RF, fused_free_steps
+from .held_rf import held_rf_step
 from .interp_rf import interpolated_pulse
 from .kernels import Spins, State
 from .methods import AbstractSimMethod, Bloch
@@ -340,7 +341,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
     if dseq.n_general and method.readout is None:
         raise ValueError("the DiscreteSequence has general ADC windows (discretize(..., general_windows=True)), "
                          "which only Bloch(readout=NUFFTReadout(...)) evaluates")
-    rftab = rf_kind = ftab = fuse_kind = fftab = free_kind = rf_axes = rfint = None
+    rftab = rf_kind = ftab = fuse_kind = fftab = free_kind = rf_axes = rfint = htab = held = None
     fuse_same_dt = False
     rf_rotation = ("auto", "general")
     if not models:
@@ -361,9 +362,16 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
         if rftab is not None:
             rf_kind, kind_id = kind_id, kind_id + 1
             rftab = _device_table(dseq, "rf", rftab, dtype)
-        # stepped RF pulses, then stepped free precession (spiral ADC samples), S at a time
-        dseq, ftab = _fused_steps(dseq, method, kind_id, 0)
         ext = None if _has_tracer((twin.position, twin.delta_f, twin.b1)) else _twin_extent_host(twin)  # (once)
+        # runs of equal RF steps (block pulses) as one step each; the other stepped RF
+        # pulses, then stepped free precession (spiral ADC samples), S at a time
+        dseq, htab = _held_steps(dseq, method, kind_id)
+        if htab is not None:
+            held = (kind_id, _held_bits(htab), _rf_rotation_mode(twin, dseq, htab, fused_only=True, ext=ext),
+                    _rows_share_dt(htab))
+            kind_id += 1
+            htab = _device_table(dseq, "held-rf", htab, dtype)
+        dseq, ftab = _fused_steps(dseq, method, kind_id, 0)
         rf_rotation = (_rf_rotation_mode(twin, dseq, None, ext=ext), "general" if ftab is None else
                        _rf_rotation_mode(twin, dseq, ftab, fused_only=True, ext=ext))
         if ftab is not None:
@@ -428,7 +436,8 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
             np.asarray(dseq.t), np.asarray(dseq.dt), dseq.n_real_steps, _reversible_segment(method, twin, dtype),
             force=np.asarray(dseq.spoil) if method.ideal_spoiling else None)
         rev_kw = {"rev": (jnp.asarray(restore), jnp.asarray(slot)), "n_slots": n_slots}
-    core = functools.partial(_core, readout=readout, wtab=wtab, rftab=rftab, rf_kind=rf_kind, ftab=ftab,
+    core = functools.partial(_core, readout=readout, wtab=wtab, rftab=rftab, rf_kind=rf_kind, htab=htab, held=held,
+                             ftab=ftab,
                              fuse_kind=fuse_kind, fuse_same_dt=fuse_same_dt, fftab=fftab, free_kind=free_kind, etab=etab,
                              etab_all=etab_all, rfint=rfint, rfint_use=rfint_use, defer_k=defer_k, defer_n=defer_n,
                              defer_segs=defer_segs,
@@ -869,7 +878,8 @@ def _device_table(dseq: DiscreteSequence, tag: str, table, dtype):
     def convert():
         return table._replace(dt=jnp.asarray(table.dt, dtype), k=jnp.asarray(table.k, dtype),
                               b1dt=None if table.b1dt is None else jnp.asarray(table.b1dt, cdt),
-                              c0=jnp.asarray(table.c0, dtype))
+                              c0=jnp.asarray(table.c0, dtype),
+                              **({"n": jnp.asarray(table.n)} if hasattr(table, "n") else {}))
 
     return _remembered(dseq, ("device-table", tag, jnp.dtype(dtype).name), convert)
 
@@ -1096,6 +1106,8 @@ def _prepared_pulses(dseq: DiscreteSequence, method: Bloch, grouped: bool = Fals
 # compilation 5x slower.
 _fused_rf_remat = {rotation: jax.checkpoint(f) for rotation, f in _FUSED_RF.items()}  # (see fused_rf_steps)
 _fused_free_remat = jax.checkpoint(fused_free_steps)
+# (likewise a held step: its squarings are recomputed, not carried)
+_held_rf_remat = jax.checkpoint(held_rf_step, static_argnums=(7, 8))
 
 
 # The scan carry: (mx + i my, mz). XLA's CPU backend fuses elementwise work into each
@@ -1138,7 +1150,8 @@ def _rows_share_dt(table) -> bool:
     1e-9 relative, the tolerance within a row: `discretize.fuse_starts`; padding rows, of
     zero duration, apart): their half-step relaxation fractions are then computed once per
     chunk instead of once per fused step."""
-    dt = np.asarray(table.dt)[:, 0]
+    dt = np.asarray(table.dt)
+    dt = dt[:, 0] if dt.ndim > 1 else dt  # (a held-step table: one step per row)
     live = dt[dt > 0]
     return live.size > 0 and bool(np.all(np.abs(live - live[0]) <= 1e-9 * live[0]))
 
@@ -1153,6 +1166,22 @@ def _fused_steps(dseq: DiscreteSequence, method: Bloch, kind_id: int, step_kind:
 
     return _remembered(dseq, ("fused", kind_id, method.fuse_rf, step_kind),
                        lambda: plan_fused_rf(dseq, kind_id, method.fuse_rf, step_kind))
+
+
+def _held_steps(dseq: DiscreteSequence, method: Bloch, kind_id: int):
+    """``(dseq, table)``: runs of equal RF steps (block pulses cut into ``max_rf_dt`` steps)
+    as single steps (`held_rf`), or ``(dseq, None)``. Like fused steps, only where
+    ``method.fuse_rf`` allows fusing (`rf_per_step`). Cached per sequence object."""
+    if rf_per_step(method) < 2:
+        return dseq, None
+    from .held_rf import plan_held_rf
+
+    return _remembered(dseq, ("held", kind_id), lambda: plan_held_rf(dseq, kind_id))
+
+
+def _held_bits(table) -> int:
+    """Bits of the largest step count of a held-step table (the squarings its kernel does)."""
+    return max(int(np.asarray(table.n).max()).bit_length(), 1)
 
 
 def rf_per_step(method: Bloch) -> int:
@@ -1448,14 +1477,14 @@ def spin_sharding(devices=None):
 
 
 _CORE_STATIC = ("n_chunks", "chunk", "n_window", "checkpoint", "want_mag", "spoiling", "sharding", "diffusion",
-                "readout", "n_slots", "rf_kind", "fuse_kind", "fuse_same_dt", "free_kind", "etab_all", "rfint_use", "defer_k",
+                "readout", "n_slots", "rf_kind", "held", "fuse_kind", "fuse_same_dt", "free_kind", "etab_all", "rfint_use", "defer_k",
                 "defer_n", "defer_segs", "layout", "rf_rotation")  # (benchmarks/bench_one_fusion.py compiles _core itself)
 
 
 @functools.partial(jax.jit, static_argnames=_CORE_STATIC)
 def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, checkpoint, want_mag,
           spoiling=False, sharding=None, diffusion=False, readout=None, rev=None, n_slots=0, wtab=None,
-          rftab=None, rf_kind=None, ftab=None, fuse_kind=None, fuse_same_dt=False, fftab=None, free_kind=None,
+          rftab=None, rf_kind=None, htab=None, held=None, ftab=None, fuse_kind=None, fuse_same_dt=False, fftab=None, free_kind=None,
           etab=None, etab_all=False, rfint=None, rfint_use=None, defer_k=0, defer_n=(), defer_segs=None, layout=None,
           step_map=None, rf_rotation=("auto", "general")):
     _TRACES["core"] += 1
@@ -1492,6 +1521,7 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
 
         # fused RF steps whose raster steps all last as long: their half-step relaxation once
         fused_relax = kernels.half_relaxation(sp, ftab.dt[0, 0]) if fuse_same_dt else None
+        held_relax = kernels.half_relaxation(sp, htab.dt[0]) if held is not None and held[3] else None
 
         def body_for(sp, static_kind=None, packed=False, fixed=None, relax=None):
             # packed: the carry is (mx + i my, mz) instead of a State (see _pack)
@@ -1589,6 +1619,10 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                     fns = [lambda m, p=p: apply_pulse(m, p, b1dt) for p in pulses]
                     return jax.lax.switch(count, fns, m), zero_win
 
+                def do_held(m):  # a run of equal RF steps as one (a power of its map): count = the row
+                    return _held_rf_remat(sp, m, htab.dt[count], htab.k[count], htab.b1dt[count], htab.c0[count],
+                                          htab.n[count], held[1], held[2], held_relax), zero_win
+
                 def do_fused(m):  # RF raster steps applied S at a time: count = the table row
                     return _fused_rf_remat[rf_rotation[1]](sp, m, ftab.dt[count], ftab.k[count], ftab.b1dt[count],
                                                            ftab.c0[count], fused_relax), zero_win
@@ -1599,6 +1633,9 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                 if pulses:
                     assert len(branches) == rf_kind, (len(branches), rf_kind)
                     branches.append(do_pulse)
+                if held is not None:
+                    assert len(branches) == held[0], (len(branches), held[0])
+                    branches.append(do_held)
                 if ftab is not None:
                     assert len(branches) == fuse_kind, (len(branches), fuse_kind)
                     branches.append(do_fused)

@@ -98,9 +98,10 @@ class Bloch(AbstractSimMethod):
             equal samples (a block pulse) longer than this is cut into equal steps of at
             most this (default 10 us, `mritwin.sequence.discretize.MAX_RF_DT`), which
             bounds the splitting error of relaxation during the pulse (see "Accuracy").
-            ``None``: a held run is one step (fewer steps, larger error). Repeated pulses
-            are still prepared once (``prepare_pulses``), so the extra steps cost little
-            there.
+            ``None``: a held run is one step (larger error). The extra steps cost little:
+            a repeated pulse is prepared once (``prepare_pulses``), and elsewhere a run of
+            equal steps is applied as one engine step, the power of one step's affine map
+            by repeated squaring (`mritwin.simulate.held_rf`; with ``fuse_rf >= 2``).
         windows: evaluate ADC events on a constant gradient as one window step (exact;
             samples from powers of the per-interval precession factor and one matrix
             product) instead of one step per sample.
@@ -157,9 +158,11 @@ class Bloch(AbstractSimMethod):
             duration without ADC samples are applied by one unrolled kernel that computes
             the relaxation factors once and keeps the magnetization in registers, and runs
             of sampled free-precession steps by one loop without dispatch
-            (`mritwin.simulate.fused_rf`). The same result to float rounding; about twice
-            as fast for shaped pulses and 2.5x for spiral readouts on the CPU. ``1`` steps
-            every sample on its own; at most 16 (XLA's compile time grows steeply with the
+            (`mritwin.simulate.fused_rf`); runs of at least 4 equal RF steps (a block
+            pulse cut into ``max_rf_dt`` steps) are applied as one step whatever their
+            length (`mritwin.simulate.held_rf`). The same result to float rounding; about
+            twice as fast for shaped pulses and 2.5x for spiral readouts on the CPU. ``1``
+            steps every sample on its own; at most 16 (XLA's compile time grows steeply with the
             unrolled length: 32 RF steps take minutes in float64). Not used with
             ``reversible=True``, dynamics or ``analytic_diffusion``.
         group_spins: evaluate exact ADC windows, and RF pulses, on groups of spins that

@@ -273,15 +273,16 @@ class PreparedPulse(NamedTuple):
     b: tuple
 
 
-def _step_map(rotation, spins: Spins, dt, k, b1dt, c0):
+def _step_map(rotation, spins: Spins, dt, k, b1dt, c0, relax=None):
     """One RF step (`kernels.rf_step`: relax dt/2, rotate, relax dt/2) as the affine map
     ``M -> (I + D) M + pd u``, returned as ``D`` (3 x 3 nested tuples of (n,)) and ``u``
     (3 (n,)): the *change* it makes, so that a raster step's tiny rotation and relaxation
     keep their relative precision. With ``d = 1 - exp(-R dt/2)`` (`kernels.half_relaxation`:
     in float32 ``exp(-R dt/2)`` itself is 1 to within a few ulps for a 1 us step) and
-    ``R - I = b (w wᵀ - |w|² I) - a [w]x`` (``1 - cos θ = b |w|²``)."""
+    ``R - I = b (w wᵀ - |w|² I) - a [w]x`` (``1 - cos θ = b |w|²``). ``relax``: the
+    half-step fractions when computed already."""
     (wx, wy, wz), a, b, _ = rotation(spins, dt, k, b1dt, c0)
-    d1, d2 = kernels.half_relaxation(spins, dt)
+    d1, d2 = kernels.half_relaxation(spins, dt, relax)
     d = (d2, d2, d1)
     e = (1.0 - d2, 1.0 - d2, 1.0 - d1)
     bxy, bxz, byz = b * wx * wy, b * wx * wz, b * wy * wz

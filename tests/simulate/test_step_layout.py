@@ -293,8 +293,9 @@ def test_macro_steps_that_fill_the_last_segment_are_skipped(monkeypatch):
 def test_fused_steps_get_no_layout():
     # a 1000-sample pulse stepped sample by sample runs as fused steps of 16 (`fused_rf`);
     # their periodic runs laid out as macro steps put one unrolled kernel per slot in the
-    # program (compilation 5 s -> 38 s in float64): the generic scan runs them
-    rf = mt.make_arbitrary_rf(np.ones(1000), flip_angle=np.pi / 2, raster=1e-6, delay=0.0,
+    # program (compilation 5 s -> 38 s in float64): the generic scan runs them. (A ramp: a
+    # constant shape's equal steps would be one held step, `held_rf`.)
+    rf = mt.make_arbitrary_rf(np.linspace(0.5, 1.0, 1000), flip_angle=np.pi / 2, raster=1e-6, delay=0.0,
                               scanner=mt.Scanner(rf_dead_time=0.0, rf_ringdown_time=0.0))
     seq = mt.Sequence([mt.Block(rf=rf), mt.Block(adc=mt.ADC(1, 1e-6))])
     twin = mt.Twin(position=np.zeros((1, 3)), pd=[1.0], t1=[0.005], t2=[0.002], delta_f=[300.0])

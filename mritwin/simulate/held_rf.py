@@ -1,0 +1,211 @@
+"""Held RF steps: a run of equal RF steps applied as one step, by repeated squaring.
+
+A block pulse is one RF sample held, cut into equal steps of at most ``Bloch.max_rf_dt``
+(10 us) so that relaxation during it stays accurate (`mritwin.sequence.discretize`). A
+pulse played many times with the same shape is prepared once per chunk of spins
+(`mritwin.simulate.prepared_rf`), but a pulse played once, such as each pulse of a
+fingerprinting train with its own flip angle, would be stepped: 20 steps for a 200 us
+hard pulse, each paying the engine loop's dispatch.
+
+Every step of such a run is the same affine map of each spin's magnetization,
+``M -> (I + D) M + PD u`` (`prepared_rf._step_map`: relax dt/2, rotate, relax dt/2), so
+the run of ``n`` steps is that map's ``n``-th power, ``ceil(log2 n)`` squarings and at most
+as many products of 3 x 3 affine maps per spin (`step_power`), then one application:
+one engine step instead of ``n``. The maps are kept as their *changes* ``D`` and ``u`` (the
+square of ``I + D`` is ``I + 2D + D²``), so that the small changes of a 10 us step keep
+their relative precision. The result is that of stepping the run to float rounding; every
+value stays differentiable (the power's exponent is part of the sequence's structure).
+
+`plan_held_rf` finds the runs on the host (consecutive RF steps of the same duration, B1,
+gradient moment and common phase, to the rounding of their integrals) and replaces each by
+one step of its own kind with a row in a `HeldTable`.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..sequence.discretize import DiscreteSequence, _bucket
+from . import kernels
+from .kernels import Spins, State
+from .prepared_rf import STEP_FIELDS, _concrete, _match_tol, _step_map, shorten_steps
+
+__all__ = ["HeldTable", "HELD_MIN_STEPS", "held_runs", "plan_held_rf", "step_power", "held_rf_step"]
+
+HELD_MIN_STEPS = 4  # shorter runs of equal steps are stepped (or fused: `fused_rf`)
+
+
+class HeldTable(NamedTuple):
+    """One row per held step (rows past the last are padding, ``n = 0``: the identity).
+
+    Attributes:
+        dt: (B,) duration of one of the run's equal steps [s].
+        k: (B, 3) gradient moment of one step [1/m].
+        b1dt: (B,) complex B1 integral of one step [cycles].
+        c0: (B,) phase common to all spins in one step [cycles].
+        n: (B,) int32, steps in the run.
+    """
+
+    dt: jax.Array
+    k: jax.Array
+    b1dt: jax.Array
+    c0: jax.Array
+    n: jax.Array
+
+
+def held_runs(dseq: DiscreteSequence, min_steps: int = HELD_MIN_STEPS):
+    """``(start, stop)`` arrays of the runs of at least ``min_steps`` consecutive RF steps
+    that are equal (host side), or None when the sequence's values are traced.
+
+    Steps are equal when their durations, B1 integrals, gradient moments and common phases
+    differ by no more than the rounding of integrals taken between absolute times
+    (`prepared_rf._match_tol`, at most 1e-7 relative) plus 1e-10 of each field's largest
+    value over the sequence (a moment of 1e-23 /m left by the rounding of a gradient
+    integral is zero); a run takes no ADC sample, has no ideal spoiling after its first step and no
+    diffusion weighting. Each step is compared with the run's first (not only with its
+    neighbour), so a slow ramp does not count as held.
+    """
+    m = dseq.n_real_steps
+    names = ("kind", "dt", "t", "kstep", "b1dt", "cyc0", "sample", "spoil", "bstep")
+    f = {name: _concrete(getattr(dseq, name)) for name in names}
+    if any(v is None for v in f.values()) or m < min_steps:
+        return None
+    f = {name: v[:m] for name, v in f.items()}
+    kind, dt, kst, b1, cyc = f["kind"], f["dt"], f["kstep"], f["b1dt"], f["cyc0"]
+    rf = (kind == 0) & ~f["sample"].astype(bool) & np.all(np.reshape(f["bstep"], (m, -1)) == 0, axis=1)
+    if rf.sum() < min_steps:
+        return None
+    tol = _match_tol(f["t"], dt, kind)
+    vals = (dt, b1, cyc, kst)
+    scales = [max(float(np.abs(v).max(initial=0.0)), 1e-300) for v in vals]  # (over all steps)
+
+    def close(v, w, sc):  # (per step; a moment is close when all three components are)
+        ok = np.abs(v - w) <= 1e-10 * sc + tol * np.abs(w)
+        return ok.all(axis=1) if ok.ndim > 1 else ok
+
+    cont = np.zeros(m, bool)
+    cont[1:] = rf[1:] & rf[:-1] & ~f["spoil"][1:].astype(bool)
+    for v, sc in zip(vals, scales):
+        cont[1:] &= close(v[1:], v[:-1], sc)
+    seg_a = np.nonzero(~cont)[0]
+    seg_b = np.r_[seg_a[1:], m]
+    long = (seg_b - seg_a >= min_steps) & rf[seg_a]
+    seg_a, seg_b = seg_a[long], seg_b[long]
+    if not seg_a.size:
+        return None
+    first = np.repeat(seg_a, seg_b - seg_a)  # each step of a segment with its first step
+    steps = np.concatenate([np.arange(a, b) for a, b in zip(seg_a, seg_b)])
+    ok = np.ones(steps.size, bool)
+    for v, sc in zip(vals, scales):
+        ok &= close(v[steps], v[first], sc)
+    bad = np.unique(first[~ok])  # a slow drift: left to stepping (rare)
+    keep = ~np.isin(seg_a, bad)
+    if not keep.any():
+        return None
+    return seg_a[keep], seg_b[keep]
+
+
+def plan_held_rf(dseq: DiscreteSequence, kind_id: int, min_steps: int = HELD_MIN_STEPS):
+    """Replace each run of equal RF steps (`held_runs`) by one step of kind ``kind_id``
+    (host side).
+
+    Returns:
+        ``(dseq, table)``: the sequence with each run as one step (``count`` = its row of
+        the `HeldTable`, ``dt`` and ``kstep`` the run's totals, ``b1dt`` and ``cyc0`` zero),
+        and the table, whose rows hold the run's mean step (the run's integrals over its
+        count: exact, where the steps differ by the rounding of their bounds) and its
+        count, padded to a length bucket; or ``(dseq, None)`` when no run qualifies or
+        the sequence's values are traced.
+    """
+    runs = held_runs(dseq, min_steps)
+    if runs is None:
+        return dseq, None
+    starts, stops = runs
+    m = dseq.n_real_steps
+    n_run = stops - starts
+    fields = {name: np.asarray(getattr(dseq, name))[:m] for name in STEP_FIELDS}
+    seg = np.repeat(np.arange(starts.size), n_run)
+    steps = np.concatenate([np.arange(a, b) for a, b in zip(starts, stops)])
+
+    def total(v):
+        out = np.zeros((starts.size,) + v.shape[1:], v.dtype)
+        np.add.at(out, seg, v[steps])
+        return out
+
+    n_rows = _bucket(starts.size)
+
+    def pad(v):
+        return np.concatenate([v, np.zeros((n_rows - v.shape[0],) + v.shape[1:], v.dtype)])
+
+    per = n_run.astype(np.float64)
+    table = HeldTable(dt=pad(total(fields["dt"]) / per), k=pad(total(fields["kstep"]) / per[:, None]),
+                      b1dt=pad(total(fields["b1dt"]) / per), c0=pad(total(fields["cyc0"]) / per),
+                      n=pad(n_run.astype(np.int32)))
+    keep = np.ones(m, bool)
+    keep[steps] = False
+    keep[starts] = True
+    new = {name: v.copy() for name, v in fields.items()}
+    new["kind"][starts] = kind_id
+    new["count"][starts] = np.arange(starts.size)
+    new["dt"][starts] = total(fields["dt"])
+    new["kstep"][starts] = total(fields["kstep"])
+    new["b1dt"][starts] = 0
+    new["cyc0"][starts] = 0
+    return shorten_steps(dseq, keep, new), table
+
+
+def _compose(p, q):
+    """The affine map ``p`` after ``q``, both as changes ``(D, u)`` (``M -> (I + D) M + u``,
+    D 3 x 3 nested tuples, u 3): ``D = D1 + D2 + D1 D2``, ``u = u1 + u2 + D1 u2``."""
+    d1, u1 = p
+    d2, u2 = q
+    d = tuple(tuple(d1[i][j] + d2[i][j] + (d1[i][0] * d2[0][j] + d1[i][1] * d2[1][j] + d1[i][2] * d2[2][j])
+                    for j in range(3)) for i in range(3))
+    u = tuple(u1[i] + u2[i] + (d1[i][0] * u2[0] + d1[i][1] * u2[1] + d1[i][2] * u2[2]) for i in range(3))
+    return d, u
+
+
+def _power(rotation, spins: Spins, dt, k, b1dt, c0, n, n_bits: int, relax=None):
+    base = _step_map(rotation, spins, dt, k, b1dt, c0, relax)
+    result = None
+    for i in range(n_bits):  # the bits of n, lowest first: result = base^(n mod 2^(i+1))
+        bit = ((n >> i) & 1) == 1
+        if result is None:
+            result = jax.tree_util.tree_map(lambda b, bit=bit: jnp.where(bit, b, jnp.zeros_like(b)), base)
+        else:
+            result = jax.tree_util.tree_map(functools.partial(jnp.where, bit), _compose(base, result), result)
+        if i < n_bits - 1:
+            base = _compose(base, base)
+    return result
+
+
+def step_power(spins: Spins, dt, k, b1dt, c0, n, n_bits: int, rotation: str = "auto", relax=None):
+    """The map of ``n`` equal RF steps (`kernels.rf_step`) per spin, as its change ``(D, u)``:
+    ``M -> (I + D) M + PD u`` (D 3 x 3 nested tuples of (n_spins,), u 3 of them, per unit
+    PD). ``dt`` [s], ``k`` (3,) [1/m], ``b1dt`` and ``c0`` [cycles]: one step's; ``n`` (int,
+    may be traced, ``0 <= n < 2**n_bits``; 0 gives the identity); ``rotation`` as in
+    `kernels.rf_step`; ``relax``: ``kernels.relaxation(spins, dt / 2)`` when computed
+    already. Cost: ``n_bits`` squarings and products of affine maps (~80 FLOP each)."""
+    if rotation == "small":
+        return _power(kernels._rf_rotation_small, spins, dt, k, b1dt, c0, n, n_bits, relax)
+    if rotation == "general":
+        return _power(kernels._rf_rotation, spins, dt, k, b1dt, c0, n, n_bits, relax)
+    return jax.lax.cond(kernels.small_field(spins, dt, k, b1dt, c0),
+                        lambda: _power(kernels._rf_rotation_small, spins, dt, k, b1dt, c0, n, n_bits, relax),
+                        lambda: _power(kernels._rf_rotation, spins, dt, k, b1dt, c0, n, n_bits, relax))
+
+
+def held_rf_step(spins: Spins, m: State, dt, k, b1dt, c0, n, n_bits: int, rotation: str = "auto",
+                 relax=None) -> State:
+    """``n`` equal RF steps applied to ``m`` as one (`step_power`): ``M + D M + PD u``, one
+    rounding of the state."""
+    d, u = step_power(spins, dt, k, b1dt, c0, n, n_bits, rotation, relax)
+    comp = (m.mx, m.my, m.mz)
+    out = [comp[i] + (d[i][0] * comp[0] + d[i][1] * comp[1] + d[i][2] * comp[2] + u[i] * spins.pd)
+           for i in range(3)]
+    return State(*kernels.one_fusion(*out))

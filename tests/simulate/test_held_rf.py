@@ -1,0 +1,195 @@
+"""Held RF steps: a block pulse played once is cut into 10 us steps and applied as one step,
+the n-th power of one step's affine map (`mritwin.simulate.held_rf`). Checked against
+stepping every step (``Bloch(fuse_rf=1)``), forward and reverse mode, against the closed
+form of a constant field, and for what must not count as held."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import mritwin as mt
+from mritwin.benchmarking import exact_constant_pulse
+from mritwin.sequence.discretize import discretize
+from mritwin.simulate import engine, kernels
+from mritwin.simulate.held_rf import held_rf_step, held_runs, plan_held_rf
+from mritwin.simulate.kernels import Spins, State
+from tests.seqkit import IDEAL, hard
+
+jax.config.update("jax_enable_x64", True)
+
+STEP = mt.Bloch(fuse_rf=1, prepare_pulses=False)  # every 10 us step on its own: the reference
+HELD = mt.Bloch(prepare_pulses=False)  # (no pulse repeats below; prepared pulses stay out of the way)
+
+
+def _train(flips=(20.0, 35.0, 50.0, 15.0, 60.0), n_read=8, fov=0.2):
+    """Block pulses of different flips, each played once (phase and frequency offsets,
+    one on a slice-select gradient), each followed by a readout line and a spoiler."""
+    dwell = 20e-6
+    amp = (1 / fov) / (dwell * IDEAL.gamma_bar)
+    gx = mt.make_trapezoid("x", amplitude=amp, flat_time=n_read * dwell, scanner=IDEAL)
+    pre = mt.make_trapezoid("x", area=-gx.area / 2, duration=0.3e-3, scanner=IDEAL)
+    spoil = mt.make_trapezoid("x", area=4 * n_read / fov, duration=0.6e-3, scanner=IDEAL)
+    blocks = []
+    for i, f in enumerate(flips):
+        rf = hard(np.radians(f), 0.2e-3 + 0.05e-3 * i, phase=0.3 * i, freq=40.0 * (i - 2))
+        if i == 2:  # on a slice-select gradient: the steps' moments are equal and nonzero
+            gz = mt.make_trapezoid("z", amplitude=2e-3, flat_time=rf.duration, scanner=IDEAL)
+            rf = mt.make_block_pulse(np.radians(f), 0.3e-3, delay=gz.rise_time, scanner=IDEAL)
+            blocks.append(mt.Block(rf=rf, gz=gz))
+        else:
+            blocks.append(mt.Block(rf=rf))
+        blocks += [mt.Block(gx=pre), mt.Block(gx=gx, adc=mt.ADC(n_read, dwell, delay=gx.rise_time)),
+                   mt.Block(gx=spoil)]
+    return mt.Sequence(blocks)
+
+
+def _twin(n=6, fov=0.2, seed=0):
+    rng = np.random.default_rng(seed)
+    c = (np.arange(n) - n / 2) * fov / n
+    x, y = np.meshgrid(c, c, indexing="ij")
+    m = x.size
+    return mt.Twin(position=np.c_[x.ravel(), y.ravel(), rng.uniform(-4e-3, 4e-3, m)],
+                   pd=rng.uniform(0.5, 1.0, m), t1=rng.uniform(0.3, 1.5, m), t2=rng.uniform(0.01, 0.2, m),
+                   delta_f=rng.uniform(-80, 80, m), b1=rng.uniform(0.8, 1.2, m))
+
+
+def _max_rel(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return np.max(np.abs(a - b)) / np.max(np.abs(b))
+
+
+def test_each_block_pulse_becomes_one_held_step():
+    d = discretize(_train(), IDEAL)
+    m = d.n_real_steps
+    n_rf = int(np.sum(np.asarray(d.kind)[:m] == 0))
+    short, table = plan_held_rf(d, 3)
+    kind = np.asarray(short.kind)[: short.n_real_steps]
+    assert np.sum(kind == 0) == 0 and np.sum(kind == 3) == 5
+    n = np.asarray(table.n)[:5]
+    # 0.2, 0.25, 0.3, 0.35, 0.4 ms in 10 us steps
+    np.testing.assert_array_equal(n, [20, 25, 30, 35, 40])
+    assert n.sum() == n_rf and short.n_real_steps == m - (n_rf - 5)
+    np.testing.assert_allclose(np.asarray(table.dt)[:5], 10e-6, rtol=1e-9)
+    # a row times its count is the run: durations, moments and B1 integrals add up
+    held = np.asarray(short.count)[: short.n_real_steps][kind == 3]
+    np.testing.assert_allclose(np.asarray(short.dt)[: short.n_real_steps][kind == 3],
+                               np.asarray(table.dt)[held] * n, rtol=1e-12)
+    np.testing.assert_allclose(np.sum(np.asarray(table.b1dt)[:5] * n),
+                               np.sum(np.asarray(d.b1dt)[:m][np.asarray(d.kind)[:m] == 0]), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(table.k)[2, 2] * 30, 2e-3 * IDEAL.gamma_bar * 0.3e-3, rtol=1e-9)
+    assert short.n_adc == d.n_adc
+    # padding rows are the identity
+    assert np.all(np.asarray(table.n)[5:] == 0)
+
+
+def test_what_is_not_held():
+    # a slow ramp (each step within rounding of its neighbour, not of the first), a sampled
+    # step, a spoiled step and a run shorter than HELD_MIN_STEPS stay steps
+    ramp = mt.make_arbitrary_rf(1 + 1e-8 * np.arange(400), flip_angle=np.pi / 2, raster=1e-6, delay=0.0,
+                                scanner=IDEAL)
+    seq = mt.Sequence([mt.Block(rf=ramp), mt.Block(adc=mt.ADC(1, 1e-6))])
+    d = discretize(seq, IDEAL, rf_dt=1e-6)
+    assert held_runs(d) is None
+    short = hard(0.3, 30e-6)  # 3 steps of 10 us
+    d = discretize(mt.Sequence([mt.Block(rf=short), mt.Block(adc=mt.ADC(1, 1e-6))]), IDEAL)
+    assert held_runs(d) is None
+    # an ADC sample during a block pulse splits its run where it is taken
+    rf = hard(0.5, 0.2e-3)
+    seq = mt.Sequence([mt.Block(rf=rf, adc=mt.ADC(1, 2e-6, delay=0.1e-3 - 1e-6))])
+    d = discretize(seq, IDEAL)
+    a, b = held_runs(d)
+    sampled = np.nonzero(np.asarray(d.sample)[: d.n_real_steps])[0]
+    assert sampled.size == 1 and not np.any((a <= sampled[0]) & (sampled[0] < b))
+    assert a.size == 2
+
+
+@pytest.mark.parametrize("dtype,tol", [(jnp.float64, 1e-12), (jnp.float32, 1e-4)])
+def test_held_steps_equal_stepping(dtype, tol):
+    """Off-resonance, B1 map, frequency and phase offsets, a slice-select gradient."""
+    twin, seq = _twin(), _train()
+    ref = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64, method=STEP, return_magnetization=True)
+    got = mt.simulate(twin, seq, scanner=IDEAL, dtype=dtype, method=HELD, return_magnetization=True)
+    run = engine._plan(twin, seq, IDEAL, None, HELD, dtype, False, None, ())
+    assert run.call.keywords["held"] is not None  # (it ran held steps)
+    assert _max_rel(got.samples, ref.samples) <= tol
+    assert np.max(np.abs(np.asarray(got.magnetization) - np.asarray(ref.magnetization))) <= tol
+
+
+def test_held_steps_and_prepared_pulses_together():
+    # the same pulse four times (prepared) between pulses played once (held)
+    flips = (20.0, 30.0, 30.0, 45.0, 30.0, 30.0)
+    dwell, n_read = 20e-6, 8
+    gx = mt.make_trapezoid("x", amplitude=(1 / 0.2) / (dwell * IDEAL.gamma_bar), flat_time=n_read * dwell,
+                           scanner=IDEAL)
+    blocks = []
+    for f in flips:
+        blocks += [mt.Block(rf=hard(np.radians(f), 0.2e-3)), mt.Block(gx=gx, adc=mt.ADC(n_read, dwell,
+                                                                                   delay=gx.rise_time))]
+    seq, twin = mt.Sequence(blocks), _twin()
+    run = engine._plan(twin, seq, IDEAL, None, mt.Bloch(), jnp.float64, False, None, ())
+    assert run.call.keywords["rf_kind"] is not None and run.call.keywords["held"] is not None
+    ref = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64, method=STEP)
+    got = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64)
+    assert _max_rel(got.samples, ref.samples) <= 1e-12
+
+
+def test_held_step_is_the_power_of_a_step():
+    rng = np.random.default_rng(3)
+    n = 50
+    sp = Spins(x=jnp.asarray(rng.uniform(-0.1, 0.1, n)), y=jnp.zeros(n), z=jnp.zeros(n), pd=jnp.ones(n),
+               r1=jnp.asarray(rng.uniform(0.5, 3, n)), r2=jnp.asarray(rng.uniform(5, 80, n)),
+               df=jnp.asarray(rng.normal(0, 50, n)), b1=jnp.asarray(rng.uniform(0.8, 1.2, n)),
+               coil_re=None, coil_im=None)
+    m0 = State(*(jnp.asarray(rng.uniform(-0.6, 0.6, n)) for _ in range(3)))
+    dt, k, b1dt, c0 = 10e-6, jnp.array([30.0, 0.0, 0.0]), 0.004 + 0.002j, 0.01
+    for count in (0, 1, 2, 7, 20, 33):
+        m = m0
+        for _ in range(count):
+            m = kernels.rf_step(sp, m, dt, k, b1dt, c0, rotation="general")
+        got = held_rf_step(sp, m0, dt, k, b1dt, c0, jnp.int32(count), 6, rotation="general")
+        np.testing.assert_allclose(np.stack(got), np.stack(m), rtol=0, atol=1e-14)
+
+
+def test_block_pulse_matches_the_closed_form_as_one_held_step():
+    # what the held step is for: a block pulse in 10 us steps, one engine step
+    for flip, dur, t1, t2 in ((90, 1e-3, 1.0, 0.01), (180, 0.47e-3, 0.5, 0.01)):
+        rf = mt.make_block_pulse(np.radians(flip), dur, delay=0.0, scanner=IDEAL)
+        seq = mt.Sequence([mt.Block(rf=rf), mt.Block(adc=mt.ADC(1, 1e-9))])
+        twin = mt.Twin(position=np.zeros((1, 3)), pd=[1.0], t1=[t1], t2=[t2], delta_f=[30.0])
+        run = engine._plan(twin, seq, IDEAL, None, HELD, jnp.float64, True, None, ())
+        assert run.call.keywords["held"] is not None and run.dseq.n_real_steps <= 3
+        sig = mt.simulate(twin, seq, scanner=IDEAL, method=HELD, dtype=jnp.float64, return_magnetization=True)
+        ref = exact_constant_pulse(complex(np.conj(rf.signal[0])), 30.0, t1, t2, dur)
+        assert np.max(np.abs(np.asarray(sig.magnetization[0]) - ref)) < 3e-6
+
+
+def test_gradients_through_held_steps_equal_stepping():
+    twin, seq = _twin(4), _train(flips=(30.0, 50.0, 20.0))
+
+    def loss(method):
+        def f(t1, t2, b1):
+            tw = mt.Twin(position=twin.position, pd=twin.pd, t1=t1, t2=t2, delta_f=twin.delta_f, b1=b1)
+            s = mt.simulate(tw, seq, scanner=IDEAL, method=method, dtype=jnp.float64).samples
+            return jnp.sum(jnp.abs(s) ** 2)
+        return jax.value_and_grad(f, argnums=(0, 1, 2))(jnp.asarray(twin.t1), jnp.asarray(twin.t2),
+                                                         jnp.asarray(twin.b1))
+
+    (v_ref, g_ref), (v, g) = loss(STEP), loss(HELD)
+    np.testing.assert_allclose(v, v_ref, rtol=1e-12)
+    for a, b in zip(g, g_ref):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-12 * np.max(np.abs(b)))
+
+
+def test_jit_takes_the_same_held_steps():
+    twin, seq = _twin(4), _train(flips=(25.0, 40.0, 10.0))
+    eager = mt.simulate(twin, seq, scanner=IDEAL, method=HELD, dtype=jnp.float64).samples
+
+    @jax.jit
+    def run(t2):
+        tw = mt.Twin(position=twin.position, pd=twin.pd, t1=twin.t1, t2=t2, delta_f=twin.delta_f, b1=twin.b1)
+        return mt.simulate(tw, seq, scanner=IDEAL, method=HELD, dtype=jnp.float64).samples
+
+    assert _max_rel(run(jnp.asarray(twin.t2)), eager) <= 1e-13
