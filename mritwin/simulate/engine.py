@@ -25,7 +25,7 @@ from ..twin.twin import Twin
 from . import kernels, memory_maps
 from .adjoint import reversible_scan
 from .fused_rf import _FUSED_RF, fused_free_steps
-from .held_rf import held_rf_step
+from .held_rf import held_pulse_counts, held_rf_step, prepare_held_pulse
 from .interp_rf import interpolated_pulse
 from .kernels import Spins, State
 from .methods import AbstractSimMethod, Bloch
@@ -341,7 +341,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
     if dseq.n_general and method.readout is None:
         raise ValueError("the DiscreteSequence has general ADC windows (discretize(..., general_windows=True)), "
                          "which only Bloch(readout=NUFFTReadout(...)) evaluates")
-    rftab = rf_kind = ftab = fuse_kind = fftab = free_kind = rf_axes = rfint = htab = held = None
+    rftab = rf_kind = ftab = fuse_kind = fftab = free_kind = rf_axes = rfint = htab = held = rf_held = None
     fuse_same_dt = False
     rf_rotation = ("auto", "general")
     if not models:
@@ -361,6 +361,9 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
         dseq, rftab = plain if rf_axes is None and rfint is None else grouped
         if rftab is not None:
             rf_kind, kind_id = kind_id, kind_id + 1
+            # prepared block pulses: the power of their one held step (`held_rf`)
+            rf_held = _remembered(dseq, ("held-pulses",), lambda: held_pulse_counts(rftab)) \
+                if rf_per_step(method) >= 2 else None
             rftab = _device_table(dseq, "rf", rftab, dtype)
         ext = None if _has_tracer((twin.position, twin.delta_f, twin.b1)) else _twin_extent_host(twin)  # (once)
         # runs of equal RF steps (block pulses) as one step each; the other stepped RF
@@ -436,7 +439,8 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
             np.asarray(dseq.t), np.asarray(dseq.dt), dseq.n_real_steps, _reversible_segment(method, twin, dtype),
             force=np.asarray(dseq.spoil) if method.ideal_spoiling else None)
         rev_kw = {"rev": (jnp.asarray(restore), jnp.asarray(slot)), "n_slots": n_slots}
-    core = functools.partial(_core, readout=readout, wtab=wtab, rftab=rftab, rf_kind=rf_kind, htab=htab, held=held,
+    core = functools.partial(_core, readout=readout, wtab=wtab, rftab=rftab, rf_kind=rf_kind, rf_held=rf_held,
+                             htab=htab, held=held,
                              ftab=ftab,
                              fuse_kind=fuse_kind, fuse_same_dt=fuse_same_dt, fftab=fftab, free_kind=free_kind, etab=etab,
                              etab_all=etab_all, rfint=rfint, rfint_use=rfint_use, defer_k=defer_k, defer_n=defer_n,
@@ -1477,14 +1481,14 @@ def spin_sharding(devices=None):
 
 
 _CORE_STATIC = ("n_chunks", "chunk", "n_window", "checkpoint", "want_mag", "spoiling", "sharding", "diffusion",
-                "readout", "n_slots", "rf_kind", "held", "fuse_kind", "fuse_same_dt", "free_kind", "etab_all", "rfint_use", "defer_k",
+                "readout", "n_slots", "rf_kind", "rf_held", "held", "fuse_kind", "fuse_same_dt", "free_kind", "etab_all", "rfint_use", "defer_k",
                 "defer_n", "defer_segs", "layout", "rf_rotation")  # (benchmarks/bench_one_fusion.py compiles _core itself)
 
 
 @functools.partial(jax.jit, static_argnames=_CORE_STATIC)
 def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, checkpoint, want_mag,
           spoiling=False, sharding=None, diffusion=False, readout=None, rev=None, n_slots=0, wtab=None,
-          rftab=None, rf_kind=None, htab=None, held=None, ftab=None, fuse_kind=None, fuse_same_dt=False, fftab=None, free_kind=None,
+          rftab=None, rf_kind=None, rf_held=None, htab=None, held=None, ftab=None, fuse_kind=None, fuse_same_dt=False, fftab=None, free_kind=None,
           etab=None, etab_all=False, rfint=None, rfint_use=None, defer_k=0, defer_n=(), defer_segs=None, layout=None,
           step_map=None, rf_rotation=("auto", "general")):
     _TRACES["core"] += 1
@@ -1515,6 +1519,11 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
         for p in range(0 if rftab is None else rftab.dt.shape[0]):
             if rfint_use is not None and rfint_use[p]:
                 pulses.append(interpolated_pulse(sp, rfint.coef[p], rfint.rate[p], rfint.centre[p], rfint.half[p]))
+            elif rf_held is not None and rf_held[p]:  # one held sample: the power of its step
+                held_p = functools.partial(prepare_held_pulse, n=rf_held[p])
+                row = (rftab.dt[p], rftab.k[p], rftab.b1dt[p], rftab.c0[p])
+                pulses.append(held_p(sp, *row) if sp.rf_group is None else
+                              prepare_pulse_grouped(sp, *row, prepare=held_p))
             else:
                 prep = prepare_pulse if sp.rf_group is None else prepare_pulse_grouped
                 pulses.append(prep(sp, rftab.dt[p], rftab.k[p], rftab.b1dt[p], rftab.c0[p]))

@@ -35,7 +35,8 @@ from . import kernels
 from .kernels import Spins, State
 from .prepared_rf import STEP_FIELDS, _concrete, _match_tol, _step_map, shorten_steps
 
-__all__ = ["HeldTable", "HELD_MIN_STEPS", "held_runs", "plan_held_rf", "step_power", "held_rf_step"]
+__all__ = ["HeldTable", "HELD_MIN_STEPS", "held_runs", "plan_held_rf", "step_power", "held_rf_step",
+           "held_pulse_counts", "prepare_held_pulse"]
 
 HELD_MIN_STEPS = 4  # shorter runs of equal steps are stepped (or fused: `fused_rf`)
 
@@ -175,7 +176,10 @@ def _power(rotation, spins: Spins, dt, k, b1dt, c0, n, n_bits: int, relax=None):
     result = None
     for i in range(n_bits):  # the bits of n, lowest first: result = base^(n mod 2^(i+1))
         bit = ((n >> i) & 1) == 1
-        if result is None:
+        if isinstance(n, int):  # a count known when tracing: no selects
+            if bit:
+                result = base if result is None else _compose(base, result)
+        elif result is None:
             result = jax.tree_util.tree_map(lambda b, bit=bit: jnp.where(bit, b, jnp.zeros_like(b)), base)
         else:
             result = jax.tree_util.tree_map(functools.partial(jnp.where, bit), _compose(base, result), result)
@@ -198,6 +202,43 @@ def step_power(spins: Spins, dt, k, b1dt, c0, n, n_bits: int, rotation: str = "a
     return jax.lax.cond(kernels.small_field(spins, dt, k, b1dt, c0),
                         lambda: _power(kernels._rf_rotation_small, spins, dt, k, b1dt, c0, n, n_bits, relax),
                         lambda: _power(kernels._rf_rotation, spins, dt, k, b1dt, c0, n, n_bits, relax))
+
+
+def held_pulse_counts(table, tol: float = 1e-7) -> tuple:
+    """Per row of a prepared-pulse table (`prepared_rf.PulseTable`, NumPy): its number of
+    steps when they are all equal (one held sample: a block pulse cut into ``max_rf_dt``
+    steps), else 0 (host side). Equal: durations, B1 integrals, moments and common phases
+    within ``tol`` relative (the rounding of step bounds, as in `held_runs`) plus 1e-10 of
+    each field's largest value in the row."""
+    counts = []
+    for p in range(np.shape(table.dt)[0]):
+        dt = np.asarray(table.dt[p])
+        n = int(np.sum(dt > 0))
+        if n < 2 or np.any(dt[n:] != 0):
+            counts.append(0)
+            continue
+        same = True
+        for v in (dt, np.asarray(table.b1dt[p]), np.asarray(table.c0[p]), np.asarray(table.k[p])):
+            v = v[:n]
+            sc = max(float(np.abs(v).max()), 1e-300)
+            same &= bool(np.all(np.abs(v - v[0]) <= 1e-10 * sc + tol * np.abs(v[0])))
+        counts.append(n if same else 0)
+    return tuple(counts)
+
+
+def prepare_held_pulse(spins: Spins, dt, k, b1dt, c0, n: int):
+    """A prepared pulse (`prepared_rf.PreparedPulse`, ``M -> A M + b``) whose table row
+    (``dt`` (L,), ``k`` (L, 3), ``b1dt``, ``c0`` (L,); zero padded) is ``n`` equal steps:
+    the ``n``-th power of its mean step (`step_power`, ``n`` static), instead of stepping
+    the row. The general rotation (once per chunk: a conditional between the small-angle
+    series and it would compile both chains of squarings)."""
+    from .prepared_rf import PreparedPulse
+
+    inv = 1.0 / n
+    d, u = step_power(spins, jnp.sum(dt) * inv, jnp.sum(k, axis=0) * inv, jnp.sum(b1dt) * inv,
+                      jnp.sum(c0) * inv, int(n), int(n).bit_length(), rotation="general")
+    return PreparedPulse(tuple(tuple(d[i][j] + 1.0 if i == j else d[i][j] for j in range(3)) for i in range(3)),
+                         tuple(u[i] * spins.pd for i in range(3)))
 
 
 def held_rf_step(spins: Spins, m: State, dt, k, b1dt, c0, n, n_bits: int, rotation: str = "auto",

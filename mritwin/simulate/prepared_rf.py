@@ -341,16 +341,16 @@ def prepare_pulse(spins: Spins, dt, k, b1dt, c0=None, unroll: int = 1) -> Prepar
     return PreparedPulse(tuple(tuple(r[j] for j in range(3)) for r in m), tuple(r[3] for r in m))
 
 
-def prepare_pulse_grouped(spins: Spins, dt, k, b1dt, c0=None) -> PreparedPulse:
-    """`prepare_pulse` on the spins' RF groups (``spins.rf_group`` (n,), the groups'
-    (x, y, z, Δf, B1, R1, R2) in ``spins.rf_group_params`` (7, G)): stepped for one member
-    of each group with unit PD, then each spin takes its group's map (the offset ``b`` is
-    proportional to PD)."""
+def prepare_pulse_grouped(spins: Spins, dt, k, b1dt, c0=None, prepare=None) -> PreparedPulse:
+    """`prepare_pulse` (or ``prepare(spins, dt, k, b1dt, c0)``) on the spins' RF groups
+    (``spins.rf_group`` (n,), the groups' (x, y, z, Δf, B1, R1, R2) in
+    ``spins.rf_group_params`` (7, G)): stepped for one member of each group with unit PD,
+    then each spin takes its group's map (the offset ``b`` is proportional to PD)."""
     gp = spins.rf_group_params
     ones = jnp.ones_like(gp[0])
     reps = Spins(x=gp[0], y=gp[1], z=gp[2], pd=ones, r1=gp[5], r2=gp[6], df=gp[3], b1=gp[4],
                  coil_re=None, coil_im=None)
-    p = prepare_pulse(reps, dt, k, b1dt, c0)
+    p = (prepare or prepare_pulse)(reps, dt, k, b1dt, c0)
     g = spins.rf_group
     return PreparedPulse(tuple(tuple(p.a[i][j][g] for j in range(3)) for i in range(3)),
                          tuple(p.b[i][g] * spins.pd for i in range(3)))

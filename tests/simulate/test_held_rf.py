@@ -14,8 +14,9 @@ import mritwin as mt
 from mritwin.benchmarking import exact_constant_pulse
 from mritwin.sequence.discretize import discretize
 from mritwin.simulate import engine, kernels
-from mritwin.simulate.held_rf import held_rf_step, held_runs, plan_held_rf
+from mritwin.simulate.held_rf import held_pulse_counts, held_rf_step, held_runs, plan_held_rf
 from mritwin.simulate.kernels import Spins, State
+from mritwin.simulate.prepared_rf import plan_prepared_rf
 from tests.seqkit import IDEAL, hard
 
 jax.config.update("jax_enable_x64", True)
@@ -131,6 +132,7 @@ def test_held_steps_and_prepared_pulses_together():
     seq, twin = mt.Sequence(blocks), _twin()
     run = engine._plan(twin, seq, IDEAL, None, mt.Bloch(), jnp.float64, False, None, ())
     assert run.call.keywords["rf_kind"] is not None and run.call.keywords["held"] is not None
+    assert run.call.keywords["rf_held"] == (20,)  # the prepared pulse: the power of its step
     ref = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64, method=STEP)
     got = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64)
     assert _max_rel(got.samples, ref.samples) <= 1e-12
@@ -193,3 +195,60 @@ def test_jit_takes_the_same_held_steps():
         return mt.simulate(tw, seq, scanner=IDEAL, method=HELD, dtype=jnp.float64).samples
 
     assert _max_rel(run(jnp.asarray(twin.t2)), eager) <= 1e-13
+
+
+def _gre(n_tr=8, flip=25.0, dur=0.2e-3, n_read=8, fov=0.2):
+    """A spoiled GRE with a repeated block pulse (prepared) and RF spoiling."""
+    dwell = 20e-6
+    gx = mt.make_trapezoid("x", amplitude=(1 / fov) / (dwell * IDEAL.gamma_bar), flat_time=n_read * dwell,
+                           scanner=IDEAL)
+    gy = [mt.make_trapezoid("y", area=(i - n_tr / 2) / fov, duration=0.3e-3, scanner=IDEAL) for i in range(n_tr)]
+    spoil = mt.make_trapezoid("x", area=4 * n_read / fov, duration=0.6e-3, scanner=IDEAL)
+    blocks = []
+    for i in range(n_tr):
+        phase = np.radians(117.0) * i * (i + 1) / 2
+        blocks += [mt.Block(rf=hard(np.radians(flip), dur, phase=phase)), mt.Block(gy=gy[i]),
+                   mt.Block(gx=gx, adc=mt.ADC(n_read, dwell, delay=gx.rise_time, phase_offset=phase)),
+                   mt.Block(gx=spoil)]
+    return mt.Sequence(blocks)
+
+
+def test_prepared_block_pulse_is_the_power_of_its_step():
+    seq, twin = _gre(), _twin()
+    d = discretize(seq, IDEAL)
+    short, table = plan_prepared_rf(d, 3)
+    assert held_pulse_counts(table) == (20,)
+    run = engine._plan(twin, seq, IDEAL, None, mt.Bloch(), jnp.float64, False, None, ())
+    assert run.call.keywords["rf_held"] == (20,)
+    ref = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64, method=STEP, return_magnetization=True)
+    got = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64, return_magnetization=True)
+    assert _max_rel(got.samples, ref.samples) <= 1e-12
+    assert np.max(np.abs(np.asarray(got.magnetization) - np.asarray(ref.magnetization))) <= 1e-12
+    # float32 as close as stepping itself
+    f32 = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float32)
+    f32_step = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float32, method=STEP)
+    assert _max_rel(f32.samples, ref.samples) <= max(2 * _max_rel(f32_step.samples, ref.samples), 1e-6)
+
+
+def test_prepared_block_pulse_on_rf_groups():
+    # a twin whose spins form few RF groups (no field map, two tissues, the pulse without
+    # gradients): a block pulse of 20 steps is prepared on the groups
+    c = (np.arange(16) - 8) * 0.2 / 16
+    x, y = np.meshgrid(c, c, indexing="ij")
+    tissue = (x.ravel() > 0).astype(int)
+    twin = mt.Twin(position=np.c_[x.ravel(), y.ravel(), np.zeros(x.size)], pd=np.where(tissue, 0.8, 1.0),
+                   t1=np.where(tissue, 0.9, 1.4), t2=np.where(tissue, 0.05, 0.1))
+    seq = _gre(n_tr=6)
+    run = engine._plan(twin, seq, IDEAL, None, mt.Bloch(), jnp.float64, False, None, ())
+    assert run.call.keywords["rf_held"] == (20,) and run.call.args[0].rf_group is not None
+    ref = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64, method=STEP)
+    got = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64)
+    assert _max_rel(got.samples, ref.samples) <= 1e-12
+
+
+def test_held_pulse_counts_only_for_equal_steps():
+    sinc = mt.make_sinc_pulse(0.5, 0.2e-3, delay=0.0, scanner=IDEAL)
+    d = discretize(mt.Sequence([mt.Block(rf=sinc), mt.Block(duration=1e-3)] * 4 + [mt.Block(adc=mt.ADC(1, 1e-6))]),
+                   IDEAL)
+    _, table = plan_prepared_rf(d, 3)
+    assert held_pulse_counts(table) == (0,)  # a shaped pulse is stepped when prepared
