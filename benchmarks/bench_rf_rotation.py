@@ -5,10 +5,12 @@ sequence: with the engine's own choice (`engine._rf_rotation_mode`: the series w
 RF step's field stays within `kernels.SMALL_FIELD`) and forced to the general rotation
 (reciprocal square root and range-reduced sine/cosine), called alternately in one
 process, ``--calls`` calls each. Prints one JSON object per scenario: the chosen modes
-(single RF steps, fused RF steps), medians, speed-up and the largest difference (float
-rounding). Pulses are stepped here (``Bloch(prepare_pulses=False)``, as pulses played once
-are: the engine otherwise prepares repeated ones, the GRE's hard pulses of 10 steps of
-10 us among them), since their rotation is what this measures.
+(single RF steps, fused RF steps, held RF steps; "auto" or "general" where there are none,
+None for no held steps), medians, speed-up and the largest difference (float rounding).
+Pulses are stepped here (``Bloch(prepare_pulses=False)``, as pulses played once are: the
+engine otherwise prepares repeated ones, the GRE's hard pulses of 10 steps of 10 us among
+them), since their rotation is what this measures; a block pulse's equal steps are one
+held step (`mritwin.simulate.held_rf`), whose step map rotates once per play.
 
 Usage:  python benchmarks/bench_rf_rotation.py [--scenario gre-64 gre-128 koma-brain-suscept] [--calls 21]
 """
@@ -57,13 +59,14 @@ def _one(name: str, calls: int, own) -> None:
         finally:
             engine._rf_rotation_mode = own
     (chosen, general), diff = alternate_runs(runs, calls)
+    held = runs[0].call.keywords["held"]
     print(json.dumps({
         "benchmark": "rf_rotation",
         "scenario": name,
         "device": jax.devices()[0].device_kind,
         "platform": jax.default_backend(),
         "n_spins": int(case.twin.n_spins),
-        "modes": list(runs[0].call.keywords["rf_rotation"]),
+        "modes": list(runs[0].call.keywords["rf_rotation"]) + [None if held is None else held[2]],
         "calls": calls,
         "chosen_s": round(chosen, 6),
         "general_s": round(general, 6),

@@ -187,8 +187,8 @@ def test_step_layout_benchmark_runs_and_agrees_with_the_generic_scan(capsys, mon
 
 def test_rf_rotation_benchmark_runs_and_agrees_with_the_general_rotation(capsys):
     """benchmarks/bench_rf_rotation.py on gre-64: the engine picks the series for the 10 us
-    steps of its 15° hard pulse (stepped, not prepared, by the benchmark), and the general
-    rotation gives the same signal (float32 rounding)."""
+    steps of its 15° hard pulse (stepped, not prepared, by the benchmark: one held step per
+    play, `held_rf`), and the general rotation gives the same signal (float32 rounding)."""
     import pathlib
     import runpy
 
@@ -200,7 +200,8 @@ def test_rf_rotation_benchmark_runs_and_agrees_with_the_general_rotation(capsys)
     assert main(["--scenario", "gre-64", "--calls", "1"]) == 0
     assert engine._rf_rotation_mode is own  # restored
     rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert rec["scenario"] == "gre-64" and rec["modes"] == ["small", "general"]
+    # (no single or fused RF steps are left: their modes are the unused defaults)
+    assert rec["scenario"] == "gre-64" and rec["modes"] == ["auto", "general", "small"]
     assert rec["chosen_s"] > 0 and rec["general_s"] > 0 and rec["max_rel_diff"] < 1e-5
 
 
