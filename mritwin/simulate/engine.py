@@ -362,7 +362,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
         if rftab is not None:
             rf_kind, kind_id = kind_id, kind_id + 1
             # prepared block pulses: the power of their one held step (`held_rf`)
-            rf_held = _remembered(dseq, ("held-pulses",), lambda: held_pulse_counts(rftab)) \
+            rf_held = _remembered(dseq, ("held-pulses",), lambda: held_pulse_counts(rftab, dseq)) \
                 if rf_per_step(method) >= 2 else None
             rftab = _device_table(dseq, "rf", rftab, dtype)
         ext = None if _has_tracer((twin.position, twin.delta_f, twin.b1)) else _twin_extent_host(twin)  # (once)

@@ -204,12 +204,20 @@ def step_power(spins: Spins, dt, k, b1dt, c0, n, n_bits: int, rotation: str = "a
                         lambda: _power(kernels._rf_rotation, spins, dt, k, b1dt, c0, n, n_bits, relax))
 
 
-def held_pulse_counts(table, tol: float = 1e-7) -> tuple:
+def held_pulse_counts(table, dseq: DiscreteSequence | None = None, tol: float = 1e-7) -> tuple:
     """Per row of a prepared-pulse table (`prepared_rf.PulseTable`, NumPy): its number of
     steps when they are all equal (one held sample: a block pulse cut into ``max_rf_dt``
-    steps), else 0 (host side). Equal: durations, B1 integrals, moments and common phases
+    steps), else 0 (host side). Equal: durations, B1 integrals, common phases and moments
     within ``tol`` relative (the rounding of step bounds, as in `held_runs`) plus 1e-10 of
-    each field's largest value in the row."""
+    each field's largest value in the sequence ``dseq`` (its steps with the table's: a
+    pulse's moments of 1e-23 /m, the rounding of a gradient integral, are zero next to a
+    readout's), or in the table without it."""
+    fields = ("dt", "b1dt", "c0", "k")
+    scales = [float(np.abs(np.asarray(getattr(table, f))).max(initial=0.0)) for f in fields]
+    if dseq is not None:
+        m = dseq.n_real_steps
+        scales = [max(sc, float(np.abs(np.asarray(getattr(dseq, f))[:m]).max(initial=0.0)))
+                  for sc, f in zip(scales, ("dt", "b1dt", "cyc0", "kstep"))]
     counts = []
     for p in range(np.shape(table.dt)[0]):
         dt = np.asarray(table.dt[p])
@@ -218,9 +226,8 @@ def held_pulse_counts(table, tol: float = 1e-7) -> tuple:
             counts.append(0)
             continue
         same = True
-        for v in (dt, np.asarray(table.b1dt[p]), np.asarray(table.c0[p]), np.asarray(table.k[p])):
-            v = v[:n]
-            sc = max(float(np.abs(v).max()), 1e-300)
+        for f, sc in zip(fields, scales):
+            v = np.asarray(getattr(table, f)[p])[:n]
             same &= bool(np.all(np.abs(v - v[0]) <= 1e-10 * sc + tol * np.abs(v[0])))
         counts.append(n if same else 0)
     return tuple(counts)

@@ -252,3 +252,18 @@ def test_held_pulse_counts_only_for_equal_steps():
                    IDEAL)
     _, table = plan_prepared_rf(d, 3)
     assert held_pulse_counts(table) == (0,)  # a shaped pulse is stepped when prepared
+
+
+def test_held_pulse_counts_ignore_the_rounding_of_a_zero_moment():
+    # the last 10 us step of a block pulse carries a moment of 2e-23 /m from the rounding
+    # of a gradient integral (as in the fingerprinting train): zero next to the sequence's
+    # readout moments, so the pulse is still one held run
+    seq = _gre()
+    d = discretize(seq, IDEAL)
+    _, table = plan_prepared_rf(d, 3)
+    k = np.array(table.k)
+    k[0, 19, 0] = -2e-23
+    rounded = table._replace(k=k)
+    assert held_pulse_counts(rounded, d) == (20,)
+    k[0, 19, 0] = 1e-3  # a real moment: not held
+    assert held_pulse_counts(table._replace(k=k), d) == (0,)
