@@ -358,17 +358,27 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
             rf_axes = _rf_group_axes(twin, dseq, method, chunk, dtype)
         if rf_axes is None and method.rf_interpolation is not None:
             rfint = _interpolation_plan(twin, grouped, rf_kind_id(dseq), method.rf_interpolation, dtype)
+        unprepared = dseq
         dseq, rftab = plain if rf_axes is None and rfint is None else grouped
         if rftab is not None:
-            rf_kind, kind_id = kind_id, kind_id + 1
             # prepared block pulses: the power of their one held step (`held_rf`)
             rf_held = _remembered(dseq, ("held-pulses",), lambda: held_pulse_counts(rftab, dseq)) \
                 if rf_per_step(method) >= 2 else None
-            rftab = _device_table(dseq, "rf", rftab, dtype)
-        ext = None if _has_tracer((twin.position, twin.delta_f, twin.b1)) else _twin_extent_host(twin)  # (once)
         # runs of equal RF steps (block pulses) as one step each; the other stepped RF
         # pulses, then stepped free precession (spiral ADC samples), S at a time
-        dseq, htab = _held_steps(dseq, method, kind_id)
+        held_dseq, htab = _held_steps(dseq, method, kind_id + int(rftab is not None))
+        if htab is not None and rf_held and all(rf_held) and rf_axes is None and rfint is None:
+            # block pulses played once are held steps, and every prepared pulse is a block
+            # pulse too (a fingerprinting train whose flips recur): all of them held steps,
+            # one step kind fewer, so that the periodic step layout stays (mrf-train:
+            # compile 3.1 -> 1.2 s, run 80 -> 75 ms)
+            rftab = rf_held = None
+            held_dseq, htab = _held_steps(unprepared, method, kind_id)
+        if rftab is not None:
+            rf_kind, kind_id = kind_id, kind_id + 1
+            rftab = _device_table(dseq, "rf", rftab, dtype)
+        dseq = held_dseq
+        ext = None if _has_tracer((twin.position, twin.delta_f, twin.b1)) else _twin_extent_host(twin)  # (once)
         if htab is not None:
             held = (kind_id, _held_bits(htab), _rf_rotation_mode(twin, dseq, htab, fused_only=True, ext=ext),
                     _rows_share_dt(htab))
