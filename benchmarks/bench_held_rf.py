@@ -15,7 +15,13 @@ of at most 10 us. This prints, as JSON lines:
   step per held sample, and the signal's largest change from the default's relative to
   its peak (what one step per block pulse got wrong there).
 
+- with ``--gradient``, per scenario: ``jax.jit(jax.value_and_grad)`` of the signal energy
+  with respect to the twin's T2 map (a calibration's gradient), one step per held sample
+  against the default, each jitted function called ``--calls`` times after its first
+  (compiling) call: first-call and median times, float32 (``--x64``: float64).
+
 Usage:  python benchmarks/bench_held_rf.py [--scenario gre-64 gre-128 mrf-train] [--quick] [--calls 11]
+                                           [--gradient] [--x64]
 """
 
 from __future__ import annotations
@@ -94,18 +100,52 @@ def scenario(name: str, quick: bool, calls: int) -> dict:
     }
 
 
+def gradient(name: str, quick: bool, calls: int, dtype) -> dict:
+    case = SCENARIOS[name].build(quick)
+    tw = case.twin
+    first, runs = [], []
+    for cap in (None, CAPS[-1]):
+        method = dataclasses.replace(case.method, max_rf_dt=cap)
+
+        def loss(t2, method=method):
+            twin = dataclasses.replace(tw, t2=t2)
+            sig = mt.simulate(twin, case.seq, scanner=case.scanner, method=method, dtype=dtype)
+            return jnp.sum(jnp.abs(sig.samples) ** 2)
+
+        f = jax.jit(jax.value_and_grad(loss))
+        t2 = jnp.asarray(tw.t2, dtype)
+        t0 = time.perf_counter()
+        jax.block_until_ready(f(t2))
+        first.append(time.perf_counter() - t0)
+        times = []
+        for _ in range(calls):
+            t0 = time.perf_counter()
+            jax.block_until_ready(f(t2))
+            times.append(time.perf_counter() - t0)
+        runs.append(float(np.median(times)))
+    return {"benchmark": "held_rf_gradient", "scenario": name, "quick": quick, "device": jax.devices()[0].device_kind,
+            "precision": jnp.dtype(dtype).name, "n_spins": int(tw.n_spins), "calls": calls,
+            "max_rf_dt_s": [None, CAPS[-1]], "first_call_s": [round(x, 3) for x in first],
+            "run_s": [round(x, 6) for x in runs], "time_vs_one_step": [1.0, round(runs[1] / runs[0], 3)]}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scenario", nargs="*", default=["gre-64", "gre-128", "mrf-train"], choices=sorted(SCENARIOS))
     p.add_argument("--quick", action="store_true", help="the scenarios' quick sizes")
     p.add_argument("--calls", type=int, default=11)
     p.add_argument("--no-accuracy", action="store_true")
+    p.add_argument("--gradient", action="store_true", help="time gradients w.r.t. T2 instead of forward runs")
+    p.add_argument("--x64", action="store_true", help="gradients in float64")
     a = p.parse_args(argv)
     jax.config.update("jax_enable_x64", True)  # (float64 for the accuracy part; the runs ask float32)
     if not a.no_accuracy:
         print(json.dumps(accuracy()), flush=True)
     for name in a.scenario:
-        print(json.dumps(scenario(name, a.quick, a.calls)), flush=True)
+        if a.gradient:
+            print(json.dumps(gradient(name, a.quick, a.calls, jnp.float64 if a.x64 else jnp.float32)), flush=True)
+        else:
+            print(json.dumps(scenario(name, a.quick, a.calls)), flush=True)
     return 0
 
 
