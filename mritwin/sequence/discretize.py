@@ -109,6 +109,11 @@ class DiscreteSequence(eqx.Module):
         frame_end: () the frame's phase after the last pulse [cycles] (module docstring):
             the final transverse magnetization in the scanner's frame is the simulated
             one times ``exp(-i 2π frame_end)``. None: 0.
+        rf_sample: (n_steps,) int32, NumPy: for an RF step inside one RF raster sample (up
+            to 1e-6 of the step), that sample's index among all played samples, else -1.
+            Consecutive steps with the same index and duration have the same B1 integral
+            even when its value is traced: the simulator's held steps
+            (`mritwin.simulate.held_rf`) read it. None: unknown.
     """
 
     dt: jax.Array
@@ -132,6 +137,7 @@ class DiscreteSequence(eqx.Module):
     wcyc: jax.Array | None = None
     wcidx: jax.Array | None = None
     frame_end: jax.Array | None = None
+    rf_sample: np.ndarray | None = None
 
     @property
     def n_general(self) -> int:
@@ -400,7 +406,7 @@ def discretize(
     else:
         kstep, cyc0 = _apply_motion(motion, gt, sa, sb, gb)
     frame = _PulseFrame(rft)
-    b1dt = _rf_integrals(rft, sa, sb, kind == 0, gb, frame)
+    b1dt, rf_sample = _rf_integrals(rft, sa, sb, kind == 0, gb, frame)
     if frame.active:  # the frame follows each pulse's frequency offset: -f dt in its steps
         rf_steps = np.nonzero(kind == 0)[0]
         shift = np.zeros(m)
@@ -430,7 +436,7 @@ def discretize(
         adc_time=adt.time, n_window=n_window, n_real_steps=m,
         wk=wk, wt=wt, widx=None if widx is None else pad(widx),
         wcyc=wcyc, wcidx=None if wcidx is None else pad(wcidx),
-        frame_end=np.float64(frame.end),
+        frame_end=np.float64(frame.end), rf_sample=pad(rf_sample, -1),
     )
 
 
@@ -637,10 +643,13 @@ def _rf_step_edges(rft, rf_dt):
 def _rf_integrals(rft, sa, sb, is_rf, gb, frame):
     """(n_steps,) γ̄ conj(∫ B1 dt) over each RF step (0 elsewhere), in the frame that
     follows the pulses (``frame``, a `_PulseFrame`): the samples' frequency modulation is
-    replaced by the frame's phase at their pulse's start (0 without offsets)."""
+    replaced by the frame's phase at their pulse's start (0 without offsets); and the
+    steps' ``rf_sample`` (`DiscreteSequence`): the sample an RF step lies in, to 1e-6 of
+    its duration (step bounds are rounded to 1 ps), else -1."""
     m = sa.size
+    sample_of = np.full(m, -1, np.int32)
     if rft.edge0.size == 0 or not is_rf.any():
-        return np.zeros(m, np.complex128)
+        return np.zeros(m, np.complex128), sample_of
     # pairs (step, sample) with positive overlap; samples are sorted and disjoint
     idx = np.nonzero(is_rf)[0]
     lo = np.searchsorted(rft.edge1, sa[idx], side="right")
@@ -651,16 +660,18 @@ def _rf_integrals(rft, sa, sb, is_rf, gb, frame):
     ov = np.minimum(sb[rows], rft.edge1[cols]) - np.maximum(sa[rows], rft.edge0[cols])
     good = ov > 0
     rows, cols, ov = rows[good], cols[good], ov[good]
+    inside = ov >= (1.0 - 1e-6) * (sb[rows] - sa[rows])
+    sample_of[rows[inside]] = cols[inside]
     coef = ov * np.exp(-2j * np.pi * frame.before[rft.pulse[cols]])
     vals = rft.values
     if isinstance(vals, jax.Array):
         contrib = jnp.asarray(coef) * vals[rft.value_index[cols]]
         out = jnp.zeros(m, contrib.dtype).at[rows].add(contrib)
-        return gb * jnp.conj(out)
+        return gb * jnp.conj(out), sample_of
     contrib = coef * np.asarray(vals)[rft.value_index[cols]]
     out = np.bincount(rows, weights=contrib.real, minlength=m) + 1j * np.bincount(
         rows, weights=contrib.imag, minlength=m)
-    return gb * np.conj(out)
+    return gb * np.conj(out), sample_of
 
 
 def _constant_gradient(gt, t_first, t_last):

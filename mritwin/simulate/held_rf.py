@@ -61,7 +61,8 @@ class HeldTable(NamedTuple):
 
 def held_runs(dseq: DiscreteSequence, min_steps: int = HELD_MIN_STEPS):
     """``(start, stop)`` arrays of the runs of at least ``min_steps`` consecutive RF steps
-    that are equal (host side), or None when the sequence's values are traced.
+    that are equal (host side), or None when there are none or the sequence's structure,
+    gradients or common phases are traced.
 
     Steps are equal when their durations, B1 integrals, gradient moments and common phases
     differ by no more than the rounding of integrals taken between absolute times
@@ -69,11 +70,18 @@ def held_runs(dseq: DiscreteSequence, min_steps: int = HELD_MIN_STEPS):
     value over the sequence (a moment of 1e-23 /m left by the rounding of a gradient
     integral is zero); a run takes no ADC sample, has no ideal spoiling after its first step and no
     diffusion weighting. Each step is compared with the run's first (not only with its
-    neighbour), so a slow ramp does not count as held.
+    neighbour), so a slow ramp does not count as held. B1 integrals that are traced (you
+    differentiate with respect to the RF) are equal when the steps lie in the same RF
+    sample (``dseq.rf_sample``, concrete) and last as long.
     """
     m = dseq.n_real_steps
     names = ("kind", "dt", "t", "kstep", "b1dt", "cyc0", "sample", "spoil", "bstep")
     f = {name: _concrete(getattr(dseq, name)) for name in names}
+    same_sample = None
+    if f["b1dt"] is None and _concrete(dseq.rf_sample) is not None:  # traced B1: by the samples
+        sid = np.asarray(dseq.rf_sample)[:m]
+        same_sample = (sid[1:] == sid[:-1]) & (sid[1:] >= 0)
+        f["b1dt"] = np.zeros(m)
     if any(v is None for v in f.values()) or m < min_steps:
         return None
     f = {name: v[:m] for name, v in f.items()}
@@ -91,6 +99,8 @@ def held_runs(dseq: DiscreteSequence, min_steps: int = HELD_MIN_STEPS):
 
     cont = np.zeros(m, bool)
     cont[1:] = rf[1:] & rf[:-1] & ~f["spoil"][1:].astype(bool)
+    if same_sample is not None:
+        cont[1:] &= same_sample
     for v, sc in zip(vals, scales):
         cont[1:] &= close(v[1:], v[:-1], sc)
     seg_a = np.nonzero(~cont)[0]
@@ -121,7 +131,8 @@ def plan_held_rf(dseq: DiscreteSequence, kind_id: int, min_steps: int = HELD_MIN
         and the table, whose rows hold the run's mean step (the run's integrals over its
         count: exact, where the steps differ by the rounding of their bounds) and its
         count, padded to a length bucket; or ``(dseq, None)`` when no run qualifies or
-        the sequence's values are traced.
+        the sequence's structure is traced. Traced B1 integrals stay traced (the table's
+        ``b1dt``, a JAX array then: gradients flow through the runs' sums).
     """
     runs = held_runs(dseq, min_steps)
     if runs is None:
@@ -129,11 +140,15 @@ def plan_held_rf(dseq: DiscreteSequence, kind_id: int, min_steps: int = HELD_MIN
     starts, stops = runs
     m = dseq.n_real_steps
     n_run = stops - starts
-    fields = {name: np.asarray(getattr(dseq, name))[:m] for name in STEP_FIELDS}
+    fields = {name: np.asarray(getattr(dseq, name))[:m] for name in STEP_FIELDS if name != "b1dt"}
+    b1 = dseq.b1dt
+    fields["b1dt"] = np.asarray(b1)[:m] if _concrete(b1) is not None else jnp.asarray(b1)[:m]
     seg = np.repeat(np.arange(starts.size), n_run)
     steps = np.concatenate([np.arange(a, b) for a, b in zip(starts, stops)])
 
     def total(v):
+        if not isinstance(v, np.ndarray):  # (traced B1)
+            return jnp.zeros((starts.size,) + v.shape[1:], v.dtype).at[seg].add(v[steps])
         out = np.zeros((starts.size,) + v.shape[1:], v.dtype)
         np.add.at(out, seg, v[steps])
         return out
@@ -141,7 +156,8 @@ def plan_held_rf(dseq: DiscreteSequence, kind_id: int, min_steps: int = HELD_MIN
     n_rows = _bucket(starts.size)
 
     def pad(v):
-        return np.concatenate([v, np.zeros((n_rows - v.shape[0],) + v.shape[1:], v.dtype)])
+        xp = np if isinstance(v, np.ndarray) else jnp
+        return xp.concatenate([v, xp.zeros((n_rows - v.shape[0],) + v.shape[1:], v.dtype)])
 
     per = n_run.astype(np.float64)
     table = HeldTable(dt=pad(total(fields["dt"]) / per), k=pad(total(fields["kstep"]) / per[:, None]),
@@ -150,12 +166,15 @@ def plan_held_rf(dseq: DiscreteSequence, kind_id: int, min_steps: int = HELD_MIN
     keep = np.ones(m, bool)
     keep[steps] = False
     keep[starts] = True
-    new = {name: v.copy() for name, v in fields.items()}
+    new = {name: v.copy() if isinstance(v, np.ndarray) else v for name, v in fields.items()}
     new["kind"][starts] = kind_id
     new["count"][starts] = np.arange(starts.size)
     new["dt"][starts] = total(fields["dt"])
     new["kstep"][starts] = total(fields["kstep"])
-    new["b1dt"][starts] = 0
+    if isinstance(new["b1dt"], np.ndarray):
+        new["b1dt"][starts] = 0
+    else:
+        new["b1dt"] = new["b1dt"].at[starts].set(0)
     new["cyc0"][starts] = 0
     return shorten_steps(dseq, keep, new), table
 

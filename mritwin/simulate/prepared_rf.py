@@ -263,6 +263,7 @@ def shorten_steps(dseq: DiscreteSequence, keep: np.ndarray, new: dict, fused=Non
         out_index=out_new.astype(np.int32), demod=dseq.demod, adc_time=dseq.adc_time, n_window=dseq.n_window,
         n_real_steps=m_new, wk=dseq.wk, wt=dseq.wt, widx=extra["widx"], wcyc=dseq.wcyc, wcidx=extra["wcidx"],
         frame_end=dseq.frame_end,
+        rf_sample=None if dseq.rf_sample is None else pad(np.asarray(dseq.rf_sample)[:m], -1),
     )
 
 

@@ -35,10 +35,10 @@ def _train(flips=(20.0, 35.0, 50.0, 15.0, 60.0), n_read=8, fov=0.2):
     spoil = mt.make_trapezoid("x", area=4 * n_read / fov, duration=0.6e-3, scanner=IDEAL)
     blocks = []
     for i, f in enumerate(flips):
-        rf = hard(np.radians(f), 0.2e-3 + 0.05e-3 * i, phase=0.3 * i, freq=40.0 * (i - 2))
+        rf = hard(jnp.radians(f), 0.2e-3 + 0.05e-3 * i, phase=0.3 * i, freq=40.0 * (i - 2))
         if i == 2:  # on a slice-select gradient: the steps' moments are equal and nonzero
             gz = mt.make_trapezoid("z", amplitude=2e-3, flat_time=rf.duration, scanner=IDEAL)
-            rf = mt.make_block_pulse(np.radians(f), 0.3e-3, delay=gz.rise_time, scanner=IDEAL)
+            rf = mt.make_block_pulse(jnp.radians(f), 0.3e-3, delay=gz.rise_time, scanner=IDEAL)
             blocks.append(mt.Block(rf=rf, gz=gz))
         else:
             blocks.append(mt.Block(rf=rf))
@@ -279,3 +279,49 @@ def test_held_pulse_counts_ignore_the_rounding_of_a_zero_moment():
     assert held_pulse_counts(rounded, d) == (20,)
     k[0, 19, 0] = 1e-3  # a real moment: not held
     assert held_pulse_counts(table._replace(k=k), d) == (0,)
+
+
+def test_gradients_with_respect_to_the_flip_angles_go_through_held_steps():
+    # traced B1 (optimizing a flip train): the runs come from the steps' RF samples
+    # (`DiscreteSequence.rf_sample`), the table's B1 stays traced; value and gradient equal
+    # stepping's
+    twin = _twin(4)
+
+    def seq_of(flips):
+        return _train(flips=flips)
+
+    flips0 = jnp.asarray([30.0, 50.0, 20.0, 45.0, 10.0])
+    seen = []
+
+    def loss(flips, method):
+        seq = seq_of(flips)
+        d = discretize(seq, IDEAL)
+        if isinstance(flips, jax.core.Tracer):  # (the finite differences below: concrete)
+            assert isinstance(d.b1dt, jax.core.Tracer) and not isinstance(d.kstep, jax.core.Tracer)
+        seen.append(engine._plan(twin, d, IDEAL, None, method, jnp.float64, False, None, ()).call.keywords["held"])
+        return jnp.sum(jnp.abs(mt.simulate(twin, seq, scanner=IDEAL, method=method, dtype=jnp.float64).samples) ** 2)
+
+    v, g = jax.value_and_grad(loss)(flips0, HELD)
+    assert seen[-1] is not None and seen[-1][0] >= 2  # held steps were planned in the trace
+    v_ref, g_ref = jax.value_and_grad(loss)(flips0, STEP)
+    np.testing.assert_allclose(v, v_ref, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref), rtol=1e-9)
+    # and against central differences of the (held) forward model
+    h = 1e-4
+    fd = [(loss(flips0.at[i].add(h), HELD) - loss(flips0.at[i].add(-h), HELD)) / (2 * h) for i in (0, 3)]
+    np.testing.assert_allclose(np.asarray(g)[[0, 3]], np.asarray(fd), rtol=1e-6)
+
+
+def test_rf_sample_marks_the_steps_of_one_sample():
+    d = discretize(_train(flips=(20.0, 30.0)), IDEAL)
+    m = d.n_real_steps
+    sid, kind = np.asarray(d.rf_sample)[:m], np.asarray(d.kind)[:m]
+    assert np.all(sid[kind != 0] == -1) and np.all(sid[kind == 0] >= 0)
+    # each block pulse is one sample: 20 and 25 steps of 10 us
+    _, counts = np.unique(sid[kind == 0], return_counts=True)
+    np.testing.assert_array_equal(counts, [20, 25])
+    # a shaped pulse on its raster: one step per sample, each its own
+    sinc = mt.make_sinc_pulse(0.5, 0.2e-3, delay=0.0, scanner=IDEAL)
+    d = discretize(mt.Sequence([mt.Block(rf=sinc), mt.Block(adc=mt.ADC(1, 1e-6))]), IDEAL)
+    sid = np.asarray(d.rf_sample)[: d.n_real_steps][np.asarray(d.kind)[: d.n_real_steps] == 0]
+    assert sid.size > 100 and np.unique(sid).size == sid.size
