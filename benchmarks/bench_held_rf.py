@@ -18,10 +18,12 @@ of at most 10 us. This prints, as JSON lines:
 - with ``--gradient``, per scenario: ``jax.jit(jax.value_and_grad)`` of the signal energy
   with respect to the twin's T2 map (a calibration's gradient), one step per held sample
   against the default, each jitted function called ``--calls`` times after its first
-  (compiling) call: first-call and median times, float32 (``--x64``: float64).
+  (compiling) call: first-call and median times, float32 (``--x64``: float64). With
+  ``--wrt flips`` (mrf-train only): with respect to the train's 1 000 flip angles instead
+  (B1 traced: sequence optimization).
 
 Usage:  python benchmarks/bench_held_rf.py [--scenario gre-64 gre-128 mrf-train] [--quick] [--calls 11]
-                                           [--gradient] [--x64]
+                                           [--gradient [--wrt t2|flips]] [--x64]
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import mritwin as mt  # noqa: E402
-from mritwin.bench_scenarios import SCENARIOS  # noqa: E402
+from mritwin.bench_scenarios import SCENARIOS, mrf_train  # noqa: E402
 from mritwin.benchmarking import alternate_runs, exact_constant_pulse  # noqa: E402
 from mritwin.simulate import engine  # noqa: E402
 
@@ -100,20 +102,25 @@ def scenario(name: str, quick: bool, calls: int) -> dict:
     }
 
 
-def gradient(name: str, quick: bool, calls: int, dtype) -> dict:
+def gradient(name: str, quick: bool, calls: int, dtype, wrt: str = "t2") -> dict:
     case = SCENARIOS[name].build(quick)
     tw = case.twin
+    if wrt == "flips" and name != "mrf-train":
+        raise SystemExit("--wrt flips: only the mrf-train scenario")
     first, runs = [], []
     for cap in (None, CAPS[-1]):
         method = dataclasses.replace(case.method, max_rf_dt=cap)
 
-        def loss(t2, method=method):
-            twin = dataclasses.replace(tw, t2=t2)
-            sig = mt.simulate(twin, case.seq, scanner=case.scanner, method=method, dtype=dtype)
+        def loss(x, method=method):
+            if wrt == "flips":
+                twin, seq = tw, mrf_train(x.shape[0], flips=x)[0]
+            else:
+                twin, seq = dataclasses.replace(tw, t2=x), case.seq
+            sig = mt.simulate(twin, seq, scanner=case.scanner, method=method, dtype=dtype)
             return jnp.sum(jnp.abs(sig.samples) ** 2)
 
         f = jax.jit(jax.value_and_grad(loss))
-        t2 = jnp.asarray(tw.t2, dtype)
+        t2 = jnp.asarray(mrf_train(1000)[1] if wrt == "flips" else tw.t2, dtype)
         t0 = time.perf_counter()
         jax.block_until_ready(f(t2))
         first.append(time.perf_counter() - t0)
@@ -123,7 +130,7 @@ def gradient(name: str, quick: bool, calls: int, dtype) -> dict:
             jax.block_until_ready(f(t2))
             times.append(time.perf_counter() - t0)
         runs.append(float(np.median(times)))
-    return {"benchmark": "held_rf_gradient", "scenario": name, "quick": quick, "device": jax.devices()[0].device_kind,
+    return {"benchmark": "held_rf_gradient", "scenario": name, "wrt": wrt, "quick": quick, "device": jax.devices()[0].device_kind,
             "precision": jnp.dtype(dtype).name, "n_spins": int(tw.n_spins), "calls": calls,
             "max_rf_dt_s": [None, CAPS[-1]], "first_call_s": [round(x, 3) for x in first],
             "run_s": [round(x, 6) for x in runs], "time_vs_one_step": [1.0, round(runs[1] / runs[0], 3)]}
@@ -136,6 +143,8 @@ def main(argv=None) -> int:
     p.add_argument("--calls", type=int, default=11)
     p.add_argument("--no-accuracy", action="store_true")
     p.add_argument("--gradient", action="store_true", help="time gradients w.r.t. T2 instead of forward runs")
+    p.add_argument("--wrt", choices=("t2", "flips"), default="t2", help="differentiate w.r.t. the T2 map or the "
+                   "flip angles (mrf-train)")
     p.add_argument("--x64", action="store_true", help="gradients in float64")
     a = p.parse_args(argv)
     jax.config.update("jax_enable_x64", True)  # (float64 for the accuracy part; the runs ask float32)
@@ -143,7 +152,8 @@ def main(argv=None) -> int:
         print(json.dumps(accuracy()), flush=True)
     for name in a.scenario:
         if a.gradient:
-            print(json.dumps(gradient(name, a.quick, a.calls, jnp.float64 if a.x64 else jnp.float32)), flush=True)
+            print(json.dumps(gradient(name, a.quick, a.calls, jnp.float64 if a.x64 else jnp.float32, a.wrt)),
+                  flush=True)
         else:
             print(json.dumps(scenario(name, a.quick, a.calls)), flush=True)
     return 0

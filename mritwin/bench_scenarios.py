@@ -124,7 +124,7 @@ def susceptibility_map(position, *, peak_hz: float = 150.0, gradient_hz_per_m: f
 # sequences
 # ---------------------------------------------------------------------------------------
 def mrf_train(n_tr: int = 1000, *, tr: float = 10e-3, te: float = 3e-3, n_read: int = 64, fov: float = 0.22,
-              ti: float = 20e-3, scanner: mt.Scanner | None = None) -> tuple[mt.Sequence, np.ndarray]:
+              ti: float = 20e-3, scanner: mt.Scanner | None = None, flips=None) -> tuple[mt.Sequence, np.ndarray]:
     """An MR-fingerprinting-like FISP train: inversion, then ``n_tr`` TRs of varying flip.
 
     Inversion (1 ms hard 180°, spoiler), TI, then per TR: hard pulse (200 µs) of flip
@@ -137,6 +137,8 @@ def mrf_train(n_tr: int = 1000, *, tr: float = 10e-3, te: float = 3e-3, n_read: 
         tr, te, ti: [s].
         n_read: samples per readout; fov: [m].
         scanner: the system (default: ideal, no dead times).
+        flips: (n_tr,) flip angles [rad] instead of the default pattern; may be traced
+            (differentiate the signal with respect to them).
 
     Returns:
         ``(seq, flips)``: the sequence and the (n_tr,) flip angles [rad].
@@ -144,7 +146,10 @@ def mrf_train(n_tr: int = 1000, *, tr: float = 10e-3, te: float = 3e-3, n_read: 
     sc = scanner or mt.Scanner(rf_dead_time=0.0, rf_ringdown_time=0.0, adc_dead_time=0.0)
     if int(n_tr) != n_tr or n_tr < 1:
         raise ValueError(f"n_tr must be a positive integer, got {n_tr}")
-    flips = np.radians(10.0 + 50.0 * np.abs(np.sin(np.pi * np.arange(n_tr) / 250.0)))
+    if flips is None:
+        flips = np.radians(10.0 + 50.0 * np.abs(np.sin(np.pi * np.arange(n_tr) / 250.0)))
+    elif np.shape(flips) != (n_tr,):
+        raise ValueError(f"flips must have shape (n_tr,) = ({n_tr},), got {np.shape(flips)}")
     dwell = 10e-6
     t_pre = 0.6e-3
     _, gx, gxp, spoil = readout_gradients(n_read, fov, dwell, t_pre, sc)
@@ -159,7 +164,7 @@ def mrf_train(n_tr: int = 1000, *, tr: float = 10e-3, te: float = 3e-3, n_read: 
     if ti - used > 1e-12:
         blocks.append(mt.Block(duration=ti - used))
     for i in range(int(n_tr)):
-        rf = mt.make_block_pulse(float(flips[i]), rf_dur, delay=0.0, scanner=sc)
+        rf = mt.make_block_pulse(flips[i], rf_dur, delay=0.0, scanner=sc)
         b = [mt.Block(rf=rf), mt.Block(gx=gxp)]
         if gap > 1e-12:
             b.append(mt.Block(duration=gap))
