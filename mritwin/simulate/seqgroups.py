@@ -174,9 +174,12 @@ def _compute(twin: Twin, axes, extra, npd) -> SequenceGroups | None:
     def take(v):
         return None if v is None else np.asarray(v)[rep]
 
-    reduced = Twin(position=pos[rep], pd=np.ones(n_groups, pos.dtype), t1=take(twin.t1),
-                   t2=take(twin.t2), delta_f=take(twin.delta_f), diffusion=take(twin.diffusion),
-                   b1=take(twin.b1))
+    # (concrete arrays even when planned inside a jit trace: the plan is remembered with the
+    # twin and reused by other traces, where a tracer of this one would have leaked)
+    with jax.ensure_compile_time_eval():
+        reduced = Twin(position=pos[rep], pd=np.ones(n_groups, pos.dtype), t1=take(twin.t1),
+                       t2=take(twin.t2), delta_f=take(twin.delta_f), diffusion=take(twin.diffusion),
+                       b1=take(twin.b1))
     return SequenceGroups(reduced, inverse)
 
 

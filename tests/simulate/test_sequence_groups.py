@@ -106,6 +106,24 @@ def test_a_one_dimensional_train_groups_columns_and_tissues():
     np.testing.assert_allclose(np.asarray(out.magnetization), np.asarray(ref.magnetization), atol=1e-11)
 
 
+def test_groups_planned_inside_one_trace_serve_the_next():
+    # a sequence traced (flip angles differentiated), the same twin in two jitted functions:
+    # the groups planned in the first trace are remembered with the twin and reused by the
+    # second (they had held a tracer of the first: UnexpectedTracerError)
+    twin = _tissue_twin(n=300)
+
+    def loss(flips, method):
+        seq, _ = mrf_train(6, scanner=IDEAL, flips=flips)
+        return jnp.sum(jnp.abs(mt.simulate(twin, seq, scanner=IDEAL, method=method, dtype=jnp.float64).samples) ** 2)
+
+    flips = jnp.radians(jnp.array([10.0, 20.0, 30.0, 40.0, 30.0, 20.0]))
+    a = jax.jit(jax.grad(lambda f: loss(f, mt.Bloch())))(flips)
+    b = jax.jit(jax.grad(lambda f: loss(f, mt.Bloch(fuse_rf=1))))(flips)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9)
+    plain = jax.grad(lambda f: loss(f, PLAIN))(flips)  # (no groups: the reference)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(plain), rtol=1e-9)
+
+
 @pytest.mark.slow
 def test_derivatives_wrt_pd_and_coils_keep_the_groups():
     twin = _tissue_twin(n=200, coils=2)
