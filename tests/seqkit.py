@@ -72,6 +72,18 @@ def random_twin(n=1001, seed=0, n_coils=2):
                    coil_sensitivity=rng.normal(size=(n_coils, n)) + 1j * rng.normal(size=(n_coils, n)))
 
 
+def slab_twin(n, fov=0.2, seed=0):
+    """An ``n`` x ``n`` grid over ``fov`` [m] with random z within ±4 mm (a slab), PD, T1,
+    T2, off-resonance (±80 Hz) and B1 (0.8-1.2): what RF stepping tests vary."""
+    rng = np.random.default_rng(seed)
+    c = (np.arange(n) - n / 2) * fov / n
+    x, y = np.meshgrid(c, c, indexing="ij")
+    m = x.size
+    return mt.Twin(position=np.c_[x.ravel(), y.ravel(), rng.uniform(-4e-3, 4e-3, m)],
+                   pd=rng.uniform(0.5, 1.0, m), t1=rng.uniform(0.3, 1.5, m), t2=rng.uniform(0.01, 0.2, m),
+                   delta_f=rng.uniform(-80, 80, m), b1=rng.uniform(0.8, 1.2, m))
+
+
 def sample_times(sig):
     return np.asarray(sig.time)
 

@@ -14,21 +14,11 @@ import pytest
 import mritwin as mt
 from mritwin.sequence.discretize import discretize
 from mritwin.simulate.fused_rf import fuse_starts, plan_fused_rf
-from tests.seqkit import IDEAL, epi_like
+from tests.seqkit import IDEAL, epi_like, slab_twin as _twin
 
 jax.config.update("jax_enable_x64", True)
 
 STEP = mt.Bloch(fuse_rf=1, prepare_pulses=False)  # every raster step on its own: the reference
-
-
-def _twin(n, fov, seed=0):
-    rng = np.random.default_rng(seed)
-    c = (np.arange(n) - n / 2) * fov / n
-    x, y = np.meshgrid(c, c, indexing="ij")
-    m = x.size
-    return mt.Twin(position=np.c_[x.ravel(), y.ravel(), rng.uniform(-4e-3, 4e-3, m)],
-                   pd=rng.uniform(0.5, 1.0, m), t1=rng.uniform(0.3, 1.5, m), t2=rng.uniform(0.01, 0.2, m),
-                   delta_f=rng.uniform(-80, 80, m), b1=rng.uniform(0.8, 1.2, m))
 
 
 def _max_rel(a, b):

@@ -17,7 +17,7 @@ from mritwin.simulate import engine, kernels
 from mritwin.simulate.held_rf import held_pulse_counts, held_rf_step, held_runs, plan_held_rf
 from mritwin.simulate.kernels import Spins, State
 from mritwin.simulate.prepared_rf import plan_prepared_rf
-from tests.seqkit import IDEAL, hard
+from tests.seqkit import IDEAL, hard, slab_twin
 
 jax.config.update("jax_enable_x64", True)
 
@@ -45,16 +45,6 @@ def _train(flips=(20.0, 35.0, 50.0, 15.0, 60.0), n_read=8, fov=0.2):
         blocks += [mt.Block(gx=pre), mt.Block(gx=gx, adc=mt.ADC(n_read, dwell, delay=gx.rise_time)),
                    mt.Block(gx=spoil)]
     return mt.Sequence(blocks)
-
-
-def _twin(n=6, fov=0.2, seed=0):
-    rng = np.random.default_rng(seed)
-    c = (np.arange(n) - n / 2) * fov / n
-    x, y = np.meshgrid(c, c, indexing="ij")
-    m = x.size
-    return mt.Twin(position=np.c_[x.ravel(), y.ravel(), rng.uniform(-4e-3, 4e-3, m)],
-                   pd=rng.uniform(0.5, 1.0, m), t1=rng.uniform(0.3, 1.5, m), t2=rng.uniform(0.01, 0.2, m),
-                   delta_f=rng.uniform(-80, 80, m), b1=rng.uniform(0.8, 1.2, m))
 
 
 def _max_rel(a, b):
@@ -110,7 +100,7 @@ def test_what_is_not_held():
 @pytest.mark.parametrize("dtype,tol", [(jnp.float64, 1e-12), (jnp.float32, 1e-4)])
 def test_held_steps_equal_stepping(dtype, tol):
     """Off-resonance, B1 map, frequency and phase offsets, a slice-select gradient."""
-    twin, seq = _twin(), _train()
+    twin, seq = slab_twin(6), _train()
     ref = mt.simulate(twin, seq, scanner=IDEAL, dtype=jnp.float64, method=STEP, return_magnetization=True)
     got = mt.simulate(twin, seq, scanner=IDEAL, dtype=dtype, method=HELD, return_magnetization=True)
     run = engine._plan(twin, seq, IDEAL, None, HELD, dtype, False, None, ())
@@ -137,7 +127,7 @@ def test_held_steps_and_recurring_pulses_together(recurring):
              else mt.make_sinc_pulse(np.radians(30.0), 0.2e-3, delay=0.0, scanner=IDEAL))
     seq = _pulses_and_lines([hard(np.radians(20.0), 0.2e-3), again, again, hard(np.radians(45.0), 0.25e-3), again,
                              again])
-    twin = _twin()
+    twin = slab_twin(6)
     run = engine._plan(twin, seq, IDEAL, None, mt.Bloch(), jnp.float64, False, None, ())
     kw = run.call.keywords
     assert kw["held"] is not None
@@ -181,7 +171,7 @@ def test_block_pulse_matches_the_closed_form_as_one_held_step():
 
 
 def test_gradients_through_held_steps_equal_stepping():
-    twin, seq = _twin(4), _train(flips=(30.0, 50.0, 20.0))
+    twin, seq = slab_twin(4), _train(flips=(30.0, 50.0, 20.0))
 
     def loss(method):
         def f(t1, t2, b1):
@@ -198,7 +188,7 @@ def test_gradients_through_held_steps_equal_stepping():
 
 
 def test_jit_takes_the_same_held_steps():
-    twin, seq = _twin(4), _train(flips=(25.0, 40.0, 10.0))
+    twin, seq = slab_twin(4), _train(flips=(25.0, 40.0, 10.0))
     eager = mt.simulate(twin, seq, scanner=IDEAL, method=HELD, dtype=jnp.float64).samples
 
     @jax.jit
@@ -226,7 +216,7 @@ def _gre(n_tr=8, flip=25.0, dur=0.2e-3, n_read=8, fov=0.2):
 
 
 def test_prepared_block_pulse_is_the_power_of_its_step():
-    seq, twin = _gre(), _twin()
+    seq, twin = _gre(), slab_twin(6)
     d = discretize(seq, IDEAL)
     short, table = plan_prepared_rf(d, 3)
     assert held_pulse_counts(table) == (20,)
@@ -285,7 +275,7 @@ def test_gradients_with_respect_to_the_flip_angles_go_through_held_steps():
     # traced B1 (optimizing a flip train): the runs come from the steps' RF samples
     # (`DiscreteSequence.rf_sample`), the table's B1 stays traced; value and gradient equal
     # stepping's
-    twin = _twin(4)
+    twin = slab_twin(4)
 
     def seq_of(flips):
         return _train(flips=flips)
