@@ -17,8 +17,11 @@ their relative precision. The result is that of stepping the run to float roundi
 value stays differentiable (the power's exponent is part of the sequence's structure).
 
 `plan_held_rf` finds the runs on the host (consecutive RF steps of the same duration, B1,
-gradient moment and common phase, to the rounding of their integrals) and replaces each by
-one step of its own kind with a row in a `HeldTable`.
+gradient moment and common phase, to the rounding of their integrals; with traced B1, steps
+of one raster sample, ``DiscreteSequence.rf_sample``) and replaces each by one step of its
+own kind with a row in a `HeldTable`. A prepared pulse that is one held run is prepared as
+such a power too (`held_pulse_counts`, `prepare_held_pulse`). The engine's planning
+(`engine._plan`) decides where each is used.
 """
 
 from __future__ import annotations
