@@ -110,18 +110,18 @@ def test_groups_planned_inside_one_trace_serve_the_next():
     # a sequence traced (flip angles differentiated), the same twin in two jitted functions:
     # the groups planned in the first trace are remembered with the twin and reused by the
     # second (they had held a tracer of the first: UnexpectedTracerError)
-    twin = _tissue_twin(n=300)
+    twin = _tissue_twin(n=200)
+    method = mt.Bloch(max_rf_dt=None)  # (one step per pulse: quick to compile; the plan is what matters)
 
-    def loss(flips, method):
-        seq, _ = mrf_train(6, scanner=IDEAL, flips=flips)
+    def loss(flips):
+        seq, _ = mrf_train(3, scanner=IDEAL, flips=flips)
         return jnp.sum(jnp.abs(mt.simulate(twin, seq, scanner=IDEAL, method=method, dtype=jnp.float64).samples) ** 2)
 
-    flips = jnp.radians(jnp.array([10.0, 20.0, 30.0, 40.0, 30.0, 20.0]))
-    a = jax.jit(jax.grad(lambda f: loss(f, mt.Bloch())))(flips)
-    b = jax.jit(jax.grad(lambda f: loss(f, mt.Bloch(fuse_rf=1))))(flips)
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9)
-    plain = jax.grad(lambda f: loss(f, PLAIN))(flips)  # (no groups: the reference)
-    np.testing.assert_allclose(np.asarray(a), np.asarray(plain), rtol=1e-9)
+    flips = jnp.radians(jnp.array([10.0, 30.0, 20.0]))
+    a = jax.jit(jax.grad(loss))(flips)
+    b = jax.jit(jax.grad(lambda f: 2.0 * loss(f)))(flips)
+    assert np.all(np.isfinite(np.asarray(a))) and np.max(np.abs(np.asarray(a))) > 0
+    np.testing.assert_allclose(np.asarray(b), 2.0 * np.asarray(a), rtol=1e-12)
 
 
 @pytest.mark.slow
