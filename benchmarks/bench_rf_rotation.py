@@ -66,7 +66,7 @@ def _one(name: str, calls: int, own) -> None:
         "device": jax.devices()[0].device_kind,
         "platform": jax.default_backend(),
         "n_spins": int(case.twin.n_spins),
-        "modes": list(runs[0].call.keywords["rf_rotation"]) + [None if held is None else held[2]],
+        "modes": list(runs[0].call.keywords["rf_rotation"]) + [None if held is None else held.rotation],
         "calls": calls,
         "chosen_s": round(chosen, 6),
         "general_s": round(general, 6),

@@ -380,8 +380,8 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
         dseq = held_dseq
         ext = None if _has_tracer((twin.position, twin.delta_f, twin.b1)) else _twin_extent_host(twin)  # (once)
         if htab is not None:
-            held = (kind_id, _held_bits(htab), _rf_rotation_mode(twin, dseq, htab, fused_only=True, ext=ext),
-                    _rows_share_dt(htab))
+            held = _Held(kind_id, _held_bits(htab), _rf_rotation_mode(twin, dseq, htab, fused_only=True, ext=ext),
+                         _rows_share_dt(htab))
             kind_id += 1
             htab = _device_table(dseq, "held-rf", htab, dtype)
         dseq, ftab = _fused_steps(dseq, method, kind_id, 0)
@@ -1193,6 +1193,17 @@ def _held_steps(dseq: DiscreteSequence, method: Bloch, kind_id: int):
     return _remembered(dseq, ("held", kind_id), lambda: plan_held_rf(dseq, kind_id))
 
 
+class _Held(NamedTuple):
+    """How the core applies held steps (a static argument): their step kind, the bits of
+    the table's largest count, the rotation (`_rf_rotation_mode`), and whether every row's
+    step lasts as long (half-step relaxation once per chunk)."""
+
+    kind: int
+    bits: int
+    rotation: str
+    same_dt: bool
+
+
 def _held_bits(table) -> int:
     """Bits of the largest step count of a held-step table (the squarings its kernel does)."""
     return max(int(np.asarray(table.n).max()).bit_length(), 1)
@@ -1540,7 +1551,7 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
 
         # fused RF steps whose raster steps all last as long: their half-step relaxation once
         fused_relax = kernels.half_relaxation(sp, ftab.dt[0, 0]) if fuse_same_dt else None
-        held_relax = kernels.half_relaxation(sp, htab.dt[0]) if held is not None and held[3] else None
+        held_relax = kernels.half_relaxation(sp, htab.dt[0]) if held is not None and held.same_dt else None
 
         def body_for(sp, static_kind=None, packed=False, fixed=None, relax=None):
             # packed: the carry is (mx + i my, mz) instead of a State (see _pack)
@@ -1640,7 +1651,7 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
 
                 def do_held(m):  # a run of equal RF steps as one (a power of its map): count = the row
                     return _held_rf_remat(sp, m, htab.dt[count], htab.k[count], htab.b1dt[count], htab.c0[count],
-                                          htab.n[count], held[1], held[2], held_relax), zero_win
+                                          htab.n[count], held.bits, held.rotation, held_relax), zero_win
 
                 def do_fused(m):  # RF raster steps applied S at a time: count = the table row
                     return _fused_rf_remat[rf_rotation[1]](sp, m, ftab.dt[count], ftab.k[count], ftab.b1dt[count],
@@ -1653,7 +1664,7 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                     assert len(branches) == rf_kind, (len(branches), rf_kind)
                     branches.append(do_pulse)
                 if held is not None:
-                    assert len(branches) == held[0], (len(branches), held[0])
+                    assert len(branches) == held.kind, (len(branches), held.kind)
                     branches.append(do_held)
                 if ftab is not None:
                     assert len(branches) == fuse_kind, (len(branches), fuse_kind)
