@@ -76,8 +76,10 @@ def _value(x, name, *, complex_ok=False, ndim=0):
             arr = arr.astype(np.float64)
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"{name} must be finite")
-    if arr.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimension(s), got shape {tuple(arr.shape)}")
+    ndims = ndim if isinstance(ndim, tuple) else (ndim,)
+    if arr.ndim not in ndims:
+        what = " or ".join(str(d) for d in ndims)
+        raise ValueError(f"{name} must have {what} dimension(s), got shape {tuple(arr.shape)}")
     return arr
 
 
@@ -110,9 +112,9 @@ class RF(eqx.Module):
     """An RF pulse.
 
     Args:
-        amplitude: peak B1 [T] (scalar value; may be traced).
+        amplitude: peak B1 [T] (scalar value; may be traced; a vector: a pulse train).
         shape: (n,) complex normalized waveform (value; may be traced).
-        phase_offset: phase offset [rad] (value).
+        phase_offset: phase offset [rad] (value; a vector: a pulse train).
         freq_offset: frequency offset [Hz] (static).
         delay: time from block start to the start of the shape [s].
         raster: sample spacing of a uniformly sampled shape [s].
@@ -125,11 +127,26 @@ class RF(eqx.Module):
         use: one of ``RF_USES`` (``"excitation"``, ``"refocusing"``, ...).
         dead_time, ringdown_time: minimum times before/after the pulse in its block [s].
         freq_ppm, phase_ppm: Pulseq 1.5 offsets proportional to B0 [ppm] (static).
+
+    A **pulse train**: ``amplitude`` and/or ``phase_offset`` of shape ``(n_plays,)``
+    (e.g. ``make_block_pulse(flips, ...)`` with a vector of flip angles) describe one
+    pulse played ``n_plays`` times with a different value each time. A train is not
+    placed in a block itself: ``Block(rf=train.play(k))`` plays its ``k``-th value.
+    Built from a traced vector (flip angles or RF phases being optimized), the plays
+    keep a reference to it, and the simulator reads all their values from it at once:
+    one gather instead of a few small operations per block, each of which XLA compiles
+    into a kernel of its own (docs/optimize.md, "Long traced trains": a 1 000-TR train's
+    jitted flip-angle gradient compiles about 4x faster).
     """
 
     amplitude: jax.Array
     shape: jax.Array
     phase_offset: jax.Array
+    # a play of a pulse train: the train's (amplitude, phase_offset) values (traced or
+    # not; children, so jit and tree maps see them) and this play's index (static)
+    # (not init fields: dataclasses.replace of a play gives an ordinary pulse)
+    train: tuple | None = eqx.field(default=None, init=False)
+    play_index: int | None = eqx.field(static=True, default=None, init=False)
     freq_offset: float = eqx.field(static=True)
     delay: float = eqx.field(static=True)
     raster: float = eqx.field(static=True)
@@ -160,12 +177,20 @@ class RF(eqx.Module):
         freq_ppm=0.0,
         phase_ppm=0.0,
     ):
-        self.amplitude = _value(amplitude, "RF.amplitude")
+        self.amplitude = _value(amplitude, "RF.amplitude", ndim=(0, 1))
         self.shape = _value(shape, "RF.shape", complex_ok=True, ndim=1)
         n = self.shape.shape[0]
         if n == 0:
             raise ValueError("RF.shape must have at least one sample")
-        self.phase_offset = _value(phase_offset, "RF.phase_offset")
+        self.phase_offset = _value(phase_offset, "RF.phase_offset", ndim=(0, 1))
+        plays = {a.shape[0] for a in (self.amplitude, self.phase_offset) if a.ndim == 1}
+        if len(plays) > 1:
+            raise ValueError(f"a pulse train's RF.amplitude and RF.phase_offset must have the same length "
+                             f"(one value per play), got {self.amplitude.shape[0]} and {self.phase_offset.shape[0]}")
+        if plays and min(plays) == 0:
+            raise ValueError("a pulse train needs at least one play: RF.amplitude / RF.phase_offset have length 0")
+        self.train = None
+        self.play_index = None
         self.freq_offset = float(freq_offset)
         self.delay = _time(delay, "RF.delay")
         self.raster = _time(raster, "RF.raster", positive=True)
@@ -205,6 +230,48 @@ class RF(eqx.Module):
     def n_samples(self) -> int:
         return int(self.shape.shape[0])
 
+    @property
+    def n_plays(self) -> int | None:
+        """Number of plays of a pulse train (``amplitude`` or ``phase_offset`` a vector), else None."""
+        for a in (self.amplitude, self.phase_offset):
+            if a.ndim == 1:
+                return int(a.shape[0])
+        return None
+
+    def play(self, k: int) -> RF:
+        """The ``k``-th play of a pulse train: an ordinary (scalar-valued) pulse to put in a block.
+
+        Its amplitude and phase are the train's ``k``-th values (a value given as a scalar
+        is the same for every play). The play remembers the train, so the simulator can
+        read the values of all plays at once (see the class docstring).
+
+        Args:
+            k: the play, ``0 <= k < n_plays`` (a concrete integer).
+
+        Raises:
+            ValueError: if this pulse is not a train or ``k`` is out of range.
+        """
+        n = self.n_plays
+        if n is None:
+            raise ValueError("RF.play: this pulse is not a train (amplitude and phase_offset are scalars); "
+                             "make one with a vector of flip angles or phases, e.g. make_block_pulse(flips, ...)")
+        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)) or not 0 <= k < n:
+            raise ValueError(f"RF.play: k must be an integer in [0, {n}), got {k!r}")
+        k = int(k)
+
+        def pick(a):
+            return a[k] if a.ndim == 1 else a
+
+        out = RF(pick(self.amplitude), self.shape, phase_offset=pick(self.phase_offset),
+                 freq_offset=self.freq_offset, delay=self.delay, raster=self.raster, time=self.time,
+                 shape_duration=self.shape_duration, center=self.center, use=self.use,
+                 dead_time=self.dead_time, ringdown_time=self.ringdown_time, freq_ppm=self.freq_ppm,
+                 phase_ppm=self.phase_ppm)
+        # (a frozen module: the train reference is set the way __init__ sets fields)
+        object.__setattr__(out, "train", (self.amplitude, self.phase_offset))
+        object.__setattr__(out, "play_index", k)
+        return out
+
     def sample_times(self) -> np.ndarray:
         """(n,) sample times from the shape start [s]."""
         if self.time is not None:
@@ -229,12 +296,19 @@ class RF(eqx.Module):
     @property
     def signal(self):
         """(n,) complex B1 samples [T] without the frequency modulation."""
+        self._not_a_train("signal")
         return self.amplitude * self.shape * jnp.exp(1j * self.phase_offset)
+
+    def _not_a_train(self, what):
+        if self.n_plays is not None:
+            raise ValueError(f"RF.{what}: this pulse is a train of {self.n_plays} plays; "
+                             f"ask one play, train.play(k).{what}")
 
     def flip_angle(self) -> float:
         """Nominal flip angle [rad] on resonance, ``2π γ̄ |∫ B1 dt|``."""
         from ..constants import GAMMA_BAR
 
+        self._not_a_train("flip_angle()")
         w = np.diff(self.sample_edges())
         # NumPy on the concrete values: jnp would stage a tracer inside a jit trace even
         # for concrete inputs (a sequence built inside a jitted function)

@@ -110,20 +110,41 @@ def rf_energy(seq: Sequence):
     """
     out = []
     traced = False
+    runs = {}  # plays of a traced pulse train (`RF.play`) with a concrete shape: one gather each
     for b in seq.blocks:
         rf = b.rf
         if rf is None:
             continue
         w = np.diff(rf.sample_edges())
-        if isinstance(rf.amplitude, jax.core.Tracer) or isinstance(rf.shape, jax.core.Tracer):
+        amp = rf.train[0] if rf.train is not None else None
+        if amp is not None and isinstance(amp, jax.core.Tracer) and not isinstance(rf.shape, jax.core.Tracer):
+            traced = True
+            run = runs.setdefault((id(amp), id(rf.shape)), (amp, float(np.sum(np.abs(np.asarray(rf.shape)) ** 2 * w)),
+                                                           [], []))
+            run[2].append(len(out))
+            run[3].append(rf.play_index)
+            out.append(0.0)
+        elif isinstance(rf.amplitude, jax.core.Tracer) or isinstance(rf.shape, jax.core.Tracer):
             traced = True
             out.append(jnp.sum(jnp.abs(rf.amplitude * rf.shape) ** 2 * w))
         else:
             s = np.abs(np.asarray(rf.amplitude) * np.asarray(rf.shape)) ** 2
             out.append(float(np.sum(s * w)))
-    if traced:
+    if not traced:
+        return np.asarray(out)
+    if not runs:
         return jnp.stack([jnp.asarray(e) for e in out])
-    return np.asarray(out)
+    pos = np.ones(len(out), bool)
+    for _, _, where, _ in runs.values():
+        pos[where] = False
+    rest = np.nonzero(pos)[0]
+    e = jnp.zeros(len(out), jnp.result_type(*[a for a, *_ in runs.values()], float))
+    if rest.size:
+        e = e.at[rest].set(jnp.stack([jnp.asarray(out[i]) for i in rest]))
+    for amp, energy, where, ks in runs.values():
+        a = amp[np.asarray(ks)] if jnp.ndim(amp) == 1 else jnp.broadcast_to(amp, (len(ks),))
+        e = e.at[np.asarray(where)].set(jnp.abs(a) ** 2 * energy)
+    return e
 
 
 def b1_rms(seq: Sequence):

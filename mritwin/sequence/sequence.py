@@ -55,6 +55,9 @@ class Block:
                     raise ValueError(f"gradient on channel {g.channel!r} passed as g{ch}")
         if rf is not None and not isinstance(rf, RF):
             raise TypeError(f"rf must be an RF event, got {type(rf).__name__}")
+        if rf is not None and rf.n_plays is not None:
+            raise ValueError(f"rf is a pulse train of {rf.n_plays} plays (a vector amplitude or phase): "
+                             "put one play in each block, Block(rf=train.play(k))")
         if adc is not None and not isinstance(adc, ADC):
             raise TypeError(f"adc must be an ADC event, got {type(adc).__name__}")
         labels = tuple(labels)

@@ -226,22 +226,86 @@ class RFTable:
     shape_key: np.ndarray | None = None
 
 
+def _rf_values(amplitude, phase_offset, ev, gamma_bar, b0):
+    """B1 samples ``amplitude * shape * exp(i phase)`` of ``ev``'s shape (broadcasting)."""
+    phase = phase_offset + ev.phase_ppm * 1e-6 * gamma_bar * b0
+    return amplitude * ev.shape * (jnp.exp(1j * phase) if is_traced(phase) or isinstance(
+        phase, jax.Array) else np.exp(1j * np.asarray(phase)))
+
+
+def _jax_value(a) -> bool:
+    return isinstance(a, jax.Array) or is_traced(a)
+
+
+def _value_runs(groups):
+    """Order the RF event groups so that pulses whose traced values can be computed at
+    once follow each other, and mark each such run.
+
+    A run: the plays of one traced pulse train (`RF.play`) with the same shape object, or
+    pulses sharing one traced amplitude object (a builder's pulse at each TR's phase)
+    with the same concrete shape and concrete phases. Computed one by one, each pulse
+    would add its own operations to the program: XLA compiles each into a kernel.
+
+    Returns ``(groups, runs)``: ``runs`` maps ``id(event)`` of each run's first pulse to
+    the run (its ``[(event, block indices)]``, whose values are then one row per pulse in
+    this order) and of every other pulse of a run to None."""
+    plain, runs = [], {}
+    for ev, idx in groups:
+        tr = ev.train
+        if is_traced(ev.shape):
+            key = None
+        elif tr is not None and any(_jax_value(a) for a in tr):
+            key = ("train", id(tr[0]), id(tr[1]), id(ev.shape))
+        elif _jax_value(ev.amplitude) and not _jax_value(ev.phase_offset):
+            key = ("shared", id(ev.amplitude), id(ev.shape))
+        else:
+            key = None
+        if key is None:
+            plain.append((ev, idx))
+        else:
+            runs.setdefault(key, []).append((ev, idx))
+    marks = {}
+    for run in runs.values():
+        if len(run) == 1:
+            plain.extend(run)
+            continue
+        marks[id(run[0][0])] = run
+        for ev, _ in run[1:]:
+            marks[id(ev)] = None
+        plain.extend(run)
+    return plain, marks
+
+
+def _run_values(run, gamma_bar, b0):
+    """(len(run) * n,) B1 samples of a run of `_value_runs`, one pulse after the other."""
+    ev = run[0][0]
+    if ev.train is not None:
+        k = np.asarray([e.play_index for e, _ in run])
+        amp, phase = (a[k] if jnp.ndim(a) == 1 else a for a in ev.train)
+    else:
+        amp, phase = ev.amplitude, np.asarray([np.asarray(e.phase_offset) for e, _ in run])
+    ppm = np.asarray([e.phase_ppm for e, _ in run]) * 1e-6 * gamma_bar * b0
+    phase = jnp.reshape(phase, (-1, 1)) + ppm[:, None] if _jax_value(phase) else np.reshape(phase, (-1, 1)) + ppm[:, None]
+    rot = jnp.exp(1j * phase) if _jax_value(phase) else np.exp(1j * phase)
+    return jnp.ravel(jnp.reshape(amp, (-1, 1)) * ev.shape * rot)
+
+
 def rf_table(seq: Sequence, b0: float, gamma_bar: float) -> RFTable:
     starts = seq.block_starts()
     e0s, e1s, taus, freqs, vals, pidx, vidx, pulses, periods = [], [], [], [], [], [], [], [], []
     keys = []
     offset = 0
-    groups = _group_by_event(seq, "rf")
+    groups, runs = _value_runs(_group_by_event(seq, "rf"))
     pulse_of_block = {}
     for ev, idx in groups:
         edges = RF.sample_edges(ev)  # unbound calls: equinox wraps bound methods (slow)
         tau = RF.sample_times(ev)
         n = tau.size
         f = ev.freq_offset + ev.freq_ppm * 1e-6 * gamma_bar * b0
-        phase = ev.phase_offset + ev.phase_ppm * 1e-6 * gamma_bar * b0
-        v = ev.amplitude * ev.shape * (jnp.exp(1j * phase) if is_traced(phase) or isinstance(
-            phase, jax.Array) else np.exp(1j * np.asarray(phase)))
-        vals.append(v)
+        if id(ev) not in runs:
+            vals.append(_rf_values(ev.amplitude, ev.phase_offset, ev, gamma_bar, b0))
+        elif runs[id(ev)] is not None:  # a run's first pulse: the values of the whole run
+            vals.append(_run_values(runs[id(ev)], gamma_bar, b0))
         keys.append(None if is_traced(ev.shape) else np.asarray(ev.shape))
         idx = np.asarray(idx)
         T = starts[idx][:, None] + ev.delay
