@@ -124,7 +124,8 @@ def susceptibility_map(position, *, peak_hz: float = 150.0, gradient_hz_per_m: f
 # sequences
 # ---------------------------------------------------------------------------------------
 def mrf_train(n_tr: int = 1000, *, tr: float = 10e-3, te: float = 3e-3, n_read: int = 64, fov: float = 0.22,
-              ti: float = 20e-3, scanner: mt.Scanner | None = None, flips=None) -> tuple[mt.Sequence, np.ndarray]:
+              ti: float = 20e-3, scanner: mt.Scanner | None = None, flips=None,
+              pulse_train: bool = True) -> tuple[mt.Sequence, np.ndarray]:
     """An MR-fingerprinting-like FISP train: inversion, then ``n_tr`` TRs of varying flip.
 
     Inversion (1 ms hard 180°, spoiler), TI, then per TR: hard pulse (200 µs) of flip
@@ -139,6 +140,9 @@ def mrf_train(n_tr: int = 1000, *, tr: float = 10e-3, te: float = 3e-3, n_read: 
         scanner: the system (default: ideal, no dead times).
         flips: (n_tr,) flip angles [rad] instead of the default pattern; may be traced
             (differentiate the signal with respect to them).
+        pulse_train: the TRs' pulses as the plays of one pulse train (`RF.play`; traced
+            flips are then read as one vector); False: one pulse per TR made from the
+            scalar ``flips[i]`` (the same sequence; to compare compile times).
 
     Returns:
         ``(seq, flips)``: the sequence and the (n_tr,) flip angles [rad].
@@ -163,8 +167,10 @@ def mrf_train(n_tr: int = 1000, *, tr: float = 10e-3, te: float = 3e-3, n_read: 
     used = inv.duration + spoil.duration
     if ti - used > 1e-12:
         blocks.append(mt.Block(duration=ti - used))
+    # one pulse train, a play per TR: traced flips are then read as one vector
+    train = mt.make_block_pulse(flips, rf_dur, delay=0.0, scanner=sc) if pulse_train else None
     for i in range(int(n_tr)):
-        rf = mt.make_block_pulse(flips[i], rf_dur, delay=0.0, scanner=sc)
+        rf = train.play(i) if pulse_train else mt.make_block_pulse(flips[i], rf_dur, delay=0.0, scanner=sc)
         b = [mt.Block(rf=rf), mt.Block(gx=gxp)]
         if gap > 1e-12:
             b.append(mt.Block(duration=gap))
