@@ -226,15 +226,14 @@ class RFTable:
     shape_key: np.ndarray | None = None
 
 
-def _rf_values(amplitude, phase_offset, ev, gamma_bar, b0):
-    """B1 samples ``amplitude * shape * exp(i phase)`` of ``ev``'s shape (broadcasting)."""
-    phase = phase_offset + ev.phase_ppm * 1e-6 * gamma_bar * b0
-    return amplitude * ev.shape * (jnp.exp(1j * phase) if is_traced(phase) or isinstance(
-        phase, jax.Array) else np.exp(1j * np.asarray(phase)))
-
-
 def _jax_value(a) -> bool:
     return isinstance(a, jax.Array) or is_traced(a)
+
+
+def _rf_values(ev, gamma_bar, b0):
+    """(n,) B1 samples ``amplitude * shape * exp(i phase)`` of one pulse."""
+    phase = ev.phase_offset + ev.phase_ppm * 1e-6 * gamma_bar * b0
+    return ev.amplitude * ev.shape * (jnp.exp(1j * phase) if _jax_value(phase) else np.exp(1j * np.asarray(phase)))
 
 
 def _value_runs(groups):
@@ -303,7 +302,7 @@ def rf_table(seq: Sequence, b0: float, gamma_bar: float) -> RFTable:
         n = tau.size
         f = ev.freq_offset + ev.freq_ppm * 1e-6 * gamma_bar * b0
         if id(ev) not in runs:
-            vals.append(_rf_values(ev.amplitude, ev.phase_offset, ev, gamma_bar, b0))
+            vals.append(_rf_values(ev, gamma_bar, b0))
         elif runs[id(ev)] is not None:  # a run's first pulse: the values of the whole run
             vals.append(_run_values(runs[id(ev)], gamma_bar, b0))
         keys.append(None if is_traced(ev.shape) else np.asarray(ev.shape))
