@@ -410,7 +410,12 @@ def test_prepared_pulse_equals_stepping_it():
     # on spins spread across the 5 mm slice with B1+, off-resonance and coil maps: the
     # kernel steps the sinc once per program into each spin's affine map and applies it at
     # the 16 plays; the result equals stepping every raster step (the kernel with
-    # prepare_pulses=False) and the XLA engine (its own prepared pulses) to float rounding
+    # prepare_pulses=False) and the XLA engine (its own prepared pulses) to float rounding.
+    # The state at the end: each float32 result is ~4.6e-5 off the float64 engine (the
+    # rounding of ~32 000 raster steps); preparing adds none of its own. (The two float32
+    # states agreed to 9e-6 with LLVM at -O1 and to 2.4e-5 at -O0, tests/conftest.py:
+    # rounding that two float32 paths share depends on the compiler, so each is compared
+    # with float64.)
     scanner = mt.Scanner()
     seq = mt.sequences.gre(scanner=scanner, fov=0.2, matrix=16, flip_angle_deg=30, slice_thickness=5e-3)
     twin = _twin(n=256, coils=True)
@@ -424,7 +429,11 @@ def test_prepared_pulse_equals_stepping_it():
     ref = mt.simulate(twin, seq, **kw)
     assert _rel(out.samples, stepped.samples) < 2e-5
     assert _rel(out.samples, ref.samples) < 2e-5
-    assert float(np.max(np.abs(np.asarray(out.magnetization) - np.asarray(stepped.magnetization)))) < 2e-5
+    exact = np.asarray(mt.simulate(twin, seq, dtype=jnp.float64, **kw).magnetization)
+    err_prepared = float(np.max(np.abs(np.asarray(out.magnetization) - exact)))
+    err_stepped = float(np.max(np.abs(np.asarray(stepped.magnetization) - exact)))
+    assert err_stepped < 1e-4  # float32 rounding of the stepped pulses (|M| <= 1)
+    assert err_prepared <= 1.1 * err_stepped
 
 
 def test_ernst_steady_state_with_ideal_spoiling():
