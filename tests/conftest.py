@@ -49,9 +49,10 @@ def _cheap_compile() -> None:
     on 2026-12-07 (a VM about twice as slow, the full suite at ``-O1`` in 1981 s)
     test_held_rf.py + test_rf_train.py took 74 s at ``-O0`` against 129 s at ``-O1``, and
     test_window_table.py + tests/physics + test_held_rf.py 161 s against 244 s. Neither
-    flag enables fast-math, so results differ from the defaults' at most by rounding (a 16 x 16
-    GRE of the brain twin: 1.4e-7 of the peak in float32, 9.5e-16 in float64; the
-    tolerances the tests check are far above it); benchmarks, the CLI and users' programs keep XLA's defaults.
+    flag enables fast-math, so results differ from the defaults' at most by rounding (a
+    16 x 16 GRE of the brain twin: 1.4e-7 of the peak in float32, 9.5e-16 in float64; the
+    tolerances the tests check are far above it); benchmarks, the CLI and users' programs
+    keep XLA's defaults.
     ``MRITWIN_TEST_XLA_DEFAULTS=1`` runs the suite with the defaults; flags already in
     ``XLA_FLAGS`` are kept.
     """
