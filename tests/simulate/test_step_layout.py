@@ -11,7 +11,7 @@ import mritwin as mt
 from mritwin.benchmarking import cartesian_gre, grid_twin
 from mritwin.simulate import engine
 from mritwin.simulate.layout import plan_step_layout
-from tests.seqkit import hard
+from tests.seqkit import IDEAL, hard, slab_twin
 
 jax.config.update("jax_enable_x64", True)
 
@@ -308,3 +308,38 @@ def test_fused_steps_get_no_layout():
     run = engine._plan(twin, seq, mt.Scanner(rf_dead_time=0.0, rf_ringdown_time=0.0), None,
                        mt.Bloch(rf_dt=1e-6, fuse_rf=1), jnp.float64, False, None, ())
     assert run.call.keywords["fuse_kind"] is None and run.call.keywords.get("layout") is not None
+
+
+def test_traced_held_steps_repeated_in_the_layout_get_the_generic_scan(monkeypatch):
+    # a flip-angle gradient of block pulses (held steps, `held_rf`, with a traced table)
+    # whose layout would hold more than HELD_LAYOUT_COPIES copies of the held step (the
+    # dummy TRs before the readout period land in the head) runs the generic scan, one
+    # copy, instead: each copy is a power of affine maps differentiated on its own
+    # (notebook 04: compile 14 -> 6 s). The value equals the laid-out program's, and the
+    # gradient central differences of the concrete forward model.
+    twin = slab_twin(4)
+    method = mt.Bloch(ideal_spoiling=True)
+
+    def signal(flip):
+        blocks = []
+        for acq in (False, True):
+            for _ in range(4):
+                blocks.append(mt.Block(rf=hard(flip, 100e-6)))
+                blocks.append(mt.Block(adc=mt.ADC(2, 20e-6, delay=4e-3) if acq else None, duration=6e-3))
+            blocks.append(mt.Block(duration=20e-3))
+        seq = mt.Sequence(blocks)
+        plans.append(engine._plan(twin, seq, IDEAL, None, method, jnp.float64, False, None, ()).call.keywords)
+        return jnp.sum(jnp.abs(mt.simulate(twin, seq, scanner=IDEAL, method=method, dtype=jnp.float64).samples) ** 2)
+
+    plans = []
+    flip = jnp.asarray(0.4)
+    v, g = jax.value_and_grad(signal)(flip)
+    assert plans[-1]["held"] is not None and plans[-1]["layout"] is None
+    monkeypatch.setattr(engine, "HELD_LAYOUT_COPIES", 1000)
+    v_laid = jax.jit(signal)(flip)  # (the forward pass: its gradient is what compiles slowly)
+    kw = plans[-1]
+    assert kw["layout"] is not None and engine._slot_copies(kw["layout"], kw["held"].kind) > 2
+    np.testing.assert_allclose(v, v_laid, rtol=1e-12)
+    h = 1e-5
+    fd = (signal(0.4 + h) - signal(0.4 - h)) / (2 * h)
+    np.testing.assert_allclose(g, fd, rtol=1e-7)
