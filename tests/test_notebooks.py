@@ -5,9 +5,9 @@ is a test: 03 (TSE refocusing train under a SAR limit), 04 (protocol choice for 
 twin), 05 (T1/T2/PD/B1 calibration). Measured on a shared 2-core CPU: 03 about 30 s,
 04 about 20 s, 05 about 85 s (all marked slow: scheduled first). Since block pulses are
 stepped in 10 µs held steps, 04 took 53-76 s alone (2026-12-07, a slower VM), most of it
-in two flip-angle gradient compiles; 37 s since a traced held step is no longer unrolled
-in a step layout's head (benchmarks/RESULTS.md, "where a flip-angle gradient's compile
-goes"). In the full suite at -O1, 04 took 110 s and 05 146 s.
+in two flip-angle gradient compiles; 37-44 s since the held steps' maps are computed once
+per chunk (benchmarks/RESULTS.md, "where a flip-angle gradient's compile goes"), which
+also took 05 from 85 to 57 s. In the full suite at -O1, 04 took 110 s and 05 146 s.
 """
 
 import pathlib

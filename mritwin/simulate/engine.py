@@ -25,7 +25,7 @@ from ..twin.twin import Twin
 from . import kernels, memory_maps
 from .adjoint import reversible_scan
 from .fused_rf import _FUSED_RF, fused_free_steps
-from .held_rf import held_pulse_counts, held_rf_step, prepare_held_pulse
+from .held_rf import apply_held_map, held_maps, held_pulse_counts, held_rf_step, prepare_held_pulse
 from .interp_rf import interpolated_pulse
 from .kernels import Spins, State
 from .methods import AbstractSimMethod, Bloch
@@ -383,7 +383,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
         if htab is not None:
             held_traced = _has_tracer((htab.dt, htab.k, htab.b1dt, htab.c0))
             held = _Held(kind_id, _held_bits(htab), _rf_rotation_mode(twin, dseq, htab, fused_only=True, ext=ext),
-                         _rows_share_dt(htab))
+                         _rows_share_dt(htab), _premapped_rows(htab))
             kind_id += 1
             htab = _device_table(dseq, "held-rf", htab, dtype)
         dseq, ftab = _fused_steps(dseq, method, kind_id, 0)
@@ -430,7 +430,8 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
         layout = _step_layout(dseq, _exact_window_table(dseq, width, chunk, dtype)[0] if exact else None,
                               rf_kind, method.ideal_spoiling, method.checkpoint,
                               tuple(k for k in (fuse_kind, free_kind) if k is not None))
-        if layout is not None and held_traced and _slot_copies(layout[0], held.kind) > HELD_LAYOUT_COPIES:
+        if (layout is not None and held_traced and not held.premapped
+                and _slot_copies(layout[0], held.kind) > HELD_LAYOUT_COPIES):
             layout = None  # (see HELD_LAYOUT_COPIES)
     if exact:
         n_coils = 1 if sens is None else sens.shape[0]
@@ -547,7 +548,7 @@ def _step_layout(dseq: DiscreteSequence, etab, rf_kind, spoiling: bool, checkpoi
                                                                fused_kinds))
 
 
-# A layout may hold at most this many copies of a held step whose table is traced
+# At most this many copies of a held step whose table is traced (and not premapped) in a layout
 HELD_LAYOUT_COPIES = 2
 
 
@@ -555,12 +556,13 @@ def _slot_copies(layout, kind: int) -> int:
     """Copies of step kind ``kind``'s kernel in a layout: its slots in the head, the macro
     step and the tail (`layout.StepLayout`).
 
-    Each copy of a held step (`held_rf.step_power`: ``bits`` squarings of affine maps,
-    unrolled) with a traced table is differentiated on its own; past `HELD_LAYOUT_COPIES`
-    the engine scans the steps one by one instead (a `lax.switch`, one copy). Measured on
-    notebook 04's flip-angle gradient (16 block pulses as held steps, 8 of them in the
-    layout's head; float64, XLA's defaults, 2-core CPU): compile 14.1 -> 5.5 s, run 2.9 ->
-    3.5 ms."""
+    A held step's copies (`held_rf.step_power`: ``bits`` squarings of affine maps,
+    unrolled) with a traced table are each differentiated on their own; past
+    `HELD_LAYOUT_COPIES` (and when the table's maps are not premapped: more than
+    `HELD_PREMAP_ROWS` rows) the engine scans the steps one by one instead (the generic
+    scan's `lax.switch`: one copy). Measured on notebook 04's flip gradient with the
+    premapping off (16 block pulses as held steps, 8 of them in the layout's head;
+    float64, XLA's defaults, 2-core CPU): compile 14.1 -> 5.5 s, run 2.9 -> 3.5 ms."""
     return sum(slot.kind == kind for slot in layout.head + layout.slots + layout.tail)
 
 
@@ -586,7 +588,8 @@ def _step_layout_compute(dseq: DiscreteSequence, etab, rf_kind, spoiling: bool, 
 
 def _knobs() -> tuple:
     """The module's planning limits (tests change them): part of the run key."""
-    return MAX_EXACT_GEOMETRIES, EXACT_TABLE_BYTES, DEFER_BYTES, MAX_STEP_PERIOD, SINGLE_STEP_PULSE_CHUNK
+    return (MAX_EXACT_GEOMETRIES, EXACT_TABLE_BYTES, DEFER_BYTES, MAX_STEP_PERIOD, SINGLE_STEP_PULSE_CHUNK,
+            HELD_PREMAP_ROWS, HELD_LAYOUT_COPIES)
 
 
 def _run_key(twin: Twin, seq, coils, scanner, method, dtype, want_mag: bool, motion, models):
@@ -1223,6 +1226,28 @@ class _Held(NamedTuple):
     bits: int
     rotation: str
     same_dt: bool
+    premapped: int = 0  # rows whose maps are computed once per chunk (`_premapped_rows`), or 0
+
+
+# held-step tables of at most this many rows get their maps computed once per chunk
+HELD_PREMAP_ROWS = 16
+
+
+def _premapped_rows(table) -> int:
+    """The rows of a held-step table (host side; padding rows apart) when there are at most
+    `HELD_PREMAP_ROWS`, else 0: the engine then computes their maps once per chunk
+    (`held_rf.held_maps`) and a held step gathers its row's, instead of computing a power
+    at every held step (the same arithmetic once per row: each row is one run).
+
+    Why: a periodic step layout holds one copy of the held step per slot and per step of
+    its head, and in a gradient each copy's squarings are differentiated on their own.
+    Notebook 05's gradient with respect to the twin (11 block pulses, 5 copies in the
+    layout; float64, 2-core CPU): compile 23 -> 12 s, run unchanged (0.05 s). The limit:
+    in reverse mode the gather inside the time loop adds a cotangent of the whole table
+    (12 values per row and spin) at every step: a flip gradient ran 2.9 -> 5.1 ms with 16
+    rows, 15 -> 45 ms with 64, and a 1 000-row fingerprinting train 0.45 -> 11 s."""
+    rows = int(np.sum(np.asarray(table.n) > 0))
+    return rows if rows <= HELD_PREMAP_ROWS else 0
 
 
 def _held_bits(table) -> int:
@@ -1573,6 +1598,9 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
         # fused RF steps whose raster steps all last as long: their half-step relaxation once
         fused_relax = kernels.half_relaxation(sp, ftab.dt[0, 0]) if fuse_same_dt else None
         held_relax = kernels.half_relaxation(sp, htab.dt[0]) if held is not None and held.same_dt else None
+        # few held rows: their maps once per chunk, (rows, ...) leaves (`_premapped_rows`)
+        premapped = None if held is None or not held.premapped else held_maps(
+            sp, htab, held.premapped, held.bits, held.rotation, held_relax)
 
         def body_for(sp, static_kind=None, packed=False, fixed=None, relax=None):
             # packed: the carry is (mx + i my, mz) instead of a State (see _pack)
@@ -1671,6 +1699,9 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                     return jax.lax.switch(count, fns, m), zero_win
 
                 def do_held(m):  # a run of equal RF steps as one (a power of its map): count = the row
+                    if premapped is not None:
+                        return apply_held_map(sp, m, *jax.tree_util.tree_map(lambda a: a[count], premapped)), \
+                            zero_win
                     return _held_rf_remat(sp, m, htab.dt[count], htab.k[count], htab.b1dt[count], htab.c0[count],
                                           htab.n[count], held.bits, held.rotation, held_relax), zero_win
 

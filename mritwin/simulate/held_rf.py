@@ -290,8 +290,28 @@ def held_rf_step(spins: Spins, m: State, dt, k, b1dt, c0, n, n_bits: int, rotati
                  relax=None) -> State:
     """``n`` equal RF steps applied to ``m`` as one (`step_power`): ``M + D M + PD u``, one
     rounding of the state."""
-    d, u = step_power(spins, dt, k, b1dt, c0, n, n_bits, rotation, relax)
+    return apply_held_map(spins, m, *step_power(spins, dt, k, b1dt, c0, n, n_bits, rotation, relax))
+
+
+def apply_held_map(spins: Spins, m: State, d, u) -> State:
+    """``M + D M + PD u``: a map ``(D, u)`` of `step_power` (or a row of `held_maps`)
+    applied to ``m``, one rounding of the state."""
     comp = (m.mx, m.my, m.mz)
     out = [comp[i] + (d[i][0] * comp[0] + d[i][1] * comp[1] + d[i][2] * comp[2] + u[i] * spins.pd)
            for i in range(3)]
     return State(*kernels.one_fusion(*out))
+
+
+def held_maps(spins: Spins, table, rows: int, n_bits: int, rotation: str = "auto", relax=None):
+    """The maps of the first ``rows`` rows of a held-step table (`plan_held_rf`; ``dt``,
+    ``b1dt``, ``c0``, ``n`` (R,), ``k`` (R, 3)) per spin, computed together (a `jax.vmap`
+    of `step_power`): ``(D, u)`` as in `step_power` with leaves (rows, n_spins).
+
+    The engine computes them once per chunk for a table of few rows and gathers its row
+    at each held step (`apply_held_map`), instead of a power at each step: the same
+    arithmetic, but one copy of the squarings in the program however many times the
+    step appears in it (a periodic step layout holds a copy per slot and per step of its
+    head; each copy is differentiated on its own in a gradient). Memory: 12 ``rows``
+    values per spin."""
+    return jax.vmap(lambda dt, k, b1dt, c0, n: step_power(spins, dt, k, b1dt, c0, n, n_bits, rotation, relax))(
+        table.dt[:rows], table.k[:rows], table.b1dt[:rows], table.c0[:rows], table.n[:rows])

@@ -187,6 +187,35 @@ def test_gradients_through_held_steps_equal_stepping():
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-9, atol=1e-12 * np.max(np.abs(b)))
 
 
+def test_held_maps_premapped_once_per_chunk_equal_the_power_at_each_step(monkeypatch):
+    # a table of few rows (`engine._premapped_rows`): the maps of its rows computed once
+    # per chunk and gathered at each held step; with HELD_PREMAP_ROWS = 0 the power is
+    # computed at each step. Same arithmetic: forward, gradients with respect to the B1
+    # map and to traced flips (a traced table) agree to float64 rounding.
+    twin = slab_twin(4)
+    flips0 = jnp.asarray([30.0, 50.0])
+
+    def loss(b1, flips):
+        tw = mt.Twin(position=twin.position, pd=twin.pd, t1=twin.t1, t2=twin.t2, delta_f=twin.delta_f, b1=b1)
+        s = mt.simulate(tw, _train(flips=flips), scanner=IDEAL, method=HELD, dtype=jnp.float64).samples
+        return jnp.sum(jnp.abs(s) ** 2)
+
+    def run():
+        held = engine._plan(twin, _train(flips=(30.0, 50.0)), IDEAL, None, HELD, jnp.float64, False, None,
+                            ()).call.keywords["held"]
+        out = jax.value_and_grad(loss, argnums=(0, 1))(jnp.asarray(twin.b1), flips0)
+        return held, out
+
+    held, (v, g) = run()
+    assert held.premapped == 2
+    monkeypatch.setattr(engine, "HELD_PREMAP_ROWS", 0)
+    held_ref, (v_ref, g_ref) = run()
+    assert held_ref.premapped == 0
+    np.testing.assert_allclose(v, v_ref, rtol=1e-13)
+    for a, b in zip(g, g_ref):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-11, atol=1e-13 * np.max(np.abs(b)))
+
+
 def test_jit_takes_the_same_held_steps():
     twin, seq = slab_twin(4), _train(flips=(25.0, 40.0, 10.0))
     eager = mt.simulate(twin, seq, scanner=IDEAL, method=HELD, dtype=jnp.float64).samples

@@ -311,8 +311,8 @@ def test_fused_steps_get_no_layout():
 
 
 def test_traced_held_steps_repeated_in_the_layout_get_the_generic_scan(monkeypatch):
-    # a flip-angle gradient of block pulses (held steps, `held_rf`, with a traced table)
-    # whose layout would hold more than HELD_LAYOUT_COPIES copies of the held step (the
+    # a flip-angle gradient of block pulses (held steps, `held_rf`, with a traced table,
+    # more rows than engine.HELD_PREMAP_ROWS) whose layout would hold more than HELD_LAYOUT_COPIES copies of the held step (the
     # dummy TRs before the readout period land in the head) runs the generic scan, one
     # copy, instead: each copy is a power of affine maps differentiated on its own
     # (notebook 04: compile 14 -> 6 s). The value equals the laid-out program's, and the
@@ -331,6 +331,7 @@ def test_traced_held_steps_repeated_in_the_layout_get_the_generic_scan(monkeypat
         plans.append(engine._plan(twin, seq, IDEAL, None, method, jnp.float64, False, None, ()).call.keywords)
         return jnp.sum(jnp.abs(mt.simulate(twin, seq, scanner=IDEAL, method=method, dtype=jnp.float64).samples) ** 2)
 
+    monkeypatch.setattr(engine, "HELD_PREMAP_ROWS", 0)  # (few rows: their maps would be premapped)
     plans = []
     flip = jnp.asarray(0.4)
     v, g = jax.value_and_grad(signal)(flip)
