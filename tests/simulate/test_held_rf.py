@@ -195,13 +195,18 @@ def test_held_maps_premapped_once_per_chunk_equal_the_power_at_each_step(monkeyp
     twin = slab_twin(4)
     flips0 = jnp.asarray([30.0, 50.0])
 
+    def seq_of(flips):  # two block pulses (phase and frequency offsets), each with a sample
+        return mt.Sequence([b for i, f in enumerate(flips) for b in (
+            mt.Block(rf=hard(jnp.radians(f), 0.2e-3, phase=0.3 * i, freq=40.0 * i)),
+            mt.Block(adc=mt.ADC(2, 20e-6, delay=1e-3), duration=5e-3))])
+
     def loss(b1, flips):
         tw = mt.Twin(position=twin.position, pd=twin.pd, t1=twin.t1, t2=twin.t2, delta_f=twin.delta_f, b1=b1)
-        s = mt.simulate(tw, _train(flips=flips), scanner=IDEAL, method=HELD, dtype=jnp.float64).samples
+        s = mt.simulate(tw, seq_of(flips), scanner=IDEAL, method=HELD, dtype=jnp.float64).samples
         return jnp.sum(jnp.abs(s) ** 2)
 
     def run():
-        held = engine._plan(twin, _train(flips=(30.0, 50.0)), IDEAL, None, HELD, jnp.float64, False, None,
+        held = engine._plan(twin, seq_of((30.0, 50.0)), IDEAL, None, HELD, jnp.float64, False, None,
                             ()).call.keywords["held"]
         out = jax.value_and_grad(loss, argnums=(0, 1))(jnp.asarray(twin.b1), flips0)
         return held, out
