@@ -562,7 +562,8 @@ def _slot_copies(layout, kind: int) -> int:
     `HELD_PREMAP_ROWS` rows) the engine scans the steps one by one instead (the generic
     scan's `lax.switch`: one copy). Measured on notebook 04's flip gradient with the
     premapping off (16 block pulses as held steps, 8 of them in the layout's head;
-    float64, XLA's defaults, 2-core CPU): compile 14.1 -> 5.5 s, run 2.9 -> 3.5 ms."""
+    `benchmarks/bench_held_gradient.py`, float64, XLA's defaults, 2-core CPU): compile
+    0.48x, run 2.1x (5 -> 11 ms)."""
     return sum(slot.kind == kind for slot in layout.head + layout.slots + layout.tail)
 
 
@@ -1219,14 +1220,15 @@ def _held_steps(dseq: DiscreteSequence, method: Bloch, kind_id: int):
 
 class _Held(NamedTuple):
     """How the core applies held steps (a static argument): their step kind, the bits of
-    the table's largest count, the rotation (`_rf_rotation_mode`), and whether every row's
-    step lasts as long (half-step relaxation once per chunk)."""
+    the table's largest count, the rotation (`_rf_rotation_mode`), whether every row's
+    step lasts as long (half-step relaxation once per chunk), and the rows whose maps are
+    computed once per chunk (`_premapped_rows`; 0: a power at each held step)."""
 
     kind: int
     bits: int
     rotation: str
     same_dt: bool
-    premapped: int = 0  # rows whose maps are computed once per chunk (`_premapped_rows`), or 0
+    premapped: int
 
 
 # held-step tables of at most this many rows get their maps computed once per chunk
@@ -1241,8 +1243,10 @@ def _premapped_rows(table) -> int:
 
     Why: a periodic step layout holds one copy of the held step per slot and per step of
     its head, and in a gradient each copy's squarings are differentiated on their own.
-    Notebook 05's gradient with respect to the twin (11 block pulses, 5 copies in the
-    layout; float64, 2-core CPU): compile 23 -> 12 s, run unchanged (0.05 s). The limit:
+    `benchmarks/bench_held_gradient.py` (float64, 2-core CPU, against the in-loop powers
+    in the same process): notebook 05's gradient with respect to the twin (11 block
+    pulses, 5 copies in the layout) compiles in 0.72x the time, runs 0.96x; notebook
+    04's flip gradient (16 pulses, 8 copies) 0.46x, runs 1.4x (5 -> 7 ms). The limit:
     in reverse mode the gather inside the time loop adds a cotangent of the whole table
     (12 values per row and spin) at every step: a flip gradient ran 2.9 -> 5.1 ms with 16
     rows, 15 -> 45 ms with 64, and a 1 000-row fingerprinting train 0.45 -> 11 s."""

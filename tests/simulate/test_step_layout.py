@@ -312,11 +312,12 @@ def test_fused_steps_get_no_layout():
 
 def test_traced_held_steps_repeated_in_the_layout_get_the_generic_scan(monkeypatch):
     # a flip-angle gradient of block pulses (held steps, `held_rf`, with a traced table,
-    # more rows than engine.HELD_PREMAP_ROWS) whose layout would hold more than HELD_LAYOUT_COPIES copies of the held step (the
-    # dummy TRs before the readout period land in the head) runs the generic scan, one
-    # copy, instead: each copy is a power of affine maps differentiated on its own
-    # (notebook 04: compile 14 -> 6 s). The value equals the laid-out program's, and the
-    # gradient central differences of the concrete forward model.
+    # more rows than engine.HELD_PREMAP_ROWS) whose layout would hold more than
+    # HELD_LAYOUT_COPIES copies of the held step (the dummy TRs before the readout period
+    # land in the head) runs the generic scan, one copy, instead: each copy is a power of
+    # affine maps differentiated on its own (notebook 04's flip gradient: compile 0.48x,
+    # bench_held_gradient.py). The value equals the laid-out program's, and the gradient
+    # central differences of the concrete forward model.
     twin = slab_twin(4)
     method = mt.Bloch(ideal_spoiling=True)
 
