@@ -114,6 +114,15 @@ class DiscreteSequence(eqx.Module):
             Consecutive steps with the same index and duration have the same B1 integral
             even when its value is traced: the simulator's held steps
             (`mritwin.simulate.held_rf`) read it. None: unknown.
+        b1unit: (n_steps,) complex, NumPy, with ``b1src``, when ``b1dt`` is traced but
+            each step's B1 is a concrete shape times one traced scalar amplitude:
+            ``b1dt = b1unit * conj(a[b1src])`` (``b1src = -1``: ``b1dt = b1unit``, a
+            concrete step); plays of a pulse sharing one traced amplitude (a builder's
+            flip angle) are then prepared once (`mritwin.simulate.prepared_rf`). None:
+            no such factorization.
+        b1src: (n_steps,) int32, NumPy: the index of each step's traced amplitude ``a``
+            (the same index: the same amplitude object), -1 for concrete steps. None
+            with ``b1unit``.
     """
 
     dt: jax.Array
@@ -138,6 +147,8 @@ class DiscreteSequence(eqx.Module):
     wcidx: jax.Array | None = None
     frame_end: jax.Array | None = None
     rf_sample: np.ndarray | None = None
+    b1unit: np.ndarray | None = None
+    b1src: np.ndarray | None = None
 
     @property
     def n_general(self) -> int:
@@ -406,7 +417,7 @@ def discretize(
     else:
         kstep, cyc0 = _apply_motion(motion, gt, sa, sb, gb)
     frame = _PulseFrame(rft)
-    b1dt, rf_sample = _rf_integrals(rft, sa, sb, kind == 0, gb, frame)
+    b1dt, rf_sample, b1factor = _rf_integrals(rft, sa, sb, kind == 0, gb, frame)
     if frame.active:  # the frame follows each pulse's frequency offset: -f dt in its steps
         rf_steps = np.nonzero(kind == 0)[0]
         shift = np.zeros(m)
@@ -437,6 +448,8 @@ def discretize(
         wk=wk, wt=wt, widx=None if widx is None else pad(widx),
         wcyc=wcyc, wcidx=None if wcidx is None else pad(wcidx),
         frame_end=np.float64(frame.end), rf_sample=pad(rf_sample, -1),
+        b1unit=None if b1factor is None else pad(b1factor[0]),
+        b1src=None if b1factor is None else pad(b1factor[1], -1),
     )
 
 
@@ -643,13 +656,15 @@ def _rf_step_edges(rft, rf_dt):
 def _rf_integrals(rft, sa, sb, is_rf, gb, frame):
     """(n_steps,) γ̄ conj(∫ B1 dt) over each RF step (0 elsewhere), in the frame that
     follows the pulses (``frame``, a `_PulseFrame`): the samples' frequency modulation is
-    replaced by the frame's phase at their pulse's start (0 without offsets); and the
+    replaced by the frame's phase at their pulse's start (0 without offsets); the
     steps' ``rf_sample`` (`DiscreteSequence`): the sample an RF step lies in, to 1e-6 of
-    its duration (step bounds are rounded to 1 ps), else -1."""
+    its duration (step bounds are rounded to 1 ps), else -1; and, when the integrals are
+    traced but the table's values factor (`RFTable.unit`), the steps' ``(b1unit, b1src)``
+    (`DiscreteSequence`), else None."""
     m = sa.size
     sample_of = np.full(m, -1, np.int32)
     if rft.edge0.size == 0 or not is_rf.any():
-        return np.zeros(m, np.complex128), sample_of
+        return np.zeros(m, np.complex128), sample_of, None
     # pairs (step, sample) with positive overlap; samples are sorted and disjoint
     idx = np.nonzero(is_rf)[0]
     lo = np.searchsorted(rft.edge1, sa[idx], side="right")
@@ -663,15 +678,27 @@ def _rf_integrals(rft, sa, sb, is_rf, gb, frame):
     inside = ov >= (1.0 - 1e-6) * (sb[rows] - sa[rows])
     sample_of[rows[inside]] = cols[inside]
     coef = ov * np.exp(-2j * np.pi * frame.before[rft.pulse[cols]])
+
+    def integrals(vals):
+        contrib = coef * vals[rft.value_index[cols]]
+        out = np.bincount(rows, weights=contrib.real, minlength=m) + 1j * np.bincount(
+            rows, weights=contrib.imag, minlength=m)
+        return gb * np.conj(out)
+
     vals = rft.values
-    if isinstance(vals, jax.Array):
-        contrib = jnp.asarray(coef) * vals[rft.value_index[cols]]
-        out = jnp.zeros(m, contrib.dtype).at[rows].add(contrib)
-        return gb * jnp.conj(out), sample_of
-    contrib = coef * np.asarray(vals)[rft.value_index[cols]]
-    out = np.bincount(rows, weights=contrib.real, minlength=m) + 1j * np.bincount(
-        rows, weights=contrib.imag, minlength=m)
-    return gb * np.conj(out), sample_of
+    if not isinstance(vals, jax.Array):
+        return integrals(np.asarray(vals)), sample_of, None
+    contrib = jnp.asarray(coef) * vals[rft.value_index[cols]]
+    out = gb * jnp.conj(jnp.zeros(m, contrib.dtype).at[rows].add(contrib))
+    factor = None
+    if rft.unit is not None:  # b1dt = b1unit * conj(a[b1src]): one amplitude per step
+        src = rft.source[rft.value_index[cols]]
+        lo_src, hi_src = np.full(m, np.iinfo(np.int64).max), np.full(m, -1)
+        np.minimum.at(lo_src, rows, src)
+        np.maximum.at(hi_src, rows, src)
+        if np.all((lo_src == hi_src) | (hi_src == -1)):
+            factor = (integrals(rft.unit), np.where(hi_src >= 0, hi_src, -1).astype(np.int32))
+    return out, sample_of, factor
 
 
 def _constant_gradient(gt, t_first, t_last):

@@ -224,6 +224,13 @@ class RFTable:
     # phase may be traced): within one pulse, equal shape samples are equal values, so
     # runs of them merge into one step in the traced path as in the concrete one
     shape_key: np.ndarray | None = None
+    # when ``values`` are traced but factor as ``unit * a[source]``: concrete (n_values,)
+    # complex ``unit`` (shape times phase, times the amplitude where it is concrete) and
+    # (n_values,) int ``source``, the index of a traced scalar amplitude ``a`` (pulses
+    # sharing one amplitude object share its index; -1: concrete, ``values == unit``).
+    # Plays of a pulse with one traced amplitude can then be prepared (`prepared_rf`).
+    unit: np.ndarray | None = None
+    source: np.ndarray | None = None
 
 
 def _jax_value(a) -> bool:
@@ -275,6 +282,27 @@ def _value_runs(groups):
     return plain, marks
 
 
+def _unit_values(events, gamma_bar, b0, sources: dict):
+    """The concrete factor and amplitude index (`RFTable.unit`, `RFTable.source`) of the
+    values of ``events`` (one pulse, or a run of `_value_runs` in order), or None when a
+    shape or phase is traced or an amplitude is a traced vector. ``sources`` numbers the
+    traced amplitude objects (by identity; filled in)."""
+    units, srcs = [], []
+    for ev in events:
+        phase = ev.phase_offset + ev.phase_ppm * 1e-6 * gamma_bar * b0
+        amp = ev.amplitude
+        if is_traced(ev.shape, phase) or (is_traced(amp) and jnp.ndim(amp) != 0):
+            return None
+        unit = np.asarray(ev.shape) * np.exp(1j * np.asarray(phase))
+        if is_traced(amp):
+            src = sources.setdefault(id(amp), len(sources))
+        else:
+            unit, src = unit * np.asarray(amp), -1
+        units.append(unit.ravel())
+        srcs.append(np.full(unit.size, src, np.int64))
+    return np.concatenate(units), np.concatenate(srcs)
+
+
 def _run_values(run, gamma_bar, b0):
     """(len(run) * n,) B1 samples of a run of `_value_runs`, one pulse after the other."""
     ev = run[0][0]
@@ -293,6 +321,7 @@ def rf_table(seq: Sequence, b0: float, gamma_bar: float) -> RFTable:
     starts = seq.block_starts()
     e0s, e1s, taus, freqs, vals, pidx, vidx, pulses, periods = [], [], [], [], [], [], [], [], []
     keys = []
+    parts = []  # the events of each entry of ``vals``
     offset = 0
     groups, runs = _value_runs(_group_by_event(seq, "rf"))
     pulse_of_block = {}
@@ -303,8 +332,10 @@ def rf_table(seq: Sequence, b0: float, gamma_bar: float) -> RFTable:
         f = ev.freq_offset + ev.freq_ppm * 1e-6 * gamma_bar * b0
         if id(ev) not in runs:
             vals.append(_rf_values(ev, gamma_bar, b0))
+            parts.append([ev])
         elif runs[id(ev)] is not None:  # a run's first pulse: the values of the whole run
             vals.append(_run_values(runs[id(ev)], gamma_bar, b0))
+            parts.append([e for e, _ in runs[id(ev)]])
         keys.append(None if is_traced(ev.shape) else np.asarray(ev.shape))
         idx = np.asarray(idx)
         T = starts[idx][:, None] + ev.delay
@@ -330,12 +361,18 @@ def rf_table(seq: Sequence, b0: float, gamma_bar: float) -> RFTable:
     block_idx = np.concatenate(pidx)
     e0 = np.concatenate(e0s)
     order = np.argsort(e0, kind="stable")
+    values = _concat(vals, np.complex128)
+    sources: dict = {}
+    units = [_unit_values(p, gamma_bar, b0, sources) for p in parts] if is_traced(values) else [None]
+    factored = all(u is not None for u in units)
     return RFTable(
         edge0=e0[order], edge1=np.concatenate(e1s)[order], tau=np.concatenate(taus)[order],
-        freq=np.concatenate(freqs)[order], values=_concat(vals, np.complex128),
+        freq=np.concatenate(freqs)[order], values=values,
         pulse=np.searchsorted(np.asarray(order_blocks), block_idx[order]),
         value_index=np.concatenate(vidx)[order], pulses=pulses, periods=np.asarray(periods),
         shape_key=None if any(k is None for k in keys) else np.concatenate(keys),
+        unit=np.concatenate([u[0] for u in units]) if factored else None,
+        source=np.concatenate([u[1] for u in units]) if factored else None,
     )
 
 

@@ -29,7 +29,7 @@ from .held_rf import apply_held_map, held_maps, held_pulse_counts, held_rf_step,
 from .interp_rf import interpolated_pulse
 from .kernels import Spins, State
 from .methods import AbstractSimMethod, Bloch
-from .prepared_rf import _runs, apply_pulse, prepare_pulse, prepare_pulse_grouped
+from .prepared_rf import PulseTable, _runs, apply_pulse, device_b1dt, prepare_pulse, prepare_pulse_grouped
 from .seqgroups import expand_magnetization, group_weights, number_codes, plan_sequence_groups, unique_rows
 
 __all__ = ["simulate", "trace_count", "last_devices", "spin_sharding"]
@@ -590,7 +590,7 @@ def _step_layout_compute(dseq: DiscreteSequence, etab, rf_kind, spoiling: bool, 
 def _knobs() -> tuple:
     """The module's planning limits (tests change them): part of the run key."""
     return (MAX_EXACT_GEOMETRIES, EXACT_TABLE_BYTES, DEFER_BYTES, MAX_STEP_PERIOD, SINGLE_STEP_PULSE_CHUNK,
-            HELD_PREMAP_ROWS, HELD_LAYOUT_COPIES)
+            HELD_PREMAP_ROWS, HELD_LAYOUT_COPIES, PREPARE_TRACED_AMPLITUDES)
 
 
 def _run_key(twin: Twin, seq, coils, scanner, method, dtype, want_mag: bool, motion, models):
@@ -915,10 +915,12 @@ def _device_table(dseq: DiscreteSequence, tag: str, table, dtype):
     cdt = jnp.complex128 if dtype == jnp.float64 else jnp.complex64
 
     def convert():
+        scaled = {"scale": None} if isinstance(table, PulseTable) else {}  # (multiplied into b1dt)
         return table._replace(dt=jnp.asarray(table.dt, dtype), k=jnp.asarray(table.k, dtype),
-                              b1dt=None if table.b1dt is None else jnp.asarray(table.b1dt, cdt),
+                              b1dt=None if table.b1dt is None else
+                              device_b1dt(table, cdt) if scaled else jnp.asarray(table.b1dt, cdt),
                               c0=jnp.asarray(table.c0, dtype),
-                              **({"n": jnp.asarray(table.n)} if hasattr(table, "n") else {}))
+                              **({"n": jnp.asarray(table.n)} if hasattr(table, "n") else {}), **scaled)
 
     return _remembered(dseq, ("device-table", tag, jnp.dtype(dtype).name), convert)
 
@@ -1092,7 +1094,7 @@ def _interpolation_plan(twin: Twin, grouped, rf_kind: int, tol: float, dtype):
     from .prepared_rf import MIN_REPEATS
 
     gseq, table = grouped
-    if table is None:
+    if table is None or table.scale is not None:  # (interpolated between concrete pulses' maps)
         return None
     m = gseq.n_real_steps
     kind, count = np.asarray(gseq.kind)[:m], np.asarray(gseq.count)[:m]
@@ -1113,6 +1115,11 @@ def _pack_ids(ids, perm, n_chunks: int, chunk: int, n_dev: int):
 
 
 SINGLE_STEP_PULSE_CHUNK = 8192  # the largest chunk whose one-step pulses are prepared (CPU)
+# Prepare the plays of a pulse whose amplitude is traced but shared (a builder's flip
+# angle under `jax.grad`): its shape is concrete, so its map is computed once per chunk
+# with the traced amplitude, as for a concrete pulse, instead of stepping every play
+# (`prepared_rf.plan_prepared_rf`, ``scaled``). False: the plays are stepped (benchmarks).
+PREPARE_TRACED_AMPLITUDES = True
 
 
 def _prepared_pulses(dseq: DiscreteSequence, method: Bloch, grouped: bool = False, chunk: int = 0):
@@ -1135,8 +1142,9 @@ def _prepared_pulses(dseq: DiscreteSequence, method: Bloch, grouped: bool = Fals
     rf_kind = rf_kind_id(dseq)
     min_repeats = 1 if grouped else MIN_REPEATS
     single = jax.default_backend() == "cpu" and 0 < chunk <= SINGLE_STEP_PULSE_CHUNK
-    return _remembered(dseq, ("prepared-rf", rf_kind, min_repeats, single),
-                       lambda: plan_prepared_rf(dseq, rf_kind, min_repeats, single_steps=single))
+    scaled = PREPARE_TRACED_AMPLITUDES
+    return _remembered(dseq, ("prepared-rf", rf_kind, min_repeats, single, scaled),
+                       lambda: plan_prepared_rf(dseq, rf_kind, min_repeats, single_steps=single, scaled=scaled))
 
 
 # In reverse mode a fused step keeps only its inputs and recomputes its 16 unrolled

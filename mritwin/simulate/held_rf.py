@@ -253,7 +253,8 @@ def held_pulse_counts(table, dseq: DiscreteSequence | None = None, tol: float = 
     scales = [float(np.abs(np.asarray(getattr(table, f))).max(initial=0.0)) for f in fields]
     if dseq is not None:
         m = dseq.n_real_steps
-        scales = [max(sc, float(np.abs(np.asarray(getattr(dseq, f))[:m]).max(initial=0.0)))
+        scales = [sc if isinstance(getattr(dseq, f), jax.core.Tracer)  # (traced B1 of a scaled table)
+                  else max(sc, float(np.abs(np.asarray(getattr(dseq, f))[:m]).max(initial=0.0)))
                   for sc, f in zip(scales, ("dt", "b1dt", "cyc0", "kstep"))]
     counts = []
     for p in range(np.shape(table.dt)[0]):

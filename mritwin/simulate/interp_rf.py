@@ -194,7 +194,7 @@ def plan_pulse_interpolation(twin, table: PulseTable, tol: float, dtype, repeats
                        1).astype(np.float64)
     pos = np.asarray(twin.position, np.float64)
     df = _col(twin.delta_f, n, 0.0)
-    dts, ks, b1s, c0s = (np.asarray(a) for a in table)
+    dts, ks, b1s, c0s = (np.asarray(a) for a in (table.dt, table.k, table.b1dt, table.c0))
     n_p = dts.shape[0]
     repeats = np.ones(n_p) if repeats is None else np.asarray(repeats, np.float64)
     digest = hashlib.sha1()

@@ -148,7 +148,9 @@ class Bloch(AbstractSimMethod):
             gradients (any phase offset) is stepped once per chunk of spins into a per-spin
             affine map (`mritwin.simulate.prepared_rf`), then applied in one step wherever
             it plays: the same result to float rounding, far fewer steps for shaped pulses.
-            Needs concrete sequence values; not used with ``reversible=True``, dynamics or
+            Needs concrete sequence values, except an amplitude that all plays share (a
+            builder's ``flip_angle`` under `jax.grad`: the map is computed with the traced
+            amplitude); not used with ``reversible=True``, dynamics or
             ``analytic_diffusion``. With rigid motion a pulse is prepared from the steps it
             would be stepped with (their k-vectors and the motion's phase common to all
             spins), so plays at different times of a moving twin are different pulses.

@@ -16,7 +16,10 @@ about z, which conjugates the map by that rotation:
 `plan_prepared_rf` works on the host from a concrete `DiscreteSequence` and returns a
 shorter one (the repeated pulses as single steps of their own kind) and the table of
 prepared pulses; `prepare_pulse` and `apply_pulse` are the engine's per-chunk and per-step
-kernels.
+kernels. A pulse with a concrete shape whose plays share one traced amplitude (a
+builder's flip angle under `jax.grad`, `DiscreteSequence.b1unit`) is planned from its
+integrals per unit amplitude, and the table carries the traced factors
+(`PulseTable.scale`): the map is computed with the traced amplitude, once per chunk.
 """
 
 from __future__ import annotations
@@ -32,8 +35,8 @@ from ..sequence.discretize import DiscreteSequence, _bucket
 from . import kernels
 from .kernels import Spins, State
 
-__all__ = ["PulseTable", "shorten_steps", "plan_prepared_rf", "prepare_pulse", "prepare_pulse_grouped", "apply_pulse",
-           "MIN_REPEATS", "MAX_PULSES"]
+__all__ = ["PulseTable", "device_b1dt", "shorten_steps", "plan_prepared_rf", "prepare_pulse", "prepare_pulse_grouped",
+           "apply_pulse", "MIN_REPEATS", "MAX_PULSES"]
 
 MIN_REPEATS = 4  # a pulse is prepared when played at least this often...
 MIN_SAMPLES = 2  # ...with at least this many raster steps (one with ``single_steps``,
@@ -48,15 +51,26 @@ class PulseTable(NamedTuple):
     Attributes:
         dt: (P, L) step durations [s].
         k: (P, L, 3) gradient moments of the steps [1/m].
-        b1dt: (P, L) complex B1 integrals of the steps [cycles], at phase offset 0.
+        b1dt: (P, L) complex B1 integrals of the steps [cycles], at phase offset 0 (with
+            ``scale``: per unit of the pulse's traced amplitude, concrete).
         c0: (P, L) phase common to all spins in each step [cycles] (``cyc0``: a rigid
             translation's, and ``-f dt`` of a pulse with frequency offset ``f``).
+        scale: (P,) complex JAX array (traced), or None (1): the factor of each row's
+            ``b1dt``, ``conj`` of the traced amplitude its plays share
+            (`DiscreteSequence.b1unit`); the engine multiplies it in (`device_b1dt`).
     """
 
     dt: np.ndarray
     k: np.ndarray
     b1dt: np.ndarray
     c0: np.ndarray
+    scale: jax.Array | None = None
+
+
+def device_b1dt(table: PulseTable, cdt):
+    """The table's B1 integrals [cycles] in the complex dtype ``cdt``, scaled (JAX)."""
+    b1dt = jnp.asarray(table.b1dt, cdt)
+    return b1dt if table.scale is None else b1dt * jnp.asarray(table.scale, cdt)[:, None]
 
 
 def _concrete(x):
@@ -89,7 +103,7 @@ def _runs(kind: np.ndarray):
 
 
 def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int, min_repeats: int = MIN_REPEATS,
-                     single_steps: bool = False, max_pulses: int = MAX_PULSES):
+                     single_steps: bool = False, max_pulses: int = MAX_PULSES, scaled: bool = False):
     """Replace the RF pulses that repeat by one step each (host side).
 
     Args:
@@ -103,18 +117,27 @@ def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int, min_repeats: int = MI
             step's rotation).
         max_pulses: prepare at most this many pulse shapes (those that save the most
             steps).
+        scaled: with traced B1 integrals that factor into concrete shapes and traced
+            amplitudes (`DiscreteSequence.b1unit`), prepare the pulses whose plays share
+            one amplitude: the table's ``b1dt`` is then per unit amplitude and its
+            ``scale`` the traced factors (the XLA engine; the fused kernel takes concrete
+            tables only).
 
     Returns:
         ``(dseq, table)``: the sequence with each repeated pulse as one step of kind
         ``kind_id`` (``count`` = which prepared pulse, ``b1dt`` = ``exp(iα)`` of its phase
         offset, ``dt`` its duration), and the `PulseTable`; or ``(dseq, None)`` when no
-        pulse qualifies, or the sequence has traced values, diffusion weighting or RF
-        during ADC sampling. A translation's common phase per step (``cyc0``) belongs to
-        the pulse: plays at other times of a moving twin are other pulses.
+        pulse qualifies, or the sequence has traced values (other than factored B1 with
+        ``scaled``), diffusion weighting or RF during ADC sampling. A translation's
+        common phase per step (``cyc0``) belongs to the pulse: plays at other times of a
+        moving twin are other pulses.
     """
     m = dseq.n_real_steps
     fields = {f: _concrete(getattr(dseq, f)) for f in
               ("dt", "t", "kstep", "b1dt", "kind", "sample", "count", "spoil", "cyc0", "bstep", "out_index")}
+    source = np.full(m, -1)  # the traced amplitude of each step (`DiscreteSequence.b1src`)
+    if fields["b1dt"] is None and scaled and _concrete(dseq.b1unit) is not None and _concrete(dseq.b1src) is not None:
+        fields["b1dt"], source = np.asarray(dseq.b1unit), np.asarray(dseq.b1src)[:m]
     if any(v is None for v in fields.values()):
         return dseq, None
     if np.any(fields["bstep"][:m] != 0):
@@ -140,7 +163,8 @@ def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int, min_repeats: int = MI
     near = [(i, j) for i in (-1, 0, 1) for j in (-1, 0, 1)]
     phases = np.zeros(starts.size, complex)
     for r, (a, b) in enumerate(zip(starts, stops)):
-        if b - a < (1 if single_steps else MIN_SAMPLES) or sample[a:b].any() or spoil[a + 1:b].any():
+        if (b - a < (1 if single_steps else MIN_SAMPLES) or sample[a:b].any() or spoil[a + 1:b].any()
+                or np.any(source[a:b] != source[a])):
             continue
         ref = a + int(np.argmax(np.abs(b1[a:b])))
         if b1[ref] == 0:
@@ -150,12 +174,12 @@ def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int, min_repeats: int = MI
         vals = (dt[a:b], kst[a:b], b1[a:b] * np.conj(ph), cyc[a:b])
         q = (int(np.floor(np.abs(vals[2]).sum() / (1e-7 * scales[2] * (b - a)))),
              int(np.floor(vals[0].sum() / (1e-7 * scales[0] * (b - a)))))
-        match = next((g for i, j in near for g in buckets.get((b - a, q[0] + i, q[1] + j), ())
+        match = next((g for i, j in near for g in buckets.get((b - a, source[a], q[0] + i, q[1] + j), ())
                       if all(np.all(np.abs(v - w) <= 1e-10 * sc + tol * np.abs(w))
                              for v, w, sc in zip(vals, groups[g][0], scales))),
                      None)
         if match is None:
-            buckets.setdefault((b - a,) + q, []).append(len(groups))
+            buckets.setdefault((b - a, source[a]) + q, []).append(len(groups))
             groups.append((vals, [r]))
         else:
             groups[match][1].append(r)
@@ -203,7 +227,27 @@ def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int, min_repeats: int = MI
         new["cyc0"][a] = 0.0  # (in the table)
         new["kind"][a] = kind_id
         new["count"][a] = pulse_of_run[r]
-    return shorten_steps(dseq, keep, new), PulseTable(t_dt, t_k, t_b1, t_c0)
+    scale = None
+    if source.max(initial=-1) >= 0:  # traced amplitudes: the other steps keep their traced B1
+        first = starts[pulse_of_run >= 0]
+        new["b1dt"] = jnp.asarray(dseq.b1dt[:m]).at[first].set(new["b1dt"][first])
+        scale = _amplitude_factors(dseq.b1dt, fields["b1dt"], source,
+                                   [source[starts[runs[0]]] for runs in chosen])
+    return shorten_steps(dseq, keep, new), PulseTable(t_dt, t_k, t_b1, t_c0, scale)
+
+
+def _amplitude_factors(b1dt, unit, source, sources):
+    """(P,) the traced factor ``b1dt / b1unit`` (``conj`` of the amplitude) of each of
+    ``sources`` (1 for -1), read at the step where the source's ``|b1unit|`` peaks."""
+    out = []
+    for s in sources:
+        if s < 0:
+            out.append(jnp.ones((), b1dt.dtype))
+            continue
+        steps = np.nonzero(source == s)[0]
+        ref = steps[np.argmax(np.abs(unit[steps]))]
+        out.append(b1dt[ref] / unit[ref])
+    return jnp.stack(out)
 
 
 def shorten_steps(dseq: DiscreteSequence, keep: np.ndarray, new: dict, fused=None) -> DiscreteSequence:

@@ -4,6 +4,7 @@ closed-form rotations."""
 
 from __future__ import annotations
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -341,3 +342,99 @@ def test_block_pulses_in_10_us_steps_late_in_a_long_sequence_are_one_prepared_pu
     assert table is not None and table.dt.shape == (1, 100)
     k = np.asarray(short.kind)[:short.n_real_steps]
     assert np.sum(k == 3) == 1024 and not np.any(k == 0)
+
+
+def _shared_flip_gre(flips, n_tr=8, n=6, fov=0.2):
+    """A 2D GRE whose TR ``j`` plays the sinc pulse of ``flips[j % len(flips)]`` [rad] (may
+    be traced): one pulse object per flip, played at each TR's RF-spoiling phase as the
+    builders do (the same amplitude object), after a concrete 180 degree block pulse."""
+    dk, dwell = 1 / fov, 20e-6
+    pulses = [mt.make_sinc_pulse(f, 0.4e-3, slice_thickness=5e-3, scanner=IDEAL) for f in flips]
+    gx = mt.make_trapezoid("x", amplitude=dk / (dwell * IDEAL.gamma_bar), flat_time=n * dwell, scanner=IDEAL)
+    pre = mt.make_trapezoid("x", area=-gx.area / 2, duration=0.5e-3, scanner=IDEAL)
+    blocks = [mt.Block(rf=mt.make_block_pulse(np.pi, 0.5e-3, delay=0.0, scanner=IDEAL)), mt.Block(duration=5e-3)]
+    for j in range(n_tr):
+        rf, gz, gzr = pulses[j % len(flips)]
+        phase = np.radians(58.5 * j * (j + 1))
+        gy = mt.make_trapezoid("y", area=(j % n - n / 2) * dk, duration=0.5e-3, scanner=IDEAL)
+        blocks += [mt.Block(rf=eqx.tree_at(lambda r: r.phase_offset, rf, np.asarray(phase)), gz=gz),
+                   mt.Block(gx=pre, gy=gy, gz=gzr),
+                   mt.Block(gx=gx, adc=mt.ADC(n, dwell, delay=gx.rise_time, phase_offset=phase)),
+                   mt.Block(duration=3e-3)]
+    return mt.Sequence(blocks, {"FOV": [fov, fov, 0.0]})
+
+
+def test_traced_amplitudes_factor_into_concrete_shapes_per_step():
+    # under a trace each RF step's B1 integral is a concrete shape times the traced
+    # amplitude of its pulse (`DiscreteSequence.b1unit`, `b1src`): checked against the
+    # integrals of the same sequence with concrete flips, amplitude by amplitude
+    flips = np.radians([20.0, 35.0])
+    seen = {}
+
+    def discrete(f):
+        d = discretize(_shared_flip_gre(f))
+        seen.update(unit=d.b1unit, src=d.b1src, m=d.n_real_steps)
+        return d.b1dt
+
+    jax.jit(discrete)(jnp.asarray(flips))
+    d_ref = discretize(_shared_flip_gre(flips))
+    ref, t = np.asarray(d_ref.b1dt), np.asarray(d_ref.t)
+    unit, src, m = seen["unit"], seen["src"], seen["m"]
+    assert isinstance(unit, np.ndarray) and set(np.unique(src[:m])) == {-1, 0, 1}
+    rf = np.abs(ref) > 0
+    np.testing.assert_array_equal(rf, np.abs(unit) > 0)
+    # the 180 degree pulse (the first 0.5 ms) is concrete: its steps are their own integrals
+    assert np.all(src[rf & (t < 0.5e-3)] == -1) and np.all(src[rf & (t > 0.5e-3)] >= 0)
+    np.testing.assert_allclose(unit[src == -1], ref[src == -1], rtol=1e-14)
+    for s, f in enumerate(flips):  # b1dt = b1unit * conj(amplitude): one factor per flip
+        amp = mt.make_sinc_pulse(f, 0.4e-3, slice_thickness=5e-3, scanner=IDEAL)[0].amplitude
+        np.testing.assert_allclose(unit[src == s] * np.conj(amp), ref[src == s], rtol=1e-12)
+    assert np.sum(src == 0) == np.sum(src == 1) and np.sum(src == 0) % 4 == 0  # 4 plays each
+
+    # a traced phase offset does not factor: the integrals stay traced, without b1unit
+    def traced_phase(ph):
+        rf = mt.make_block_pulse(0.3, 0.5e-3, phase_offset=ph, delay=0.0, scanner=IDEAL)
+        d = discretize(mt.Sequence([mt.Block(rf=rf), mt.Block(adc=mt.ADC(4, 1e-5), duration=2e-3)]))
+        seen.update(unit=d.b1unit)
+        return d.b1dt
+
+    jax.jit(traced_phase)(jnp.asarray(0.2))
+    assert seen["unit"] is None
+
+
+def test_plays_sharing_a_traced_amplitude_are_prepared_once_and_equal_stepping():
+    # a pulse whose flip is traced but whose plays share that one amplitude (a builder's
+    # flip under jax.grad) is prepared once per chunk with the traced amplitude: its 8
+    # plays (two flips, 4 plays each, each flip its own prepared pulse) are 8 prepared
+    # steps instead of 25 fused steps each. Values equal stepping every play (an
+    # independent path) on RF groups and per spin, and the gradient equals central
+    # differences of the stepped simulation.
+    from mritwin.simulate import engine
+
+    twin = _twin(3, 0.2, seed=2)
+    flips = jnp.radians(jnp.asarray([20.0, 35.0]))
+    stepped = mt.Bloch(prepare_pulses=False)
+    plans = []
+
+    def loss(f, method=mt.Bloch()):
+        seq = _shared_flip_gre(f)
+        if isinstance(f, jax.core.Tracer):
+            run = engine._plan(twin, seq, IDEAL, None, method, jnp.float64, False, None, ())
+            d, kw = run.call.args[1], run.call.keywords
+            plans.append((kw["rftab"].dt.shape[0], int(np.sum(np.asarray(d.kind) == kw["rf_kind"]))))
+        s = mt.simulate(twin, seq, scanner=IDEAL, method=method, dtype=jnp.float64).samples
+        return jnp.sum(jnp.abs(s) ** 2)
+
+    v, g = jax.jit(jax.value_and_grad(loss))(flips)
+    v_ref = loss(flips, stepped)
+    np.testing.assert_allclose(float(v), float(v_ref), rtol=1e-11)
+    per_spin = jax.jit(lambda f: loss(f, mt.Bloch(group_spins=False)))(flips)
+    np.testing.assert_allclose(float(per_spin), float(v_ref), rtol=1e-11)
+    # two prepared sinc pulses played 4 times each, on RF groups and per spin (the 180
+    # degree block pulse is a held step)
+    assert plans == [(2, 8), (2, 8)]
+    h = 1e-5
+    for i in range(2):
+        e = jnp.zeros(2).at[i].set(h)
+        fd = (loss(flips + e, stepped) - loss(flips - e, stepped)) / (2 * h)
+        np.testing.assert_allclose(float(g[i]), float(fd), rtol=1e-7)
