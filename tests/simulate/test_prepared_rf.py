@@ -438,3 +438,34 @@ def test_plays_sharing_a_traced_amplitude_are_prepared_once_and_equal_stepping()
         e = jnp.zeros(2).at[i].set(h)
         fd = (loss(flips + e, stepped) - loss(flips - e, stepped)) / (2 * h)
         np.testing.assert_allclose(float(g[i]), float(fd), rtol=1e-7)
+
+
+def test_a_builders_traced_hard_pulse_is_prepared_as_the_power_of_its_step():
+    # the 3D GRE builder's non-selective excitation (a block pulse in 10 us steps) with a
+    # traced flip: prepared with the traced amplitude, as the power of its one held step
+    # (`held_rf.prepare_held_pulse`); value equal to stepping every play, flip gradient to
+    # central differences
+    from mritwin.simulate import engine
+
+    rng = np.random.default_rng(5)
+    n = 12
+    twin = mt.Twin(position=rng.uniform(-0.1, 0.1, (n, 3)), pd=np.ones(n), t1=rng.uniform(0.5, 1.5, n),
+                   t2=rng.uniform(0.03, 0.2, n), delta_f=rng.normal(0, 20, n))
+    method = mt.Bloch(ideal_spoiling=True)
+    held = []
+
+    def loss(f, method=method):
+        seq = mt.sequences.gre(scanner=mt.Scanner(), fov=0.2, matrix=(4, 4, 2), dims=3, te=4e-3, tr=12e-3,
+                               flip_angle=f)
+        if isinstance(f, jax.core.Tracer):
+            held.append(engine._plan(twin, seq, mt.Scanner(), None, method, jnp.float64, False, None,
+                                     ()).call.keywords["rf_held"])
+        return jnp.sum(jnp.abs(mt.simulate(twin, seq, method=method, dtype=jnp.float64).samples) ** 2)
+
+    x = jnp.asarray(0.25)
+    v, g = jax.jit(jax.value_and_grad(loss))(x)
+    assert len(held) == 1 and len(held[0]) == 1 and held[0][0] > 1  # one pulse, n held steps
+    stepped = mt.Bloch(ideal_spoiling=True, prepare_pulses=False)
+    np.testing.assert_allclose(float(v), float(loss(x, stepped)), rtol=1e-11)
+    h = 1e-5
+    np.testing.assert_allclose(float(g), float((loss(x + h, stepped) - loss(x - h, stepped)) / (2 * h)), rtol=1e-7)
