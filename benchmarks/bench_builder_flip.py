@@ -8,14 +8,16 @@ pulse once per chunk with the traced amplitude (`engine.PREPARE_TRACED_AMPLITUDE
 
 Scenario: the contrast of gray and white matter (``mo.contrast``, the brain phantom's
 tissues) under the clinical GRE builder (``--matrix`` lines, TE 5 ms, TR 20 ms, ideal
-spoiling), differentiated with respect to the flip angle; float64. For each matrix both
+spoiling), differentiated with respect to the flip angle; float64. ``--dims 3``: the 3D
+GRE (``matrix x matrix x 4``) with its non-selective excitation, a 100 us block pulse in
+10 us steps (prepared as the power of one held step). For each matrix both
 settings are compiled and called in the same process: ``stepped``
 (``PREPARE_TRACED_AMPLITUDES = False``, the engine before) and ``prepared`` (the
 default). Prints one JSON line per (matrix, setting): trace+lower and XLA compile times,
 the median of ``--calls`` calls, ratios against ``stepped``, and the relative difference of
 value and gradient from ``stepped``'s.
 
-Usage:  python benchmarks/bench_builder_flip.py [--matrix 8 16 32] [--phantom 24] [--calls 5]
+Usage:  python benchmarks/bench_builder_flip.py [--matrix 8 16 32] [--dims 2] [--phantom 24] [--calls 5]
 """
 
 from __future__ import annotations
@@ -47,22 +49,23 @@ def _tissues(matrix: int) -> mt.Twin:
     return brain[np.isin(np.asarray(brain.label), keep)]
 
 
-def case(matrix: int, twin: mt.Twin):
+def case(matrix: int, twin: mt.Twin, dims: int):
+    geometry = dict(matrix=matrix, slice_thickness=5e-3) if dims == 2 else dict(matrix=(matrix, matrix, 4), dims=3)
+
     def loss(flip):
-        seq = mt.sequences.gre(scanner=mt.Scanner(), fov=0.2, matrix=matrix, slice_thickness=5e-3, te=5e-3,
-                               tr=20e-3, flip_angle=flip)
+        seq = mt.sequences.gre(scanner=mt.Scanner(), fov=0.2, te=5e-3, tr=20e-3, flip_angle=flip, **geometry)
         return -mo.contrast(twin, seq, "gray_matter", "white_matter", method=mt.Bloch(ideal_spoiling=True),
                             dtype=jnp.float64)
 
     return jax.value_and_grad(loss)
 
 
-def run(matrix: int, twin: mt.Twin, calls: int) -> None:
+def run(matrix: int, twin: mt.Twin, calls: int, dims: int) -> None:
     x = jnp.asarray(np.radians(20.0))
     rows, ref = {}, None
     for setting, flag in (("stepped", False), ("prepared", True)):
         engine.PREPARE_TRACED_AMPLITUDES = flag
-        fn = case(matrix, twin)
+        fn = case(matrix, twin, dims)
         t0 = time.perf_counter()
         lowered = jax.jit(lambda v, fn=fn: fn(v)).trace(x).lower()  # (a new function: traced afresh)
         t1 = time.perf_counter()
@@ -81,7 +84,7 @@ def run(matrix: int, twin: mt.Twin, calls: int) -> None:
     engine.PREPARE_TRACED_AMPLITUDES = True
     base = rows["stepped"]
     for setting, r in rows.items():
-        print(json.dumps({"benchmark": "builder_flip", "matrix": matrix, "setting": setting,
+        print(json.dumps({"benchmark": "builder_flip", "dims": dims, "matrix": matrix, "setting": setting,
                           "device": jax.devices()[0].device_kind, "precision": "float64", "n_spins": twin.n_spins,
                           **r, "compile_ratio_vs_stepped": round(r["compile_s"] / base["compile_s"], 3),
                           "run_ratio_vs_stepped": round(r["run_s"] / base["run_s"], 3)}), flush=True)
@@ -91,11 +94,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--matrix", nargs="+", type=int, default=[8, 16, 32], help="the GRE's matrix sizes")
     ap.add_argument("--phantom", type=int, default=24, help="matrix of the brain phantom giving the tissues")
+    ap.add_argument("--dims", type=int, default=2, choices=[2, 3], help="2D (sinc) or 3D (block pulse) GRE")
     ap.add_argument("--calls", type=int, default=5)
     args = ap.parse_args()
     twin = _tissues(args.phantom)
     for matrix in args.matrix:
-        run(matrix, twin, args.calls)
+        run(matrix, twin, args.calls, args.dims)
 
 
 if __name__ == "__main__":
