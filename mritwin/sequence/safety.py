@@ -110,13 +110,15 @@ def rf_energy(seq: Sequence):
     """
     out = []
     traced = False
-    runs = {}  # plays of a traced pulse train (`RF.play`) with a concrete shape: one gather each
+    # plays of a traced pulse train (`RF.play`), or pulses sharing one traced scalar amplitude
+    # (a builder's flip angle), with a concrete shape: one gather each
+    runs = {}
     for b in seq.blocks:
         rf = b.rf
         if rf is None:
             continue
         w = np.diff(rf.sample_edges())
-        amp = rf.train[0] if rf.train is not None else None
+        amp = rf.train[0] if rf.train is not None else rf.amplitude if jnp.ndim(rf.amplitude) == 0 else None
         if amp is not None and isinstance(amp, jax.core.Tracer) and not isinstance(rf.shape, jax.core.Tracer):
             traced = True
             run = runs.setdefault((id(amp), id(rf.shape)), (amp, float(np.sum(np.abs(np.asarray(rf.shape)) ** 2 * w)),

@@ -39,6 +39,27 @@ def test_sinc_pulse_energy_closed_form():
     assert safety.rf_energy(_one(rf))[0] == pytest.approx(expect, rel=1e-3)
 
 
+def test_energy_of_a_builders_traced_flip_is_one_gather_and_scales_with_flip_squared():
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+
+    def energy(flip, matrix=8):
+        return safety.rf_energy(B.gre(scanner=SC, fov=0.2, matrix=matrix, te=5e-3, tr=20e-3, slice_thickness=5e-3,
+                                      flip_angle=flip))
+
+    flip = 0.3
+    e0 = energy(flip)
+    np.testing.assert_allclose(np.asarray(jax.jit(energy)(flip)), e0, rtol=1e-13)
+    # every pulse's energy grows with the flip squared: d/da sum = 2 sum / a
+    g = jax.grad(lambda a: jnp.sum(energy(a)))(flip)
+    assert float(g) == pytest.approx(2 * e0.sum() / flip, rel=1e-12)
+    # the plays share the builder's one traced amplitude: one gather, whatever the lines
+    n8, n32 = (len(jax.make_jaxpr(lambda a, m=m: energy(a, m))(flip).eqns) for m in (8, 32))
+    assert n8 == n32
+
+
 def test_sar_scales_with_flip_squared_and_b0_squared():
     kw = dict(scanner=SC, fov=0.2, matrix=16, te=5e-3, tr=20e-3, slice_thickness=5e-3)
     s1 = safety.check_sar(B.gre(flip_angle_deg=20, **kw), SC)
