@@ -42,6 +42,13 @@ MIN_REPEATS = 4  # a pulse is prepared when played at least this often...
 MIN_SAMPLES = 2  # ...with at least this many raster steps (one with ``single_steps``,
 # where a one-step pulse must still repeat MIN_REPEATS times: preparing it costs four steps)
 MAX_PULSES = 8  # prepared pulse shapes (the ones that save the most steps)
+# In reverse mode `prepare_pulse` recomputes each raster step's rotation from the carried
+# columns (`jax.checkpoint` of its loop body) instead of keeping the step's ~30 per-spin
+# intermediates for every raster step: a 2 ms sinc's map differentiated for 1 000 spins in
+# 0.60x the time, for 4 spins 0.31x, a 16-line GRE's T2 and B1 gradient (1 024 spins)
+# 0.50x, compile 0.84-1.22x (`benchmarks/bench_prepare_gradient.py`, float64, 2-core CPU).
+# False: the intermediates kept (the benchmark's baseline).
+CHECKPOINT_PREPARE = True
 STEP_FIELDS = ("dt", "t", "kstep", "b1dt", "kind", "sample", "count", "spoil", "cyc0", "bstep")  # per-step fields of a DiscreteSequence
 
 
@@ -380,6 +387,8 @@ def prepare_pulse(spins: Spins, dt, k, b1dt, c0=None, unroll: int = 1) -> Prepar
         return jax.lax.cond(small, functools.partial(add_step, kernels._rf_rotation_small),
                             functools.partial(add_step, kernels._rf_rotation), carry, *step), None
 
+    if CHECKPOINT_PREPARE:
+        body = jax.checkpoint(body)
     zeros = (jnp.zeros((4, n), dtype),) * 3
     (m, _), _ = jax.lax.scan(body, (m0, zeros), (dt, k, b1dt, jnp.zeros_like(dt) if c0 is None else c0),
                              unroll=unroll)
