@@ -1,10 +1,12 @@
-"""Benchmark: reverse mode through a prepared pulse's map, loop body checkpointed or not.
+"""Benchmark: reverse mode through a prepared pulse's map: loop body checkpointed or not, rotation chosen on the host or per step.
 
 `prepared_rf.prepare_pulse` steps a repeated pulse once per chunk on the three unit
 vectors and the zero state (a `lax.scan` over its raster steps). In reverse mode JAX kept
 each raster step's ~30 per-spin intermediates; since 2026-12-07 the loop body is
 checkpointed (`prepared_rf.CHECKPOINT_PREPARE`): each step is recomputed from the carried
-columns in the backward pass.
+columns in the backward pass. And the rotation (small-angle series or general) is chosen
+on the host when every step's field is known to be small or not
+(`engine._rf_rotation_mode`), not by a conditional at every raster step.
 
 Scenarios (float64, this machine's default device):
 
@@ -16,11 +18,13 @@ Scenarios (float64, this machine's default device):
   flip: its pulse prepared) for a twin of ``--gre-spins`` spins spread through the slice
   (no two see the pulse alike: prepared per spin, not on RF groups).
 
-For each, both settings compiled and called in the same process (JAX's caches cleared in
-between): ``kept`` (the intermediates kept, the engine before) and ``checkpointed`` (the
-default). One JSON line per (scenario, size, setting): trace+lower and compile times, the
-median of ``--calls`` calls, ratios against ``kept``, the gradients' largest relative
-difference from ``kept``'s.
+For each, three settings compiled and called in the same process (JAX's caches cleared
+in between): ``kept`` (the intermediates kept and the rotation decided per step: the
+engine before), ``checkpointed`` (the rotation still per step) and ``static_rotation``
+(checkpointed, the rotation chosen on the host: the default). One JSON line per
+(scenario, size, setting): trace+lower and compile times, the median
+of ``--calls`` calls, ratios against ``kept``, the gradients' largest relative difference
+from ``kept``'s.
 
 Usage:  python benchmarks/bench_prepare_gradient.py [--spins 4 1000] [--gre-spins 1024] [--calls 5]
 """
@@ -46,7 +50,17 @@ from mritwin.simulate.kernels import Spins  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 prepared_rf = importlib.import_module("mritwin.simulate.prepared_rf")
+engine = importlib.import_module("mritwin.simulate.engine")
+kernels = importlib.import_module("mritwin.simulate.kernels")
 SC = mt.Scanner()
+SETTINGS = {"kept": (False, False), "checkpointed": (True, False), "static_rotation": (True, True)}
+_OWN_MODE = engine._rf_rotation_mode
+STATIC = [True]  # (read while tracing)
+
+
+def _mode(*args, **kw):
+    """`engine._rf_rotation_mode`, or "auto" for prepared pulses when not ``STATIC[0]``."""
+    return "auto" if kw.get("mixed") == "auto" and not STATIC[0] else _OWN_MODE(*args, **kw)
 
 
 def _gre(matrix=16):
@@ -62,8 +76,14 @@ def pulse_case(n: int):
                   z=jnp.asarray(rng.uniform(-3e-3, 3e-3, n)), pd=jnp.ones(n), r1=jnp.ones(n), r2=jnp.full(n, 10.0),
                   df=jnp.asarray(rng.normal(0, 10, n)), b1=jnp.ones(n), coil_re=None, coil_im=None)
 
+    # the host's choice as the engine makes it (the field's bound over the spins' extent)
+    ext = np.array([1.0, 0.1, 0.1, 3e-3, float(np.max(np.abs(np.asarray(spins.df))))])
+    wz = np.abs(np.asarray(table.k[0])) @ ext[1:4] + np.abs(np.asarray(table.dt[0])) * ext[4]
+    small = (np.abs(np.asarray(table.b1dt[0])) ** 2 + wz ** 2 <= kernels.SMALL_FIELD ** 2).all()
+
     def loss(p):
-        m = prepared_rf.prepare_pulse(spins._replace(r2=p["r2"]), dt, k, b1dt * p["amp"], c0)
+        rotation = ("small" if small else "general") if STATIC[0] else "auto"
+        m = prepared_rf.prepare_pulse(spins._replace(r2=p["r2"]), dt, k, b1dt * p["amp"], c0, rotation=rotation)
         return sum(jnp.sum(x ** 2) for row in m.a for x in row) + sum(jnp.sum(x ** 2) for x in m.b)
 
     return jax.grad(loss), {"r2": spins.r2, "amp": jnp.asarray(1.0)}
@@ -85,8 +105,9 @@ def gre_case(n: int):
 
 def run(name: str, size: int, grad_fn, x, calls: int) -> None:
     rows, ref = {}, None
-    for setting, flag in (("kept", False), ("checkpointed", True)):
-        prepared_rf.CHECKPOINT_PREPARE = flag
+    engine._rf_rotation_mode = _mode
+    for setting, (flag, static) in SETTINGS.items():
+        prepared_rf.CHECKPOINT_PREPARE, STATIC[0] = flag, static
         jax.clear_caches()  # (the engine's jitted core would otherwise reuse its trace)
         t0 = time.perf_counter()
         lowered = jax.jit(lambda v: grad_fn(v)).trace(x).lower()
@@ -104,7 +125,7 @@ def run(name: str, size: int, grad_fn, x, calls: int) -> None:
         rows[setting] = {"trace_lower_s": round(t1 - t0, 2), "compile_s": round(t2 - t1, 2),
                          "run_s": statistics.median(times),
                          "grad_rel_diff_vs_kept": float(np.max(np.abs(flat - ref)) / np.max(np.abs(ref)))}
-    prepared_rf.CHECKPOINT_PREPARE = True
+    prepared_rf.CHECKPOINT_PREPARE, STATIC[0], engine._rf_rotation_mode = True, True, _OWN_MODE
     base = rows["kept"]
     for setting, r in rows.items():
         print(json.dumps({"benchmark": "prepare_gradient", "scenario": name, "n_spins": size, "setting": setting,

@@ -12,7 +12,12 @@ engine otherwise prepares repeated ones, the GRE's hard pulses of 10 steps of 10
 them), since their rotation is what this measures; a block pulse's equal steps are one
 held step (`mritwin.simulate.held_rf`), whose step map rotates once per play.
 
-Usage:  python benchmarks/bench_rf_rotation.py [--scenario gre-64 gre-128 koma-brain-suscept] [--calls 21]
+``--prepared``: the repeated pulses prepared (the default method), and the rotation of
+their preparation (`prepared_rf.prepare_pulse`, once per chunk) compared instead: the
+engine's choice against a conditional at each raster step ("auto", the engine before
+2026-12-07); stepped and fused RF steps keep the engine's choice in both.
+
+Usage:  python benchmarks/bench_rf_rotation.py [--scenario gre-64 gre-128 koma-brain-suscept] [--calls 21] [--prepared]
 """
 
 from __future__ import annotations
@@ -38,22 +43,28 @@ def main(argv=None) -> int:
     p.add_argument("--scenario", nargs="+", default=["gre-64", "gre-128", "koma-brain-suscept"],
                    choices=sorted(SCENARIOS))
     p.add_argument("--calls", type=int, default=21)
+    p.add_argument("--prepared", action="store_true", help="compare the rotation of prepared pulses' preparation")
     a = p.parse_args(argv)
     own = engine._rf_rotation_mode
     for name in a.scenario:
-        _one(name, a.calls, own)
+        _one(name, a.calls, own, a.prepared)
     return 0
 
 
-def _one(name: str, calls: int, own) -> None:
+def _one(name: str, calls: int, own, prepared: bool = False) -> None:
     case = SCENARIOS[name].build(False)
-    m = dataclasses.replace(case.method, prepare_pulses=False).resolve_kernel(
+    m = (case.method if prepared else dataclasses.replace(case.method, prepare_pulses=False)).resolve_kernel(
         dtype=jnp.float32, traced=False, dynamics=False, n_devices=1, backend="cpu")
     dseq = mt.discretize(case.seq, case.scanner, rf_dt=m.rf_dt, max_rf_dt=m.max_rf_dt, windows=m.windows,
                          motion=case.motion)
     runs = []
-    for forced in (None, "general"):
-        engine._rf_rotation_mode = own if forced is None else (lambda *args, f=forced, **kw: f)
+    for forced in (None, "auto" if prepared else "general"):
+        if forced is None:
+            engine._rf_rotation_mode = own
+        elif prepared:  # (only the preparation's rotation, marked by mixed="auto")
+            engine._rf_rotation_mode = lambda *args, **kw: "auto" if kw.get("mixed") == "auto" else own(*args, **kw)
+        else:
+            engine._rf_rotation_mode = lambda *args, f=forced, **kw: f
         try:
             runs.append(engine._plan(case.twin, dseq, case.scanner, None, m, jnp.float32, False, case.motion, ()))
         finally:
@@ -69,7 +80,7 @@ def _one(name: str, calls: int, own) -> None:
         "modes": list(runs[0].call.keywords["rf_rotation"]) + [None if held is None else held.rotation],
         "calls": calls,
         "chosen_s": round(chosen, 6),
-        "general_s": round(general, 6),
+        ("per_step_s" if prepared else "general_s"): round(general, 6),
         "speedup": round(general / chosen, 3),
         "max_rel_diff": diff,
     }), flush=True)

@@ -344,7 +344,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
     rftab = rf_kind = ftab = fuse_kind = fftab = free_kind = rf_axes = rfint = htab = held = rf_held = None
     held_traced = False
     fuse_same_dt = False
-    rf_rotation = ("auto", "general")
+    rf_rotation = ("auto", "general", "auto")
     if not models:
         kind_id = 2 + int(dseq.n_window > 0) + int(dseq.n_general > 0)  # after the other kinds
         plain = _prepared_pulses(dseq, method, chunk=chunk)
@@ -375,11 +375,13 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
             # compile 3.1 -> 1.2 s, run 80 -> 75 ms)
             rftab = rf_held = None
             held_dseq, htab = _held_steps(unprepared, method, kind_id)
+        ext = None if _has_tracer((twin.position, twin.delta_f, twin.b1)) else _twin_extent_host(twin)  # (once)
+        prep_rotation = "auto"
         if rftab is not None:
             rf_kind, kind_id = kind_id, kind_id + 1
+            prep_rotation = _rf_rotation_mode(twin, dseq, rftab, fused_only=True, ext=ext, mixed="auto")
             rftab = _device_table(dseq, "rf", rftab, dtype)
         dseq = held_dseq
-        ext = None if _has_tracer((twin.position, twin.delta_f, twin.b1)) else _twin_extent_host(twin)  # (once)
         if htab is not None:
             held_traced = _has_tracer((htab.dt, htab.k, htab.b1dt, htab.c0))
             held = _Held(kind_id, _held_bits(htab), _rf_rotation_mode(twin, dseq, htab, fused_only=True, ext=ext),
@@ -388,7 +390,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
             htab = _device_table(dseq, "held-rf", htab, dtype)
         dseq, ftab = _fused_steps(dseq, method, kind_id, 0)
         rf_rotation = (_rf_rotation_mode(twin, dseq, None, ext=ext), "general" if ftab is None else
-                       _rf_rotation_mode(twin, dseq, ftab, fused_only=True, ext=ext))
+                       _rf_rotation_mode(twin, dseq, ftab, fused_only=True, ext=ext), prep_rotation)
         if ftab is not None:
             fuse_kind, kind_id = kind_id, kind_id + 1
             fuse_same_dt = _rows_share_dt(ftab)
@@ -471,23 +473,25 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
     return _Run(call, twin.n_spins, perm, seq_groups, pd0, kspace, dseq, adc_event, n_dev)
 
 
-def _rf_rotation_mode(twin: Twin, dseq: DiscreteSequence, ftab=None, fused_only: bool = False, ext=None) -> str:
+def _rf_rotation_mode(twin: Twin, dseq: DiscreteSequence, ftab=None, fused_only: bool = False, ext=None,
+                      mixed: str | None = None) -> str:
     """How the engine rotates in its RF steps (`kernels.rf_step`), or with ``fused_only``
-    in the fused RF steps of ``ftab`` (`fused_rf.fused_rf_steps`): ``"small"`` when the
+    in the steps of the table ``ftab`` (fused steps, `fused_rf.fused_rf_steps`; held
+    steps; prepared pulses, `prepared_rf.prepare_pulse`, with ``mixed="auto"``): ``"small"`` when the
     field of every one of them stays within `kernels.SMALL_FIELD` for every spin (the
     bound of `kernels.small_field`, from the twin's largest ``|B1|``, ``|x|``, ``|y|``,
     ``|z|``, ``|Δf|``), ``"general"`` when none does, else (some do, or a value is
     traced) ``"auto"``: decided per step on the device; for fused steps ``"general"``
     instead of ``"auto"`` (a conditional between two unrolled 16-step kernels doubles
-    their compile time). A static choice spares the per-step `lax.cond`, which on XLA's
+    their compile time), or ``mixed`` when given. A static choice spares the per-step `lax.cond`, which on XLA's
     CPU backend costs what the series saves. (Part of the compiled core's key: a twin
     that crosses the bound recompiles.) ``ext``: the twin's `_twin_extent_host` when
     already known."""
-    mixed = "general" if fused_only else "auto"
+    mixed = mixed or ("general" if fused_only else "auto")
     m = dseq.n_real_steps
     vals = (dseq.kind, dseq.dt, dseq.kstep, dseq.b1dt, dseq.cyc0, twin.position, twin.delta_f, twin.b1)
     if any(isinstance(v, jax.core.Tracer) for v in vals) or (
-            ftab is not None and _has_tracer((ftab.dt, ftab.k, ftab.b1dt, ftab.c0))):
+            ftab is not None and _has_tracer((ftab.dt, ftab.k, ftab.b1dt, ftab.c0, getattr(ftab, "scale", None)))):
         return mixed
     if fused_only:  # (padding rows are zeros: within any bound)
         dt, k = np.asarray(ftab.dt).ravel(), np.asarray(ftab.k).reshape(-1, 3)
@@ -1569,7 +1573,7 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
           spoiling=False, sharding=None, diffusion=False, readout=None, rev=None, n_slots=0, wtab=None,
           rftab=None, rf_kind=None, rf_held=None, htab=None, held=None, ftab=None, fuse_kind=None, fuse_same_dt=False, fftab=None, free_kind=None,
           etab=None, etab_all=False, rfint=None, rfint_use=None, defer_k=0, defer_n=(), defer_segs=None, layout=None,
-          step_map=None, rf_rotation=("auto", "general")):
+          step_map=None, rf_rotation=("auto", "general", "auto")):
     _TRACES["core"] += 1
     n_coils = 1 if spins.coil_re is None else spins.coil_re.shape[2]
     cdt = d.b1dt.dtype
@@ -1604,7 +1608,9 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                 pulses.append(held_p(sp, *row) if sp.rf_group is None else
                               prepare_pulse_grouped(sp, *row, prepare=held_p))
             else:
-                prep = prepare_pulse if sp.rf_group is None else prepare_pulse_grouped
+                prep = functools.partial(prepare_pulse, rotation=rf_rotation[2])
+                if sp.rf_group is not None:
+                    prep = functools.partial(prepare_pulse_grouped, prepare=prep)
                 pulses.append(prep(sp, rftab.dt[p], rftab.k[p], rftab.b1dt[p], rftab.c0[p]))
 
         # fused RF steps whose raster steps all last as long: their half-step relaxation once

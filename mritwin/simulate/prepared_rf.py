@@ -44,9 +44,9 @@ MIN_SAMPLES = 2  # ...with at least this many raster steps (one with ``single_st
 MAX_PULSES = 8  # prepared pulse shapes (the ones that save the most steps)
 # In reverse mode `prepare_pulse` recomputes each raster step's rotation from the carried
 # columns (`jax.checkpoint` of its loop body) instead of keeping the step's ~30 per-spin
-# intermediates for every raster step: a 2 ms sinc's map differentiated for 1 000 spins in
-# 0.60x the time, for 4 spins 0.31x, a 16-line GRE's T2 and B1 gradient (1 024 spins)
-# 0.50x, compile 0.84-1.22x (`benchmarks/bench_prepare_gradient.py`, float64, 2-core CPU).
+# intermediates for every raster step: a 16-line GRE's T2 and B1 gradient (1 024 spins)
+# 0.55x the time, a 2 ms sinc's map alone 0.37-0.53x (`benchmarks/bench_prepare_gradient.py`,
+# float64, 2-core CPU; with the rotation chosen on the host, 0.52x and 0.33-0.46x).
 # False: the intermediates kept (the benchmark's baseline).
 CHECKPOINT_PREPARE = True
 STEP_FIELDS = ("dt", "t", "kstep", "b1dt", "kind", "sample", "count", "spoil", "cyc0", "bstep")  # per-step fields of a DiscreteSequence
@@ -349,10 +349,12 @@ def _step_map(rotation, spins: Spins, dt, k, b1dt, c0, relax=None):
     return dm, u
 
 
-def prepare_pulse(spins: Spins, dt, k, b1dt, c0=None, unroll: int = 1) -> PreparedPulse:
+def prepare_pulse(spins: Spins, dt, k, b1dt, c0=None, unroll: int = 1, rotation: str = "auto") -> PreparedPulse:
     """One pulse's affine map per spin, ``M -> A M + b``: ``dt`` (L,) [s], ``k`` (L, 3)
     [1/m], ``b1dt`` (L,) [cycles], common phases ``c0`` (L,) [cycles] or None; ``unroll``
-    steps per loop iteration.
+    steps per loop iteration; ``rotation`` as in `kernels.rf_step` (``"small"`` or
+    ``"general"`` when the caller knows every step's field, else ``"auto"``: decided per
+    step on the device).
 
     The map is the product of the raster steps' maps, accumulated column by column (the
     unit vectors, then the zero state with its recovery), each step *adding* its change
@@ -383,6 +385,9 @@ def prepare_pulse(spins: Spins, dt, k, b1dt, c0=None, unroll: int = 1) -> Prepar
         return tuple(new_m), tuple(new_comp)
 
     def body(carry, step):
+        if rotation != "auto":
+            rot = kernels._rf_rotation_small if rotation == "small" else kernels._rf_rotation
+            return add_step(rot, carry, *step), None
         small = kernels.small_field(spins, *step)
         return jax.lax.cond(small, functools.partial(add_step, kernels._rf_rotation_small),
                             functools.partial(add_step, kernels._rf_rotation), carry, *step), None

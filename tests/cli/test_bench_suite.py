@@ -200,8 +200,9 @@ def test_rf_rotation_benchmark_runs_and_agrees_with_the_general_rotation(capsys)
     assert main(["--scenario", "gre-64", "--calls", "1"]) == 0
     assert engine._rf_rotation_mode is own  # restored
     rec = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    # (no single or fused RF steps are left: their modes are the unused defaults)
-    assert rec["scenario"] == "gre-64" and rec["modes"] == ["auto", "general", "small"]
+    # (no single or fused RF steps and no prepared pulses are left: their modes are the
+    # unused defaults; the held steps' last)
+    assert rec["scenario"] == "gre-64" and rec["modes"] == ["auto", "general", "auto", "small"]
     assert rec["chosen_s"] > 0 and rec["general_s"] > 0 and rec["max_rel_diff"] < 1e-5
 
 
