@@ -26,9 +26,7 @@ import argparse
 import importlib
 import json
 import os
-import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +35,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import mritwin as mt  # noqa: E402
 import mritwin.optimize as mo  # noqa: E402
+from mritwin.benchmarking import compile_and_time  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 engine = importlib.import_module("mritwin.simulate.engine")
@@ -65,21 +64,9 @@ def run(matrix: int, twin: mt.Twin, calls: int, dims: int) -> None:
     rows, ref = {}, None
     for setting, flag in (("stepped", False), ("prepared", True)):
         engine.PREPARE_TRACED_AMPLITUDES = flag
-        fn = case(matrix, twin, dims)
-        t0 = time.perf_counter()
-        lowered = jax.jit(lambda v, fn=fn: fn(v)).trace(x).lower()  # (a new function: traced afresh)
-        t1 = time.perf_counter()
-        compiled = lowered.compile()
-        t2 = time.perf_counter()
-        out = np.asarray(jax.block_until_ready(compiled(x)))
-        times = []
-        for _ in range(calls):
-            t = time.perf_counter()
-            jax.block_until_ready(compiled(x))
-            times.append(time.perf_counter() - t)
+        times, out = compile_and_time(case(matrix, twin, dims), x, calls)
         ref = out if ref is None else ref
-        rows[setting] = {"trace_lower_s": round(t1 - t0, 2), "compile_s": round(t2 - t1, 2),
-                         "run_s": statistics.median(times), "value": float(out[0]), "grad": float(out[1]),
+        rows[setting] = {**times, "value": float(out[0]), "grad": float(out[1]),
                          "rel_diff_vs_stepped": float(np.max(np.abs(out - ref) / np.abs(ref)))}
     engine.PREPARE_TRACED_AMPLITUDES = True
     base = rows["stepped"]

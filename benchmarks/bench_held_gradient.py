@@ -25,9 +25,7 @@ import argparse
 import importlib
 import json
 import os
-import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +34,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import mritwin as mt  # noqa: E402
 import mritwin.optimize as mo  # noqa: E402
+from mritwin.benchmarking import compile_and_time  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 engine = importlib.import_module("mritwin.simulate.engine")
@@ -108,22 +107,9 @@ def run(name: str, grad_fn, x, n_spins: int, calls: int) -> None:
     rows, ref = {}, None
     for setting, (rows_limit, copies) in SETTINGS.items():
         engine.HELD_PREMAP_ROWS, engine.HELD_LAYOUT_COPIES = rows_limit, copies
-        t0 = time.perf_counter()
-        lowered = jax.jit(lambda v: grad_fn(v)).trace(x).lower()  # (a new function: traced afresh)
-        t1 = time.perf_counter()
-        compiled = lowered.compile()
-        t2 = time.perf_counter()
-        out = jax.block_until_ready(compiled(x))
-        times = []
-        for _ in range(calls):
-            t = time.perf_counter()
-            jax.block_until_ready(compiled(x))
-            times.append(time.perf_counter() - t)
-        flat = np.concatenate([np.ravel(np.asarray(v)) for v in jax.tree_util.tree_leaves(out)])
+        times, flat = compile_and_time(grad_fn, x, calls)
         ref = flat if ref is None else ref
-        rows[setting] = {"trace_lower_s": round(t1 - t0, 2), "compile_s": round(t2 - t1, 2),
-                         "run_s": statistics.median(times),
-                         "grad_rel_diff_vs_before": float(np.max(np.abs(flat - ref)) / np.max(np.abs(ref)))}
+        rows[setting] = {**times, "grad_rel_diff_vs_before": float(np.max(np.abs(flat - ref)) / np.max(np.abs(ref)))}
     base = rows["before"]
     for setting, r in rows.items():
         print(json.dumps({"benchmark": "held_gradient", "scenario": name, "setting": setting,

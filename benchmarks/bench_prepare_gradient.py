@@ -35,9 +35,7 @@ import argparse
 import importlib
 import json
 import os
-import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -45,6 +43,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import mritwin as mt  # noqa: E402
+from mritwin.benchmarking import compile_and_time  # noqa: E402
 from mritwin.sequence.discretize import discretize  # noqa: E402
 from mritwin.simulate.kernels import Spins  # noqa: E402
 
@@ -109,22 +108,9 @@ def run(name: str, size: int, grad_fn, x, calls: int) -> None:
     for setting, (flag, static) in SETTINGS.items():
         prepared_rf.CHECKPOINT_PREPARE, STATIC[0] = flag, static
         jax.clear_caches()  # (the engine's jitted core would otherwise reuse its trace)
-        t0 = time.perf_counter()
-        lowered = jax.jit(lambda v: grad_fn(v)).trace(x).lower()
-        t1 = time.perf_counter()
-        compiled = lowered.compile()
-        t2 = time.perf_counter()
-        out = jax.block_until_ready(compiled(x))
-        times = []
-        for _ in range(calls):
-            t = time.perf_counter()
-            jax.block_until_ready(compiled(x))
-            times.append(time.perf_counter() - t)
-        flat = np.concatenate([np.ravel(np.asarray(v)) for v in jax.tree_util.tree_leaves(out)])
+        times, flat = compile_and_time(grad_fn, x, calls)
         ref = flat if ref is None else ref
-        rows[setting] = {"trace_lower_s": round(t1 - t0, 2), "compile_s": round(t2 - t1, 2),
-                         "run_s": statistics.median(times),
-                         "grad_rel_diff_vs_kept": float(np.max(np.abs(flat - ref)) / np.max(np.abs(ref)))}
+        rows[setting] = {**times, "grad_rel_diff_vs_kept": float(np.max(np.abs(flat - ref)) / np.max(np.abs(ref)))}
     prepared_rf.CHECKPOINT_PREPARE, STATIC[0], engine._rf_rotation_mode = True, True, _OWN_MODE
     base = rows["kept"]
     for setting, r in rows.items():
