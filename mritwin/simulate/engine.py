@@ -477,16 +477,16 @@ def _rf_rotation_mode(twin: Twin, dseq: DiscreteSequence, ftab=None, fused_only:
                       mixed: str | None = None) -> str:
     """How the engine rotates in its RF steps (`kernels.rf_step`), or with ``fused_only``
     in the steps of the table ``ftab`` (fused steps, `fused_rf.fused_rf_steps`; held
-    steps; prepared pulses, `prepared_rf.prepare_pulse`, with ``mixed="auto"``): ``"small"`` when the
-    field of every one of them stays within `kernels.SMALL_FIELD` for every spin (the
-    bound of `kernels.small_field`, from the twin's largest ``|B1|``, ``|x|``, ``|y|``,
-    ``|z|``, ``|Δf|``), ``"general"`` when none does, else (some do, or a value is
-    traced) ``"auto"``: decided per step on the device; for fused steps ``"general"``
-    instead of ``"auto"`` (a conditional between two unrolled 16-step kernels doubles
-    their compile time), or ``mixed`` when given. A static choice spares the per-step `lax.cond`, which on XLA's
-    CPU backend costs what the series saves. (Part of the compiled core's key: a twin
-    that crosses the bound recompiles.) ``ext``: the twin's `_twin_extent_host` when
-    already known."""
+    steps; prepared pulses, `prepared_rf.prepare_pulse`, with ``mixed="auto"``):
+    ``"small"`` when the field of every one of them stays within `kernels.SMALL_FIELD`
+    for every spin (the bound of `kernels.small_field`, from the twin's largest ``|B1|``,
+    ``|x|``, ``|y|``, ``|z|``, ``|Δf|``), ``"general"`` when none does, else (some do,
+    or a value is traced) ``"auto"``: decided per step on the device; for fused steps
+    ``"general"`` instead of ``"auto"`` (a conditional between two unrolled 16-step
+    kernels doubles their compile time), or ``mixed`` when given. A static choice spares
+    the per-step `lax.cond`, which on XLA's CPU backend costs what the series saves.
+    (Part of the compiled core's key: a twin that crosses the bound recompiles.)
+    ``ext``: the twin's `_twin_extent_host` when already known."""
     mixed = mixed or ("general" if fused_only else "auto")
     m = dseq.n_real_steps
     vals = (dseq.kind, dseq.dt, dseq.kstep, dseq.b1dt, dseq.cyc0, twin.position, twin.delta_f, twin.b1)
