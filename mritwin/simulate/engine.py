@@ -24,7 +24,7 @@ from ..twin.motion import AbstractMotion
 from ..twin.twin import Twin
 from . import kernels, memory_maps
 from .adjoint import reversible_scan
-from .fused_rf import _FUSED_RF, fused_free_steps
+from .fused_rf import _FUSED_RF, _FUSED_RF_ROLLED, fused_free_steps
 from .held_rf import apply_held_map, held_maps, held_pulse_counts, held_rf_step, prepare_held_pulse
 from .interp_rf import interpolated_pulse
 from .kernels import Spins, State
@@ -1156,6 +1156,10 @@ def _prepared_pulses(dseq: DiscreteSequence, method: Bloch, grouped: bool = Fals
 # step of the scan, and 16 rotations' worth of them made gradients 3x slower and their
 # compilation 5x slower.
 _fused_rf_remat = {rotation: jax.checkpoint(f) for rotation, f in _FUSED_RF.items()}  # (see fused_rf_steps)
+# True: the fused RF steps' derivative as JAX's derivative of a rolled loop, as before
+# 2026-12-07 (`benchmarks/bench_fused_rf_gradient.py`; retrace after changing it)
+ROLLED_FUSED_RF_DERIVATIVE = False
+_fused_rf_rolled_remat = {rotation: jax.checkpoint(f) for rotation, f in _FUSED_RF_ROLLED.items()}
 _fused_free_remat = jax.checkpoint(fused_free_steps)
 # (likewise a held step: its squarings are recomputed, not carried)
 _held_rf_remat = jax.checkpoint(held_rf_step, static_argnums=(7, 8))
@@ -1724,8 +1728,9 @@ def _core(spins: Spins, d: DiscreteSequence, *, n_chunks, chunk, n_window, check
                                           htab.n[count], held.bits, held.rotation, held_relax), zero_win
 
                 def do_fused(m):  # RF raster steps applied S at a time: count = the table row
-                    return _fused_rf_remat[rf_rotation[1]](sp, m, ftab.dt[count], ftab.k[count], ftab.b1dt[count],
-                                                           ftab.c0[count], fused_relax), zero_win
+                    fused = _fused_rf_rolled_remat if ROLLED_FUSED_RF_DERIVATIVE else _fused_rf_remat
+                    return fused[rf_rotation[1]](sp, m, ftab.dt[count], ftab.k[count], ftab.b1dt[count],
+                                                 ftab.c0[count], fused_relax), zero_win
 
                 branches = [do_rf, do_free] + ([do_window] if n_window else [])
                 if general:

@@ -142,19 +142,26 @@ def plan_fused_rf(dseq: DiscreteSequence, kind_id: int, size: int = DEFAULT_FUSE
     return shorten_steps(dseq, keep, new, fused=(start_of, pos, size)), table
 
 
-def _make_fused_rf(rotation: str):
-    @jax.custom_jvp
-    def fused(spins: Spins, m: State, dt, k, b1dt, c0, relax=None) -> State:
-        if rotation == "small":
-            return _fused_unrolled(kernels._rf_rotation_small, spins, m, dt, k, b1dt, c0, relax)
-        if rotation == "general":
-            return _fused_unrolled(kernels._rf_rotation, spins, m, dt, k, b1dt, c0, relax)
-        small = kernels.small_field(spins, dt, k, b1dt, c0)
-        return jax.lax.cond(small, functools.partial(_fused_unrolled, kernels._rf_rotation_small),
-                            functools.partial(_fused_unrolled, kernels._rf_rotation), spins, m, dt, k, b1dt, c0,
-                            relax)
+def _fused_primal(spins: Spins, m: State, dt, k, b1dt, c0, relax=None, *, rotation: str) -> State:
+    """`fused_rf_steps`' value: the unrolled steps with the rotation ``rotation``."""
+    if rotation == "small":
+        return _fused_unrolled(kernels._rf_rotation_small, spins, m, dt, k, b1dt, c0, relax)
+    if rotation == "general":
+        return _fused_unrolled(kernels._rf_rotation, spins, m, dt, k, b1dt, c0, relax)
+    small = kernels.small_field(spins, dt, k, b1dt, c0)
+    return jax.lax.cond(small, functools.partial(_fused_unrolled, kernels._rf_rotation_small),
+                        functools.partial(_fused_unrolled, kernels._rf_rotation), spins, m, dt, k, b1dt, c0, relax)
 
-    fused.defjvp(_fused_rf_jvp)
+
+def _make_fused_rf(rotation: str, derivative: str = "explicit"):
+    """`fused_rf_steps` with the rotation ``rotation``, differentiated by the written-out
+    tangent (``"explicit"``, `_fused_rf_jvp_explicit`) or, as before 2026-12-07 (kept for
+    `benchmarks/bench_fused_rf_gradient.py`), by JAX through the rolled loop (``"rolled"``)."""
+    fused = jax.custom_jvp(functools.partial(_fused_primal, rotation=rotation))
+    if derivative == "explicit":
+        fused.defjvp(functools.partial(_fused_rf_jvp_explicit, rotation))
+    else:
+        fused.defjvp(lambda primals, tangents: jax.jvp(_fused_rf_rolled, primals, tangents))
     return fused
 
 
@@ -170,10 +177,13 @@ def fused_rf_steps(spins: Spins, m: State, dt, k, b1dt, c0, rotation: str = "aut
     ``kernels.relaxation(spins, dt[0] / 2)`` when computed already (the engine does so once
     per chunk when every fused step's raster steps last as long).
 
-    Derivatives (forward and reverse mode) are those of the same steps as a rolled loop
-    (`_fused_rf_rolled`): differentiating the unrolled kernel made XLA's compile of a
-    gradient 5x slower (20 s instead of 4 s for a small test sequence), the rolled loop's
-    derivative compiles as fast as stepping.
+    Derivatives (forward and reverse mode, and of higher order) are written out
+    (`_fused_rf_jvp_explicit`): the rotations' coefficients of the S steps computed and
+    differentiated at once, then a loop whose tangent step is a few products, which
+    reverse mode transposes into a loop without reductions (1.9-2.6x faster gradients
+    than JAX's derivative of the same steps as a rolled loop, `_fused_rf_rolled`, which
+    was used before 2026-12-07; `benchmarks/bench_fused_rf_gradient.py`). Differentiating
+    the unrolled kernel itself made XLA's compile of a gradient 5x slower.
     """
     return _FUSED_RF[rotation](spins, m, dt, k, b1dt, c0, relax)
 
@@ -219,11 +229,104 @@ def _fused_rf_rolled(spins: Spins, m: State, dt, k, b1dt, c0, relax=None) -> Sta
     return jax.lax.scan(body, m, (dt, k, b1dt, c0, last))[0]
 
 
-def _fused_rf_jvp(primals, tangents):
-    return jax.jvp(_fused_rf_rolled, primals, tangents)
+def _step_fields(spins: Spins, m: State, dt, k, b1dt, c0, relax=None):
+    """What the steps of `fused_rf_steps` depend on, per raster step and spin: the state
+    after the first half-step relaxation, each step's field ``w`` (3 x (S, n)) [cycles],
+    the fractions relaxed after each rotation (S, n) (a full step, a half step after the
+    last) and ``M0``.
+
+    Whatever is spread over the steps and spins is a matrix product (the fields from the
+    steps' (S, 5) ``(k, dt, c0)`` and the spins' (5, n) ``(x, y, z, Δf, 1)``): its
+    transpose, the cotangents of the steps' and the spins' parameters, is then a matrix
+    product too, where the transpose of a broadcast would be a reduction over the steps
+    (slow on XLA's CPU backend)."""
+    d1, d2 = kernels.half_relaxation(spins, dt[0], relax)
+    m0 = kernels._relax(spins, m, d1, d2)
+    size = k.shape[0]
+    dot = functools.partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)  # (no TF32 on GPUs)
+    pick = np.zeros((size, 2))
+    pick[:-1, 0] = pick[-1, 1] = 1  # a full step's fractions after each rotation, a half step's after the last
+    pick = jnp.asarray(pick, d1.dtype)
+    e1 = dot(pick, jnp.stack([_twice(d1), d1]))
+    e2 = dot(pick, jnp.stack([_twice(d2), d2]))
+    one = jnp.ones_like(spins.x)
+    wz = dot(jnp.concatenate([k, dt[:, None], c0[:, None]], 1), jnp.stack([spins.x, spins.y, spins.z, spins.df, one]))
+    wx = dot(jnp.real(b1dt)[:, None], spins.b1[None, :])
+    wy = dot(jnp.imag(b1dt)[:, None], spins.b1[None, :])
+    return m0, (wx, wy, wz), e1, e2, spins.pd
 
 
-_FUSED_RF = {rotation: _make_fused_rf(rotation) for rotation in ("auto", "small", "general")}
+def _rotation_slopes(rotation: str, w, small):
+    """Each step's ``(a, b, cos θ - 1)`` (`kernels._rf_rotation`) for the fields ``w`` and
+    their derivatives with respect to ``|w|²`` (the series, or the general form; for
+    ``"auto"`` the series where ``small``)."""
+    n2 = w[0] * w[0] + w[1] * w[1] + w[2] * w[2]
+
+    def with_slopes(fn):
+        return jax.jvp(fn, (n2,), (jnp.ones_like(n2),))
+
+    if rotation == "small":
+        return with_slopes(kernels._rotation_small_n2)
+    if rotation == "general":
+        return with_slopes(kernels._rotation_n2)
+    return jax.lax.cond(small, lambda: with_slopes(kernels._rotation_small_n2),
+                        lambda: with_slopes(kernels._rotation_n2))
+
+
+def _cross(u, v):
+    return (u[1] * v[2] - u[2] * v[1], u[2] * v[0] - u[0] * v[2], u[0] * v[1] - u[1] * v[0])
+
+
+def _dot(u, v):
+    return u[0] * v[0] + u[1] * v[1] + u[2] * v[2]
+
+
+def _tangent_step(pd, dpd, carry, xs):
+    """One raster step of the state and of its tangent (linear in ``dm`` and the tangents
+    of the step's field and relaxed fractions): ``u = M + (cos θ - 1) M - a w × M + b w
+    (w·M)``, then relaxation by the fractions ``e1``, ``e2``. The tangents of ``a``, ``b``
+    and ``cos θ - 1`` are their slopes in ``|w|²`` times ``2 w·dw``: in reverse mode each
+    step's cotangents leave the loop as those of ``w`` and the two fractions only."""
+    m, dm = carry
+    (w, (a, b, cm1), (a1, b1, c1), e1, e2), (dw, de1, de2) = xs
+    dn2 = 2 * _dot(w, dw)
+    da, db, dcm1 = a1 * dn2, b1 * dn2, c1 * dn2
+    # as the forward steps: the changes summed, then added to the state (one rounding per
+    # step; multiplying by 1 - e, rounded alike at every step, biased float32 states)
+    wm, cr = _dot(w, m), _cross(w, m)
+    ch = tuple(cm1 * m[j] - a * cr[j] + b * wm * w[j] for j in range(3))
+    u = tuple(m[j] + ch[j] for j in range(3))
+    ch = (ch[0] - u[0] * e2, ch[1] - u[1] * e2, ch[2] + (pd - u[2]) * e1)
+    dwm = _dot(dw, m) + _dot(w, dm)
+    dcr = tuple(p + q for p, q in zip(_cross(dw, m), _cross(w, dm)))
+    dch = tuple(cm1 * dm[j] + dcm1 * m[j] - da * cr[j] - a * dcr[j] + (db * wm + b * dwm) * w[j] + b * wm * dw[j]
+                for j in range(3))
+    du = tuple(dm[j] + dch[j] for j in range(3))
+    dch = (dch[0] - du[0] * e2 - u[0] * de2, dch[1] - du[1] * e2 - u[1] * de2,
+           dch[2] - du[2] * e1 + (pd - u[2]) * de1 + dpd * e1)
+    return (tuple(m[j] + ch[j] for j in range(3)), tuple(dm[j] + dch[j] for j in range(3))), None
+
+
+def _fused_rf_jvp_explicit(rotation: str, primals, tangents):
+    """`fused_rf_steps`' derivative: the unrolled steps for the value; for the tangent, the
+    fields of every raster step (`_step_fields`, vectorized over the steps, differentiated
+    by JAX), the rotations' coefficients and their slopes (`_rotation_slopes`) and a loop over the steps with the tangent written out
+    (`_tangent_step`). Reverse mode transposes that loop: per step a few products with
+    the stored state, and the cotangents of the steps' fields leave the loop as (S, n)
+    arrays, reduced to the spins' and the steps' parameters outside it (matrix products)."""
+    out = _fused_primal(*primals, rotation=rotation)
+    (m0, w, e1, e2, pd), (dm0, dw, de1, de2, dpd) = jax.jvp(_step_fields, primals, tangents)
+    small = kernels.small_field(*primals[:1], *primals[2:6]) if rotation == "auto" else None
+    rot, slopes = _rotation_slopes(rotation, w, small)
+    (_, dm), _ = jax.lax.scan(functools.partial(_tangent_step, pd, dpd), (tuple(m0), tuple(dm0)),
+                              ((w, rot, slopes, e1, e2), (dw, de1, de2)))
+    return out, State(*dm)
+
+
+_ROTATIONS = ("auto", "small", "general")
+_FUSED_RF = {rotation: _make_fused_rf(rotation) for rotation in _ROTATIONS}
+# (the derivative before 2026-12-07, for benchmarks)
+_FUSED_RF_ROLLED = {rotation: _make_fused_rf(rotation, "rolled") for rotation in _ROTATIONS}
 
 
 def fused_free_steps(spins: Spins, m: State, dt, k, c0):

@@ -197,10 +197,22 @@ def _rf_rotation(spins: Spins, dt, k, b1dt, c0):
     the step on XLA's CPU backend); below ``|w|² = 1e-6`` the ratios are their Taylor
     series, so values and derivatives stay exact and finite down to a zero field.
     """
-    wx = spins.b1 * jnp.real(b1dt)
-    wy = spins.b1 * jnp.imag(b1dt)
-    wz = _cycles(spins, k, dt, c0)
-    n2 = wx * wx + wy * wy + wz * wz
+    w = rf_field(spins, dt, k, b1dt, c0)
+    return (w, *_rotation_of(*w))
+
+
+def rf_field(spins: Spins, dt, k, b1dt, c0):
+    """An RF step's effective field ``(b1 Re B1dt, b1 Im B1dt, k·r + Δf dt + c0)`` [cycles]."""
+    return spins.b1 * jnp.real(b1dt), spins.b1 * jnp.imag(b1dt), _cycles(spins, k, dt, c0)
+
+
+def _rotation_of(wx, wy, wz):
+    """`_rf_rotation`'s ``(a, b, cos θ - 1)`` for the field ``w`` [cycles] (any shape)."""
+    return _rotation_n2(wx * wx + wy * wy + wz * wz)
+
+
+def _rotation_n2(n2):
+    """`_rotation_of` as a function of ``|w|²`` [cycles²]."""
     big = n2 > 1e-6
     inv = jnp.where(big, jax.lax.rsqrt(jnp.where(big, n2, 1.0)), 0.0)
     sh, ch = sincos_cycles(0.5 * n2 * inv)  # of θ/2: 1 - cos θ = 2 sin²(θ/2) without cancellation
@@ -210,7 +222,7 @@ def _rf_rotation(spins: Spins, dt, k, b1dt, c0):
     a = jnp.where(big, 2.0 * sh * ch * inv, TWO_PI * _taylor(q, 1, 3))
     b = jnp.where(big, 2.0 * sh2 * (inv * inv), (TWO_PI * TWO_PI) * t2)
     cm1 = jnp.where(big, -2.0 * sh2, -q * t2)
-    return (wx, wy, wz), a, b, cm1
+    return a, b, cm1
 
 
 SMALL_FIELD = 0.08  # [cycles] per RF step: up to it `_rf_rotation_small` applies (θ <= 0.503 rad, 29°)
@@ -237,13 +249,21 @@ def _rf_rotation_small(spins: Spins, dt, k, b1dt, c0):
     A shaped pulse on a 1 µs raster turns a spin by milliradians per step (a 90° 2 ms
     sinc: ~6e-3 rad plus the off-resonance and slice-gradient phase), a hard pulse of up
     to ~29° in its one step: both inside the series' range."""
-    wx = spins.b1 * jnp.real(b1dt)
-    wy = spins.b1 * jnp.imag(b1dt)
-    wz = _cycles(spins, k, dt, c0)
-    q = (TWO_PI * TWO_PI) * (wx * wx + wy * wy + wz * wz)
+    w = rf_field(spins, dt, k, b1dt, c0)
+    return (w, *_rotation_small_of(*w))
+
+
+def _rotation_small_of(wx, wy, wz):
+    """`_rf_rotation_small`'s ``(a, b, cos θ - 1)`` for the field ``w`` [cycles]."""
+    return _rotation_small_n2(wx * wx + wy * wy + wz * wz)
+
+
+def _rotation_small_n2(n2):
+    """`_rotation_small_of` as a function of ``|w|²`` [cycles²]."""
+    q = (TWO_PI * TWO_PI) * n2
     n = _SMALL_TERMS.get(np.dtype(q.dtype), _SMALL_TERMS[np.dtype(np.float64)])
     t2 = _taylor(q, 2, n)  # (1 - cos θ) / θ²
-    return (wx, wy, wz), TWO_PI * _taylor(q, 1, n), (TWO_PI * TWO_PI) * t2, -q * t2
+    return TWO_PI * _taylor(q, 1, n), (TWO_PI * TWO_PI) * t2, -q * t2
 
 
 def spin_extent(spins: Spins):
