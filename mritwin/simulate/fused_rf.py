@@ -180,7 +180,7 @@ def fused_rf_steps(spins: Spins, m: State, dt, k, b1dt, c0, rotation: str = "aut
     Derivatives (forward and reverse mode, and of higher order) are written out
     (`_fused_rf_jvp_explicit`): the rotations' coefficients of the S steps computed and
     differentiated at once, then a loop whose tangent step is a few products, which
-    reverse mode transposes into a loop without reductions (1.9-2.6x faster gradients
+    reverse mode transposes into a loop without reductions (2-3x faster gradients
     than JAX's derivative of the same steps as a rolled loop, `_fused_rf_rolled`, which
     was used before 2026-12-07; `benchmarks/bench_fused_rf_gradient.py`). Differentiating
     the unrolled kernel itself made XLA's compile of a gradient 5x slower.
@@ -310,17 +310,21 @@ def _tangent_step(pd, dpd, carry, xs):
 def _fused_rf_jvp_explicit(rotation: str, primals, tangents):
     """`fused_rf_steps`' derivative: the unrolled steps for the value; for the tangent, the
     fields of every raster step (`_step_fields`, vectorized over the steps, differentiated
-    by JAX), the rotations' coefficients and their slopes (`_rotation_slopes`) and a loop over the steps with the tangent written out
-    (`_tangent_step`). Reverse mode transposes that loop: per step a few products with
-    the stored state, and the cotangents of the steps' fields leave the loop as (S, n)
-    arrays, reduced to the spins' and the steps' parameters outside it (matrix products)."""
-    out = _fused_primal(*primals, rotation=rotation)
+    by JAX), the rotations' coefficients and their slopes (`_rotation_slopes`) and a loop
+    over the steps with the tangent written out (`_tangent_step`). Reverse mode
+    transposes that loop: per step a few products with the stored state, and the
+    cotangents of the steps' fields leave the loop as (S, n) arrays, reduced to the spins'
+    and the steps' parameters outside it (matrix products)."""
     (m0, w, e1, e2, pd), (dm0, dw, de1, de2, dpd) = jax.jvp(_step_fields, primals, tangents)
     small = kernels.small_field(*primals[:1], *primals[2:6]) if rotation == "auto" else None
     rot, slopes = _rotation_slopes(rotation, w, small)
-    (_, dm), _ = jax.lax.scan(functools.partial(_tangent_step, pd, dpd), (tuple(m0), tuple(dm0)),
-                              ((w, rot, slopes, e1, e2), (dw, de1, de2)))
-    return out, State(*dm)
+    # (checkpointed: reverse mode stores each step's state, not its ~10 intermediates, and
+    # recomputes them beside the transposed step)
+    step = jax.checkpoint(functools.partial(_tangent_step, pd, dpd))
+    (_, dm), _ = jax.lax.scan(step, (tuple(m0), tuple(dm0)), ((w, rot, slopes, e1, e2), (dw, de1, de2)))
+    # the value from the unrolled steps: the forward pass of a gradient runs it (the loop's
+    # states instead kept the compile as before but made gradients 1.3-1.5x slower)
+    return _fused_primal(*primals, rotation=rotation), State(*dm)
 
 
 _ROTATIONS = ("auto", "small", "general")
