@@ -197,8 +197,8 @@ def _rf_rotation(spins: Spins, dt, k, b1dt, c0):
     the step on XLA's CPU backend); below ``|w|² = 1e-6`` the ratios are their Taylor
     series, so values and derivatives stay exact and finite down to a zero field.
     """
-    w = rf_field(spins, dt, k, b1dt, c0)
-    return (w, *_rotation_of(*w))
+    wx, wy, wz = w = rf_field(spins, dt, k, b1dt, c0)
+    return (w, *_rotation_n2(wx * wx + wy * wy + wz * wz))
 
 
 def rf_field(spins: Spins, dt, k, b1dt, c0):
@@ -206,13 +206,8 @@ def rf_field(spins: Spins, dt, k, b1dt, c0):
     return spins.b1 * jnp.real(b1dt), spins.b1 * jnp.imag(b1dt), _cycles(spins, k, dt, c0)
 
 
-def _rotation_of(wx, wy, wz):
-    """`_rf_rotation`'s ``(a, b, cos θ - 1)`` for the field ``w`` [cycles] (any shape)."""
-    return _rotation_n2(wx * wx + wy * wy + wz * wz)
-
-
 def _rotation_n2(n2):
-    """`_rotation_of` as a function of ``|w|²`` [cycles²]."""
+    """`_rf_rotation`'s ``(a, b, cos θ - 1)`` for a field of ``|w|² = n2`` [cycles²] (any shape)."""
     big = n2 > 1e-6
     inv = jnp.where(big, jax.lax.rsqrt(jnp.where(big, n2, 1.0)), 0.0)
     sh, ch = sincos_cycles(0.5 * n2 * inv)  # of θ/2: 1 - cos θ = 2 sin²(θ/2) without cancellation
@@ -249,17 +244,12 @@ def _rf_rotation_small(spins: Spins, dt, k, b1dt, c0):
     A shaped pulse on a 1 µs raster turns a spin by milliradians per step (a 90° 2 ms
     sinc: ~6e-3 rad plus the off-resonance and slice-gradient phase), a hard pulse of up
     to ~29° in its one step: both inside the series' range."""
-    w = rf_field(spins, dt, k, b1dt, c0)
-    return (w, *_rotation_small_of(*w))
-
-
-def _rotation_small_of(wx, wy, wz):
-    """`_rf_rotation_small`'s ``(a, b, cos θ - 1)`` for the field ``w`` [cycles]."""
-    return _rotation_small_n2(wx * wx + wy * wy + wz * wz)
+    wx, wy, wz = w = rf_field(spins, dt, k, b1dt, c0)
+    return (w, *_rotation_small_n2(wx * wx + wy * wy + wz * wz))
 
 
 def _rotation_small_n2(n2):
-    """`_rotation_small_of` as a function of ``|w|²`` [cycles²]."""
+    """`_rf_rotation_small`'s ``(a, b, cos θ - 1)`` for a field of ``|w|² = n2`` [cycles²]."""
     q = (TWO_PI * TWO_PI) * n2
     n = _SMALL_TERMS.get(np.dtype(q.dtype), _SMALL_TERMS[np.dtype(np.float64)])
     t2 = _taylor(q, 2, n)  # (1 - cos θ) / θ²
