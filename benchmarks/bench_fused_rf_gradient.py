@@ -43,6 +43,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import mritwin as mt  # noqa: E402
+from mritwin.benchmarking import compile_fresh  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 engine = importlib.import_module("mritwin.simulate.engine")
@@ -81,15 +82,6 @@ def tissue_case(n: int):
     return loss, {"t2": jnp.asarray(twin.t2), "b1": jnp.asarray(twin.b1)}
 
 
-def compiled(fn, x):
-    """``jax.jit(fn)`` traced, lowered and compiled afresh: ``(program, trace+lower s, compile s)``."""
-    t0 = time.perf_counter()
-    lowered = jax.jit(lambda v: fn(v)).trace(x).lower()
-    t1 = time.perf_counter()
-    program = lowered.compile()
-    return program, round(t1 - t0, 2), round(time.perf_counter() - t1, 2)
-
-
 def run(scenario: str, size: int, calls: int) -> None:
     """The forward pass and, for each mode, both settings compiled (JAX's caches cleared
     in between), then called in turn ``calls`` times each: the machine's drift hits all
@@ -97,18 +89,18 @@ def run(scenario: str, size: int, calls: int) -> None:
     loss, x = CASES[scenario](size)
     direction = jax.tree_util.tree_map(lambda v: jnp.full_like(v, 0.5), x)
     fns = {"grad": jax.grad(loss), "jvp": lambda v: jax.jvp(loss, (v,), (direction,))[1]}
-    programs = {("forward", "-"): compiled(loss, x)}
+    programs = {("forward", "-"): compile_fresh(loss, x)}
     for mode, fn in fns.items():
         for setting, rolled in SETTINGS.items():
             engine.ROLLED_FUSED_RF_DERIVATIVE = rolled
             jax.clear_caches()  # (the engine's jitted core reads the setting while tracing)
-            programs[(mode, setting)] = compiled(fn, x)
+            programs[(mode, setting)] = compile_fresh(fn, x)
     engine.ROLLED_FUSED_RF_DERIVATIVE = False
     outs = {key: np.concatenate([np.ravel(np.asarray(v)) for v in jax.tree_util.tree_leaves(p[0](x))])
             for key, p in programs.items()}
     times = {key: [] for key in programs}
     for _ in range(calls):
-        for key, (program, _, _) in programs.items():
+        for key, (program, _) in programs.items():
             t0 = time.perf_counter()
             jax.block_until_ready(program(x))
             times[key].append(time.perf_counter() - t0)
@@ -120,11 +112,11 @@ def run(scenario: str, size: int, calls: int) -> None:
             print(json.dumps({
                 "benchmark": "fused_rf_gradient", "scenario": scenario, "n_spins": size, "mode": mode,
                 "setting": setting, "device": jax.devices()[0].device_kind, "precision": "float64",
-                "trace_lower_s": programs[key][1], "compile_s": programs[key][2], "run_s": run_s[key],
+                **programs[key][1], "run_s": run_s[key],
                 "forward_run_s": run_s[("forward", "-")],
                 "rel_diff_vs_rolled": float(np.max(np.abs(outs[key] - ref)) / np.max(np.abs(ref))),
                 "run_ratio_vs_forward": round(run_s[key] / run_s[("forward", "-")], 2),
-                "compile_ratio_vs_rolled": round(programs[key][2] / programs[(mode, "rolled")][2], 3),
+                "compile_ratio_vs_rolled": round(programs[key][1]["compile_s"] / programs[(mode, "rolled")][1]["compile_s"], 3),
                 "run_ratio_vs_rolled": round(run_s[key] / run_s[(mode, "rolled")], 3)}), flush=True)
 
 

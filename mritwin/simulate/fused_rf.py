@@ -281,7 +281,7 @@ def _dot(u, v):
     return u[0] * v[0] + u[1] * v[1] + u[2] * v[2]
 
 
-def _tangent_step(pd, dpd, carry, xs):
+def _tangent_step(spins: Spins, dpd, carry, xs):
     """One raster step of the state and of its tangent (linear in ``dm`` and the tangents
     of the step's field and relaxed fractions): ``u = M + (cos θ - 1) M - a w × M + b w
     (w·M)``, then relaxation by the fractions ``e1``, ``e2``. The tangents of ``a``, ``b``
@@ -289,14 +289,15 @@ def _tangent_step(pd, dpd, carry, xs):
     step's cotangents leave the loop as those of ``w`` and the two fractions only."""
     m, dm = carry
     (w, (a, b, cm1), (a1, b1, c1), e1, e2), (dw, de1, de2) = xs
+    pd = spins.pd
     dn2 = 2 * _dot(w, dw)
     da, db, dcm1 = a1 * dn2, b1 * dn2, c1 * dn2
     # as the forward steps: the changes summed, then added to the state (one rounding per
     # step; multiplying by 1 - e, rounded alike at every step, biased float32 states)
+    ch = kernels._rotate_change(m, w, a, b, cm1)
+    u = kernels._plus(m, ch)
+    ch = kernels._plus(ch, kernels._relax_change(spins, u, e1, e2))
     wm, cr = _dot(w, m), _cross(w, m)
-    ch = tuple(cm1 * m[j] - a * cr[j] + b * wm * w[j] for j in range(3))
-    u = tuple(m[j] + ch[j] for j in range(3))
-    ch = (ch[0] - u[0] * e2, ch[1] - u[1] * e2, ch[2] + (pd - u[2]) * e1)
     dwm = _dot(dw, m) + _dot(w, dm)
     dcr = tuple(p + q for p, q in zip(_cross(dw, m), _cross(w, dm)))
     dch = tuple(cm1 * dm[j] + dcm1 * m[j] - da * cr[j] - a * dcr[j] + (db * wm + b * dwm) * w[j] + b * wm * dw[j]
@@ -304,7 +305,7 @@ def _tangent_step(pd, dpd, carry, xs):
     du = tuple(dm[j] + dch[j] for j in range(3))
     dch = (dch[0] - du[0] * e2 - u[0] * de2, dch[1] - du[1] * e2 - u[1] * de2,
            dch[2] - du[2] * e1 + (pd - u[2]) * de1 + dpd * e1)
-    return (tuple(m[j] + ch[j] for j in range(3)), tuple(dm[j] + dch[j] for j in range(3))), None
+    return (kernels._plus(m, ch), State(*(dm[j] + dch[j] for j in range(3)))), None
 
 
 def _fused_rf_jvp_explicit(rotation: str, primals, tangents):
@@ -315,13 +316,13 @@ def _fused_rf_jvp_explicit(rotation: str, primals, tangents):
     transposes that loop: per step a few products with the stored state, and the
     cotangents of the steps' fields leave the loop as (S, n) arrays, reduced to the spins'
     and the steps' parameters outside it (matrix products)."""
-    (m0, w, e1, e2, pd), (dm0, dw, de1, de2, dpd) = jax.jvp(_step_fields, primals, tangents)
+    (m0, w, e1, e2, _), (dm0, dw, de1, de2, dpd) = jax.jvp(_step_fields, primals, tangents)
     small = kernels.small_field(*primals[:1], *primals[2:6]) if rotation == "auto" else None
     rot, slopes = _rotation_slopes(rotation, w, small)
     # (checkpointed: reverse mode stores each step's state, not its ~10 intermediates, and
     # recomputes them beside the transposed step)
-    step = jax.checkpoint(functools.partial(_tangent_step, pd, dpd))
-    (_, dm), _ = jax.lax.scan(step, (tuple(m0), tuple(dm0)), ((w, rot, slopes, e1, e2), (dw, de1, de2)))
+    step = jax.checkpoint(functools.partial(_tangent_step, primals[0], dpd))
+    (_, dm), _ = jax.lax.scan(step, (m0, State(*dm0)), ((w, rot, slopes, e1, e2), (dw, de1, de2)))
     # the value from the unrolled steps: the forward pass of a gradient runs it (the loop's
     # states instead kept the compile as before but made gradients 1.3-1.5x slower)
     return _fused_primal(*primals, rotation=rotation), State(*dm)
