@@ -466,6 +466,8 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
                              step_map=None if layout is None else layout[2], rf_rotation=rf_rotation, **rev_kw)
     if models:  # per-spin dynamics: a separate core (issue 9), see _dynamics_entry
         core = functools.partial(_dynamics_entry, models=models, twin=twin, k1=k1)
+    else:
+        spins, d, core = _placed(spins, d, core, sharding)
     call = functools.partial(core, spins, d, n_chunks=n_chunks, chunk=chunk, n_window=d.n_window,
                              checkpoint=method.checkpoint, want_mag=return_magnetization,
                              spoiling=method.ideal_spoiling, sharding=sharding,
@@ -685,6 +687,25 @@ def _plan_pallas(twin: Twin, sens, dseq: DiscreteSequence, chunk: int, devices, 
     return functools.partial(_call_pallas, spins, steps, slot_of_sample, demod, pulse, n_spins=twin.n_spins,
                              n_slots=n_slots, block=block, interpret=interpret, want_mag=want_mag, mesh=mesh,
                              num_warps=warps)
+
+
+def _placed(spins, d, core, sharding):
+    """The run's arrays put on the devices once, as the core program takes them: the spins
+    split over the devices by ``sharding`` (None: one device), the steps and tables
+    replicated. Left as they were (uncommitted arrays on the default device, NumPy
+    arrays), JAX copied all of them to the devices at every call: ~35 arrays, ~5 ms of a
+    20-100 ms call of the suite's 26k-spin cases on two CPU devices. Untouched when traced
+    (`simulate` inside `jax.jit` or a derivative)."""
+    kw = {k: v for k, v in core.keywords.items() if k not in _CORE_STATIC}
+    if any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((spins, d, kw))):
+        return spins, d, core
+    everywhere = None if sharding is None else jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
+
+    def put(tree, where):
+        return jax.tree_util.tree_map(
+            lambda x: jax.device_put(x, where) if isinstance(x, (jax.Array, np.ndarray, np.generic)) else x, tree)
+
+    return put(spins, sharding), put(d, everywhere), functools.partial(core, **put(kw, everywhere))
 
 
 def _call_pallas(spins, steps, slot_of_sample, demod, pulse, *, n_spins: int, **kw):
@@ -1538,7 +1559,11 @@ def _window_products(rows, table):
     The same arithmetic (four real products per complex one); on XLA's CPU backend the real
     product of these shapes (K ~ 50 windows, width ~ 26k spins, S ~ 100 samples) runs ~1.5x
     faster than the complex one, and past ~110 samples a real product slows down more than
-    two of half the size (measured on 2 cores, `benchmarks/RESULTS.md`)."""
+    two of half the size (measured on 2 cores, `benchmarks/RESULTS.md`). Both operands keep
+    the spins on their last axis (a `dot_general` contracting the last axes): written as
+    ``r @ t.T``, XLA's CPU backend copied the table into spin-major order first, a strided
+    copy that took longer than the product (koma-brain-suscept: ~13 ms per device and
+    call; the whole call 0.82x, `benchmarks/RESULTS.md`)."""
     k, c, width = rows.shape
     kc = k * c
     r = jnp.concatenate([jnp.real(rows), jnp.imag(rows)], 0).reshape(2 * kc, width)
@@ -1549,7 +1574,8 @@ def _window_products(rows, table):
     for i in range(0, n_s, size):
         t = table[i:i + size]
         m = t.shape[0]
-        o = r @ jnp.concatenate([jnp.real(t), jnp.imag(t)], 0).T  # (2 K c, 2 m)
+        o = jax.lax.dot_general(r, jnp.concatenate([jnp.real(t), jnp.imag(t)], 0),
+                                (((1,), (1,)), ((), ())))  # (2 K c, 2 m)
         out.append(jax.lax.complex(o[:kc, :m] - o[kc:, m:], o[:kc, m:] + o[kc:, :m]))
     return (out[0] if len(out) == 1 else jnp.concatenate(out, -1)).reshape(k, c, n_s)
 

@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 
 import mritwin as mt  # noqa: E402
 from mritwin.benchmarking import cartesian_gre  # noqa: E402
-from mritwin.simulate.engine import _pack_spins, _shard_devices, last_devices, spin_sharding  # noqa: E402
+from mritwin.simulate.engine import _plan, _shard_devices, last_devices  # noqa: E402
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # the checkout, for tests.seqkit
 from tests.seqkit import random_twin  # noqa: E402
@@ -25,6 +25,9 @@ seq = cartesian_gre(8, 0.2, tr=8e-3, te=3e-3)
 # 8 192 spins on a CPU device: this twin would run on one)
 SHARD = mt.Bloch(shard=True)
 sharded = mt.simulate(twin, seq, dtype=jnp.float64, return_magnetization=True, method=SHARD)
+# the run's arrays are put on the devices when it is planned: a second call moves nothing
+with jax.transfer_guard("disallow"):
+    again = mt.simulate(twin, seq, dtype=jnp.float64, method=SHARD)
 single = mt.simulate(twin, seq, dtype=jnp.float64, return_magnetization=True, method=mt.Bloch(shard=False))
 grad_sharded = jax.grad(lambda t2: jnp.sum(jnp.abs(mt.simulate(twin.replace(t2=t2), seq, dtype=jnp.float64,
                                                                 method=SHARD).samples) ** 2))(twin.t2)
@@ -48,8 +51,8 @@ big = random_twin(16384, seed=1)
 auto_big = mt.simulate(big, seq, dtype=jnp.float64).samples  # on 2 of the 4 devices
 auto_used = last_devices()
 single_big = mt.simulate(big, seq, dtype=jnp.float64, method=mt.Bloch(shard=False)).samples
-spins, _ = _pack_spins(twin, None, 256, jnp.float64, 4)
-placed = jax.device_put(spins.x, spin_sharding())
+run = _plan(twin, seq, mt.Scanner(), None, SHARD, jnp.float64, True, None, ())
+placed, steps_dt = run.call.args[0].x, run.call.args[1].dt  # (the spins as the engine placed them; a step array)
 print(json.dumps({
     "max_abs_diff": float(np.max(np.abs(np.asarray(sharded.samples) - np.asarray(single.samples)))),
     "nufft_diff": float(np.max(np.abs(np.asarray(nufft_sharded) - np.asarray(nufft_single)))),
@@ -65,7 +68,9 @@ print(json.dumps({
     "shard_shapes": sorted({tuple(s.data.shape) for s in placed.addressable_shards}),
     "n_shards": len(placed.addressable_shards),
     "devices": sorted({str(s.device) for s in placed.addressable_shards}),
-    "spins_shape": list(spins.x.shape),
+    "spins_shape": list(placed.shape),
+    "steps_replicated": bool(steps_dt.sharding.is_fully_replicated and len(steps_dt.sharding.device_set) == 4),
+    "repeat_diff": float(np.max(np.abs(np.asarray(again.samples) - np.asarray(sharded.samples)))),
     "auto_devices": auto_devices,
     "auto_used": auto_used,
     "auto_rel_diff": float(np.max(np.abs(np.asarray(auto_big) - np.asarray(single_big)))

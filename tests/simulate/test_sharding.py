@@ -32,6 +32,9 @@ def test_sharded_simulation_equals_single_device():
     # the spin axis is really split: 4 shards of 1/4 of the device axis, on 4 devices
     assert out["spins_shape"][0] == 4 and out["n_shards"] == 4 and len(out["devices"]) == 4
     assert out["shard_shapes"] == [[1] + out["spins_shape"][1:]]
+    # ... as planned by the engine, with the steps on every device: a repeated call ran
+    # under jax.transfer_guard("disallow") (no copies per call) and gave the same samples
+    assert out["steps_replicated"] and out["repeat_diff"] == 0.0
     # the default (shard="auto") gives a CPU device at least 8 192 spins, and equals one device
     assert out["auto_devices"] == [1, 1, 2, 4, 4]
     assert out["auto_used"] == 2  # (what simulate reports it used)
