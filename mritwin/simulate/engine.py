@@ -693,7 +693,7 @@ def _placed(spins, d, core, sharding):
     """The run's arrays put on the devices once, as the core program takes them: the spins
     split over the devices by ``sharding`` (None: one device), the steps and tables
     replicated. Left as they were (uncommitted arrays on the default device, NumPy
-    arrays), JAX copied all of them to the devices at every call: ~35 arrays, ~5 ms of a
+    arrays), JAX copied all of them to the devices at every call: ~30 arrays, ~5 ms of a
     20-100 ms call of the suite's 26k-spin cases on two CPU devices. Untouched when traced
     (`simulate` inside `jax.jit` or a derivative)."""
     kw = {k: v for k, v in core.keywords.items() if k not in _CORE_STATIC}
