@@ -85,6 +85,20 @@ def test_no_recompile_when_only_twin_values_change():
     assert trace_count() == n0
 
 
+@pytest.mark.parametrize("method", [mt.Bloch(), mt.Bloch(windows=False), mt.Bloch(readout=mt.NUFFTReadout(1e-6))],
+                         ids=["windows", "stepped", "nufft"])
+def test_a_repeated_call_moves_no_arrays_between_host_and_device(method):
+    # the planned run keeps its arrays on the device (engine._placed): calling it again
+    # copies nothing (before, its NumPy step arrays went to the device at every call;
+    # with several devices, test_sharding.py checks the same)
+    twin = random_twin(300, coils=2)
+    seq = mt.sequences.gre(scanner=mt.Scanner(), fov=0.2, matrix=8, flip_angle_deg=30, slice_thickness=5e-3)
+    first = mt.simulate(twin, seq, method=method).samples
+    with jax.transfer_guard("disallow"):
+        again = mt.simulate(twin, seq, method=method).samples
+    np.testing.assert_array_equal(np.asarray(again), np.asarray(first))
+
+
 def test_t2_star_from_lorentzian_isochromats():
     # n isochromats with Lorentzian off-resonance of half width 1/(2 pi T2'): the FID decays as
     # exp(-t/T2) exp(-t/T2') = exp(-t/T2*) (deterministic quantiles; accurate for t << n T2'/4)
