@@ -85,12 +85,12 @@ def test_no_recompile_when_only_twin_values_change():
     assert trace_count() == n0
 
 
-@pytest.mark.parametrize("method", [mt.Bloch(), mt.Bloch(windows=False), mt.Bloch(readout=mt.NUFFTReadout(1e-6))],
-                         ids=["windows", "stepped", "nufft"])
+@pytest.mark.parametrize("method", [mt.Bloch(), mt.Bloch(windows=False), mt.Bloch(readout=mt.NUFFTReadout(1e-6)),
+                                    mt.Bloch(kernel="pallas")], ids=["windows", "stepped", "nufft", "pallas"])
 def test_a_repeated_call_moves_no_arrays_between_host_and_device(method):
-    # the planned run keeps its arrays on the device (engine._placed): calling it again
-    # copies nothing (before, its NumPy step arrays went to the device at every call;
-    # with several devices, test_sharding.py checks the same)
+    # the planned run keeps its arrays on the device (engine._placed; the fused kernel's
+    # plan, here interpreted, likewise): calling it again copies nothing (before, its NumPy
+    # step arrays went to the device at every call; test_sharding.py checks several devices)
     twin = random_twin(300, coils=2)
     seq = mt.sequences.gre(scanner=mt.Scanner(), fov=0.2, matrix=8, flip_angle_deg=30, slice_thickness=5e-3)
     first = mt.simulate(twin, seq, method=method).samples
