@@ -1562,8 +1562,8 @@ def _window_products(rows, table):
     two of half the size (measured on 2 cores, `benchmarks/RESULTS.md`). Both operands keep
     the spins on their last axis (a `dot_general` contracting the last axes): written as
     ``r @ t.T``, XLA's CPU backend copied the table into spin-major order first, a strided
-    copy that took longer than the product (koma-brain-suscept: ~13 ms per device and
-    call; the whole call 0.82x, `benchmarks/RESULTS.md`)."""
+    copy that took longer than the product (koma-brain-suscept: 15 + 11 ms per device and
+    call for its two products; the whole call 0.79-0.82x, `benchmarks/bench_call_path.py`)."""
     k, c, width = rows.shape
     kc = k * c
     r = jnp.concatenate([jnp.real(rows), jnp.imag(rows)], 0).reshape(2 * kc, width)
