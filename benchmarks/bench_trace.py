@@ -1,0 +1,78 @@
+"""Benchmark: the time JAX takes to trace the engine's programs, with `kernels.sincos_cycles`'
+primal jitted (``now``: traced once per shape and dtype) against traced anew at every use
+(``before``: the jit unwrapped, as it was), in the same process, taking turns.
+
+Programs: a 12 x 12 Cartesian GRE of a disc of spins with off-resonance (float64), its core
+as `mritwin.simulate` plans it with deferred windows (``windows``), stepping every sample
+(``stepped``) and a NUFFT readout (``nufft``), and the gradient of the samples' energy with
+respect to T2 (``gradient``: `jax.grad` through `simulate`). Each trace starts with JAX's
+caches cleared. One JSON line per program: the median trace time of each variant over
+``--repeats`` and their ratio (the compiled programs are the same: XLA inlines the call).
+
+Usage:  python benchmarks/bench_trace.py [--repeats 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import mritwin as mt  # noqa: E402
+from mritwin.benchmarking import cartesian_gre, grid_twin  # noqa: E402
+
+engine = importlib.import_module("mritwin.simulate.engine")
+kernels = importlib.import_module("mritwin.simulate.kernels")
+NOW = kernels._sincos_reduced
+VARIANTS = {"before": NOW.__wrapped__, "now": NOW}
+
+
+def programs():
+    seq = cartesian_gre(12, 0.2)
+    tw = grid_twin(12, 0.2, mask=lambda x, y: x ** 2 + y ** 2 < 0.07 ** 2)
+    tw = tw.replace(delta_f=jnp.asarray(np.random.default_rng(0).uniform(-20, 20, tw.n_spins)))
+    out = {}
+    for name, method in (("windows", mt.Bloch()), ("stepped", mt.Bloch(windows=False)),
+                         ("nufft", mt.Bloch(readout=mt.NUFFTReadout(1e-9)))):
+        run = engine._plan(tw, seq, mt.Scanner(), None, method, jnp.float64, False, None, ())
+        out[name] = (lambda run=run: run.call.func.trace(*run.call.args, **run.call.keywords))
+
+    def loss(t2):
+        return jnp.sum(jnp.abs(mt.simulate(tw.replace(t2=t2), seq, dtype=jnp.float64).samples) ** 2)
+
+    out["gradient"] = lambda: jax.jit(jax.grad(loss)).trace(tw.t2)
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=7)
+    args = ap.parse_args(argv)
+    jax.config.update("jax_enable_x64", True)
+    for name, trace in programs().items():
+        times = {k: [] for k in VARIANTS}
+        for _ in range(args.repeats):
+            for k, fn in VARIANTS.items():
+                kernels._sincos_reduced = fn
+                jax.clear_caches()
+                t0 = time.perf_counter()
+                trace()
+                times[k].append(time.perf_counter() - t0)
+        kernels._sincos_reduced = NOW
+        med = {k: statistics.median(v) for k, v in times.items()}
+        print(json.dumps({"benchmark": "trace", "program": name, "device": jax.devices()[0].device_kind,
+                          "repeats": args.repeats, "before_s": round(med["before"], 4),
+                          "now_s": round(med["now"], 4), "now_vs_before": round(med["now"] / med["before"], 3)}))
+
+
+if __name__ == "__main__":
+    main()
