@@ -191,15 +191,18 @@ def optimize(
     callback: Callable | None = None,
     progress: bool | int = False,
     progress_file=None,
+    jit: bool = False,
 ) -> OptimizeResult:
     """Minimize ``loss_fn(params)`` by gradient descent with optax and projections.
 
     Each step: ``loss, grad = value_and_grad(loss_fn)(params)``; check both are finite;
     ``params = project(optax.apply_updates(params, optimizer.update(grad)))``, where
     ``project`` applies the ``constraints`` in order (e.g. `Box`, `SARLimit`). The initial
-    parameters are projected too. ``loss_fn`` runs eagerly (it may build a `Sequence`
-    on the host from traced values and call `mritwin.simulate`, which is jit-compiled
-    inside).
+    parameters are projected too. ``loss_fn`` runs eagerly by default (it may build a
+    `Sequence` on the host from traced values and call `mritwin.simulate`, which is
+    jit-compiled inside); with ``jit=True``, ``value_and_grad(loss_fn)`` and the optax
+    update are each compiled once, as a training loop would (the constraints still run
+    eagerly).
 
     Args:
         loss_fn: params (pytree of float arrays) -> scalar loss.
@@ -215,6 +218,15 @@ def optimize(
         progress: False (silent, default), True (a line every 10 steps) or an int N
             (every N steps), written to ``progress_file`` (default ``sys.stderr``).
         progress_file: a text stream for the progress lines.
+        jit: compile ``value_and_grad(loss_fn)`` and the update with `jax.jit`, each once
+            (the constraints still run eagerly). Any loss that `optimize` can
+            differentiate eagerly can be compiled (mritwin treats the tracers of both
+            alike); side effects in ``loss_fn`` (prints, appends) then happen once, when
+            it is traced. Same iterates to rounding; each step's host work (the trace of
+            ``loss_fn`` and its gradient, the update's per-leaf dispatch) is done once.
+            Notebook 05's calibration (199 voxels, 60 Adam steps, float64, 2 CPU cores,
+            compiles included): 0.71x the eager fit's time
+            (``benchmarks/bench_optimize_jit.py``).
 
     Returns:
         `OptimizeResult`.
@@ -246,10 +258,20 @@ def optimize(
 
     if not _finite(params):
         raise NonFiniteError("initial parameters contain NaN/inf")
+    # strongly typed, as every update returns them (``jnp.full(n, 0.0)`` is weakly typed:
+    # with ``jit=True`` the second step would compile anew)
+    params = jax.tree_util.tree_map(lambda x: jnp.asarray(x, jnp.asarray(x).dtype), params)
     params = project(params)
     if not _finite(params):
         raise NonFiniteError("a constraint produced NaN/inf parameters from the initial parameters")
     vg = jax.value_and_grad(loss_fn)
+
+    def update(grad, opt_state, params):
+        updates, opt_state = optimizer.update(grad, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    if jit:
+        vg, update = jax.jit(vg), jax.jit(update)
     opt_state = optimizer.init(params)
     losses, plist = [], []
     best = (np.inf, params)
@@ -292,8 +314,8 @@ def optimize(
             break
         if step >= steps:
             break
-        updates, opt_state = optimizer.update(grad, opt_state, params)
-        new = project(optax.apply_updates(params, updates))
+        new, opt_state = update(grad, opt_state, params)
+        new = project(new)
         if not _finite(new):
             message = f"step {step}: the update produced NaN/inf parameters"
             if on_nonfinite == "raise":

@@ -150,3 +150,24 @@ def test_invalid_timing_is_reported_and_bad_flip_projected_in_builder_losses():
     assert flips[0] == pytest.approx(np.radians(1.0)) and np.all(flips >= np.radians(1.0))
     assert np.all(flips <= np.pi / 2) and np.all(np.isfinite(res.history))
     assert res.history[-1] < res.history[0]  # the contrast grows from the projected 1° start
+
+
+def test_compiled_step_gives_the_eager_iterates_and_traces_the_loss_once():
+    twin = two_tissue_twin(1)
+    limit = float(b1_rms(flash_train(jnp.full(4, 0.3))))
+    traces = []
+
+    def loss(f):
+        traces.append(1)  # once per evaluation eagerly, once per trace under jit
+        return -flip_contrast(f, twin)
+
+    start = jnp.full(4, 0.25)  # weakly typed, as jnp.full(n, 0.25) is: no second trace
+    kw = dict(steps=6, optimizer=optax.adam(0.05), constraints=[mo.Box(0.0, np.pi / 2), mo.SARLimit(flash_train, limit)])
+    eager = mo.optimize(loss, start, **kw)
+    n_eager = len(traces)
+    compiled = mo.optimize(loss, start, jit=True, **kw)
+    assert n_eager == 7 and len(traces) - n_eager == 1
+    np.testing.assert_allclose(compiled.history, eager.history, rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(compiled.params), np.asarray(eager.params), rtol=1e-10, atol=1e-14)
+    assert float(b1_rms(flash_train(compiled.params))) <= limit * (1 + 1e-9)  # projected as eagerly
+

@@ -27,6 +27,7 @@ def test_optimized_flip_train_beats_constant_flips_under_sar_limit():
         lambda f: -flip_contrast(f, twin),
         jnp.full(N_TR, 0.2),
         steps=40,
+        jit=True,
         optimizer=optax.adam(0.05),
         constraints=[mo.Box(0.0, np.pi / 2), mo.SARLimit(flash_train, limit)],
     )

@@ -44,6 +44,7 @@ def test_grid_then_gradient_refinement_of_lesion_contrast():
         lambda f: -score(f, tr),
         jnp.asarray(f0),
         steps=30,
+        jit=True,
         optimizer=optax.adam(0.02),
         constraints=mo.Box(0.0, np.pi / 2),
     )

@@ -69,6 +69,7 @@ def test_designed_pulse_profile_error_falls_10x_from_sinc():
         profile_error,
         x0,
         steps=80,
+        jit=True,
         optimizer=optax.adam(0.2),
         constraints=mo.Box(-B1_MAX / UNIT, B1_MAX / UNIT),
     )

@@ -194,6 +194,7 @@ def test_refocusing_train_beats_constant_flips_under_sar_limit():
         lambda a: -te_eff_contrast(a),
         a180,  # projected onto the SAR limit first: the constant train at the limit
         steps=20,
+        jit=True,
         optimizer=optax.adam(0.05),
         constraints=[mo.Box(0.0, np.pi), sar],
     )
