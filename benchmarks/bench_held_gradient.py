@@ -74,9 +74,9 @@ def flip_case(n_rd: int):
     return jax.grad(score), jnp.asarray(0.3), twin.n_spins
 
 
-def twin_case():
-    """Notebook 05's fit: the gradient of a signal misfit with respect to the twin's maps."""
-    twin = _tissues(24)
+def calibration_sequence() -> mt.Sequence:
+    """Notebook 05's sequence: FIDs at four echo times, saturation recoveries at four
+    delays, and two flip angles after a long wait (40 ADC samples)."""
     blocks = [mt.Block(rf=_hard(np.pi / 2))]
     t = 50e-6
     for te in (0.02, 0.05, 0.1, 0.2):
@@ -89,7 +89,13 @@ def twin_case():
     for a in (np.pi / 3, 2 * np.pi / 3):
         blocks += [mt.Block(duration=15.0), mt.Block(rf=_hard(a)),
                    mt.Block(adc=mt.ADC(4, 1e-4, delay=2e-3 - 50e-6 - 2e-4), duration=5e-3)]
-    seq = mt.Sequence(blocks)
+    return mt.Sequence(blocks)
+
+
+def twin_case():
+    """Notebook 05's fit: the gradient of a signal misfit with respect to the twin's maps."""
+    twin = _tissues(24)
+    seq = calibration_sequence()
     n = twin.n_spins
     sim = dict(coils=np.eye(n, dtype=complex), method=mt.Bloch(ideal_spoiling=True), scanner=SC, dtype=jnp.float64)
     target = np.asarray(mt.simulate(twin, seq, **sim).samples)

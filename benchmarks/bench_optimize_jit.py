@@ -29,37 +29,20 @@ import numpy as np
 import optax
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from bench_held_gradient import SC, _tissues, calibration_sequence  # noqa: E402  (notebook 05's twin and sequence)
+
 import mritwin as mt  # noqa: E402
 import mritwin.optimize as mo  # noqa: E402
 
 
 def calibration_problem():
     """Notebook 05's twin, sequence and noisy samples: ``(loss, p0)``."""
-    sc = mt.Scanner(rf_dead_time=0.0, rf_ringdown_time=0.0, adc_dead_time=0.0)
-    brain = mt.phantoms.brain(matrix=24, t2_prime=False)
-    names = brain.label_names
-    keep = np.isin(np.asarray(brain.label), [names.index(n) for n in ("gray_matter", "white_matter", "csf", "ms_lesion")])
-    twin = brain[keep]
+    twin = _tissues(24)
     pos = np.asarray(twin.position)
     truth = twin.replace(b1=1.10 - 0.25 * ((pos[:, 0] / 0.065) ** 2 + (pos[:, 1] / 0.08) ** 2))
     n = truth.n_spins
-
-    def hard(flip):
-        return mt.make_block_pulse(flip, 100e-6, delay=0.0, scanner=sc)
-
-    blocks, t = [mt.Block(rf=hard(np.pi / 2))], 50e-6
-    for te in (0.02, 0.05, 0.1, 0.2):
-        blocks.append(mt.Block(adc=mt.ADC(4, 1e-4, delay=te - t - 2e-4), duration=te - t + 2e-4))
-        t = te + 2e-4
-    blocks.append(mt.Block(duration=0.01))
-    for tau in (0.15, 0.4, 0.8, 1.6):
-        blocks += [mt.Block(rf=hard(np.pi / 2)), mt.Block(duration=tau), mt.Block(rf=hard(np.pi / 2)),
-                   mt.Block(adc=mt.ADC(4, 1e-4, delay=5e-3), duration=0.01)]
-    for a in (np.pi / 3, 2 * np.pi / 3):
-        blocks += [mt.Block(duration=15.0), mt.Block(rf=hard(a)),
-                   mt.Block(adc=mt.ADC(4, 1e-4, delay=2e-3 - 50e-6 - 2e-4), duration=5e-3)]
-    seq = mt.Sequence(blocks)
-    sim = dict(coils=np.eye(n, dtype=complex), method=mt.Bloch(ideal_spoiling=True), scanner=sc, dtype=jnp.float64)
+    seq = calibration_sequence()
+    sim = dict(coils=np.eye(n, dtype=complex), method=mt.Bloch(ideal_spoiling=True), scanner=SC, dtype=jnp.float64)
     clean = np.asarray(mt.simulate(truth, seq, **sim).samples)
     rng = np.random.default_rng(0)
     noisy = clean + np.abs(clean).max() / 50 * (rng.normal(size=clean.shape) + 1j * rng.normal(size=clean.shape)) / np.sqrt(2)
