@@ -8,6 +8,8 @@ stepped in 10 µs held steps, 04 took 53-76 s alone (2026-12-07, a slower VM), m
 in two flip-angle gradient compiles; 37-44 s since the held steps' maps are computed once
 per chunk (benchmarks/RESULTS.md, "where a flip-angle gradient's compile goes"), which
 also took 05 from 85 to 57 s. In the full suite at -O1, 04 took 110 s and 05 146 s.
+Since the notebooks' fits run with ``optimize(..., jit=True)`` (2026-12-07), in the full
+suite: 03 16 s (was 25), 04 18 s (31), 05 35 s (57).
 """
 
 import pathlib
