@@ -170,4 +170,3 @@ def test_compiled_step_gives_the_eager_iterates_and_traces_the_loss_once():
     np.testing.assert_allclose(compiled.history, eager.history, rtol=1e-12)
     np.testing.assert_allclose(np.asarray(compiled.params), np.asarray(eager.params), rtol=1e-10, atol=1e-14)
     assert float(b1_rms(flash_train(compiled.params))) <= limit * (1 + 1e-9)  # projected as eagerly
-
