@@ -52,6 +52,7 @@ Everything is stored in "cycles" so the engine multiplies by 2π once:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import equinox as eqx
@@ -688,8 +689,7 @@ def _rf_integrals(rft, sa, sb, is_rf, gb, frame):
     vals = rft.values
     if not isinstance(vals, jax.Array):
         return integrals(np.asarray(vals)), sample_of, None
-    contrib = jnp.asarray(coef) * vals[rft.value_index[cols]]
-    out = gb * jnp.conj(jnp.zeros(m, contrib.dtype).at[rows].add(contrib))
+    out = _traced_integrals(vals, coef, rft.value_index[cols], rows, gb, m)
     factor = None
     if rft.unit is not None:  # b1dt = b1unit * conj(a[b1src]): one amplitude per step
         src = rft.source[rft.value_index[cols]]
@@ -699,6 +699,15 @@ def _rf_integrals(rft, sa, sb, is_rf, gb, frame):
         if np.all((lo_src == hi_src) | (hi_src == -1)):
             factor = (integrals(rft.unit), np.where(hi_src >= 0, hi_src, -1).astype(np.int32))
     return out, sample_of, factor
+
+
+@functools.partial(jax.jit, static_argnames="m")
+def _traced_integrals(vals, coef, index, rows, gb, m: int):
+    """`_rf_integrals` of traced B1 samples ``vals``, (m,): ``gb conj(sum coef vals[index])``
+    per step ``rows``, in one jitted call (eager, each gather and scatter would be a
+    program of its own, and so would its transpose under `jax.grad`)."""
+    contrib = coef * vals[index]
+    return gb * jnp.conj(jnp.zeros(m, contrib.dtype).at[rows].add(contrib))
 
 
 def _constant_gradient(gt, t_first, t_last):

@@ -76,8 +76,14 @@ class PulseTable(NamedTuple):
 
 def device_b1dt(table: PulseTable, cdt):
     """The table's B1 integrals [cycles] in the complex dtype ``cdt``, scaled (JAX)."""
-    b1dt = jnp.asarray(table.b1dt, cdt)
-    return b1dt if table.scale is None else b1dt * jnp.asarray(table.scale, cdt)[:, None]
+    b1dt = jnp.asarray(np.asarray(table.b1dt, cdt))  # (converted on the host: no program)
+    return b1dt if table.scale is None else _scaled_rows(b1dt, table.scale)
+
+
+@jax.jit
+def _scaled_rows(b1dt, scale):
+    """``b1dt * scale[:, None]`` in ``b1dt``'s dtype, one jitted call."""
+    return b1dt * scale.astype(b1dt.dtype)[:, None]
 
 
 def _concrete(x):
@@ -237,24 +243,32 @@ def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int, min_repeats: int = MI
     scale = None
     if source.max(initial=-1) >= 0:  # traced amplitudes: the other steps keep their traced B1
         first = starts[pulse_of_run >= 0]
-        new["b1dt"] = jnp.asarray(dseq.b1dt[:m]).at[first].set(new["b1dt"][first])
-        scale = _amplitude_factors(dseq.b1dt, fields["b1dt"], source,
-                                   [source[starts[runs[0]]] for runs in chosen])
+        ref = _amplitude_steps(fields["b1dt"], source, [source[starts[runs[0]]] for runs in chosen])
+        new["b1dt"], scale = _traced_b1(dseq.b1dt, m, first, new["b1dt"][first], ref,
+                                        np.where(ref >= 0, fields["b1dt"][ref], 1.0))
     return shorten_steps(dseq, keep, new), PulseTable(t_dt, t_k, t_b1, t_c0, scale)
 
 
-def _amplitude_factors(b1dt, unit, source, sources):
-    """(P,) the traced factor ``b1dt / b1unit`` (``conj`` of the amplitude) of each of
-    ``sources`` (1 for -1), read at the step where the source's ``|b1unit|`` peaks."""
-    out = []
-    for s in sources:
-        if s < 0:
-            out.append(jnp.ones((), b1dt.dtype))
-            continue
-        steps = np.nonzero(source == s)[0]
-        ref = steps[np.argmax(np.abs(unit[steps]))]
-        out.append(b1dt[ref] / unit[ref])
-    return jnp.stack(out)
+def _amplitude_steps(unit, source, sources) -> np.ndarray:
+    """(P,) for each of ``sources`` (a traced amplitude, `DiscreteSequence.b1src`), the
+    step where its ``|b1unit|`` peaks; -1 for the source -1 (a concrete amplitude)."""
+    ref = np.full(len(sources), -1)
+    for i, s in enumerate(sources):
+        if s >= 0:
+            steps = np.nonzero(source == s)[0]
+            ref[i] = steps[np.argmax(np.abs(unit[steps]))]
+    return ref
+
+
+@functools.partial(jax.jit, static_argnames="m")
+def _traced_b1(b1dt, m, first, phases, ref, unit):
+    """The traced steps' B1 with the prepared pulses' first steps set to their ``phases``,
+    (m,), and the factors ``b1dt / b1unit`` (``conj`` of the amplitude) read at the steps
+    ``ref`` (1 where -1), (P,): in one jitted call (eager, each of its gathers, scatters and
+    divisions would be a program compiled on its own, and so would their transposes under
+    `jax.grad`)."""
+    scale = jnp.where(ref >= 0, b1dt[jnp.maximum(ref, 0)] / unit, 1.0).astype(b1dt.dtype)
+    return b1dt[:m].at[first].set(phases.astype(b1dt.dtype)), scale
 
 
 def shorten_steps(dseq: DiscreteSequence, keep: np.ndarray, new: dict, fused=None) -> DiscreteSequence:
@@ -286,10 +300,10 @@ def shorten_steps(dseq: DiscreteSequence, keep: np.ndarray, new: dict, fused=Non
     rows = np.nonzero(keep)[0]
 
     def pad(x, value=0):
-        xp = np if isinstance(x, np.ndarray) else jnp
-        x = x[rows]
+        if not isinstance(x, np.ndarray):
+            return _take_padded(x, rows, n_pad, value)
         widths = [(0, n_pad - m_new)] + [(0, 0)] * (x.ndim - 1)
-        return xp.pad(x, widths, constant_values=value)
+        return np.pad(x[rows], widths, constant_values=value)
 
     # ADC samples: per-step ones point at a step, window ones at (step, sample) after them
     out = np.asarray(dseq.out_index).astype(np.int64)
@@ -316,6 +330,14 @@ def shorten_steps(dseq: DiscreteSequence, keep: np.ndarray, new: dict, fused=Non
         frame_end=dseq.frame_end,
         rf_sample=None if dseq.rf_sample is None else pad(np.asarray(dseq.rf_sample)[:m], -1),
     )
+
+
+@functools.partial(jax.jit, static_argnames="n_pad")
+def _take_padded(x, rows, n_pad: int, value):
+    """``x[rows]`` padded with ``value`` to ``n_pad`` rows (a traced field of
+    `shorten_steps`), in one jitted call."""
+    x = x[rows]
+    return jnp.pad(x, [(0, n_pad - x.shape[0])] + [(0, 0)] * (x.ndim - 1), constant_values=value)
 
 
 class PreparedPulse(NamedTuple):

@@ -440,6 +440,34 @@ def test_plays_sharing_a_traced_amplitude_are_prepared_once_and_equal_stepping()
         np.testing.assert_allclose(float(g[i]), float(fd), rtol=1e-7)
 
 
+def test_a_concrete_pulse_prepared_beside_a_traced_one_keeps_its_own_amplitude():
+    # one flip traced, the other a constant: both sinc pulses are prepared (the table's
+    # rows: one scaled by the traced amplitude, one by 1); eager jax.grad (the planning's
+    # traced steps in jitted calls) gives the value of stepping every play and the
+    # gradient of central differences
+    from mritwin.simulate import engine
+
+    twin = _twin(3, 0.2, seed=2)
+    stepped = mt.Bloch(prepare_pulses=False)
+    prepared = []
+
+    def loss(f, method=mt.Bloch()):
+        seq = _shared_flip_gre([f, np.radians(35.0)])
+        if isinstance(f, jax.core.Tracer):
+            run = engine._plan(twin, seq, IDEAL, None, method, jnp.float64, False, None, ())
+            prepared.append(run.call.keywords["rftab"].dt.shape[0])
+        s = mt.simulate(twin, seq, scanner=IDEAL, method=method, dtype=jnp.float64).samples
+        return jnp.sum(jnp.abs(s) ** 2)
+
+    f = jnp.radians(20.0)
+    v, g = jax.value_and_grad(loss)(f)
+    assert prepared == [2]
+    np.testing.assert_allclose(float(v), float(loss(f, stepped)), rtol=1e-11)
+    h = 1e-5
+    fd = (loss(f + h, stepped) - loss(f - h, stepped)) / (2 * h)
+    np.testing.assert_allclose(float(g), float(fd), rtol=1e-7)
+
+
 def test_a_builders_traced_hard_pulse_is_prepared_as_the_power_of_its_step():
     # the 3D GRE builder's non-selective excitation (a block pulse in 10 us steps) with a
     # traced flip: prepared with the traced amplitude, as the power of its one held step
