@@ -7,31 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _builder_cases import CASES, SC, build
 
 import mritwin as mt
-from mritwin.sequence import builders as B
 
 pp = pytest.importorskip("pypulseq")
-SC = mt.Scanner(b0=3.0)
-
-CASES = {
-    "gre": lambda: B.gre(scanner=SC, fov=0.2, matrix=16, flip_angle_deg=15, slice_thickness=5e-3),
-    "gre3d": lambda: B.gre(scanner=SC, fov=(0.2, 0.2, 0.1), matrix=(16, 16, 4), dims=3, flip_angle_deg=10,
-                           slice_thickness=0.1),
-    "multi_echo_gre": lambda: B.multi_echo_gre(scanner=SC, fov=0.2, matrix=16, n_echoes=2, flip_angle_deg=15,
-                                               slice_thickness=5e-3),
-    "spin_echo": lambda: B.spin_echo(scanner=SC, fov=0.2, matrix=16, te=20e-3, tr=0.3, slice_thickness=5e-3),
-    "tse": lambda: B.tse(scanner=SC, fov=0.2, matrix=16, etl=4, te=40e-3, tr=1.0, slice_thickness=5e-3),
-    "flair": lambda: B.flair(scanner=SC, fov=0.2, matrix=16, etl=8, te=80e-3, tr=9.0, slice_thickness=5e-3),
-    "epi": lambda: B.epi(scanner=SC, fov=0.2, matrix=16, slice_thickness=5e-3),
-    "dwi": lambda: B.dwi(scanner=SC, fov=0.2, matrix=16, directions=[(0, 0, 1)], slice_thickness=5e-3),
-    "bssfp": lambda: B.bssfp(scanner=SC, fov=0.2, matrix=16, flip_angle_deg=40, slice_thickness=5e-3),
-    "radial": lambda: B.radial(scanner=SC, fov=0.2, matrix=16, n_spokes=8, flip_angle_deg=10, slice_thickness=5e-3),
-    "spiral": lambda: B.spiral(scanner=SC, fov=0.2, matrix=16, n_interleaves=2, flip_angle_deg=10,
-                               slice_thickness=5e-3),
-    "mprage": lambda: B.mprage(scanner=SC, fov=(0.2, 0.2, 0.16), matrix=(16, 4, 4), ti=0.9, tr=2.3,
-                               flip_angle_deg=9, n_dummy=0),
-}
 
 
 def _write(seq, path):
@@ -43,7 +23,7 @@ def _write(seq, path):
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_pypulseq_reads_builder_output(name, tmp_path):
-    seq = CASES[name]()
+    seq = build(name)
     path = tmp_path / f"{name}.seq"
     _write(seq, path)
     system = pp.Opts(max_grad=SC.max_grad * 1e3, grad_unit="mT/m", max_slew=SC.max_slew, slew_unit="T/m/s",
@@ -64,7 +44,7 @@ def test_pypulseq_reads_builder_output(name, tmp_path):
 def test_labels_survive_a_pulseq_round_trip(name, tmp_path):
     from mritwin.sequence.labels import adc_labels
 
-    seq = CASES[name]()
+    seq = build(name)
     path = tmp_path / f"{name}.seq"
     _write(seq, path)
     try:
@@ -83,5 +63,5 @@ def test_builder_output_passes_hardware_checks(name):
     """Gradient amplitude/slew, peak B1, rasters and dead times (mritwin.sequence.checks)."""
     from mritwin.sequence.checks import check_sequence
 
-    rep = check_sequence(CASES[name](), SC)
+    rep = check_sequence(build(name), SC)
     assert rep.ok, str(rep)

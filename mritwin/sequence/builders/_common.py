@@ -14,6 +14,7 @@ Conventions of every builder (see ``docs/sequences.md``):
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence as _Seq
 
@@ -44,6 +45,32 @@ def check_scanner(scanner) -> Scanner:
 
 def is_concrete(x) -> bool:
     return not isinstance(x, jax.core.Tracer)
+
+
+FLIPS = ("flip_angle", "flip_angle_deg")
+
+
+def traceable(*names: str):
+    """Decorator of a builder: its keyword arguments other than ``names`` (its flip
+    angles) set the sequence's timing and geometry and must be concrete; a traced one
+    (`jax.grad`, `jax.jit` or `jax.vmap` with respect to it) raises a ``TypeError`` naming
+    it, instead of JAX's error from deep inside the builder."""
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def builder(*args, **kwargs):
+            for name, value in kwargs.items():
+                if name not in names and not all(map(is_concrete, jax.tree_util.tree_leaves(value))):
+                    allowed = f"only {', '.join(names)} may be" if names else "none of its arguments can be"
+                    raise TypeError(
+                        f"{fn.__name__}: {name} is traced (jax.grad, jax.jit or jax.vmap with respect to it), "
+                        f"but it sets the sequence's timing or geometry, which must be concrete numbers; "
+                        f"{allowed} traced")
+            return fn(*args, **kwargs)
+
+        return builder
+
+    return wrap
 
 
 def flip(flip_angle, flip_angle_deg, *, name="flip_angle", default=None, max_deg=180.0):

@@ -15,6 +15,7 @@ from .gre import geometry
 __all__ = ["bssfp"]
 
 
+@C.traceable(*C.FLIPS)
 def bssfp(
     *,
     scanner: Scanner,

@@ -17,6 +17,7 @@ from .gre import geometry
 __all__ = ["epi", "dwi", "b_values", "stejskal_tanner_b"]
 
 
+@C.traceable(*C.FLIPS)
 def epi(
     *,
     scanner: Scanner,
@@ -86,6 +87,7 @@ def stejskal_tanner_b(amplitude: float, delta: float, big_delta: float, ramp: fl
     return g * g * (delta ** 2 * (big_delta - delta / 3) + ramp ** 3 / 30 - delta * ramp ** 2 / 6)
 
 
+@C.traceable()
 def dwi(
     *,
     scanner: Scanner,

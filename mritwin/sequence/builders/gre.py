@@ -12,6 +12,7 @@ from . import _common as C
 __all__ = ["gre", "multi_echo_gre"]
 
 
+@C.traceable(*C.FLIPS)
 def gre(
     *,
     scanner: Scanner,
@@ -85,6 +86,7 @@ def gre(
                 partial_fourier=partial_fourier, name="gre")
 
 
+@C.traceable(*C.FLIPS)
 def multi_echo_gre(
     *,
     scanner: Scanner,

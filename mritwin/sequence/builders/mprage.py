@@ -15,6 +15,7 @@ from .gre import geometry
 __all__ = ["mprage"]
 
 
+@C.traceable(*C.FLIPS)
 def mprage(
     *,
     scanner: Scanner,

@@ -16,6 +16,7 @@ from .gre import geometry
 __all__ = ["radial", "spiral", "spiral_waveform"]
 
 
+@C.traceable(*C.FLIPS)
 def radial(
     *,
     scanner: Scanner,
@@ -154,6 +155,7 @@ def spiral_waveform(fov: float, matrix: int, n_interleaves: int, sc: Scanner, *,
     return np.concatenate([g, ramp]), n_sp
 
 
+@C.traceable(*C.FLIPS)
 def spiral(
     *,
     scanner: Scanner,

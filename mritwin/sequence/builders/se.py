@@ -14,7 +14,10 @@ from .gre import geometry
 
 __all__ = ["spin_echo", "tse", "inversion_recovery", "flair", "flair_null_ti"]
 
+REFOCUSING = ("refocusing_angle", "refocusing_angle_deg")
 
+
+@C.traceable(*C.FLIPS + REFOCUSING)
 def spin_echo(
     *,
     scanner: Scanner,
@@ -60,6 +63,7 @@ def spin_echo(
                n_averages=n_averages, partial_fourier=partial_fourier, _name="spin_echo")
 
 
+@C.traceable(*C.FLIPS + REFOCUSING)
 def tse(
     *,
     scanner: Scanner,
@@ -298,6 +302,7 @@ def tse(
                     NumberOfSlices=float(len(positions)), PartialFourier=float(partial_fourier))
 
 
+@C.traceable()
 def inversion_recovery(
     *,
     scanner: Scanner,
@@ -351,6 +356,7 @@ def flair_null_ti(t1: float, tr: float, readout_time: float = 0.0) -> float:
     return t1 * math.log(2.0 / (1.0 + math.exp(-(tr - readout_time) / t1)))
 
 
+@C.traceable()
 def flair(
     *,
     scanner: Scanner,
