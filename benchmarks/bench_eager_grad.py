@@ -8,14 +8,19 @@ Eager, every JAX operation on a traced value is a program of its own, compiled o
 shape, and `jax.grad`'s backward pass compiles each one's transpose as well: planning's
 gathers, scatters and pads of traced B1 integrals (`discretize._rf_integrals`,
 `prepared_rf.plan_prepared_rf` / `shorten_steps`, `prepared_rf.device_b1dt`) were ~100 such
-programs in a flip-angle gradient.
+programs in a flip-angle gradient, and those of traced gradient moments
+(`timeline.gradient_moments`), k-space (`kspace.kspace_at_adc`) and fused RF steps
+(`fused_rf.plan_fused_rf`) ~110 in a gradient-amplitude one. ``before`` is the same
+functions unjitted; for k-space that is already the recurrence as one `lax.scan`, where
+the code before it looped over the RF events in Python (more operations still).
 
 Scenarios: the gradient of a 16 x 16 `mritwin.sequences.gre`'s (sinc pulse, 5 mm slice)
-signal energy with respect to its flip angle (``flip``: the sequence traced), and with
-respect to the twin's T2 (``t2``: only the twin traced, which these jits do not touch; a
-control), float64. One JSON line per scenario: per variant the median time of the first
-gradient, its XLA compiles (count and seconds, from `jax.monitoring`), and the gradients'
-largest relative difference between the variants.
+signal energy with respect to its flip angle (``flip``: the sequence's B1 traced), to a
+factor scaling every readout gradient (``readout``: its gradient amplitudes traced), and
+to the twin's T2 (``t2``: only the twin traced, which these jits do not touch; a control),
+float64. One JSON line per scenario: per variant the median time of the first gradient,
+its XLA compiles (count and seconds, from `jax.monitoring`), and the gradients' largest
+relative difference between the variants.
 
 Usage:  python benchmarks/bench_eager_grad.py [--repeats 5]
 """
@@ -30,6 +35,7 @@ import statistics
 import sys
 import time
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,9 +45,13 @@ import mritwin as mt  # noqa: E402
 from mritwin.benchmarking import grid_twin  # noqa: E402
 
 prepared_rf = importlib.import_module("mritwin.simulate.prepared_rf")
+fused_rf = importlib.import_module("mritwin.simulate.fused_rf")
 discretize = importlib.import_module("mritwin.sequence.discretize")
+timeline = importlib.import_module("mritwin.sequence.timeline")
+kspace = importlib.import_module("mritwin.sequence.kspace")
 JITTED = [(prepared_rf, "_traced_b1"), (prepared_rf, "_take_padded"), (prepared_rf, "_scaled_rows"),
-          (discretize, "_traced_integrals")]
+          (discretize, "_traced_integrals"), (timeline, "_traced_moments"), (kspace, "_traced_k_at_samples"),
+          (fused_rf, "_traced_fused")]
 COMPILES = {"n": 0, "s": 0.0}
 
 
@@ -72,10 +82,15 @@ def losses():
 
     seq = sequence(30.0)
 
+    def readout(scale):
+        blocks = [eqx.tree_at(lambda b: b.gx.amplitude, b, b.gx.amplitude * scale) if b.gx is not None else b
+                  for b in seq.blocks]
+        return jnp.sum(jnp.abs(mt.simulate(tw, mt.Sequence(blocks, seq.definitions), dtype=jnp.float64).samples) ** 2)
+
     def t2(t2):
         return jnp.sum(jnp.abs(mt.simulate(tw.replace(t2=t2), seq, dtype=jnp.float64).samples) ** 2)
 
-    return {"flip": (flip, jnp.asarray(30.0)), "t2": (t2, tw.t2)}
+    return {"flip": (flip, jnp.asarray(30.0)), "readout": (readout, jnp.asarray(1.0)), "t2": (t2, tw.t2)}
 
 
 def main(argv=None):

@@ -62,22 +62,45 @@ def kspace_at_adc(seq, gamma_bar: float = GAMMA_BAR) -> np.ndarray:
     t, what = t[order], what[order]
     edges = np.concatenate([[0.0], t])
     moments = gradient_moments(gt, edges[:-1], edges[1:])
-    xp = np if isinstance(moments, np.ndarray) else jnp
-    moments = moments * gamma_bar
-    cum = xp.cumsum(moments, axis=0)  # k without resets, after each event
     rf_pos = np.nonzero(what >= 0)[0]
-    is_adc = what < 0
-    pieces = []
-    k_after = xp.zeros(3)  # k right after the previous RF event
-    base = xp.zeros(3)  # cum value at that RF event
-    prev = 0
-    for p in list(rf_pos) + [t.size]:
-        idx = np.arange(prev, p)[is_adc[prev:p]]
-        if idx.size:
-            pieces.append(k_after + (cum[idx] - base))
-        if p < t.size:
-            k_here = k_after + (cum[p] - base)
-            k_after = xp.zeros(3) if what[p] == _EXCITE else -k_here
-            base = cum[p]
-        prev = p + 1
-    return xp.concatenate(pieces, axis=0)
+    adc_pos = np.nonzero(what < 0)[0]
+    seg = np.searchsorted(rf_pos, adc_pos)  # the RF events before each sample (0: none)
+    sign = np.where(what[rf_pos] == _EXCITE, 0.0, -1.0)  # k after the RF event: 0 or -k before
+    if isinstance(moments, np.ndarray):
+        return _k_at_samples(np, moments * gamma_bar, sign, rf_pos, adc_pos, seg)
+    return _traced_k_at_samples(moments, gamma_bar, sign, rf_pos, adc_pos, seg)
+
+
+def _k_at_samples(xp, moments, sign, rf_pos, adc_pos, seg):
+    """(n_samples, 3) k at the ADC events from the (n_events, 3) gradient moments between
+    consecutive events [1/m]: k accumulates from the last RF event (at the events
+    ``rf_pos``), where it is 0 after an excitation (``sign`` 0) and the negative of its
+    value before a refocusing pulse (``sign`` -1): ``K_j = s_j (K_{j-1} + cum[p_j] -
+    cum[p_{j-1}])``, a `jax.lax.scan` when traced. ``seg``: per sample at the events
+    ``adc_pos``, the number of RF events before it."""
+    cum = xp.cumsum(moments, axis=0)  # k without resets, after each event
+    zero = xp.zeros((1, 3), cum.dtype)
+    at_rf = cum[rf_pos]
+    steps = at_rf - xp.concatenate([zero, at_rf])[:-1]
+    if xp is np:
+        after = np.zeros((rf_pos.size, 3))
+        k = np.zeros(3)
+        for j in range(rf_pos.size):
+            k = after[j] = sign[j] * (k + steps[j])
+    else:
+        def one(k, x):
+            k = x[0] * (k + x[1])
+            return k, k
+
+        after = jax.lax.scan(one, jnp.zeros(3, cum.dtype), (sign.astype(cum.dtype), steps))[1]
+    after = xp.concatenate([zero, after])  # k right after each RF event (row 0: none yet)
+    base = xp.concatenate([zero, at_rf])
+    return after[seg] + cum[adc_pos] - base[seg]
+
+
+@jax.jit
+def _traced_k_at_samples(moments, gamma_bar, sign, rf_pos, adc_pos, seg):
+    """`_k_at_samples` of traced moments in one jitted call (eager, its gathers and
+    concatenations would each be a program of its own, and so would their transposes
+    under `jax.grad`)."""
+    return _k_at_samples(jnp, moments * gamma_bar, sign, rf_pos, adc_pos, seg)

@@ -9,6 +9,7 @@ gradients flow from a simulated signal back into the events.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import jax
@@ -144,24 +145,31 @@ def gradient_moments(table: GradientTable, a: np.ndarray, b: np.ndarray, *, firs
     """
     rows, cols, c0, c1, c0m, c1m = _overlaps(table, a, b, first_moment)
     n = a.size
-    xp = jnp if isinstance(table.values, jax.Array) else np
     v = table.values
-    contrib = c0 * v[table.i0[cols]] + c1 * v[table.i1[cols]] if cols.size else xp.zeros(0)
-    out = _scatter_rows(xp, rows, table.direction[cols], contrib, n)
+    i0, i1, direction = table.i0[cols], table.i1[cols], table.direction[cols]
+    if isinstance(v, jax.Array):
+        out = _traced_moments(v, i0, i1, c0, c1, rows, direction, n)
+        return out if not first_moment else (out, _traced_moments(v, i0, i1, c0m, c1m, rows, direction, n))
+    out = _scatter_rows(rows, direction, c0 * v[i0] + c1 * v[i1], n)
     if not first_moment:
         return out
-    contrib1 = c0m * v[table.i0[cols]] + c1m * v[table.i1[cols]] if cols.size else xp.zeros(0)
-    return out, _scatter_rows(xp, rows, table.direction[cols], contrib1, n)
+    return out, _scatter_rows(rows, direction, c0m * v[i0] + c1m * v[i1], n)
 
 
-def _scatter_rows(xp, rows, direction, contrib, n):
-    if xp is np:
-        out = np.zeros((n, 3))
-        for ax in range(3):
-            out[:, ax] = np.bincount(rows, weights=contrib * direction[:, ax], minlength=n)
-        return out
-    w = contrib[:, None] * jnp.asarray(direction)
-    return jnp.zeros((n, 3), dtype=w.dtype).at[rows].add(w)
+def _scatter_rows(rows, direction, contrib, n):
+    out = np.zeros((n, 3))
+    for ax in range(3):
+        out[:, ax] = np.bincount(rows, weights=contrib * direction[:, ax], minlength=n)
+    return out
+
+
+@functools.partial(jax.jit, static_argnames="n")
+def _traced_moments(v, i0, i1, c0, c1, rows, direction, n: int):
+    """(n, 3) `gradient_moments` of traced segment values ``v``, in one jitted call (eager,
+    each gather and scatter would be a program of its own, and so would its transpose
+    under `jax.grad`)."""
+    w = (c0 * v[i0] + c1 * v[i1])[:, None] * direction
+    return jnp.zeros((n, 3), w.dtype).at[rows].add(w)
 
 
 def _overlaps(table: GradientTable, a, b, first_moment):

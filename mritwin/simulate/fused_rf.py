@@ -38,7 +38,7 @@ import numpy as np
 from ..sequence.discretize import DiscreteSequence, _bucket, fuse_starts  # noqa: F401  (fuse_starts: here too)
 from . import kernels
 from .kernels import Spins, State
-from .prepared_rf import STEP_FIELDS, _concrete, shorten_steps
+from .prepared_rf import _concrete, shorten_steps
 
 __all__ = ["FusedTable", "plan_fused_rf", "fused_rf_steps", "fused_free_steps", "DEFAULT_FUSE"]
 
@@ -98,48 +98,50 @@ def plan_fused_rf(dseq: DiscreteSequence, kind_id: int, size: int = DEFAULT_FUSE
     n_rows = _bucket(starts.size)
     idx_pad = np.concatenate([idx, np.zeros((n_rows - starts.size, size), idx.dtype)])
 
-    def values(name):  # a value field, NumPy when concrete, JAX when traced
-        v = getattr(dseq, name)
-        return np.asarray(v)[:m] if _concrete(v) is not None else jnp.asarray(v)[:m]
-
-    kst, b1, c0 = values("kstep"), values("b1dt"), values("cyc0")
     # padding rows are zeros (no field, no time): not copies of step 0, which would enter
     # the engine's bound on the rows' fields (`engine._rf_rotation_mode`)
     live = (np.arange(n_rows) < starts.size)[:, None]
 
-    def rows(v):
-        mask = live.reshape(live.shape + (1,) * (v.ndim - 1))
-        return np.where(mask, v[idx_pad], 0) if isinstance(v, np.ndarray) else jnp.where(mask, v[idx_pad], 0)
+    def fused(name, reset=False):
+        """The field's table rows and the field with each fused step's first step set to
+        the sum over its steps (0 with ``reset``): NumPy when concrete, one jitted call
+        when traced."""
+        v = getattr(dseq, name)
+        if _concrete(v) is None:
+            return _traced_fused(v, m, idx_pad, live, starts, idx, reset)
+        v = np.asarray(v)[:m]
+        rows = np.where(live.reshape(live.shape + (1,) * (v.ndim - 1)), v[idx_pad], 0)
+        v = v.copy()
+        v[starts] = 0 if reset else v[idx].sum(1)
+        return rows, v
 
-    table = FusedTable(dt=rows(dt), k=rows(kst), b1dt=rows(b1), c0=rows(c0))
-
+    new = {f: struct[f][:m].copy() for f in ("t", "kind", "sample", "count", "spoil")}
+    (dt_rows, new["dt"]), (k_rows, new["kstep"]) = fused("dt"), fused("kstep")
+    (b1_rows, new["b1dt"]), (c0_rows, new["cyc0"]) = fused("b1dt", reset=True), fused("cyc0", reset=True)
+    new["bstep"] = fused("bstep")[1]
+    table = FusedTable(dt=dt_rows, k=k_rows, b1dt=b1_rows, c0=c0_rows)
+    new["kind"][starts] = kind_id
+    new["count"][starts] = np.arange(starts.size)
     keep = np.ones(m, bool)
     keep[idx[:, 1:].ravel()] = False
-    new = {f: values(f) if f in ("kstep", "b1dt", "cyc0", "bstep") else struct.get(f, None) for f in STEP_FIELDS}
-    new = {f: (v[:m].copy() if isinstance(v, np.ndarray) else v) for f, v in new.items()}
-
-    def put(name, value):
-        v = new[name]
-        if isinstance(v, np.ndarray):
-            v[starts] = value
-        else:
-            new[name] = v.at[starts].set(value)
-
-    put("kind", kind_id)
-    put("count", np.arange(starts.size))
-    put("dt", dt[idx].sum(1))
-    put("kstep", kst[idx].sum(1))
-    put("b1dt", 0)
-    put("cyc0", 0)
-    put("bstep", new["bstep"][idx].sum(1))
     if step_kind == 0:
         return shorten_steps(dseq, keep, new), table
-    put("sample", False)
+    new["sample"][starts] = False
     start_of = np.full(m, -1)
     start_of[idx.ravel()] = np.repeat(starts, size)
     pos = np.full(m, -1)
     pos[idx.ravel()] = np.tile(np.arange(size), starts.size)
     return shorten_steps(dseq, keep, new, fused=(start_of, pos, size)), table
+
+
+@functools.partial(jax.jit, static_argnames=("m", "reset"))
+def _traced_fused(v, m: int, idx_pad, live, starts, idx, reset: bool):
+    """`plan_fused_rf`'s ``fused`` of a traced field, in one jitted call (eager, each
+    gather, scatter and sum would be a program of its own, and so would their transposes
+    under `jax.grad`)."""
+    v = v[:m]
+    rows = jnp.where(live.reshape(live.shape + (1,) * (v.ndim - 1)), v[idx_pad], 0)
+    return rows, v.at[starts].set(jnp.zeros_like(v[starts]) if reset else v[idx].sum(1))
 
 
 def _fused_primal(spins: Spins, m: State, dt, k, b1dt, c0, relax=None, *, rotation: str) -> State:

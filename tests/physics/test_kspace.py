@@ -130,3 +130,31 @@ def test_kspace_stays_exact_over_long_sequences_with_arbitrary_gradients(xp):
     np.testing.assert_allclose(k[:, 1], ky, rtol=1e-6)  # (JAX samples: float32 lobe values)
     np.testing.assert_allclose(k[:, 0], 0.0, atol=1e-9)
     np.testing.assert_allclose(k[:, 2], mt.GAMMA_BAR * 40e-3 * 1e-3, rtol=1e-9)  # the spoiler's area
+
+
+def test_traced_gradients_give_the_concrete_kspace_and_its_exact_derivative():
+    """A TSE (an excitation, then refocusing pulses that negate k) and an IR spin echo (an
+    inversion that leaves k alone) with every x gradient scaled by a traced factor ``s``:
+    k-space under `jax.jit` equals the NumPy path's at ``s = 1`` (a recurrence over the RF
+    events, a `lax.scan` when traced), and since k_x is linear in ``s`` (k_y, k_z do not
+    depend on it), ``d k_x / d s = k_x(1)`` and ``d k_y / d s = 0`` exactly."""
+    import equinox as eqx
+
+    sc = mt.Scanner(b0=3.0)
+    for base in (mt.sequences.tse(scanner=sc, fov=0.2, matrix=8, etl=4, te=40e-3, tr=0.5, slice_thickness=5e-3),
+                 mt.sequences.inversion_recovery(scanner=sc, fov=0.2, matrix=8, ti=0.3, te=20e-3, tr=1.0,
+                                                 slice_thickness=5e-3)):
+        def kspace(s, base=base):
+            blocks = [eqx.tree_at(lambda q: q.gx.amplitude, b, b.gx.amplitude * s) if b.gx is not None else b
+                      for b in base.blocks]
+            return mt.Sequence(blocks, base.definitions).kspace()
+
+        ref = np.asarray(base.kspace())
+        roles = [b.rf.use for b in base.blocks if b.rf is not None]
+        assert "refocusing" in roles and np.any(ref[:, 0] < 0) and np.any(ref[:, 0] > 0)
+        np.testing.assert_allclose(np.asarray(jax.jit(kspace)(1.0)), ref, rtol=1e-12, atol=1e-9)
+        jac = np.asarray(jax.jacfwd(kspace)(1.0))
+        np.testing.assert_allclose(jac[:, 0], ref[:, 0], rtol=1e-12, atol=1e-9)
+        np.testing.assert_array_equal(jac[:, 1:], 0.0)
+        eager = np.asarray(jax.grad(lambda s: kspace(s)[:, 0].sum())(1.0))
+        np.testing.assert_allclose(eager, ref[:, 0].sum(), rtol=1e-9)
