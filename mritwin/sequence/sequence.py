@@ -211,7 +211,7 @@ class Sequence:
     def adc_times(self) -> np.ndarray:
         """(n_adc_samples,) ADC sample times from the sequence start [s]."""
         starts = self.block_starts()
-        out = [starts[i] + b.adc.sample_times() for i, b in enumerate(self.blocks) if b.adc is not None]
+        out = [starts[i] + type(b.adc).sample_times(b.adc) for i, b in enumerate(self.blocks) if b.adc is not None]
         return np.concatenate(out) if out else np.zeros(0)
 
     def adc_labels(self) -> dict[str, np.ndarray]:
