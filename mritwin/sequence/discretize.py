@@ -60,6 +60,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._arrays import to_device
 from .scanner import Scanner
 from .sequence import Sequence
 from .timeline import _overlaps, adc_table, gradient_moments, gradient_table, rf_table
@@ -170,16 +171,16 @@ class DiscreteSequence(eqx.Module):
         out = self
         if self.n_general:
             out = eqx.tree_at(lambda d: (d.wk, d.wt), self,
-                              (jnp.asarray(self.wk, dtype), jnp.asarray(self.wt, dtype)))
+                              (to_device(self.wk, dtype), to_device(self.wt, dtype)))
         if self.wcyc is not None:
-            out = eqx.tree_at(lambda d: d.wcyc, out, jnp.asarray(self.wcyc, dtype))
+            out = eqx.tree_at(lambda d: d.wcyc, out, to_device(self.wcyc, dtype))
         return eqx.tree_at(
             lambda d: (d.dt, d.t, d.kstep, d.b1dt, d.demod, d.adc_time, d.cyc0, d.bstep),
             out,
-            (jnp.asarray(self.dt, dtype), jnp.asarray(self.t, dtype), jnp.asarray(self.kstep, dtype),
-             jnp.asarray(self.b1dt, cdt), jnp.asarray(self.demod, cdt),
-             jnp.asarray(self.adc_time, dtype), jnp.asarray(self.cyc0, dtype),
-             jnp.asarray(self.bstep, dtype)),
+            (to_device(self.dt, dtype), to_device(self.t, dtype), to_device(self.kstep, dtype),
+             to_device(self.b1dt, cdt), to_device(self.demod, cdt),
+             to_device(self.adc_time, dtype), to_device(self.cyc0, dtype),
+             to_device(self.bstep, dtype)),
         )
 
 

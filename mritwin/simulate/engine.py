@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._arrays import to_device
 from ..sequence.discretize import DiscreteSequence, discretize
 from ..sequence.scanner import Scanner
 from ..sequence.sequence import Sequence
@@ -423,7 +424,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
     if rfint is not None:  # interpolated pulses: each spin's tissue, the tables in the engine's dtype
         spins = spins._replace(tissue=_pack_ids(rfint.tissue, perm, n_chunks, chunk, n_dev))
         rfint_use = tuple(bool(u) for u in rfint.use)
-        rfint = jax.tree_util.tree_map(lambda a: jnp.asarray(a, dtype), rfint.tables)
+        rfint = jax.tree_util.tree_map(lambda a: to_device(a, dtype), rfint.tables)
     sharding = spin_sharding(devices) if n_dev > 1 else None
     etab, etab_all, defer_k, defer_n, defer_segs, layout = None, False, 0, (), None, None
     width = chunk if groups is None else groups[2].shape[1]
@@ -443,8 +444,8 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
             lambda: _exact_window_device(dseq, width, chunk, dtype, n_coils, method.checkpoint, layout))
     d = _astype(dseq, dtype)
     if wtab is not None:
-        wtab = wtab._replace(k=jnp.asarray(wtab.k, dtype), dt=jnp.asarray(wtab.dt, dtype),
-                             count=jnp.asarray(wtab.count), step=jnp.asarray(wtab.step))
+        wtab = wtab._replace(k=to_device(wtab.k, dtype), dt=to_device(wtab.dt, dtype),
+                             count=to_device(wtab.count), step=to_device(wtab.step))
     rev_kw = {}
     if method.reversible:
         if models:
@@ -455,7 +456,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
         restore, slot, n_slots = restore_points(
             np.asarray(dseq.t), np.asarray(dseq.dt), dseq.n_real_steps, _reversible_segment(method, twin, dtype),
             force=np.asarray(dseq.spoil) if method.ideal_spoiling else None)
-        rev_kw = {"rev": (jnp.asarray(restore), jnp.asarray(slot)), "n_slots": n_slots}
+        rev_kw = {"rev": (to_device(restore), to_device(slot)), "n_slots": n_slots}
     core = functools.partial(_core, readout=readout, wtab=wtab, rftab=rftab, rf_kind=rf_kind, rf_held=rf_held,
                              htab=htab, held=held,
                              ftab=ftab,
@@ -590,7 +591,7 @@ def _step_layout_compute(dseq: DiscreteSequence, etab, rf_kind, spoiling: bool, 
     if planned is None:
         return None
     layout, steps = planned
-    return layout, steps, tuple(jnp.asarray(a) for a in steps)
+    return layout, steps, tuple(to_device(a) for a in steps)
 
 
 def _knobs() -> tuple:
@@ -673,8 +674,8 @@ def _plan_pallas(twin: Twin, sens, dseq: DiscreteSequence, chunk: int, devices, 
 
     def inputs():
         steps, pulse, slot_of_sample, n_slots = kernel_steps(dseq, spoiling=spoiling, prepare=prepare)
-        return (tuple(jnp.asarray(a) for a in steps), None if pulse is None else tuple(jnp.asarray(a) for a in pulse),
-                jnp.asarray(slot_of_sample), jnp.asarray(dseq.demod, jnp.complex64), n_slots)
+        return (tuple(to_device(a) for a in steps), None if pulse is None else tuple(to_device(a) for a in pulse),
+                to_device(slot_of_sample), to_device(dseq.demod, jnp.complex64), n_slots)
 
     steps, pulse, slot_of_sample, demod, n_slots = _remembered(dseq, ("pallas-steps", spoiling, prepare), inputs)
     n_coils = 1 if sens is None else int(sens.shape[0])
@@ -920,8 +921,8 @@ def _exact_window_device(dseq: DiscreteSequence, width: int, chunk: int, dtype, 
         if defer_k:
             defer_n = _deferred_sample_counts(etab.count, dseq.n_window)
     if etab is not None:
-        etab = jax.tree_util.tree_map(jnp.asarray, etab)._replace(k=jnp.asarray(etab.k, dtype),
-                                                                  dt=jnp.asarray(etab.dt, dtype))
+        etab = jax.tree_util.tree_map(to_device, etab)._replace(k=to_device(etab.k, dtype),
+                                                                dt=to_device(etab.dt, dtype))
     return etab, etab_all, defer_k, defer_n, defer_segs
 
 
@@ -941,11 +942,11 @@ def _device_table(dseq: DiscreteSequence, tag: str, table, dtype):
 
     def convert():
         scaled = {"scale": None} if isinstance(table, PulseTable) else {}  # (multiplied into b1dt)
-        return table._replace(dt=jnp.asarray(table.dt, dtype), k=jnp.asarray(table.k, dtype),
+        return table._replace(dt=to_device(table.dt, dtype), k=to_device(table.k, dtype),
                               b1dt=None if table.b1dt is None else
-                              device_b1dt(table, cdt) if scaled else jnp.asarray(table.b1dt, cdt),
-                              c0=jnp.asarray(table.c0, dtype),
-                              **({"n": jnp.asarray(table.n)} if hasattr(table, "n") else {}), **scaled)
+                              device_b1dt(table, cdt) if scaled else to_device(table.b1dt, cdt),
+                              c0=to_device(table.c0, dtype),
+                              **({"n": to_device(table.n)} if hasattr(table, "n") else {}), **scaled)
 
     return _remembered(dseq, ("device-table", tag, jnp.dtype(dtype).name), convert)
 
@@ -998,8 +999,8 @@ def _with_groups(spins: Spins, group, first, fields=("x", "y", "z", "df", "r2"),
     (n_chunks, chunk) as ``<prefix>group`` and the ``fields`` of each group's member
     ``first`` (n_chunks, G) as ``<prefix>group_params`` (len(fields), G) per chunk; the
     window groups' padded member lists ``members`` (n_chunks, G, M) as ``group_members``."""
-    group, params, members = _group_params(tuple(getattr(spins, f) for f in fields), jnp.asarray(group),
-                                           jnp.asarray(first), None if members is None else jnp.asarray(members))
+    group, params, members = _group_params(tuple(getattr(spins, f) for f in fields), to_device(group),
+                                           to_device(first), None if members is None else to_device(members))
     out = spins._replace(**{prefix + "group": group, prefix + "group_params": params})
     return out if members is None else out._replace(group_members=members)
 
@@ -1136,7 +1137,7 @@ def _pack_ids(ids, perm, n_chunks: int, chunk: int, n_dev: int):
     if perm is not None:
         ids = ids[np.asarray(perm)]
     ids = np.concatenate([ids, np.zeros(n_chunks * chunk - ids.size, np.int32)])
-    return jnp.asarray(ids.reshape(n_dev, n_chunks // n_dev, chunk))
+    return to_device(ids.reshape(n_dev, n_chunks // n_dev, chunk))
 
 
 SINGLE_STEP_PULSE_CHUNK = 8192  # the largest chunk whose one-step pulses are prepared (CPU)
@@ -1424,7 +1425,7 @@ def _pack_spins(twin: Twin, sens, chunk: int, dtype, n_dev: int = 1, diffusion: 
     n_chunks = _n_chunks(twin.n_spins, chunk, n_dev)
     fields = (twin.position, twin.pd, twin.t1, twin.t2, twin.delta_f, twin.b1,
               twin.diffusion if diffusion else None, None if sens is None else jnp.asarray(sens),
-              None if perm is None else jnp.asarray(perm, jnp.int32))
+              None if perm is None else to_device(perm, jnp.int32))
     return _pack_arrays(*fields, n_chunks=n_chunks, chunk=chunk, dtype=jnp.dtype(dtype), n_dev=n_dev), n_chunks
 
 

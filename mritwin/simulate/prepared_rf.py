@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._arrays import to_device
 from ..sequence.discretize import DiscreteSequence, _bucket
 from . import kernels
 from .kernels import Spins, State
@@ -76,7 +77,7 @@ class PulseTable(NamedTuple):
 
 def device_b1dt(table: PulseTable, cdt):
     """The table's B1 integrals [cycles] in the complex dtype ``cdt``, scaled (JAX)."""
-    b1dt = jnp.asarray(np.asarray(table.b1dt, cdt))  # (converted on the host: no program)
+    b1dt = to_device(table.b1dt, cdt)
     return b1dt if table.scale is None else _scaled_rows(b1dt, table.scale)
 
 

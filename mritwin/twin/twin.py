@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._arrays import to_device
+
 __all__ = ["Twin"]
 
 
@@ -27,7 +29,7 @@ def _as_float_array(x):
             arr = arr.astype(np.float64)
         else:
             raise TypeError(f"expected a numeric array, got dtype {arr.dtype}")
-    return jnp.asarray(arr)
+    return to_device(arr)
 
 
 def _as_complex_array(x):
@@ -35,7 +37,7 @@ def _as_complex_array(x):
         return None
     if isinstance(x, jax.Array):
         return x
-    return jnp.asarray(np.asarray(x))
+    return to_device(np.asarray(x))
 
 
 def _as_int_array(x):
@@ -43,7 +45,7 @@ def _as_int_array(x):
         return None
     if isinstance(x, jax.Array):
         return x
-    return jnp.asarray(np.asarray(x, dtype=np.int32))
+    return to_device(np.asarray(x, dtype=np.int32))
 
 
 class Twin(eqx.Module):
