@@ -61,6 +61,24 @@ def _on_event(event: str, duration: float, **_):
         COMPILES["s"] += duration
 
 
+def timed(fn, *args):
+    """``(result, seconds, XLA compiles, their seconds)`` of ``fn(*args)``, blocked until ready."""
+    COMPILES.update(n=0, s=0.0)
+    t0 = time.perf_counter()
+    out = jax.block_until_ready(fn(*args))
+    return out, time.perf_counter() - t0, COMPILES["n"], COMPILES["s"]
+
+
+def medians(res: dict) -> dict:
+    """Per variant of ``res`` ({variant: [(seconds, compiles, compile seconds), ...]}) the medians."""
+    out = {}
+    for k, runs in res.items():
+        out[f"{k}_s"] = round(statistics.median(r[0] for r in runs), 3)
+        out[f"{k}_compiles"] = int(statistics.median(r[1] for r in runs))
+        out[f"{k}_compile_s"] = round(statistics.median(r[2] for r in runs), 3)
+    return out
+
+
 def _use(variant: str) -> None:
     for mod, name in JITTED:
         fn = getattr(mod, name)
@@ -107,17 +125,13 @@ def main(argv=None):
                 _use("before" if k == "before" else "now")
                 grad = jax.grad(loss) if k != "jit" else jax.jit(jax.grad(loss))
                 jax.clear_caches()
-                COMPILES.update(n=0, s=0.0)
-                t0 = time.perf_counter()
-                grads[k] = np.asarray(jax.block_until_ready(grad(x)))
-                res[k].append((time.perf_counter() - t0, COMPILES["n"], COMPILES["s"]))
+                g, *cost = timed(grad, x)
+                grads[k] = np.asarray(g)
+                res[k].append(cost)
         _use("now")
         out = {"benchmark": "eager_grad", "scenario": name, "device": jax.devices()[0].device_kind,
                "precision": "float64", "repeats": args.repeats}
-        for k, runs in res.items():
-            out[f"{k}_s"] = round(statistics.median(r[0] for r in runs), 3)
-            out[f"{k}_compiles"] = int(statistics.median(r[1] for r in runs))
-            out[f"{k}_compile_s"] = round(statistics.median(r[2] for r in runs), 3)
+        out.update(medians(res))
         out["now_vs_before"] = round(out["now_s"] / out["before_s"], 3)
         out["jit_vs_now"] = round(out["jit_s"] / out["now_s"], 3)
         scale = float(np.max(np.abs(grads["before"])))

@@ -18,15 +18,15 @@ import argparse
 import importlib
 import json
 import os
-import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from bench_eager_grad import _on_event, medians, timed  # noqa: E402
+
 import mritwin as mt  # noqa: E402
 from mritwin._arrays import to_device  # noqa: E402
 from mritwin.benchmarking import grid_twin  # noqa: E402
@@ -34,13 +34,10 @@ from mritwin.benchmarking import grid_twin  # noqa: E402
 MODULES = [importlib.import_module(m) for m in ("mritwin.simulate.engine", "mritwin.simulate.prepared_rf",
                                                 "mritwin.sequence.discretize", "mritwin.twin.twin")]
 VARIANTS = {"before": jnp.asarray, "now": to_device}
-COMPILES = {"n": 0, "s": 0.0}
 
 
-def _on_event(event: str, duration: float, **_):
-    if event == "/jax/core/compile/backend_compile_duration":
-        COMPILES["n"] += 1
-        COMPILES["s"] += duration
+def _first_call(n, seq):
+    return mt.simulate(grid_twin(n, 0.2), mt.Sequence(seq.blocks, seq.definitions)).samples
 
 
 def main(argv=None):
@@ -58,20 +55,15 @@ def main(argv=None):
                 for mod in MODULES:
                     mod.to_device = fn
                 jax.clear_caches()
-                COMPILES.update(n=0, s=0.0)
-                t0 = time.perf_counter()
                 # a new sequence object: planned anew (its plans are remembered per object)
-                new = mt.Sequence(seq.blocks, seq.definitions)
-                out[k] = np.asarray(jax.block_until_ready(mt.simulate(grid_twin(n, 0.2), new).samples))
-                res[k].append((time.perf_counter() - t0, COMPILES["n"], COMPILES["s"]))
+                s, *cost = timed(_first_call, n, seq)
+                out[k] = np.asarray(s)
+                res[k].append(cost)
         for mod in MODULES:
             mod.to_device = to_device
         line = {"benchmark": "first_call", "matrix": n, "device": jax.devices()[0].device_kind, "precision": "float32",
                 "repeats": args.repeats}
-        for k, runs in res.items():
-            line[f"{k}_s"] = round(statistics.median(r[0] for r in runs), 3)
-            line[f"{k}_compiles"] = int(statistics.median(r[1] for r in runs))
-            line[f"{k}_compile_s"] = round(statistics.median(r[2] for r in runs), 3)
+        line.update(medians(res))
         line["now_vs_before"] = round(line["now_s"] / line["before_s"], 3)
         line["max_abs_diff"] = float(np.max(np.abs(out["now"] - out["before"])))
         print(json.dumps(line), flush=True)
