@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..constants import GAMMA_BAR
-from .timeline import adc_table, gradient_moments, gradient_table, rf_table
+from .timeline import gradient_moments, gradient_table
 
 __all__ = ["kspace_at_adc", "rf_roles", "undefined_rf_use", "UNDEFINED_REFOCUS_DEG"]
 
@@ -45,19 +45,19 @@ def rf_roles(pulses) -> list[int]:
 
 def kspace_at_adc(seq, gamma_bar: float = GAMMA_BAR) -> np.ndarray:
     """(n_adc_samples, 3) k-space positions [1/m] (see `Sequence.kspace`); JAX when traced."""
-    adt = adc_table(seq, 0.0, gamma_bar)
-    if adt.time.size == 0:
+    adc_time = seq.adc_times()
+    if adc_time.size == 0:
         return np.zeros((0, 3))
-    rft = rf_table(seq, 0.0, gamma_bar)
     gt = gradient_table(seq)
     starts = seq.block_starts()
-    centres = np.array([starts[b] + ev.delay + ev.center for b, ev in rft.pulses])
-    roles = np.array(rf_roles(rft.pulses), dtype=int)
+    pulses = [(i, b.rf) for i, b in enumerate(seq.blocks) if b.rf is not None]
+    centres = np.array([starts[b] + ev.delay + ev.center for b, ev in pulses]).reshape(-1)
+    roles = np.array(rf_roles(pulses), dtype=int)
     keep = roles != _NONE
     centres, roles = centres[keep], roles[keep]
     # events in time order: RF centres and ADC samples; integrate between consecutive ones
-    t = np.concatenate([centres, adt.time])
-    what = np.concatenate([roles, np.full(adt.time.size, -1)])
+    t = np.concatenate([centres, adc_time])
+    what = np.concatenate([roles, np.full(adc_time.size, -1)])
     order = np.argsort(t, kind="stable")
     t, what = t[order], what[order]
     edges = np.concatenate([[0.0], t])

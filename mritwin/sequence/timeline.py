@@ -9,6 +9,8 @@ gradients flow from a simulated signal back into the events.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 from dataclasses import dataclass
 
@@ -20,7 +22,42 @@ from .events import ADC, RF, TrapGrad
 from .sequence import Sequence
 
 __all__ = ["GradientTable", "RFTable", "ADCTable", "gradient_table", "rf_table", "adc_table",
-           "gradient_moments", "is_traced"]
+           "gradient_moments", "is_traced", "tables_shared"]
+
+_SHARED: contextvars.ContextVar[dict | None] = contextvars.ContextVar("mritwin_tables", default=None)
+
+
+@contextlib.contextmanager
+def tables_shared():
+    """Within the block, `gradient_table`, `rf_table` and `adc_table` build each table of
+    a sequence object (and arguments) once and return the same one after: for one
+    `mritwin.simulate`'s planning, where `discretize`, `Sequence.kspace` and the first
+    moments each ask for the gradient table. Scoped rather than cached on the sequence:
+    the tables are only needed while planning, and a traced table must not outlive its
+    trace. Nested blocks share the outer one's tables."""
+    if _SHARED.get() is not None:
+        yield
+        return
+    token = _SHARED.set({})
+    try:
+        yield
+    finally:
+        _SHARED.reset(token)
+
+
+def _shared(build):
+    """``build(seq, *numbers)``, once per sequence object and numbers inside `tables_shared`."""
+    @functools.wraps(build)
+    def table(seq, *args):
+        memo = _SHARED.get()
+        if memo is None or not all(isinstance(a, (int, float, np.number)) for a in args):
+            return build(seq, *args)
+        key = (build.__name__, id(seq)) + args
+        hit = memo.get(key)
+        if hit is None:
+            hit = memo[key] = (seq, build(seq, *args))  # (the sequence kept: its id stays its own)
+        return hit[1]
+    return table
 
 
 def is_traced(*xs) -> bool:
@@ -73,6 +110,7 @@ class GradientTable:
     block: np.ndarray  # (n_seg,) block index
 
 
+@_shared
 def gradient_table(seq: Sequence) -> GradientTable:
     starts = seq.block_starts()
     rot = _rotation_columns(seq)
@@ -325,6 +363,7 @@ def _run_values(run, gamma_bar, b0):
     return jnp.ravel(jnp.reshape(amp, (-1, 1)) * ev.shape * rot)
 
 
+@_shared
 def rf_table(seq: Sequence, b0: float, gamma_bar: float) -> RFTable:
     starts = seq.block_starts()
     e0s, e1s, taus, freqs, vals, pidx, vidx, pulses, periods = [], [], [], [], [], [], [], [], []
@@ -397,6 +436,7 @@ class ADCTable:
     demod: object  # (n_adc,) complex factor applied to the simulated signal
 
 
+@_shared
 def adc_table(seq: Sequence, b0: float, gamma_bar: float) -> ADCTable:
     starts = seq.block_starts()
     groups = _group_by_event(seq, "adc")

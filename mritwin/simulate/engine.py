@@ -18,6 +18,7 @@ from .._arrays import to_device
 from ..sequence.discretize import DiscreteSequence, discretize
 from ..sequence.scanner import Scanner
 from ..sequence.sequence import Sequence
+from ..sequence.timeline import tables_shared
 from ..signal.noise import ReceiverNoise, sample_dwell
 from ..signal.signal import Signal
 from ..twin.dynamics import AbstractDynamics, combine_effects
@@ -352,9 +353,11 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
         # RF groups where they let pulses be prepared that would be stepped (played fewer
         # than MIN_REPEATS times), and on the CPU also where they make preparing the
         # repeated pulses cheaper (`RF_GROUP_MIN_STEPS`): the plans are cached per
-        # sequence, the groups cost a sort of the twin on the host
+        # sequence, the groups cost a sort of the twin on the host. Where the plain plan
+        # left no RF step, every pulse was played often enough: the grouped plan is the same
         grouped = (_prepared_pulses(dseq, method, grouped=True, chunk=chunk)
-                   if method.group_spins or method.rf_interpolation is not None else plain)
+                   if (method.group_spins or method.rf_interpolation is not None) and _steps_rf(plain[0])
+                   else plain)
         if method.group_spins and (grouped[0].n_real_steps < plain[0].n_real_steps
                                    or _groups_for_preparing(plain[1])):
             rf_axes = _rf_group_axes(twin, dseq, method, chunk, dtype)
@@ -1040,6 +1043,11 @@ def _rf_keys(twin: Twin, axes, npd):
 RF_GROUP_MIN_STEPS = 16
 
 
+def _steps_rf(dseq: DiscreteSequence) -> bool:
+    """Whether ``dseq`` has RF steps (kind 0) left."""
+    return bool(np.any(np.asarray(dseq.kind)[:dseq.n_real_steps] == 0))
+
+
 def _groups_for_preparing(table) -> bool:
     """Whether the pulses of ``table`` (the repeated ones, prepared per spin otherwise)
     should be prepared on RF groups: on the CPU, from `RF_GROUP_MIN_STEPS` steps."""
@@ -1317,11 +1325,12 @@ def _prepare(seq: Sequence, scanner: Scanner, method: Bloch, motion=None):
     per_seq = _PREPARED.get(seq)
     if motion is None and per_seq is not None and key in per_seq:
         return per_seq[key]
-    dseq = discretize(seq, scanner, rf_dt=method.rf_dt, max_rf_dt=method.max_rf_dt, windows=method.windows,
-                      ideal_spoiling=method.ideal_spoiling, motion=motion,
-                      diffusion=method.analytic_diffusion, general_windows=general,
-                      rf_per_step=rf_per_step(method))
-    kspace = seq.kspace()
+    with tables_shared():  # (the gradient table: built once for both)
+        dseq = discretize(seq, scanner, rf_dt=method.rf_dt, max_rf_dt=method.max_rf_dt, windows=method.windows,
+                          ideal_spoiling=method.ideal_spoiling, motion=motion,
+                          diffusion=method.analytic_diffusion, general_windows=general,
+                          rf_per_step=rf_per_step(method))
+        kspace = seq.kspace()
     counts = [b.adc.num_samples for b in seq.blocks if b.adc is not None]
     adc_event = np.repeat(np.arange(len(counts)), counts)
     traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((dseq, kspace)))
@@ -1992,10 +2001,12 @@ def _prepare_dynamics(seq, scanner: Scanner, method: Bloch, motion, models):
     per_seq = _PREPARED_DYN.get(seq)
     if motion is None and per_seq is not None and key in per_seq:
         return per_seq[key]
-    dseq = discretize(seq, scanner, rf_dt=method.rf_dt, max_rf_dt=method.max_rf_dt, windows=False,
-                      ideal_spoiling=method.ideal_spoiling, motion=motion, diffusion=method.analytic_diffusion, max_dt=max_dt)
-    k1 = _step_first_moments(seq, dseq, scanner, motion)
-    kspace = seq.kspace()
+    with tables_shared():  # (the gradient table: built once for the three)
+        dseq = discretize(seq, scanner, rf_dt=method.rf_dt, max_rf_dt=method.max_rf_dt, windows=False,
+                          ideal_spoiling=method.ideal_spoiling, motion=motion, diffusion=method.analytic_diffusion,
+                          max_dt=max_dt)
+        k1 = _step_first_moments(seq, dseq, scanner, motion)
+        kspace = seq.kspace()
     counts = [b.adc.num_samples for b in seq.blocks if b.adc is not None]
     adc_event = np.repeat(np.arange(len(counts)), counts)
     out = (dseq, kspace, adc_event, k1)

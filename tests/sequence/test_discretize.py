@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import mritwin as mt
-from mritwin.sequence.timeline import gradient_moments, gradient_table
+from mritwin.sequence.timeline import adc_table, gradient_moments, gradient_table, rf_table, tables_shared
 from tests.seqkit import IDEAL
 
 
@@ -45,6 +45,28 @@ def test_gradient_moments_are_exact():
     r0, r1 = dense_integral(seq, a, b)
     np.testing.assert_allclose(m0, r0, rtol=1e-9, atol=1e-18)
     np.testing.assert_allclose(m1, r1, rtol=1e-6, atol=1e-18)  # trapezoids on t*G: O(dt^2)
+
+
+def test_tables_are_built_once_per_sequence_inside_tables_shared_and_afresh_outside():
+    seq = mt.sequences.gre(scanner=IDEAL, fov=0.2, matrix=8, flip_angle_deg=15.0, slice_thickness=5e-3)
+    other = mt.Sequence(seq.blocks, seq.definitions)  # equal blocks, another object
+    assert gradient_table(seq) is not gradient_table(seq)  # no scope: built each call
+    with tables_shared():
+        gt = gradient_table(seq)
+        assert gradient_table(seq) is gt
+        assert gradient_table(other) is not gt
+        rt = rf_table(seq, 3.0, IDEAL.gamma_bar)
+        assert rf_table(seq, 3.0, IDEAL.gamma_bar) is rt
+        assert rf_table(seq, 1.5, IDEAL.gamma_bar) is not rt  # other arguments, other table
+        assert adc_table(seq, 3.0, IDEAL.gamma_bar) is adc_table(seq, 3.0, IDEAL.gamma_bar)
+        with tables_shared():  # a nested scope shares the outer one's tables
+            assert gradient_table(seq) is gt
+        b0 = jnp.asarray(3.0)  # not a plain number: not remembered
+        assert rf_table(seq, b0, IDEAL.gamma_bar) is not rf_table(seq, b0, IDEAL.gamma_bar)
+    fresh = gradient_table(seq)
+    assert fresh is not gt
+    for f in ("t0", "t1", "i0", "i1", "direction", "flat", "values", "block"):
+        np.testing.assert_array_equal(getattr(fresh, f), getattr(gt, f))
 
 
 def test_rotation_extension_rotates_gradients():

@@ -4,6 +4,8 @@ closed-form rotations."""
 
 from __future__ import annotations
 
+import importlib
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -62,6 +64,26 @@ def test_a_repeated_pulse_becomes_one_step_per_play():
     assert steps > 900  # the sinc's raster
     assert short.n_real_steps == d.n_real_steps - 12 * (steps - 1)
     assert np.sum(np.asarray(short.kind) == 3) == 12
+
+
+def test_the_grouped_plan_equals_the_plain_one_when_the_plain_one_leaves_no_rf_step():
+    """The engine skips the grouped plan (``min_repeats=1``) where the plain one prepared
+    every RF step (`engine._steps_rf`): then both prepare the same pulses. A pulse played
+    once (an inversion) is left as RF steps by the plain plan and prepared by the grouped one."""
+    engine = importlib.import_module("mritwin.simulate.engine")
+    d = discretize(_sinc_gre(12, 0.2))
+    plain, grouped = plan_prepared_rf(d, 3), plan_prepared_rf(d, 3, min_repeats=1)
+    assert not engine._steps_rf(plain[0])
+    for a, b in ((plain[0], grouped[0]), (plain[1], grouped[1])):
+        for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+            np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    inv = mt.make_block_pulse(np.pi, duration=1e-3, use="inversion")
+    seq = mt.Sequence([mt.Block(rf=inv), mt.Block(duration=5e-3)] + list(_sinc_gre(12, 0.2).blocks),
+                      {"FOV": [0.2, 0.2, 0.0]})
+    d = discretize(seq, rf_dt=10e-6)
+    plain, grouped = plan_prepared_rf(d, 3), plan_prepared_rf(d, 3, min_repeats=1)
+    assert engine._steps_rf(plain[0]) and not engine._steps_rf(grouped[0])
+    assert (plain[1].dt.shape[0], grouped[1].dt.shape[0]) == (1, 2)
 
 
 def test_late_plays_of_a_pulse_are_still_the_same_pulse():
