@@ -14,6 +14,7 @@ Conventions of every builder (see ``docs/sequences.md``):
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import math
 from collections.abc import Sequence as _Seq
@@ -66,7 +67,13 @@ def traceable(*names: str):
                         f"{fn.__name__}: {name} is traced (jax.grad, jax.jit or jax.vmap with respect to it), "
                         f"but it sets the sequence's timing or geometry, which must be concrete numbers; "
                         f"{allowed} traced")
-            return fn(*args, **kwargs)
+            if _TRAPS.get() is not None:  # (a builder called by another: its trapezoids)
+                return fn(*args, **kwargs)
+            token = _TRAPS.set({})
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                _TRAPS.reset(token)
 
         return builder
 
@@ -150,14 +157,25 @@ def slice_positions(n_slices: int, slice_thickness: float, slice_gap: float) -> 
 # ---------------------------------------------------------------------------------------
 # events
 # ---------------------------------------------------------------------------------------
+_TRAPS: contextvars.ContextVar[dict | None] = contextvars.ContextVar("mritwin_builder_traps", default=None)
+
+
 def trap(ch, amplitude, rise, flat, fall, delay=0.0) -> TrapGrad:
-    return TrapGrad(ch, amplitude, rise, flat, fall, delay)
+    """A `TrapGrad`; inside a builder (`traceable`) equal trapezoids are one object, so the
+    sequence's tables (`timeline`, grouped by event object) and files hold each once."""
+    memo = _TRAPS.get()
+    if memo is None or not is_concrete(amplitude):
+        return TrapGrad(ch, amplitude, rise, flat, fall, delay)
+    key = (ch, float(amplitude), float(rise), float(flat), float(fall), float(delay))
+    g = memo.get(key)
+    if g is None:
+        g = memo[key] = TrapGrad(ch, amplitude, rise, flat, fall, delay)
+    return g
 
 
 def retarget(g: TrapGrad, ch: str, delay=None) -> TrapGrad:
     """The same trapezoid on another channel (and optionally another delay)."""
-    return TrapGrad(ch, g.amplitude, g.rise_time, g.flat_time, g.fall_time,
-                    g.delay if delay is None else delay)
+    return trap(ch, g.amplitude, g.rise_time, g.flat_time, g.fall_time, g.delay if delay is None else delay)
 
 
 def shortest_trap_timing(area: float, sc: Scanner, max_grad=None):
