@@ -679,7 +679,7 @@ def _rf_integrals(rft, sa, sb, is_rf, gb, frame):
     rows, cols, ov = rows[good], cols[good], ov[good]
     inside = ov >= (1.0 - 1e-6) * (sb[rows] - sa[rows])
     sample_of[rows[inside]] = cols[inside]
-    coef = ov * np.exp(-2j * np.pi * frame.before[rft.pulse[cols]])
+    coef = ov * np.exp(-2j * np.pi * frame.before)[rft.pulse[cols]]  # (the exponential per pulse)
 
     def integrals(vals):
         contrib = coef * vals[rft.value_index[cols]]
