@@ -1,9 +1,13 @@
 """Benchmark: XLA's CPU compile time against run time under the flags a user may set for
-many small compiles (the test suite's, `tests/conftest.py`), each configuration in its own
-process (XLA reads ``XLA_FLAGS`` once), the configurations taking turns.
+many small compiles (the test suite's, `tests/conftest.py`), and with JAX's persistent
+compilation cache, each configuration in its own process (XLA reads ``XLA_FLAGS`` once),
+the configurations taking turns.
 
 Configurations: XLA's defaults; ``--xla_cpu_use_fusion_emitters=false`` (the older loop
-emitters); and that with ``--xla_backend_optimization_level=0`` (no LLVM optimization).
+emitters); that with ``--xla_backend_optimization_level=0`` (no LLVM optimization); and
+XLA's defaults with ``JAX_COMPILATION_CACHE_DIR`` set to a new folder (``cache_cold``: the
+process that fills it) and again to that folder (``cache_warm``: a rerun, which loads the
+programs instead of compiling them).
 Cases (float64, 2 CPU cores, one JAX device): the flip-angle gradient of an n x n
 `mritwin.sequences.gre` (sinc pulse, 5 mm slice) on an n x n grid twin,
 `jax.jit(jax.grad(loss))` (``grad-16``, ``grad-64``), and the forward simulation of the
@@ -22,12 +26,15 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
-CONFIGS = {
-    "defaults": "",
-    "no_fusion_emitters": "--xla_cpu_use_fusion_emitters=false",
-    "no_fusion_emitters_O0": "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0",
+CONFIGS = {  # name: (XLA_FLAGS, persistent cache: None, "cold" (a new folder) or "warm" (the cold one's))
+    "defaults": ("", None),
+    "no_fusion_emitters": ("--xla_cpu_use_fusion_emitters=false", None),
+    "no_fusion_emitters_O0": ("--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0", None),
+    "cache_cold": ("", "cold"),
+    "cache_warm": ("", "warm"),
 }
 
 
@@ -72,11 +79,15 @@ def main(argv=None):
     for case in args.cases:
         res = {k: [] for k in CONFIGS}
         for _ in range(args.repeats):
-            for k, flags in CONFIGS.items():
-                env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
-                out = subprocess.run([sys.executable, __file__, "--child", case], env=env, check=True,
-                                     capture_output=True, text=True).stdout
-                res[k].append(json.loads(out.strip().splitlines()[-1]))
+            with tempfile.TemporaryDirectory() as cache:
+                for k, (flags, cached) in CONFIGS.items():
+                    env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
+                    env.pop("JAX_COMPILATION_CACHE_DIR", None)
+                    if cached:
+                        env["JAX_COMPILATION_CACHE_DIR"] = cache
+                    out = subprocess.run([sys.executable, __file__, "--child", case], env=env, check=True,
+                                         capture_output=True, text=True).stdout
+                    res[k].append(json.loads(out.strip().splitlines()[-1]))
         line = {"benchmark": "compile_flags", "case": case, "device": "cpu", "precision": "float64",
                 "repeats": args.repeats}
         med = {k: {f: statistics.median(r[f] for r in runs) for f in ("trace_s", "compile_s", "run_s")}
