@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -26,21 +24,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 import mritwin as mt  # noqa: E402
-from mritwin.benchmarking import grid_twin  # noqa: E402
-
-
-def _timed(fn, repeats):
-    """(result, first call's seconds after clearing JAX's caches, median of later calls)."""
-    jax.clear_caches()
-    t0 = time.perf_counter()
-    out = np.asarray(jax.block_until_ready(fn()))
-    first = time.perf_counter() - t0
-    later = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn())
-        later.append(time.perf_counter() - t0)
-    return out, first, statistics.median(later)
+from mritwin.benchmarking import grid_twin, time_call  # noqa: E402
 
 
 def _sweep(n: int, n_flips: int, repeats: int) -> dict:
@@ -61,7 +45,9 @@ def _sweep(n: int, n_flips: int, repeats: int) -> dict:
             "n_flips": n_flips, "repeats": repeats}
     ref = None
     for name, fn in ways.items():
-        out, first, later = _timed(fn, repeats)
+        jax.clear_caches()  # (the first call compiles, whichever way ran before)
+        first, later, out = time_call(fn, repeats)
+        out = np.asarray(out)
         ref = out if ref is None else ref
         line[f"{name}_first_s"] = round(first, 3)
         line[f"{name}_s"] = round(later, 4)
