@@ -30,6 +30,8 @@ import jax
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from bench_sequence_tables import _gre  # noqa: E402
+
 import mritwin as mt  # noqa: E402
 from mritwin.benchmarking import grid_twin  # noqa: E402
 
@@ -44,10 +46,6 @@ BEFORE = {(engine, "tables_shared"): contextlib.nullcontext, (engine, "_steps_rf
 def _use(variant: dict) -> None:
     for (mod, name), fn in variant.items():
         setattr(mod, name, fn)
-
-
-def _gre(n):
-    return mt.sequences.gre(scanner=mt.Scanner(), fov=0.2, matrix=n, flip_angle_deg=15.0, slice_thickness=5e-3)
 
 
 def main(argv=None):
