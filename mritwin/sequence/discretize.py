@@ -511,14 +511,18 @@ def _translated_windows(motion, kstep, cyc0, adt, events, steps, n_window):
     with the window steps' own ``cyc0`` zeroed (the table replaces it).
     """
     xp = jnp if any(isinstance(x, jax.Array) for x in (kstep, cyc0)) else np
-    rows = []
-    for ev, st in zip(events, steps):
-        f0, c = adt.first[ev], adt.count[ev]
-        mids = adt.time[f0] + (np.arange(c - 1) + 0.5) * adt.dwell[ev]
-        _, _, d, _ = motion.evaluate(mids)
-        phi = xp.cumsum(xp.asarray(d) @ kstep[st], axis=0)
-        rows.append(xp.pad(phi, (0, n_window - (c - 1))))
-    wcyc = xp.stack(rows)
+    # every window's interval midpoints in one (W, n_window) grid, evaluated at once (a
+    # call per window: ~65 small eager programs per call of a 64-line GRE, and as many
+    # pieces in a traced motion's program); the grid's pad past each window's c - 1
+    # intervals holds its last midpoint and is zeroed after the sum
+    first, dwell = adt.first[events], adt.dwell[events]
+    n_int = adt.count[events] - 1
+    j = np.arange(n_window)
+    mids = adt.time[first][:, None] + (np.minimum(j[None, :], n_int[:, None] - 1) + 0.5) * dwell[:, None]
+    _, _, d, _ = motion.evaluate(mids.ravel())
+    d = xp.reshape(xp.asarray(d), mids.shape + (3,))
+    phi = xp.cumsum(xp.einsum("wnj,wj->wn", d, kstep[np.asarray(steps)]), axis=1)
+    wcyc = xp.where(j[None, :] < n_int[:, None], phi, 0.0)
     wcidx = np.zeros(len(cyc0), np.int32)
     wcidx[np.asarray(steps)] = np.arange(len(steps))
     if xp is jnp:

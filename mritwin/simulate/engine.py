@@ -1316,15 +1316,20 @@ def _prepare(seq: Sequence, scanner: Scanner, method: Bloch, motion=None):
     """Discretize (and compute k-space) once per sequence, scanner and method.
 
     Sequences are immutable, so the result is cached on the sequence object (weakly) when
-    its values are concrete; with traced values (differentiating through the sequence)
-    it is recomputed inside the trace.
+    its values are concrete, per motion object (by identity, weakly: motions are immutable
+    too); with traced values (differentiating through the sequence or the motion) it is
+    recomputed inside the trace.
     """
     general = method.readout is not None
     key = (scanner, method.rf_dt, method.max_rf_dt, method.windows, method.ideal_spoiling,
            method.analytic_diffusion, general, rf_per_step(method))
     per_seq = _PREPARED.get(seq)
-    if motion is None and per_seq is not None and key in per_seq:
-        return per_seq[key]
+    if motion is not None:  # (remembered with the motion too: by identity, weakly)
+        key = key + (id(motion),)
+    if per_seq is not None and key in per_seq:
+        ref, out = per_seq[key]
+        if ref is None or ref() is motion:
+            return out
     with tables_shared():  # (the gradient table: built once for both)
         dseq = discretize(seq, scanner, rf_dt=method.rf_dt, max_rf_dt=method.max_rf_dt, windows=method.windows,
                           ideal_spoiling=method.ideal_spoiling, motion=motion,
@@ -1335,8 +1340,15 @@ def _prepare(seq: Sequence, scanner: Scanner, method: Bloch, motion=None):
     adc_event = np.repeat(np.arange(len(counts)), counts)
     traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((dseq, kspace)))
     out = (dseq, kspace, adc_event)
-    if not traced and motion is None:
-        _PREPARED.setdefault(seq, {})[key] = out
+    if not traced and (motion is None or not _holds_tracer(motion)):
+        per_seq = _PREPARED.setdefault(seq, {})
+        ref = None
+        if motion is not None:
+            try:
+                ref = weakref.ref(motion, lambda _, k=key, d=per_seq: d.pop(k, None))
+            except TypeError:  # not weakly referenceable: not remembered
+                return out
+        per_seq[key] = (ref, out)
     return out
 
 

@@ -9,6 +9,7 @@ import pytest
 
 import mritwin as mt
 from mritwin.benchmarking import cartesian_gre, grid_twin
+from mritwin.sequence.discretize import discretize
 from mritwin.simulate import engine
 from tests.seqkit import IDEAL, hard
 
@@ -122,3 +123,31 @@ def test_a_sequence_with_a_traced_flip_angle_is_known_as_traced_and_not_remember
     np.testing.assert_allclose(float(g), float(fd), rtol=1e-2)
     plain = seq_of(0.3)
     assert engine._holds_tracer(plain) is False and engine._holds_tracer(plain) is False
+
+
+def test_a_motion_object_keeps_its_discretization(gre, monkeypatch):
+    """A concrete motion is remembered with the sequence by identity: a second call with the
+    same motion object discretizes nothing (the per-step motion phases of a 12-line GRE took
+    ~0.2 s per call), another object with other values is discretized anew and moves the
+    signal, the entry goes with the motion object, and a traced motion is not remembered."""
+    seq, twin = gre
+    calls = []
+    monkeypatch.setattr(engine, "discretize", lambda *a, **k: calls.append(1) or discretize(*a, **k))
+    mo = mt.Translation(velocity=(0.02, -0.05, 0.0))
+    first = mt.simulate(twin, seq, motion=mo).samples
+    again = mt.simulate(twin, seq, motion=mo).samples
+    assert len(calls) == 1
+    np.testing.assert_array_equal(np.asarray(first), np.asarray(again))
+    still = mt.simulate(twin, seq, motion=mt.Translation()).samples  # (another object: anew)
+    assert len(calls) == 2
+    assert float(jnp.abs(still - first).max()) > 1e-2 * float(jnp.abs(first).max())
+    n = len(engine._PREPARED[seq])
+    del mo
+    gc.collect()
+    assert len(engine._PREPARED[seq]) == n - 1
+
+    def loss(v):
+        return jnp.sum(jnp.abs(mt.simulate(twin, seq, motion=mt.Translation(velocity=v)).samples) ** 2)
+
+    jax.jit(loss)(jnp.asarray([0.02, -0.05, 0.0]))
+    assert len(engine._PREPARED[seq]) == n - 1
