@@ -621,6 +621,9 @@ def _apply_motion(motion, gt, sa, sb, gb):
     m0, m1 = gradient_moments(gt, sa, sb, first_moment=True)
     k0, k1 = gb * m0, gb * m1
     r, rd, d, dd = motion.evaluate(0.5 * (sa + sb))
+    if _translation_only(motion):  # (R = I: the k-vectors stay the sequence's, concrete
+        # under a traced translation, so that its pulses can still be planned)
+        return k0, jnp.sum(k0 * d, -1) + jnp.sum(k1 * dd, -1)
     k_eff = jnp.einsum("nij,ni->nj", r, k0) + jnp.einsum("nij,ni->nj", rd, k1)
     c = jnp.asarray(motion.center)
     offset = (jnp.sum(k0 * (c[None, :] + d), -1) + jnp.sum(k1 * dd, -1)

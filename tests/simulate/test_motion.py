@@ -48,6 +48,33 @@ def test_velocity_encoding_phase(v):
     assert abs(s) == pytest.approx(abs(s0), rel=1e-12)
 
 
+def test_a_traced_velocity_gives_the_closed_form_derivative_and_keeps_the_k_vectors_concrete():
+    """d(phase)/dv = -2 pi gamma_bar M1 (PHYSICS.md 11) through `jax.grad`; under the trace a
+    translation leaves the sequence's k-vectors concrete (it does not rotate them), so the
+    planners that need concrete steps still run: only the per-step phases are traced."""
+    from mritwin.sequence.discretize import discretize
+
+    seq = bipolar_seq()
+    twin = mt.Twin(position=[[0.0, 0.0, 0.0]], pd=[1.0], t1=[np.inf], t2=[np.inf])
+
+    def phase(v):
+        return jnp.angle(mt.simulate(twin, seq, motion=mt.Translation(velocity=jnp.stack([v, 0.0, 0.0])),
+                                     **F64).samples[0, 0])
+
+    g = float(jax.grad(phase)(jnp.float64(0.05)))
+    assert g == pytest.approx(-2 * np.pi * mt.GAMMA_BAR * first_moment(seq), rel=1e-5)
+    static = np.asarray(discretize(seq).kstep)
+
+    @jax.jit
+    def traced(v):
+        d = discretize(seq, motion=mt.Translation(velocity=v))
+        assert not isinstance(d.kstep, jax.core.Tracer) and isinstance(d.cyc0, jax.core.Tracer)
+        np.testing.assert_array_equal(np.asarray(d.kstep), static)
+        return d.cyc0
+
+    traced(jnp.asarray([0.1, 0.0, 0.0]))
+
+
 def test_rigid_shift_gives_linear_kspace_phase():
     n, fov = 16, 0.2
     # T2 = 3 ms << TR = 100 ms: no coherence survives from earlier lines, so each sample is
