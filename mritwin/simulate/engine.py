@@ -1323,32 +1323,48 @@ def _prepare(seq: Sequence, scanner: Scanner, method: Bloch, motion=None):
     general = method.readout is not None
     key = (scanner, method.rf_dt, method.max_rf_dt, method.windows, method.ideal_spoiling,
            method.analytic_diffusion, general, rf_per_step(method))
-    per_seq = _PREPARED.get(seq)
-    if motion is not None:  # (remembered with the motion too: by identity, weakly)
+
+    def compute():
+        with tables_shared():  # (the gradient table: built once for both)
+            dseq = discretize(seq, scanner, rf_dt=method.rf_dt, max_rf_dt=method.max_rf_dt, windows=method.windows,
+                              ideal_spoiling=method.ideal_spoiling, motion=motion,
+                              diffusion=method.analytic_diffusion, general_windows=general,
+                              rf_per_step=rf_per_step(method))
+            kspace = seq.kspace()
+        return dseq, kspace, _adc_events(seq)
+
+    return _per_sequence(_PREPARED, seq, key, motion, compute)
+
+
+def _adc_events(seq: Sequence) -> np.ndarray:
+    """(n_adc,) the ADC event (block with an ADC, in order) of each sample."""
+    counts = [b.adc.num_samples for b in seq.blocks if b.adc is not None]
+    return np.repeat(np.arange(len(counts)), counts)
+
+
+def _per_sequence(store: weakref.WeakKeyDictionary, seq: Sequence, key: tuple, motion, compute: Callable[[], tuple]):
+    """``compute()``, remembered in ``store`` with the sequence (weakly) under ``key`` and,
+    given a motion, with the motion object too (by identity, weakly: motions are immutable,
+    and a moving twin's discretization costs as much as a static one's). Not remembered:
+    results that hold tracers (a trace's values), or those of a motion that holds any."""
+    per_seq = store.get(seq)
+    if motion is not None:
         key = key + (id(motion),)
     if per_seq is not None and key in per_seq:
         ref, out = per_seq[key]
         if ref is None or ref() is motion:
             return out
-    with tables_shared():  # (the gradient table: built once for both)
-        dseq = discretize(seq, scanner, rf_dt=method.rf_dt, max_rf_dt=method.max_rf_dt, windows=method.windows,
-                          ideal_spoiling=method.ideal_spoiling, motion=motion,
-                          diffusion=method.analytic_diffusion, general_windows=general,
-                          rf_per_step=rf_per_step(method))
-        kspace = seq.kspace()
-    counts = [b.adc.num_samples for b in seq.blocks if b.adc is not None]
-    adc_event = np.repeat(np.arange(len(counts)), counts)
-    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves((dseq, kspace)))
-    out = (dseq, kspace, adc_event)
-    if not traced and (motion is None or not _holds_tracer(motion)):
-        per_seq = _PREPARED.setdefault(seq, {})
-        ref = None
-        if motion is not None:
-            try:
-                ref = weakref.ref(motion, lambda _, k=key, d=per_seq: d.pop(k, None))
-            except TypeError:  # not weakly referenceable: not remembered
-                return out
-        per_seq[key] = (ref, out)
+    out = compute()
+    if _has_tracer(out) or (motion is not None and _holds_tracer(motion)):
+        return out
+    per_seq = store.setdefault(seq, {})
+    ref = None
+    if motion is not None:
+        try:
+            ref = weakref.ref(motion, lambda _, k=key, d=per_seq: d.pop(k, None))
+        except TypeError:  # not weakly referenceable: not remembered
+            return out
+    per_seq[key] = (ref, out)
     return out
 
 
@@ -2010,22 +2026,17 @@ def _prepare_dynamics(seq, scanner: Scanner, method: Bloch, motion, models):
     steps = [m.max_step for m in models if m.max_step is not None]
     max_dt = min(steps) if steps else None
     key = (scanner, method.rf_dt, method.max_rf_dt, method.ideal_spoiling, method.analytic_diffusion, max_dt)
-    per_seq = _PREPARED_DYN.get(seq)
-    if motion is None and per_seq is not None and key in per_seq:
-        return per_seq[key]
-    with tables_shared():  # (the gradient table: built once for the three)
-        dseq = discretize(seq, scanner, rf_dt=method.rf_dt, max_rf_dt=method.max_rf_dt, windows=False,
-                          ideal_spoiling=method.ideal_spoiling, motion=motion, diffusion=method.analytic_diffusion,
-                          max_dt=max_dt)
-        k1 = _step_first_moments(seq, dseq, scanner, motion)
-        kspace = seq.kspace()
-    counts = [b.adc.num_samples for b in seq.blocks if b.adc is not None]
-    adc_event = np.repeat(np.arange(len(counts)), counts)
-    out = (dseq, kspace, adc_event, k1)
-    traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree_util.tree_leaves(out))
-    if not traced and motion is None:
-        _PREPARED_DYN.setdefault(seq, {})[key] = out
-    return out
+
+    def compute():
+        with tables_shared():  # (the gradient table: built once for the three)
+            dseq = discretize(seq, scanner, rf_dt=method.rf_dt, max_rf_dt=method.max_rf_dt, windows=False,
+                              ideal_spoiling=method.ideal_spoiling, motion=motion,
+                              diffusion=method.analytic_diffusion, max_dt=max_dt)
+            k1 = _step_first_moments(seq, dseq, scanner, motion)
+            kspace = seq.kspace()
+        return dseq, kspace, _adc_events(seq), k1
+
+    return _per_sequence(_PREPARED_DYN, seq, key, motion, compute)
 
 
 def _step_first_moments(seq, dseq, scanner, motion):
