@@ -125,6 +125,11 @@ class DiscreteSequence(eqx.Module):
         b1src: (n_steps,) int32, NumPy: the index of each step's traced amplitude ``a``
             (the same index: the same amplitude object), -1 for concrete steps. None
             with ``b1unit``.
+        cyc0_fixed: (n_steps,) float, NumPy, when ``cyc0`` is traced (a traced rigid
+            motion): ``cyc0`` where the motion adds nothing to it whatever its values (a
+            step without gradient moments: ``∫G dt = ∫G t dt = 0``), NaN elsewhere; a
+            pulse played in such steps (a non-selective pulse) is then prepared as on a
+            static twin (`mritwin.simulate.prepared_rf`). None: no such steps known.
     """
 
     dt: jax.Array
@@ -151,6 +156,7 @@ class DiscreteSequence(eqx.Module):
     rf_sample: np.ndarray | None = None
     b1unit: np.ndarray | None = None
     b1src: np.ndarray | None = None
+    cyc0_fixed: np.ndarray | None = None
 
     @property
     def n_general(self) -> int:
@@ -413,19 +419,23 @@ def discretize(
         spoil[np.searchsorted(sb, starts_exc, side="right")] = True
 
     # ---- values -----------------------------------------------------------------------
+    still = None  # (the steps whose phase no motion changes)
     if motion is None:
         kstep = gb * gradient_moments(gt, sa, sb)
         cyc0 = np.zeros(m)
     else:
-        kstep, cyc0 = _apply_motion(motion, gt, sa, sb, gb)
+        kstep, cyc0, still = _apply_motion(motion, gt, sa, sb, gb)
     frame = _PulseFrame(rft)
     b1dt, rf_sample, b1factor = _rf_integrals(rft, sa, sb, kind == 0, gb, frame)
+    shift = np.zeros(m)
     if frame.active:  # the frame follows each pulse's frequency offset: -f dt in its steps
         rf_steps = np.nonzero(kind == 0)[0]
-        shift = np.zeros(m)
         # (the pulse holding each step's midpoint: a step's start may sit a rounding below its pulse's)
         shift[rf_steps] = -frame.freq[frame.pulse_at(0.5 * (sa + sb)[rf_steps])] * dt[rf_steps]
         cyc0 = cyc0 + shift
+    cyc0_fixed = None
+    if isinstance(cyc0, jax.core.Tracer) and still is not None and still.any():
+        cyc0_fixed = np.where(still, shift, np.nan)
     wcyc = wcidx = None
     if motion is not None and win_first.size:
         wcyc, wcidx, cyc0 = _translated_windows(motion, kstep, cyc0, adt, win_first, new_index[win_step], n_window)
@@ -452,6 +462,7 @@ def discretize(
         frame_end=np.float64(frame.end), rf_sample=pad(rf_sample, -1),
         b1unit=None if b1factor is None else pad(b1factor[0]),
         b1src=None if b1factor is None else pad(b1factor[1], -1),
+        cyc0_fixed=None if cyc0_fixed is None else pad(cyc0_fixed, np.nan),
     )
 
 
@@ -616,19 +627,24 @@ def _pathway_b(seq, gt, rft, sa, sb, gb):
 
 
 def _apply_motion(motion, gt, sa, sb, gb):
-    """Per-step k-vector and phase offset [cycles] for a rigid motion (see
-    `mritwin.twin.motion`): k_eff = Rᵀk0 + Ṙᵀk1, offset = k0·(c+d) + k1·ḋ - k_eff·c."""
+    """Per-step k-vector, phase offset [cycles] and the steps the motion leaves alone, for a
+    rigid motion (see `mritwin.twin.motion`): k_eff = Rᵀk0 + Ṙᵀk1, offset = k0·(c+d) + k1·ḋ
+    - k_eff·c; ``still`` (NumPy bool, None with traced gradients): both moments zero, so
+    the offset is exactly 0 and k_eff 0 whatever the motion."""
     m0, m1 = gradient_moments(gt, sa, sb, first_moment=True)
     k0, k1 = gb * m0, gb * m1
+    still = None
+    if not any(isinstance(x, jax.core.Tracer) for x in (m0, m1)):
+        still = ~np.any(np.asarray(m0) != 0, axis=1) & ~np.any(np.asarray(m1) != 0, axis=1)
     r, rd, d, dd = motion.evaluate(0.5 * (sa + sb))
     if _translation_only(motion):  # (R = I: the k-vectors stay the sequence's, concrete
         # under a traced translation, so that its pulses can still be planned)
-        return k0, jnp.sum(k0 * d, -1) + jnp.sum(k1 * dd, -1)
+        return k0, jnp.sum(k0 * d, -1) + jnp.sum(k1 * dd, -1), still
     k_eff = jnp.einsum("nij,ni->nj", r, k0) + jnp.einsum("nij,ni->nj", rd, k1)
     c = jnp.asarray(motion.center)
     offset = (jnp.sum(k0 * (c[None, :] + d), -1) + jnp.sum(k1 * dd, -1)
               - jnp.sum(k_eff * c[None, :], -1))
-    return k_eff, offset
+    return k_eff, offset, still
 
 
 def _rf_step_edges(rft, rf_dt):

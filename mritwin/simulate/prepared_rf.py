@@ -142,9 +142,11 @@ def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int, min_repeats: int = MI
         ``kind_id`` (``count`` = which prepared pulse, ``b1dt`` = ``exp(iα)`` of its phase
         offset, ``dt`` its duration), and the `PulseTable`; or ``(dseq, None)`` when no
         pulse qualifies, or the sequence has traced values (other than factored B1 with
-        ``scaled``), diffusion weighting or RF during ADC sampling. A translation's
-        common phase per step (``cyc0``) belongs to the pulse: plays at other times of a
-        moving twin are other pulses.
+        ``scaled``, and a traced motion's common phases, ``cyc0``, outside the steps it
+        cannot change, `DiscreteSequence.cyc0_fixed`: a pulse played there is prepared,
+        the others stay steps), diffusion weighting or RF during ADC sampling. A
+        translation's common phase per step (``cyc0``) belongs to the pulse: plays at
+        other times of a moving twin are other pulses.
     """
     m = dseq.n_real_steps
     fields = {f: _concrete(getattr(dseq, f)) for f in
@@ -152,6 +154,11 @@ def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int, min_repeats: int = MI
     source = np.full(m, -1)  # the traced amplitude of each step (`DiscreteSequence.b1src`)
     if fields["b1dt"] is None and scaled and _concrete(dseq.b1unit) is not None and _concrete(dseq.b1src) is not None:
         fields["b1dt"], source = np.asarray(dseq.b1unit), np.asarray(dseq.b1src)[:m]
+    moving = np.zeros(m, bool)  # steps whose traced common phase (a traced motion's) is unknown here
+    if fields["cyc0"] is None and dseq.cyc0_fixed is not None:
+        fixed = np.asarray(dseq.cyc0_fixed)[:m]
+        moving = np.isnan(fixed)
+        fields["cyc0"] = np.where(moving, 0.0, fixed)
     if any(v is None for v in fields.values()):
         return dseq, None
     if np.any(fields["bstep"][:m] != 0):
@@ -178,7 +185,7 @@ def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int, min_repeats: int = MI
     phases = np.zeros(starts.size, complex)
     for r, (a, b) in enumerate(zip(starts, stops)):
         if (b - a < (1 if single_steps else MIN_SAMPLES) or sample[a:b].any() or spoil[a + 1:b].any()
-                or np.any(source[a:b] != source[a])):
+                or np.any(source[a:b] != source[a]) or moving[a:b].any()):
             continue
         ref = a + int(np.argmax(np.abs(b1[a:b])))
         if b1[ref] == 0:
@@ -241,6 +248,8 @@ def plan_prepared_rf(dseq: DiscreteSequence, kind_id: int, min_repeats: int = MI
         new["cyc0"][a] = 0.0  # (in the table)
         new["kind"][a] = kind_id
         new["count"][a] = pulse_of_run[r]
+    if moving.any():  # a traced motion: the other steps keep their traced common phase
+        new["cyc0"] = jnp.asarray(dseq.cyc0)[:m].at[starts[pulse_of_run >= 0]].set(0.0)
     scale = None
     if source.max(initial=-1) >= 0:  # traced amplitudes: the other steps keep their traced B1
         first = starts[pulse_of_run >= 0]

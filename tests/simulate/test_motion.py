@@ -75,6 +75,45 @@ def test_a_traced_velocity_gives_the_closed_form_derivative_and_keeps_the_k_vect
     traced(jnp.asarray([0.1, 0.0, 0.0]))
 
 
+def test_a_traced_translation_prepares_the_pulses_it_cannot_change():
+    """Steps without gradient moments keep their phase under any rigid motion
+    (`DiscreteSequence.cyc0_fixed`): under a traced translation a hard pulse is still
+    prepared (compiling the 12 x 12 GRE's velocity gradient: 13 s -> 2 s), a slice pulse
+    (its gradient on) is not; the gradient equals a central difference of concrete
+    motions."""
+    from mritwin.sequence.discretize import discretize
+    from mritwin.simulate.prepared_rf import plan_prepared_rf
+
+    hard_gre = cartesian_gre(8, 0.2)
+    slice_gre = mt.sequences.gre(scanner=IDEAL, fov=0.2, matrix=8, tr=8e-3, flip_angle_deg=20.0, slice_thickness=5e-3)
+
+    @jax.jit
+    def planned(v):  # inside the trace: NaN (motion-dependent) exactly where a gradient moment is
+        d = discretize(hard_gre, motion=mt.Translation(velocity=v))
+        n = d.n_real_steps
+        steps, k, rf = np.asarray(d.cyc0_fixed)[:n], np.asarray(d.kstep)[:n], np.asarray(d.kind)[:n] == 0
+        assert isinstance(d.cyc0, jax.core.Tracer)
+        assert np.all(np.isnan(steps[np.any(k != 0, 1)])) and np.all(steps[rf] == 0.0)
+        assert plan_prepared_rf(d, 3)[1] is not None
+        assert plan_prepared_rf(discretize(slice_gre, motion=mt.Translation(velocity=v)), 3)[1] is None
+        return d.cyc0
+
+    planned(jnp.asarray([0.0, 0.0, 0.1]))
+    tw = grid_twin(8, 0.2)
+
+    def loss(v):
+        s = mt.simulate(tw, hard_gre, motion=mt.Translation(velocity=v), dtype=jnp.float64).samples
+        return jnp.sum(jnp.abs(s) ** 2)
+
+    v, h = np.array([0.02, -0.05, 0.01]), 1e-6
+    g = np.asarray(jax.jit(jax.grad(loss))(jnp.asarray(v)))
+    for axis in (0, 1):  # (in-plane; the sequence has no z gradient: 0)
+        e = np.eye(3)[axis]
+        fd = (float(loss(jnp.asarray(v + h * e))) - float(loss(jnp.asarray(v - h * e)))) / (2 * h)
+        assert g[axis] == pytest.approx(fd, rel=1e-6)
+    assert g[2] == 0.0
+
+
 def test_rigid_shift_gives_linear_kspace_phase():
     n, fov = 16, 0.2
     # T2 = 3 ms << TR = 100 ms: no coherence survives from earlier lines, so each sample is
