@@ -213,10 +213,10 @@ def simulate(
     if pallas and dtype == jnp.float64:
         raise ValueError("Bloch(kernel='pallas') runs in float32; use kernel='xla' for dtype=float64")
     run_key = _run_key(twin, seq, coils, scanner, method, dtype, return_magnetization, motion, models)
-    run = _cached_run(run_key, twin, seq)
+    run = _cached_run(run_key, twin, seq, motion)
     if run is None:
         run = _plan(twin, seq, scanner, coils, method, dtype, return_magnetization, motion, models)
-        _remember_run(run_key, twin, seq, run)
+        _remember_run(run_key, twin, seq, run, motion)
     if twin.t2_prime is not None and _any_finite(twin.t2_prime):
         warnings.warn(
             "twin.t2_prime is set but each spin is one isochromat, so reversible T2' "
@@ -535,7 +535,7 @@ def _twin_extent(position, delta_f, b1):
 
 
 RUN_CACHE_SPINS = 1 << 20  # twins up to this size keep their planned run (see _run_key)
-_RUNS: dict = {}  # run key -> (twin ref, sequence ref, _Run); the two most recently used
+_RUNS: dict = {}  # run key -> (twin ref, sequence ref, _Run, motion ref or None); the two most recently used
 
 
 MAX_STEP_PERIOD = 16  # longest period of steps scanned as macro steps of static kinds (0: never)
@@ -606,14 +606,16 @@ def _knobs() -> tuple:
 def _run_key(twin: Twin, seq, coils, scanner, method, dtype, want_mag: bool, motion, models):
     """The key under which a call's planned run is remembered, or None.
 
-    Repeated calls with the same twin and sequence objects (both immutable) skip the host
-    planning (packing, grouping, window and pulse tables: 2-3 ms, as much as a 4k-spin
-    simulation itself). Not with explicit ``coils``, motion or dynamics, for twins above
-    `RUN_CACHE_SPINS` spins (the packed copy would hold device memory, and the planning is
-    negligible there) or traced values (checked when a run is stored)."""
-    if coils is not None or motion is not None or models or twin.n_spins > RUN_CACHE_SPINS:
+    Repeated calls with the same twin and sequence objects (both immutable), and the same
+    motion object if any, skip the host planning (packing, grouping, window and pulse
+    tables: 2-3 ms, as much as a 4k-spin simulation itself; ~8 ms with a motion). Not with
+    explicit ``coils`` or dynamics, for twins above `RUN_CACHE_SPINS` spins (the packed copy
+    would hold device memory, and the planning is negligible there) or traced values
+    (checked when a run is stored)."""
+    if coils is not None or models or twin.n_spins > RUN_CACHE_SPINS:
         return None
-    key = (id(twin), id(seq), scanner, method, jnp.dtype(dtype).name, bool(want_mag), _knobs())
+    key = (id(twin), id(seq), None if motion is None else id(motion), scanner, method, jnp.dtype(dtype).name,
+           bool(want_mag), _knobs())
     try:
         hash(key)
     except TypeError:  # a method or scanner with unhashable fields
@@ -621,27 +623,29 @@ def _run_key(twin: Twin, seq, coils, scanner, method, dtype, want_mag: bool, mot
     return key
 
 
-def _cached_run(key, twin: Twin, seq) -> _Run | None:
+def _cached_run(key, twin: Twin, seq, motion) -> _Run | None:
     hit = None if key is None else _RUNS.get(key)
-    if hit is not None and hit[0]() is twin and hit[1]() is seq:
+    if (hit is not None and hit[0]() is twin and hit[1]() is seq
+            and (hit[3] is None if motion is None else hit[3]() is motion)):
         _RUNS[key] = _RUNS.pop(key)  # the most recently used goes last: evicted last
         return hit[2]
     return None
 
 
-def _remember_run(key, twin: Twin, seq, run: _Run) -> None:
+def _remember_run(key, twin: Twin, seq, run: _Run, motion=None) -> None:
     # (planned inside a jit trace, the run's arrays are tracers of that trace: not kept)
     parts = (twin, run.call.args, run.call.keywords, run.kspace, run.dseq, run.pd0)
-    if key is None or _holds_tracer(seq) or _has_tracer(parts):
+    if key is None or _holds_tracer(seq) or (motion is not None and _holds_tracer(motion)) or _has_tracer(parts):
         return
     while len(_RUNS) >= 2:
         _RUNS.pop(next(iter(_RUNS)))
 
-    def forget(_, key=key):  # the twin or the sequence is gone: release the packed spins
+    def forget(_, key=key):  # the twin, sequence or motion is gone: release the packed spins
         _RUNS.pop(key, None)
 
     try:
-        _RUNS[key] = (weakref.ref(twin, forget), weakref.ref(seq, forget), run)
+        _RUNS[key] = (weakref.ref(twin, forget), weakref.ref(seq, forget), run,
+                      None if motion is None else weakref.ref(motion, forget))
     except TypeError:  # not weakly referenceable
         pass
 

@@ -128,7 +128,8 @@ def test_a_sequence_with_a_traced_flip_angle_is_known_as_traced_and_not_remember
 @pytest.mark.parametrize("dynamics", [False, True])
 def test_a_motion_object_keeps_its_discretization(gre, monkeypatch, dynamics):
     """A concrete motion is remembered with the sequence by identity (with dynamics too): a
-    second call with the same motion object discretizes nothing (the per-step motion phases
+    second call with the same motion object discretizes nothing (without dynamics, reuses
+    the planned run) (the per-step motion phases
     of a 64-line GRE took ~0.08 s per call), another object with other values is
     discretized anew and moves the signal, the entry goes with the motion object, and a
     traced motion is not remembered."""
@@ -141,16 +142,21 @@ def test_a_motion_object_keeps_its_discretization(gre, monkeypatch, dynamics):
     monkeypatch.setattr(engine, "discretize", lambda *a, **k: calls.append(1) or discretize(*a, **k))
     mo = mt.Translation(velocity=(0.02, -0.05, 0.0))
     first = mt.simulate(twin, seq, motion=mo, **kw).samples
+    runs = [v[2] for v in engine._RUNS.values() if v[3] is not None and v[3]() is mo]
     again = mt.simulate(twin, seq, motion=mo, **kw).samples
     assert len(calls) == 1
+    # (the whole planned run too, without dynamics: the same run object)
+    assert len(runs) == (0 if dynamics else 1)
+    assert runs == [v[2] for v in engine._RUNS.values() if v[3] is not None and v[3]() is mo]
     np.testing.assert_array_equal(np.asarray(first), np.asarray(again))
     still = mt.simulate(twin, seq, motion=mt.Translation(), **kw).samples  # (another object: anew)
     assert len(calls) == 2
     assert float(jnp.abs(still - first).max()) > 1e-2 * float(jnp.abs(first).max())
     n = len(store[seq])
-    del mo
+    del mo, runs
     gc.collect()
     assert len(store[seq]) == n - 1
+    assert all(v[3] is None or v[3]() is not None for v in engine._RUNS.values())
 
     def loss(v):
         return jnp.sum(jnp.abs(mt.simulate(twin, seq, motion=mt.Translation(velocity=v), **kw).samples) ** 2)
