@@ -114,6 +114,21 @@ def test_a_traced_translation_prepares_the_pulses_it_cannot_change():
     assert g[2] == 0.0
 
 
+@pytest.mark.slow
+def test_the_docs_velocity_fit_recovers_the_velocity(capsys):
+    """docs/motion.md's example: a phase-encoding velocity of -2 cm/s found from 0 by
+    `mritwin.optimize` through the traced motion."""
+    import pathlib
+    import re
+
+    doc = pathlib.Path(__file__).resolve().parents[2] / "docs" / "motion.md"
+    (code,) = [c for c in re.findall(r"```python\n(.*?)```", doc.read_text(), flags=re.S) if "optimize" in c]
+    ns = {}
+    exec(compile(code, str(doc), "exec"), ns)
+    assert "estimated velocity: -2.000 cm/s" in capsys.readouterr().out
+    assert float(ns["res"].params) == pytest.approx(-0.02, rel=1e-3)
+
+
 def test_rigid_shift_gives_linear_kspace_phase():
     n, fov = 16, 0.2
     # T2 = 3 ms << TR = 100 ms: no coherence survives from earlier lines, so each sample is
