@@ -128,11 +128,10 @@ def test_a_sequence_with_a_traced_flip_angle_is_known_as_traced_and_not_remember
 @pytest.mark.parametrize("dynamics", [False, True])
 def test_a_motion_object_keeps_its_discretization(gre, monkeypatch, dynamics):
     """A concrete motion is remembered with the sequence by identity (with dynamics too): a
-    second call with the same motion object discretizes nothing (without dynamics, reuses
-    the planned run) (the per-step motion phases
-    of a 64-line GRE took ~0.08 s per call), another object with other values is
-    discretized anew and moves the signal, the entry goes with the motion object, and a
-    traced motion is not remembered."""
+    second call with the same motion object discretizes nothing (a 64-line GRE's call took
+    ~0.08 s with it) and, without dynamics, reuses the planned run; another object with
+    other values is discretized anew and moves the signal, the entries go with the motion
+    object, and a traced motion is not remembered."""
     from mritwin.twin import dynamics as dyn
 
     seq, twin = gre
