@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._arrays import to_device
-from ..sequence.discretize import DiscreteSequence, discretize
+from ..sequence.discretize import DiscreteSequence, _translation_only, discretize
 from ..sequence.scanner import Scanner
 from ..sequence.sequence import Sequence
 from ..sequence.timeline import tables_shared
@@ -411,7 +411,7 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
         readout, wtab, perm = _window_plan(plan_window_cache, readout, twin, dseq, chunk,
                                            _n_chunks(twin.n_spins, chunk, n_dev), method.readout.tol)
     groups = None
-    if (method.group_spins and method.readout is None and dseq.n_window and motion is None
+    if (method.group_spins and method.readout is None and dseq.n_window and (motion is None or _translation_only(motion))
             and not method.reversible and not method.analytic_diffusion and not models):
         groups = _group_plan(twin, dseq, chunk, _n_chunks(twin.n_spins, chunk, n_dev), dtype)
         if groups is not None:
