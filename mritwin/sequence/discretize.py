@@ -268,8 +268,8 @@ def discretize(
             gradients, RF phase cycling and enough isochromats per voxel.
         motion: optional rigid motion (`mritwin.twin.motion.AbstractMotion`): folded into
             each step's k-vector and a per-step phase (exact for motion linear within a
-            step). With a translation (`Translation`, `PeriodicTranslation`) constant-gradient
-            ADC windows stay windows, with a per-sample phase common to all spins
+            step). With a translation (`Translation`, `PeriodicTranslation`, a
+            `RigidPath` without rotations) constant-gradient ADC windows stay windows, with a per-sample phase common to all spins
             (``wcyc``); with rotations they are stepped sample by sample.
         diffusion: compute ``bstep`` for the analytic diffusion attenuation
             ``Mxy *= exp(-D bstep)`` (k-space pathway: k reset at each excitation centre,
@@ -506,11 +506,13 @@ class _PulseFrame:
 
 
 def _translation_only(motion) -> bool:
-    """Motion without rotation: ADC windows stay windows (the motion adds a phase common to
-    all spins to each sample)."""
-    from ..twin.motion import PeriodicTranslation, Translation
+    """Motion without rotation (`Translation`, `PeriodicTranslation`, a `RigidPath` without
+    rotations): ADC windows stay windows (the motion adds a phase common to all spins to
+    each sample)."""
+    from ..twin.motion import PeriodicTranslation, RigidPath, Translation
 
-    return isinstance(motion, (Translation, PeriodicTranslation))
+    return (isinstance(motion, (Translation, PeriodicTranslation))
+            or (isinstance(motion, RigidPath) and motion.rotations is None))
 
 
 def _translated_windows(motion, kstep, cyc0, adt, events, steps, n_window):

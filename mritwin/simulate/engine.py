@@ -326,8 +326,9 @@ def _plan(twin: Twin, seq, scanner: Scanner, coils, method: Bloch, dtype, return
             f"got {tuple(sens.shape)}"
         )
     seq_groups, pd0 = None, twin.pd
-    if method.group_spins and not models and motion is None:
-        # spins that no gradient of the sequence tells apart run once (seqgroups)
+    if method.group_spins and not models and (motion is None or _translation_only(motion)):
+        # spins that no gradient of the sequence tells apart run once (seqgroups); a
+        # translation moves them alike (a phase common to all spins)
         seq_groups = plan_sequence_groups(twin, dseq, diffusion=method.analytic_diffusion, dtype=dtype)
         if seq_groups is not None:
             sens, twin = group_weights(seq_groups, twin.pd, sens), seq_groups.twin
