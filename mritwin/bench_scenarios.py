@@ -246,7 +246,8 @@ def _koma_brain_motion(quick: bool) -> Case:
     mo = mt.Translation(velocity=(0.0, 0.02, 0.0))
     return Case(tw, seq, sc, mt.Bloch(), motion=mo, anchor=None if quick else _KOMA_BRAIN_ANCHOR,
                 note=(f"built-in brain slice ({tw.n_spins} spins) translating at 2 cm/s along y (rigid; the "
-                      f"published motion pattern may differ); with motion, ADC windows are stepped. EPI {m}x{m}. "
+                      f"published motion pattern may differ); a translation keeps ADC windows as windows, each "
+                      f"sample with a phase common to all spins. EPI {m}x{m}. "
                       + _EPI_NOTE),
                 params={"matrix": m, "velocity_m_s": [0.0, 0.02, 0.0]})
 

@@ -13,8 +13,10 @@ the phase exactly for motion that is linear over the step:
          = (Rᵀk0 + Ṙᵀk1)·r0 + [k0·(c + d) + k1·ḋ - (Rᵀk0 + Ṙᵀk1)·c]
 
 so rigid motion only changes the per-step k-vector and adds one per-step phase: its cost
-does not depend on the number of spins. (With motion, ADC windows are stepped sample by
-sample, since consecutive intervals are no longer identical.)
+does not depend on the number of spins. (With a rotation, ADC windows are stepped sample
+by sample, since consecutive intervals are no longer identical; a translation keeps them
+as windows, each sample with a phase common to all spins, and keeps the engine's spin
+groups: see docs/motion.md.)
 
 All models are pure functions of time, vectorized over an array of times, and
 differentiable in their parameters.
